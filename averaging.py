@@ -1,0 +1,69 @@
+"""Across seeds: figures (PNG + PDF), CSV tables and report.md in <workdir>/report/.
+
+    python averaging.py --num_seed 10            # seeds 0..9 of every (dataset, model) under --workdir
+    python averaging.py --seeds 0 2 3 --workdir runs
+
+Every (dataset, model) folder whose runs have a finished extract/ is averaged by each paper module
+(reports/<paper>.py); statistics across seeds are medians with 25-75% bands.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from reports import Group, paper_modules
+from utils.cli import ToolkitParser, run_main
+from utils.errors import ToolkitError
+from utils.io import atomic_write
+from utils.rundir import report_dir, seed_dirs
+
+
+def parse_args(argv=None):
+    parser = ToolkitParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="runs", help="root of all run directories")
+    parser.add_argument("--num_seed", type=int, default=None, help="use seeds 0..N-1 (default: every seed found)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="use exactly these seeds")
+    parser.add_argument("--start_epoch", type=int, default=None, help="accepted for compatibility; unused")
+    return parser.parse_args(argv)
+
+
+def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
+    """Every (dataset, model) with at least one extracted run among `seeds`."""
+    groups = []
+    for dataset_dir in sorted(p for p in workdir.iterdir() if p.is_dir() and p.name != "report"):
+        for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
+            runs = [run for run in seed_dirs(workdir, dataset_dir.name, model_dir.name)
+                    if (run.extract / "_done.json").is_file()
+                    and (seeds is None or int(run.root.name[3:]) in seeds)]
+            if runs:
+                groups.append(Group(dataset_dir.name, model_dir.name, tuple(runs)))
+    return groups
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    workdir = Path(args.workdir)
+    seeds = set(args.seeds) if args.seeds else (set(range(args.num_seed)) if args.num_seed else None)
+    if not workdir.is_dir():
+        raise ToolkitError(f"--workdir {workdir} does not exist; train and extract runs first (python reproduce.py)")
+    groups = find_groups(workdir, seeds)
+    if not groups:
+        wanted = f" for seeds {sorted(seeds)}" if seeds else ""
+        raise ToolkitError(f"no run under {workdir} has a finished extract/{wanted}; run extractor.py first")
+    if seeds:
+        for group in groups:
+            found = {int(run.root.name[3:]) for run in group.runs}
+            if found != seeds:
+                print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
+    out = report_dir(workdir)
+    sections = [paper.average(groups, out) for paper in paper_modules()]
+    header = (f"# Report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from {len(groups)} (dataset, model) "
+              f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")
+    text = "\n\n".join([header, *[s for s in sections if s]]) + "\n"
+    atomic_write(out / "report.md", lambda handle: handle.write(text.encode()))
+    print(f"wrote {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,45 @@
+"""Per run: raw measurements -> compact scores (AUROC, CKA, R_f, ...) in rnd<seed>/extract/.
+
+    python extractor.py --model-name resnet18 --traindata cifar10 --num_classes 10 --seed 0
+
+Runs the extraction of every paper whose stage outputs the run holds (reports/<paper>.py), then writes
+extract/summary.json (one entry per paper) and extract/_done.json.
+"""
+from __future__ import annotations
+
+from reports import paper_modules
+from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
+from utils.errors import ToolkitError
+from utils.io import save_json
+from utils.loading import load_config
+from utils.rundir import RunDir, is_done, mark_done
+
+
+def parse_args(argv=None):
+    parser = ToolkitParser(description=__doc__.split("\n\n")[0])
+    add_run_flags(parser)
+    add_stage_flags(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    load_config(run)  # a clear error when the run does not exist
+    papers = [paper for paper in paper_modules() if paper.has_outputs(run)]
+    if not papers:
+        raise ToolkitError(f"{run.root} holds no measurement yet; run analyzing.py, features.py, kernels.py, "
+                           "stability.py, decompose.py or rainbow.py first")
+    flags = {"papers": [paper.__name__ for paper in papers], "start_epoch": args.start_epoch}
+    if is_done(run.extract, flags) and not args.force:
+        print(f"{run.extract} is up to date; nothing to do (use --force to redo)")
+        return 0
+    summary = {paper.__name__.split(".")[-1]: paper.extract(run) for paper in papers}
+    save_json(run.extract / "summary.json", summary)
+    mark_done(run.extract, flags)
+    print(f"{run.extract}: extracted {', '.join(summary)}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,327 @@
+"""Run the fixed order train -> measure -> extract -> average over a grid, locally or on Slurm.
+
+    python reproduce.py                                  # the demo: every implemented paper on digits
+    python reproduce.py --paper 000 --full --launcher slurm --partition gpu --gpus-per-task 1
+    python reproduce.py --traindata cifar10 --models vgg13 resnet18 --num_seed 3 --epochs 200 --print
+
+A grid is datasets x models x seeds. Each (dataset, model, seed) is one chain of commands: train, the
+per-run measurement stages of the chosen papers, extract. Stages that combine seeds (rainbow) run once all
+chains of their (dataset, model) are done, and averaging runs last. A stage whose _done.json records the
+same command line is skipped, so an interrupted grid resumes where it stopped; training itself resumes from
+last.pt. Each command's output goes to <run>/logs/<stage>.log.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from utils.cli import ToolkitParser, run_main
+from utils.errors import ToolkitError
+from utils.io import load_json
+from utils.rundir import DONE_FILE, RunDir, report_dir
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One script call; `done` is the folder (relative to the run, or the group for scope 'group')."""
+
+    name: str
+    paper: str
+    script: str
+    done: str
+    subcommand: tuple[str, ...] = ()
+    demo: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
+    scope: str = "run"  # run | group
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("analyzing", "000", "analyzing.py", "analysis",
+          demo=("--ratios", "6", "--num_grams", "300", "--num_stability", "200")),
+    Stage("features", "000", "features.py", "features"),
+    Stage("kernels", "000", "kernels.py", "kernels"),
+    Stage("stability", "004", "stability.py", "stability/trained", demo=("--by_layer", "--P", "200"),
+          full=("--by_layer", "--P", "500")),
+    Stage("stability-init", "004", "stability.py", "stability/init", demo=("--by_layer", "--P", "200", "--init"),
+          full=("--by_layer", "--P", "500", "--init")),
+    Stage("stability-shuffled", "004", "stability.py", "stability/shuffled",
+          demo=("--by_layer", "--P", "200", "--shuffle_channels"),
+          full=("--by_layer", "--P", "500", "--shuffle_channels")),
+    Stage("laplacian", "004", "stability.py", "stability/laplacian", demo=("--laplacian",), full=("--laplacian",)),
+    Stage("decompose-indices", "003", "decompose.py", "decompose/indices", subcommand=("indices",)),
+    Stage("decompose-validate", "003", "decompose.py", "decompose/validate", subcommand=("validate",)),
+    Stage("decompose-essential", "003", "decompose.py", "decompose/essential", subcommand=("essential",)),
+    Stage("decompose-finetune", "003", "decompose.py", "decompose/finetune", subcommand=("finetune",),
+          demo=("--epochs", "1"), full=("--epochs", "10")),
+    Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group"),
+)
+
+# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4).
+FULL_GRIDS = {
+    "000": {"traindata": ["cifar10", "cifar100", "svhn", "mnist"], "seeds": list(range(10)), "epochs": 1200,
+            "models": ["vgg13", "vgg16", "resnet18", "resnet34"], "recipe": "seed000", "width": 1.0},
+    "004": {"traindata": ["cifar10"], "seeds": list(range(4)), "epochs": 250, "recipe": "seed004", "width": 1.0,
+            "models": ["vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
+                       "lenet", "efficientnet_b0"]},
+    "003": {"traindata": ["cifar10"], "models": ["resnet20"], "seeds": [0], "epochs": 200, "recipe": "akamaster",
+            "width": 1.0},
+    "002": {"traindata": ["cifar10"], "models": ["scattering"], "seeds": list(range(50)), "epochs": 150,
+            "recipe": "seed002", "width": 1.0},
+}
+DEMO = {"traindata": ["digits"], "models": ["resnet18"], "seeds": [0, 1], "epochs": 6, "width": 0.25}
+
+
+@dataclass
+class Command:
+    stage: str
+    argv: list[str]
+    done_dir: Path | None  # None: always run (averaging)
+    log: Path
+    status: str = "pending"  # done | skipped | failed
+    seconds: float = 0.0
+
+    def shell(self) -> str:
+        return shlex.join(["python", *self.argv])
+
+    def is_done(self) -> bool:
+        if self.done_dir is None:
+            return False
+        marker = self.done_dir / DONE_FILE
+        if not marker.is_file():
+            return False
+        try:
+            return load_json(marker).get("argv") == self.argv[1:]
+        except ToolkitError:
+            return False
+
+
+@dataclass
+class Chain:
+    """The commands of one (dataset, model, seed), run in order; a failure stops the chain."""
+
+    label: str
+    commands: list[Command] = field(default_factory=list)
+
+    def __call__(self, progress=None) -> Chain:
+        for command in self.commands:
+            if command.status == "pending":
+                run_command(command)
+            if progress is not None:
+                progress.update(1)
+            if command.status == "failed":
+                break
+        return self
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit pre-emption hook: requeue the same chain; finished stages are skipped, training resumes."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def run_command(command: Command) -> None:
+    if command.is_done():
+        command.status = "skipped"
+        return
+    command.log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(command.log, "w") as log:
+        log.write(f"$ {command.shell()}\n")
+        log.flush()
+        result = subprocess.run([sys.executable, *command.argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    command.seconds = time.perf_counter() - started
+    command.status = "done" if result.returncode == 0 else "failed"
+
+
+def parse_args(argv=None):
+    parser = ToolkitParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paper", choices=["000", "002", "003", "004", "all"], default="all",
+                        help="which paper's stages to run (all: every implemented paper)")
+    parser.add_argument("--full", action="store_true",
+                        help="use the paper's published grid (datasets, models, seeds, epochs) instead of the demo")
+    parser.add_argument("--traindata", nargs="+", default=None, help="datasets of the grid (demo: digits)")
+    parser.add_argument("--models", nargs="+", default=None, help="architectures of the grid (demo: resnet18)")
+    parser.add_argument("--num_seed", type=int, default=None, help="seeds 0..N-1 (demo: 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="exactly these seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo: 6)")
+    parser.add_argument("--width", type=float, default=None, help="channel-width multiplier (demo: 0.25)")
+    parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")
+    parser.add_argument("--stages", nargs="+", default=None,
+                        help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
+    parser.add_argument("--workdir", default="runs", help="root of all run directories")
+    parser.add_argument("--data-root", default="data", help="folder holding dataset files")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda, passed to every stage")
+    parser.add_argument("--print", action="store_true", help="print the commands, one per line, without running them")
+    parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                        help="local processes, Slurm job arrays through submitit, or submitit's local executor")
+    parser.add_argument("--jobs", type=int, default=1, help="local launcher: chains run in parallel")
+    parser.add_argument("--partition", default=None, help="slurm: partition")
+    parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
+    parser.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit per task in minutes")
+    parser.add_argument("--mem", type=int, default=32, help="slurm: memory per task in GB")
+    parser.add_argument("--force", action="store_true", help="rerun stages even when done")
+    return parser.parse_args(argv)
+
+
+def resolve_grid(args) -> dict:
+    """Demo defaults, or the union of the chosen papers' published grids with --full; flags override."""
+    papers = ["000", "004", "003", "002"] if args.paper == "all" else [args.paper]
+    if args.full:
+        grids = [FULL_GRIDS[p] for p in papers]
+        grid = {"traindata": _union(g["traindata"] for g in grids), "models": _union(g["models"] for g in grids),
+                "seeds": _union(g["seeds"] for g in grids), "epochs": max(g["epochs"] for g in grids),
+                "width": 1.0, "recipe": grids[0]["recipe"] if len(grids) == 1 else None}
+    else:
+        grid = dict(DEMO, recipe=None)
+    overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
+                 "recipe": args.recipe, "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
+    grid.update({k: v for k, v in overrides.items() if v is not None})
+    grid["papers"] = papers
+    return grid
+
+
+def available_stages(papers: list[str], only: list[str] | None) -> list[Stage]:
+    """The stages of the chosen papers whose script exists (papers land one issue at a time)."""
+    names = {s.name for s in STAGES} | {"train", "extract", "average"}
+    unknown = sorted(set(only or ()) - names)
+    if unknown:
+        raise ToolkitError(f"unknown --stages {unknown}; choose among {sorted(names)}")
+    return [s for s in STAGES if s.paper in papers and (ROOT / s.script).is_file()
+            and (only is None or s.name in only)]
+
+
+def build_plan(args, grid: dict) -> tuple[list[Chain], list[Command], list[Command]]:
+    """(per-run chains, group commands, final commands)."""
+    stages = available_stages(grid["papers"], args.stages)
+    wanted = set(args.stages) if args.stages else None
+    mode = "full" if args.full else "demo"
+    common = ["--workdir", args.workdir, "--device", args.device]
+    chains, group_cmds = [], []
+    for dataset in grid["traindata"]:
+        for model in grid["models"]:
+            for seed in grid["seeds"]:
+                run = RunDir.of(args.workdir, dataset, model, seed)
+                ident = ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
+                chain = Chain(f"{dataset}/{model}/rnd{seed}")
+                if wanted is None or "train" in wanted:
+                    train = ["train_classifier.py", *ident, "--epochs", str(grid["epochs"]), "--width",
+                             str(grid["width"]), "--data-root", args.data_root, "--resume", "--no-progress"]
+                    if grid.get("recipe"):
+                        train += ["--recipe", grid["recipe"]]
+                    chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
+                for stage in (s for s in stages if s.scope == "run"):
+                    argv = [stage.script, *stage.subcommand, *ident, "--data-root", args.data_root,
+                            *getattr(stage, mode)]
+                    chain.commands.append(Command(stage.name, argv, run.root / stage.done,
+                                                  run.root / "logs" / f"{stage.name}.log"))
+                if wanted is None or "extract" in wanted:
+                    chain.commands.append(Command("extract", ["extractor.py", *ident], run.extract,
+                                                  run.root / "logs" / "extract.log"))
+                chains.append(chain)
+            group = RunDir.of(args.workdir, dataset, model, 0).group
+            seeds = [str(s) for s in grid["seeds"]]
+            for stage in (s for s in stages if s.scope == "group"):
+                argv = [stage.script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
+                        "--data-root", args.data_root, *getattr(stage, mode)]
+                group_cmds.append(Command(stage.name, argv, group / stage.done, group / "logs" / f"{stage.name}.log"))
+    final = []
+    if wanted is None or "average" in wanted:
+        final.append(Command("average", ["averaging.py", "--workdir", args.workdir, "--seeds",
+                                         *[str(s) for s in grid["seeds"]]], None,
+                             report_dir(args.workdir) / "averaging.log"))
+    return chains, group_cmds, final
+
+
+def launch(chains: list[Chain], args) -> list[Chain]:
+    """Run the chains with the chosen launcher; returns them with their statuses filled in."""
+    if args.launcher == "local":
+        total = sum(len(c.commands) for c in chains)
+        with tqdm(total=total, desc="grid", unit="stage", dynamic_ncols=True) as bar:
+            if args.jobs <= 1:
+                return [chain(bar) for chain in chains]
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                return list(pool.map(lambda c: c(bar), chains))
+    import submitit
+
+    folder = Path(args.workdir) / "slurm_logs"
+    cluster = "local" if args.launcher == "submitit-local" else "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    params = {"timeout_min": args.time, "gpus_per_node": args.gpus_per_task}
+    if cluster == "slurm":
+        params.update(slurm_partition=args.partition, slurm_mem=f"{args.mem}GB", slurm_array_parallelism=256)
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    jobs = executor.map_array(lambda chain: chain(), chains) if cluster == "slurm" else \
+        [executor.submit(chain) for chain in chains]
+    print(f"submitted {len(jobs)} chain(s); logs in {folder}")
+    return [job.result() for job in tqdm(jobs, desc="chains", unit="chain")]
+
+
+def summarize(commands: list[Command]) -> int:
+    """Print done/skipped/failed counts and time per stage; returns the exit status."""
+    counts = Counter(c.status for c in commands)
+    seconds = Counter()
+    for command in commands:
+        seconds[command.stage] += command.seconds
+    print(f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
+          f"{counts['pending']} not reached")
+    if counts["done"] == 0 and counts["failed"] == 0:
+        print("nothing to do: every stage was already done")
+    if seconds:
+        print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items() if v > 0))
+    for command in commands:
+        if command.status == "failed":
+            print(f"FAILED {command.stage}: {command.shell()}  (log: {command.log})")
+    return 1 if counts["failed"] else 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    grid = resolve_grid(args)
+    chains, group_cmds, final = build_plan(args, grid)
+    if args.print:
+        for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
+            print(command.shell())
+        return 0
+    if args.force:
+        for command in [c for chain in chains for c in chain.commands] + group_cmds:
+            command.argv.append("--force")
+    chains = launch(chains, args)
+    failed_groups = {c.label.rsplit("/", 1)[0] for c in chains if any(x.status == "failed" for x in c.commands)}
+    for command in group_cmds:
+        if _group_label(command) not in failed_groups:  # a group stage needs every seed of its group
+            run_command(command)
+    ran = [c for chain in chains for c in chain.commands] + group_cmds
+    report = report_dir(args.workdir) / "report.md"
+    if any(c.status == "done" for c in ran) or not report.is_file():
+        for command in final:
+            run_command(command)
+    status = summarize(ran + final)
+    if report.is_file():
+        print(f"report: {report}")
+    return status
+
+
+def _group_label(command: Command) -> str:
+    argv = command.argv
+    return f"{argv[argv.index('--traindata') + 1]}/{argv[argv.index('--model-name') + 1]}"
+
+
+def _union(lists) -> list:
+    out = []
+    for items in lists:
+        out += [x for x in items if x not in out]
+    return out
+
+
+if __name__ == "__main__":
+    run_main(main)

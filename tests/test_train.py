@@ -1,0 +1,135 @@
+"""train_classifier.py: learning on digits, exact resume after SIGKILL and SIGTERM, one-line errors."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.recipes import get_recipe
+from training.schedule import learning_rate
+from utils.io import load_torch
+from utils.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model-name", "lenet", "--traindata", "digits", "--num_classes", "10", "--width", "0.5",
+        "--batchsize", "64", "--no-progress", "--device", "cpu"]
+
+
+def train(workdir, *extra, check=True):
+    result = subprocess.run([sys.executable, "train_classifier.py", *TINY, "--workdir", str(workdir), *extra],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def final_weights(workdir, epochs):
+    run = RunDir.of(workdir, "digits", "lenet", 0)
+    return load_torch(run.epoch_checkpoint(epochs))["model"]
+
+
+def assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 4-epoch run."""
+    workdir = tmp_path_factory.mktemp("ref")
+    train(workdir, "--epochs", "4")
+    return workdir
+
+
+def test_training_on_digits_lowers_the_loss(reference):
+    run = RunDir.of(reference, "digits", "lenet", 0)
+    rows = list(csv.DictReader(run.train_log.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
+    assert float(rows[-1]["test_acc"]) > 0.5
+    assert run.epoch_checkpoint(0).is_file() and run.last.is_file() and (run.root / "_done.json").is_file()
+
+
+def test_second_call_does_nothing(reference):
+    result = train(reference, "--epochs", "4")
+    assert "nothing to do" in result.stdout
+
+
+def _kill_when(workdir, sig, condition):
+    """Start a 4-epoch run and send `sig` once `condition(run)` holds; returns the exit status."""
+    proc = subprocess.Popen([sys.executable, "train_classifier.py", *TINY, "--workdir", str(workdir),
+                             "--epochs", "4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = RunDir.of(workdir, "digits", "lenet", 0)
+    deadline = time.time() + 240
+    while not condition(run) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    return proc.returncode
+
+
+def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
+    status = _kill_when(tmp_path, signal.SIGKILL, lambda run: run.last.is_file())
+    assert status == -signal.SIGKILL
+    assert not any(p.name.endswith(".tmp") for p in RunDir.of(tmp_path, "digits", "lenet", 0).checkpoints.iterdir())
+    train(tmp_path, "--epochs", "4", "--resume")
+    assert_identical(final_weights(reference, 4), final_weights(tmp_path, 4))
+
+
+def test_sigterm_saves_mid_epoch_and_resume_is_bit_identical(reference, tmp_path):
+    status = _kill_when(tmp_path, signal.SIGTERM, lambda run: run.epoch_checkpoint(0).is_file())
+    assert status == 143
+    ckpt = load_torch(RunDir.of(tmp_path, "digits", "lenet", 0).last)
+    assert ckpt["batch"] > 0 or ckpt["epoch"] > 0
+    train(tmp_path, "--epochs", "4", "--resume")
+    assert_identical(final_weights(reference, 4), final_weights(tmp_path, 4))
+
+
+def test_existing_run_needs_resume_or_force(reference, tmp_path):
+    train(tmp_path, "--epochs", "1")
+    result = train(tmp_path, "--epochs", "2", check=False)
+    assert result.returncode == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model-name", "nonet"], "nonet"),
+    (["--traindata", "imagenet22k"], "imagenet22k"),
+    (["--num_classes", "100"], "--num_classes 100"),
+    (["--traindata", "cifar10", "--data-root", "/nonexistent"], "cifar-10-batches-py"),
+    (["--resume", "--start_epoch", "7"], "--start_epoch 7"),
+    (["--epochs", "0"], "--epochs"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, flags, message):
+    result = train(tmp_path, *flags, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_last_checkpoint_is_a_clear_error(tmp_path):
+    train(tmp_path, "--epochs", "1")
+    last = RunDir.of(tmp_path, "digits", "lenet", 0).last
+    last.write_bytes(last.read_bytes()[:100])
+    result = train(tmp_path, "--epochs", "1", "--resume", "--force", check=False)
+    assert result.returncode == 0  # --force ignores the broken file and retrains
+    last.write_bytes(last.read_bytes()[:100])
+    os.remove(RunDir.of(tmp_path, "digits", "lenet", 0).root / "_done.json")
+    result = train(tmp_path, "--epochs", "1", "--resume", check=False)
+    assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
+
+
+def test_schedules_match_pytorch_closed_forms():
+    recipe = get_recipe("seed000", epochs=2)
+    assert learning_rate(recipe, 0, 10) == pytest.approx(0.1)
+    assert learning_rate(recipe, 10, 10) == pytest.approx(0.05)
+    seed004 = get_recipe("seed004", epochs=100)
+    assert learning_rate(seed004, 100 * 10, 10) == pytest.approx(0.1 * 0.146, rel=1e-2)  # rises past T_max
+    aka = get_recipe("akamaster")
+    assert [learning_rate(aka, e * 5, 5) for e in (99, 100, 150)] == pytest.approx([0.1, 0.01, 0.001])

@@ -1,0 +1,259 @@
+"""The training loop: data on the device, batched augmentation, exact resume, SIGTERM-safe checkpoints.
+
+Resume is exact on CPU: `last.pt` holds the model, the optimiser, the data generator (epoch order and
+augmentation draws), the global torch RNG (dropout) and, when saved mid-epoch on SIGTERM, the epoch's
+permutation and the batch to continue from. The learning rate is a closed-form function of the step
+(training/schedule.py), so there is no scheduler state to restore.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from datasets.augment import random_crop_flip, random_erasing
+from datasets.perturbations import gaussian_corruption
+from torch import nn
+from tqdm import tqdm
+
+from training.recipes import Recipe
+from training.schedule import learning_rate
+from utils.errors import ToolkitError
+from utils.io import atomic_write, save_torch
+from utils.rundir import CHECKPOINT_FORMAT, RunDir
+
+EVAL_BATCH = 1000
+LOG_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
+
+
+@dataclass
+class TrainData:
+    """Train and test tensors on the training device, in pixel space, with their normalisation."""
+
+    train_x: torch.Tensor  # (N, C, H, W)
+    train_y: torch.Tensor  # (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor     # (1, C, 1, 1)
+    std: torch.Tensor
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@dataclass
+class TrainState:
+    """Everything `last.pt` needs beyond the model and optimiser."""
+
+    epoch: int = 0                 # completed epochs
+    batch: int = 0                 # next batch of the epoch in progress (mid-epoch SIGTERM save)
+    perm: torch.Tensor | None = None
+    partial: dict = field(default_factory=dict)  # running sums of the epoch in progress
+    best_acc: float = -1.0
+    log: list = field(default_factory=list)
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD or Adam; seed004 recipes exempt biases and BN parameters (dim == 1) from weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.wdecay_on_all:
+        groups = [{"params": params, "weight_decay": recipe.wdecay}]
+    else:
+        groups = [{"params": [p for p in params if p.dim() != 1], "weight_decay": recipe.wdecay},
+                  {"params": [p for p in params if p.dim() == 1], "weight_decay": 0.0}]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    raise ToolkitError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def classification_loss(output: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """Cross-entropy, or the hinge loss mean(relu(1 - y out)) with y = 2 label - 1 (seed004 §3)."""
+    if kind == "hinge":
+        signs = labels.to(output.dtype) * 2 - 1
+        return F.relu(1 - output.reshape(-1) * signs).mean()
+    return F.cross_entropy(output, labels)
+
+
+def predictions(output: torch.Tensor, kind: str) -> torch.Tensor:
+    """Predicted labels: argmax, or out > 0 for the hinge loss (label 1 = +1)."""
+    if kind == "hinge":
+        return (output.reshape(-1) > 0).long()
+    return output.argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TrainData, recipe: Recipe, corruption_std: float = 0.0,
+             generator: torch.Generator | None = None) -> float:
+    """Test accuracy in eval mode (corrupted by fresh Gaussian noise when corruption_std > 0, seed004 §2.7)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=data.test_x.device)
+    for start in range(0, len(data.test_x), EVAL_BATCH):
+        x = data.normalize(data.test_x[start:start + EVAL_BATCH])
+        if corruption_std > 0:
+            x = gaussian_corruption(x, corruption_std, generator)
+        out = model(x)
+        correct += (predictions(out, recipe.loss) == data.test_y[start:start + EVAL_BATCH]).sum()
+    return correct.item() / len(data.test_x)
+
+
+class Trainer:
+    """Trains one run into its RunDir; `run()` resumes from `state` and returns the final test accuracy."""
+
+    def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir, generator: torch.Generator,
+                 save_every: int = 0, corruption_std: float = 0.0, progress: bool = True):
+        self.model = model
+        self.data = data
+        self.recipe = recipe
+        self.run_dir = run
+        self.generator = generator
+        self.save_every = save_every
+        self.corruption_std = corruption_std
+        self.progress = progress
+        self.optimizer = build_optimizer(model, recipe)
+        self.state = TrainState()
+        self.iters_per_epoch = math.ceil(len(data.train_x) / recipe.batchsize)
+        self._stop_requested = False
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict:
+        state = self.state
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": state.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "batch": state.batch,
+            "perm": state.perm,
+            "partial": state.partial,
+            "best_acc": state.best_acc,
+            "log": state.log,
+        }
+
+    def load_checkpoint_dict(self, ckpt: dict) -> None:
+        """Restore a `last.pt` written by `checkpoint_dict` (after `utils.io.load_torch`)."""
+        if ckpt.get("format") != CHECKPOINT_FORMAT or "optimizer" not in ckpt:
+            raise ToolkitError("the checkpoint to resume from was not written by train_classifier.py; use --force")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        self.state = TrainState(epoch=ckpt["epoch"], batch=ckpt["batch"], perm=ckpt["perm"],
+                                partial=dict(ckpt["partial"]), best_acc=ckpt["best_acc"], log=list(ckpt["log"]))
+        if self.state.perm is not None:
+            self.state.perm = self.state.perm.to(self.data.train_x.device)
+
+    def save_weights(self, path) -> None:
+        save_torch(path, {"format": CHECKPOINT_FORMAT, "epoch": self.state.epoch, "model": self.model.state_dict()})
+
+    def save_last(self) -> None:
+        save_torch(self.run_dir.last, self.checkpoint_dict())
+
+    def write_log(self) -> None:
+        lines = [",".join(LOG_COLUMNS)]
+        lines += [",".join(_fmt(row[c]) for c in LOG_COLUMNS) for row in self.state.log]
+        text = ("\n".join(lines) + "\n").encode()
+        atomic_write(self.run_dir.train_log, lambda handle: handle.write(text))
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def run(self) -> float:
+        """Train until recipe.epochs (or zero loss); returns the last test accuracy."""
+        if self.state.epoch == 0 and self.state.batch == 0 and not self.run_dir.epoch_checkpoint(0).exists():
+            self.save_weights(self.run_dir.epoch_checkpoint(0))  # the initialisation, for init baselines
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        test_acc = self.state.log[-1]["test_acc"] if self.state.log else float("nan")
+        bar = tqdm(total=self.recipe.epochs, initial=self.state.epoch, desc=f"train {self.run_dir.root}",
+                   disable=not self.progress, unit="epoch", dynamic_ncols=True)
+        try:
+            while self.state.epoch < self.recipe.epochs:
+                row = self.train_epoch()
+                if row is None:  # SIGTERM: last.pt saved mid-epoch
+                    raise SystemExit(143)
+                test_acc = row["test_acc"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.3f}",
+                                test=f"{test_acc:.3f}")
+                if self.recipe.stop_at_zero_loss and row["train_loss"] == 0.0:
+                    break
+        finally:
+            bar.close()
+            signal.signal(signal.SIGTERM, previous)
+        return test_acc
+
+    def train_epoch(self) -> dict | None:
+        """One epoch from `state.batch`; writes checkpoints and the log; None if stopped by SIGTERM."""
+        state, recipe, data = self.state, self.recipe, self.data
+        device = data.train_x.device
+        started = time.perf_counter()
+        if state.batch == 0:
+            state.perm = torch.randperm(len(data.train_x), generator=self.generator, device=device)
+            state.partial = {"loss": 0.0, "correct": 0, "seen": 0}
+        loss_sum = torch.tensor(state.partial["loss"], dtype=torch.float64, device=device)
+        correct = torch.tensor(state.partial["correct"], dtype=torch.long, device=device)
+        seen = state.partial["seen"]
+        self.model.train()
+        for batch in range(state.batch, self.iters_per_epoch):
+            lr = learning_rate(recipe, state.epoch * self.iters_per_epoch + batch, self.iters_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            index = state.perm[batch * recipe.batchsize:(batch + 1) * recipe.batchsize]
+            x, y = self.augment(data.train_x[index]), data.train_y[index]
+            output = self.model(x)
+            loss = classification_loss(output, y, recipe.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (predictions(output.detach(), recipe.loss) == y).sum()
+            seen += len(y)
+            if self._stop_requested:
+                state.batch = batch + 1
+                state.partial = {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen}
+                self.save_last()
+                return None
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise ToolkitError(f"training loss became {train_loss} in epoch {state.epoch + 1}; the last good "
+                               f"checkpoint {self.run_dir.last} (epoch {state.epoch}) is kept; lower --lr")
+        state.epoch += 1
+        state.batch, state.perm, state.partial = 0, None, {}
+        test_acc = evaluate(self.model, data, recipe, self.corruption_std, self.generator)
+        row = {"epoch": state.epoch, "lr": lr, "train_loss": train_loss, "train_acc": correct.item() / seen,
+               "test_acc": test_acc, "seconds": time.perf_counter() - started}
+        state.log.append(row)
+        if recipe.keep_best and test_acc > state.best_acc:
+            state.best_acc = test_acc
+            self.save_weights(self.run_dir.best)
+        if (self.save_every and state.epoch % self.save_every == 0) or state.epoch == recipe.epochs:
+            self.save_weights(self.run_dir.epoch_checkpoint(state.epoch))
+        self.save_last()
+        self.write_log()
+        return row
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel-space crop + flip, normalisation, then erasing and corruption (seed000 §4 order)."""
+        recipe = self.recipe
+        if recipe.crop_padding or recipe.flip:
+            x = random_crop_flip(x, self.generator, padding=recipe.crop_padding, flip=recipe.flip)
+        x = self.data.normalize(x)
+        if recipe.erasing:
+            x = random_erasing(x, self.generator)
+        if self.corruption_std > 0:
+            x = gaussian_corruption(x, self.corruption_std, self.generator)
+        return x
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

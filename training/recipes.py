@@ -1,0 +1,72 @@
+"""Training recipes of the four papers, as data.
+
+| recipe      | source               | optimiser                          | schedule                        | augmentation   |
+|-------------|----------------------|------------------------------------|---------------------------------|----------------|
+| seed000     | seed000 §4 (default) | SGD 0.1 m 0.9, wd 5e-4 on all      | cosine per iteration, T=all     | crop+flip+erase|
+| seed004     | seed004 §3           | SGD 0.1 m 0.9, wd 5e-4 on dim != 1 | cosine per epoch, T=0.8 epochs  | crop+flip      |
+| seed004_fcn | seed004 §3 (FCNs)    | Adam 0.1 (sic, as published), wd 0 | constant                        | crop+flip      |
+| twopoints   | seed004 §3           | SGD 0.05 m 0.9, wd 5e-4 on dim != 1| cosine per epoch, T=0.8 epochs  | none, hinge    |
+| akamaster   | seed003 §3 (resnet20)| SGD 0.1 m 0.9, wd 1e-4 on all      | x0.1 at epochs 100 and 150      | crop+flip      |
+| seed002     | seed002 §4           | SGD 0.01 m 0.9, wd 1e-4 on all     | x0.1 every 50 epochs            | crop+flip      |
+
+seed004's recipes keep the best-test-accuracy checkpoint (best.pt) and stop at the first epoch whose mean
+training loss is exactly zero. Flags (--lr, --wdecay, --batchsize, --epochs) override a recipe's values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from utils.errors import ToolkitError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    epochs: int
+    lr: float
+    batchsize: int = 128
+    optimizer: str = "sgd"            # sgd | adam
+    momentum: float = 0.9
+    wdecay: float = 5e-4
+    wdecay_on_all: bool = True        # False: no weight decay on biases and BN parameters (dim == 1)
+    schedule: str = "cosine_iter"     # cosine_iter | cosine_epoch | multistep | step | constant
+    cosine_fraction: float = 1.0      # cosine_epoch: T_max = cosine_fraction * epochs
+    milestones: tuple[int, ...] = ()  # multistep epochs
+    step_size: int = 0                # step: decay every step_size epochs
+    gamma: float = 0.1
+    crop_padding: int = 4             # 0 disables the random crop
+    flip: bool = True
+    erasing: bool = False
+    loss: str = "cross_entropy"       # cross_entropy | hinge
+    normalization: str | None = None  # None: the dataset's own; "imagenet": ImageNet statistics
+    keep_best: bool = False
+    stop_at_zero_loss: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed000": Recipe("seed000", epochs=1200, lr=0.1, erasing=True),
+    "seed004": Recipe("seed004", epochs=250, lr=0.1, wdecay_on_all=False, schedule="cosine_epoch",
+                      cosine_fraction=0.8, keep_best=True, stop_at_zero_loss=True),
+    "seed004_fcn": Recipe("seed004_fcn", epochs=250, lr=0.1, optimizer="adam", wdecay=0.0, schedule="constant",
+                          keep_best=True, stop_at_zero_loss=True,
+                          notes=("seed004 left Adam at lr 0.1 for the FCNs; kept as published",)),
+    "twopoints": Recipe("twopoints", epochs=300, lr=0.05, wdecay_on_all=False, schedule="cosine_epoch",
+                        cosine_fraction=0.8, crop_padding=0, flip=False, loss="hinge", keep_best=True,
+                        stop_at_zero_loss=True),
+    "akamaster": Recipe("akamaster", epochs=200, lr=0.1, wdecay=1e-4, schedule="multistep", milestones=(100, 150),
+                        normalization="imagenet"),
+    "seed002": Recipe("seed002", epochs=150, lr=0.01, wdecay=1e-4, schedule="step", step_size=50,
+                      normalization="imagenet"),
+}
+
+
+def get_recipe(name: str, **overrides) -> Recipe:
+    """The named recipe with the non-None `overrides` (epochs, lr, wdecay, batchsize) applied."""
+    if name not in RECIPES:
+        raise ToolkitError(f"unknown --recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    values = {key: value for key, value in overrides.items() if value is not None}
+    recipe = replace(RECIPES[name], **values)
+    if recipe.epochs < 1 or recipe.lr <= 0 or recipe.batchsize < 1:
+        raise ToolkitError("--epochs and --batchsize must be >= 1 and --lr > 0")
+    return recipe

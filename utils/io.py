@@ -1,0 +1,122 @@
+"""Atomic file I/O for run directories (DESIGN.md, "The run directory").
+
+Every writer goes through `atomic_write`: the bytes land in a temporary file beside the target, are flushed
+to disk, and only then renamed over the final name, so no partial file ever exists under a final name.
+Every reader turns a missing, truncated or foreign file into a one-line `ToolkitError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from utils.errors import ToolkitError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise ToolkitError(f"cannot write to {path.parent}: {err.strerror}; choose a writable --workdir") from err
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON, atomically."""
+    data = (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode()
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def load_json(path: str | os.PathLike, required: Iterable[str] = ()) -> dict:
+    """Read a JSON object; `required` keys must be present."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"missing file {path}")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ToolkitError(f"{path} is not valid JSON ({err}); delete it and rerun the stage that writes it") from err
+    if not isinstance(obj, dict):
+        raise ToolkitError(f"{path} should hold a JSON object, found {type(obj).__name__}")
+    missing = [key for key in required if key not in obj]
+    if missing:
+        raise ToolkitError(f"{path} lacks the keys {missing}; it was not written by this toolkit")
+    return obj
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Write named arrays to an uncompressed .npz, atomically (never anonymous `arr_0` keys)."""
+    if not arrays:
+        raise ValueError("save_npz needs at least one named array")
+    converted = {key: _to_numpy(value) for key, value in arrays.items()}
+    return atomic_write(path, lambda handle: np.savez(handle, **converted))
+
+
+def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Read every array of an .npz into a dict; `required` keys must be present."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"missing file {path}; run the stage that writes it first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ToolkitError(f"{path} is truncated or not an .npz file; delete it and rerun its stage") from err
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ToolkitError(f"{path} lacks the arrays {missing} (has {sorted(arrays)}); rerun its stage with --force")
+    return arrays
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """Write a checkpoint holding only tensors and plain Python values, atomically."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Read a checkpoint with `weights_only=True`: a pickle that would run code is refused, never executed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ToolkitError(f"missing checkpoint {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated, foreign or unsafe pickles
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise ToolkitError(f"{path} is not a readable checkpoint ({reason})") from err
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

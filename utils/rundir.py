@@ -1,0 +1,123 @@
+"""The run-directory contract between stages (DESIGN.md, "The run directory").
+
+    <workdir>/<dataset>/<model>/rnd<seed>/
+        config.json  train_log.csv  checkpoints/epoch_XXXX.pt  checkpoints/last.pt  checkpoints/best.pt
+        <stage>/ ... <stage>/_done.json        one folder per measurement stage
+        extract/                                compact per-run results
+    <workdir>/<dataset>/<model>/<group stage>/  stages that combine seeds (rainbow)
+    <workdir>/report/                           figures, tables and report.md
+
+Every path a stage uses comes from here; `_done.json` records the flags a stage ran with, so that a rerun
+with the same flags is skipped unless `--force`.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.errors import ToolkitError
+from utils.io import load_json, save_json
+
+DONE_FILE = "_done.json"
+CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one (dataset, model, seed) run."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, workdir: str | Path, dataset: str, model: str, seed: int) -> RunDir:
+        return cls(Path(workdir) / safe_name(dataset) / safe_name(model) / f"rnd{int(seed)}")
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.root / "train_log.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{int(epoch):04d}.pt"
+
+    def saved_epochs(self) -> list[int]:
+        """Epochs with a kept checkpoint, ascending."""
+        found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in self.checkpoints.glob("epoch_*.pt"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def extract(self) -> Path:
+        return self.root / "extract"
+
+    @property
+    def group(self) -> Path:
+        """The <workdir>/<dataset>/<model>/ folder holding every seed of this run."""
+        return self.root.parent
+
+
+def safe_name(name: str) -> str:
+    """A folder name for a dataset or model name (e.g. 'torchvision:resnet50' -> 'torchvision_resnet50')."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))
+
+
+def report_dir(workdir: str | Path) -> Path:
+    return Path(workdir) / "report"
+
+
+def seed_dirs(workdir: str | Path, dataset: str, model: str) -> list[RunDir]:
+    """Every rnd<seed> run of one (dataset, model), ordered by seed."""
+    group = Path(workdir) / safe_name(dataset) / safe_name(model)
+    runs = [p for p in group.glob("rnd*") if re.fullmatch(r"rnd\d+", p.name) and p.is_dir()]
+    return [RunDir(p) for p in sorted(runs, key=lambda p: int(p.name[3:]))]
+
+
+def is_done(stage_dir: str | Path, flags: dict) -> bool:
+    """True when `stage_dir/_done.json` exists and records exactly these flags."""
+    marker = Path(stage_dir) / DONE_FILE
+    if not marker.is_file():
+        return False
+    try:
+        return load_json(marker).get("flags") == _jsonable(flags)
+    except ToolkitError:
+        return False
+
+
+def mark_done(stage_dir: str | Path, flags: dict, **summary) -> Path:
+    """Write `_done.json` last, after every other file of the stage is in place.
+
+    It records the stage's flags and its command line (`argv`), which reproduce.py compares to skip work.
+    """
+    record = {"flags": _jsonable(flags), "argv": sys.argv[1:], **summary}
+    return save_json(Path(stage_dir) / DONE_FILE, record)
+
+
+def require_done(stage_dir: str | Path, stage: str, command: str) -> None:
+    """Raise a one-line error when a prerequisite stage has not finished."""
+    if not (Path(stage_dir) / DONE_FILE).is_file():
+        raise ToolkitError(f"{stage} has not finished for {Path(stage_dir).parent}; run `{command}` first")
+
+
+def _jsonable(flags: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(flags, sort_keys=True, default=str))
