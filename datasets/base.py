@@ -1,0 +1,46 @@
+"""The in-memory dataset every loader returns: pixel-space images plus the normalisation to apply later."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ImageData:
+    """Images in pixel space (N, C, H, W) float32, labels (N,) int64, and the normalisation of the paper.
+
+    Normalisation is applied on the device per batch (`normalize`), after any pixel-space perturbation.
+    """
+
+    name: str
+    split: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.mean, self.std)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x - mean) / std per channel, for a batch (B, C, H, W) on any device."""
+    shape = (1, -1, 1, 1)
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(shape)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(shape)
+    return (x - mean) / std
+
+
+def to_rgb32(images: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """Grey (N, 1, H, W) images bilinearly resized to 32x32 and repeated to `channels` channels."""
+    if images.shape[-1] != 32:
+        images = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    if images.shape[1] == 1 and channels == 3:
+        images = images.repeat(1, 3, 1, 1)
+    return images.clamp(0, 1).contiguous()
