@@ -27,7 +27,7 @@ from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch, save_json
-from utils.rundir import RunDir, is_done, mark_done
+from utils.rundir import RunDir, is_done, jsonable, mark_done
 
 
 def parse_args(argv=None):
@@ -130,7 +130,7 @@ def resume_from(trainer: Trainer, run: RunDir, args, flags: dict) -> None:
         return
     if not args.resume:
         raise ToolkitError(f"{run.root} already holds a run; pass --resume to continue it or --force to restart")
-    if run.config.is_file() and load_json(run.config).get("flags") != flags:
+    if run.config.is_file() and load_json(run.config).get("flags") != jsonable(flags):
         raise ToolkitError(f"{run.root} was trained with other flags (see its config.json); "
                            "use another --seed or --workdir, or --force to restart")
     if args.start_epoch is not None:

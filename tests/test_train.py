@@ -51,8 +51,8 @@ def test_training_on_digits_lowers_the_loss(reference):
     run = RunDir.of(reference, "digits", "lenet", 0)
     rows = list(csv.DictReader(run.train_log.open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert float(rows[-1]["train_loss"]) < 0.5 * float(rows[0]["train_loss"])
-    assert float(rows[-1]["test_acc"]) > 0.5
+    assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
+    assert float(rows[-1]["test_acc"]) > 0.4
     assert run.epoch_checkpoint(0).is_file() and run.last.is_file() and (run.root / "_done.json").is_file()
 
 

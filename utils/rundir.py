@@ -12,6 +12,7 @@ with the same flags is skipped unless `--force`.
 """
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
     if not marker.is_file():
         return False
     try:
-        return load_json(marker).get("flags") == _jsonable(flags)
+        return load_json(marker).get("flags") == jsonable(flags)
     except ToolkitError:
         return False
 
@@ -107,7 +108,7 @@ def mark_done(stage_dir: str | Path, flags: dict, **summary) -> Path:
 
     It records the stage's flags and its command line (`argv`), which reproduce.py compares to skip work.
     """
-    record = {"flags": _jsonable(flags), "argv": sys.argv[1:], **summary}
+    record = {"flags": jsonable(flags), "argv": sys.argv[1:], **summary}
     return save_json(Path(stage_dir) / DONE_FILE, record)
 
 
@@ -117,7 +118,6 @@ def require_done(stage_dir: str | Path, stage: str, command: str) -> None:
         raise ToolkitError(f"{stage} has not finished for {Path(stage_dir).parent}; run `{command}` first")
 
 
-def _jsonable(flags: dict) -> dict:
-    import json
-
+def jsonable(flags: dict) -> dict:
+    """The flags as they read back from JSON (tuples become lists), for comparisons."""
     return json.loads(json.dumps(flags, sort_keys=True, default=str))
