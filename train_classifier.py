@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-from datasets.normalization import normalization_for
 
 from datasets import build_dataset
+from datasets.normalization import normalization_for
 from models import build_model
 from training.loop import TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
