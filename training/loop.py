@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from datasets.augment import random_crop_flip, random_erasing
-from datasets.perturbations import gaussian_corruption
 from torch import nn
 from tqdm import tqdm
 
+from datasets.augment import random_crop_flip, random_erasing
+from datasets.perturbations import gaussian_corruption
 from training.recipes import Recipe
 from training.schedule import learning_rate
 from utils.errors import ToolkitError
