@@ -1,0 +1,57 @@
+"""reproduce.py: grids through submitit's local executor, skipping done work, failures, --print."""
+import subprocess
+import sys
+from pathlib import Path
+
+import reproduce
+from utils.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ["--models", "lenet", "--epochs", "1", "--width", "0.25", "--device", "cpu", "--stages", "train"]
+
+
+def test_two_run_grid_through_submitit_local_executor_then_nothing_to_do(tmp_path, capsys):
+    args = [*GRID, "--seeds", "0", "1", "--workdir", str(tmp_path)]
+    assert reproduce.main([*args, "--launcher", "submitit-local"]) == 0
+    for seed in (0, 1):
+        run = RunDir.of(tmp_path, "digits", "lenet", seed)
+        assert (run.root / "_done.json").is_file() and (run.root / "logs" / "train.log").is_file()
+    assert "2 done, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert reproduce.main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 done, 2 skipped, 0 failed" in out and "nothing to do" in out
+
+
+def test_a_broken_run_is_reported_and_the_others_complete(tmp_path, capsys):
+    status = reproduce.main([*GRID, "--models", "lenet", "nonet", "--seeds", "0", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "1 done, 0 skipped, 1 failed" in out
+    assert "FAILED train" in out and "nonet" in out and "train.log" in out
+    log = RunDir.of(tmp_path, "digits", "nonet", 0).root / "logs" / "train.log"
+    assert "unknown model 'nonet'" in log.read_text()
+
+
+def test_print_lists_commands_that_run_as_is(tmp_path, capsys):
+    assert reproduce.main([*GRID, "--seeds", "3", "--workdir", str(tmp_path), "--print"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python train_classifier.py")
+    result = subprocess.run(lines[0].replace("python", sys.executable, 1), shell=True, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (RunDir.of(tmp_path, "digits", "lenet", 3).root / "_done.json").is_file()
+
+
+def test_full_grids_follow_the_papers():
+    args = reproduce.parse_args(["--paper", "000", "--full"])
+    grid = reproduce.resolve_grid(args)
+    assert grid["traindata"] == ["cifar10", "cifar100", "svhn", "mnist"]
+    assert grid["models"] == ["vgg13", "vgg16", "resnet18", "resnet34"]
+    assert grid["seeds"] == list(range(10)) and grid["epochs"] == 1200 and grid["recipe"] == "seed000"
+
+
+def test_unknown_stage_is_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "reproduce.py", "--stages", "bogus", "--workdir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "bogus" in result.stderr
