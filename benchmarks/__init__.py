@@ -1,0 +1,1 @@
+"""Timing benchmarks: each compares a toolkit stage with a straightforward reference in one process."""
