@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from measures.stability import render_points
+
 SPLIT_SEED = 123456789
 PROBE_TESTSIZE = 5000
 
@@ -41,14 +43,6 @@ def class_pairs(d: int = 28, xi: float = 14, gap: float = 2, norm: str = "L2", p
     return points, pairs[dist >= xi + gap / 2], pairs[dist < xi - gap / 2]
 
 
-def render(points: torch.Tensor, d: int) -> torch.Tensor:
-    """(N, 2, 2) point coordinates -> (N, 1, d, d) images with value d^2/2 at each active pixel."""
-    images = torch.zeros(len(points), d * d)
-    flat = points[:, :, 0] * d + points[:, :, 1]
-    images.scatter_add_(1, flat, torch.full(flat.shape, d * d / 2.0))
-    return images.reshape(-1, 1, d, d)
-
-
 def load_twopoints(split: str, ptr: int = 1024, seed: int = 0, d: int = 28, xi: float = 14, gap: float = 2,
                    norm: str = "L2", pbc: bool = False):
     """(images, labels, points) of the train, test or probe split."""
@@ -67,4 +61,4 @@ def load_twopoints(split: str, ptr: int = 1024, seed: int = 0, d: int = 28, xi: 
         pairs = torch.cat([c[-half:] for c in shuffled])
         labels = torch.cat([torch.zeros(half), torch.ones(half)]).long()
     coords = torch.as_tensor(points)[pairs]  # (N, 2, 2)
-    return render(coords, d), labels, coords
+    return render_points(coords, d), labels, coords

@@ -1,0 +1,528 @@
+"""Diffeomorphism and noise stability of a representation (seed004 §2.1-§2.5, §2.8, §2.11).
+
+Relative stability asks how much a representation f moves under a small smooth deformation tau of the input,
+compared with how much it moves under white noise eta of the same norm (Petrini et al. 2021, Tomasini et al. 2023):
+
+    D_f = E||f(tau x) - f(x)||^2 / E||f(x) - f(z)||^2        (diffeo sensitivity)
+    G_f = E||f(x + eta) - f(x)||^2 / E||f(x) - f(z)||^2      (noise sensitivity)
+    R_f = D_f / G_f                                            (relative stability)
+
+The pieces, in the order a stage uses them:
+
+    T = temperature_for_displacement(1.0, n=32, cut=3)        # 1.132e-3, seed004 §2.1
+    x_tau = diffeo(x, T, cut=3, generator=g)                  # one random field per image
+    x_eta = matched_noise(x, x_tau, generator=g)              # ||eta_i|| = ||x_tau_i - x_i||
+    acc = StabilityAccumulator()
+    acc.update({"out": f(x)}, {"out": f(x_tau)}, {"out": f(x_eta)})   # once per batch of probes
+    acc.result()["out"]                                       # {"D", "G", "R", "den"}
+
+Twopoints ("scale detection") data use a one-pixel translation of each active pixel instead of a diffeomorphism
+(`translate_points` + `render_points`, seed004 §2.8). `shuffle_conv_channels` destroys the channel-to-channel
+wiring of a trained net while keeping every 2-D filter (seed004 §2.5).
+
+`constant_filter_stabilities` is the solvable model of §2.11: a 1-D CNN with homogeneous filters and ReLU whose
+D_f, G_f, R_f follow power laws in depth k (s=1: D_f ~ k^-1, G_f ~ k^(1/2), R_f ~ k^(-3/2)).
+
+Every random draw takes an explicit `torch.Generator`; draws happen on the generator's device (the inputs' device
+when `generator` is None) and are moved to the inputs' device, so a CPU generator also drives CUDA inputs.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "temperature_range", "temperature_for_displacement", "typical_displacement",
+    "displacement_fields", "warp", "diffeo", "matched_noise",
+    "translate_points", "render_points",
+    "relative_stability", "StabilityAccumulator",
+    "shuffle_conv_channels",
+    "constant_filter_network", "constant_filter_stabilities",
+]
+
+DEN_EPSILON = 1e-10  # added to the pair-distance denominator, as in seed004 §2.3
+
+
+def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """Standard normal draws on the generator's device (or `device`), returned on `device`."""
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def _check_cut(cut: int) -> None:
+    if cut < 2:
+        raise ValueError(f"cut must be an integer >= 2 for a temperature (ln(cut) > 0), got {cut}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Temperatures (seed004 §2.1)
+# ----------------------------------------------------------------------------------------------------------------
+
+def temperature_range(n: int, cut: int) -> tuple[float, float]:
+    """Natural temperature range of the max-entropy diffeomorphism (seed004 §2.1).
+
+    T_min = 1 / (pi n^2 ln c) makes the typical central displacement half a pixel; T_max = 4 / (pi^3 c^2 ln c) is
+    the largest T without overhangs (|grad tau| ~ 1). The range is non-empty only when c < 2n/pi.
+
+    Args:
+      n: image side in pixels.
+      cut: high-frequency cut-off c (>= 2).
+
+    Returns:
+      (T_min, T_max) as floats; for n=32: c=3 -> (2.83e-4, 1.31e-2), c=15 -> (1.15e-4, 2.12e-4).
+    """
+    _check_cut(cut)
+    log_cut = math.log(cut)
+    return 1.0 / (math.pi * n**2 * log_cut), 4.0 / (math.pi**3 * cut**2 * log_cut)
+
+
+def temperature_for_displacement(delta: float, n: int, cut: int) -> float:
+    """Temperature whose typical central displacement is `delta` pixels: T = 4 delta^2 / (pi n^2 ln c) (seed004 §2.1).
+
+    This asymptotic formula is the one the stability code uses; for small c the exact RMS displacement of the
+    finite sine sum differs (1.27 px at the centre for delta=1, c=3, n=32).
+
+    Args:
+      delta: typical displacement in pixels.
+      n: image side in pixels.
+      cut: high-frequency cut-off c (>= 2).
+
+    Returns:
+      T as a float; 1.132e-3 for (delta=1, n=32, c=3) and 1.478e-3 for n=28.
+    """
+    _check_cut(cut)
+    return 4.0 * delta**2 / (math.pi * n**2 * math.log(cut))
+
+
+def typical_displacement(T: float, n: int, cut: int) -> float:
+    """Typical central displacement in pixels, delta = (n/2) sqrt(pi T ln c) (seed004 §2.1).
+
+    The inverse of `temperature_for_displacement`.
+
+    Args:
+      T: temperature.
+      n: image side in pixels.
+      cut: high-frequency cut-off c (>= 2).
+
+    Returns:
+      delta as a float.
+    """
+    _check_cut(cut)
+    return 0.5 * n * math.sqrt(math.pi * T * math.log(cut))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Max-entropy diffeomorphism (seed004 §2.1)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _sine_basis(cut: int, n: int, device, dtype) -> torch.Tensor:
+    """(cut, n) matrix sin(k pi u) for k = 1..cut and u = linspace(0, 1, n), exactly zero at u = 0 and u = 1."""
+    k = torch.arange(1, cut + 1, device=device, dtype=dtype)
+    u = torch.linspace(0.0, 1.0, n, device=device, dtype=dtype)
+    basis = torch.sin(math.pi * k[:, None] * u[None, :])
+    basis[:, -1] = 0.0  # sin(k pi) is 0 (sin(0) already is); drop the 1e-16 round-off so the border is exactly still
+    return basis
+
+
+def displacement_fields(
+    batch: int,
+    n: int,
+    T: float | torch.Tensor,
+    cut: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel displacements (dx, dy) of `batch` independent max-entropy diffeomorphisms (seed004 §2.1).
+
+    phi(u, v) = sum_{i,j=1..c} C_ij sin(i pi u) sin(j pi v), with u the column and v the row coordinate on
+    linspace(0, 1, n) and C_ij ~ N(0, T / (i^2 + j^2)) inside the disk sqrt(i^2 + j^2) < c + 1/2 (zero outside).
+    Two independent fields per image give dx = n phi_x and dy = n phi_y; both vanish on the border.
+    All fields come from one draw of (batch, 2, c, c) coefficients and one einsum with the sine basis.
+
+    Args:
+      batch: number of independent fields B.
+      n: image side in pixels.
+      T: temperature, a float or a (B,) tensor (one temperature per image).
+      cut: high-frequency cut-off c (>= 1).
+      generator: source of the coefficients (None = global RNG).
+      device, dtype: where and in which precision the fields are built.
+
+    Returns:
+      dx, dy: (B, n, n) tensors; dx[b, y, x] is the column displacement of pixel (y, x).
+    """
+    if cut < 1 or n < 2:
+        raise ValueError(f"need cut >= 1 and n >= 2, got cut={cut}, n={n}")
+    T = torch.as_tensor(T, device=device, dtype=dtype).expand(batch)
+    if bool((T < 0).any()):
+        raise ValueError("the temperature T must be >= 0")
+    k = torch.arange(1, cut + 1, device=device, dtype=dtype)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2                                            # (c, c), [i, j]
+    std = torch.where(k2.sqrt() < cut + 0.5, k2.rsqrt(), torch.zeros_like(k2))
+    coeffs = _randn((batch, 2, cut, cut), generator, device, dtype) * std            # (B, 2, c, c)
+    coeffs = coeffs * T.sqrt()[:, None, None, None]
+    basis = _sine_basis(cut, n, device, dtype)                                        # (c, n)
+    fields = n * torch.einsum("bfij,ix,jy->bfyx", coeffs, basis, basis)               # (B, 2, n, n)
+    return fields[:, 0], fields[:, 1]
+
+
+def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str = "linear") -> torch.Tensor:
+    """Deform images by per-pixel displacements: out[y, x] = img(y - dy[y, x], x - dx[y, x]) (seed004 §2.1).
+
+    Source coordinates are clamped to [0, n - 1] (border replicate). 'linear' interpolates bilinearly between
+    the floor and ceil neighbours; 'nearest' rounds the source coordinates. One gather per neighbour for the
+    whole batch.
+
+    Args:
+      images: (B, C, H, W) floating tensor.
+      dx, dy: (B, H, W) column and row displacements in pixels.
+      interp: 'linear' or 'nearest'.
+
+    Returns:
+      (B, C, H, W) tensor, same dtype and device as `images`.
+    """
+    if interp not in ("linear", "nearest"):
+        raise ValueError(f"interp must be 'linear' or 'nearest', got {interp!r}")
+    B, C, H, W = images.shape
+    rows = torch.arange(H, device=images.device, dtype=dx.dtype)[:, None]
+    cols = torch.arange(W, device=images.device, dtype=dx.dtype)[None, :]
+    src_y = (rows - dy).clamp(0, H - 1)                                               # (B, H, W)
+    src_x = (cols - dx).clamp(0, W - 1)
+    flat = images.reshape(B, C, H * W)
+
+    def pick(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        index = (y.long() * W + x.long()).reshape(B, 1, H * W).expand(B, C, H * W)
+        return flat.gather(2, index).reshape(B, C, H, W)
+
+    if interp == "nearest":
+        return pick(src_y.round(), src_x.round())
+    y0, y1, x0, x1 = src_y.floor(), src_y.ceil(), src_x.floor(), src_x.ceil()
+    wy = (src_y - y0).to(images.dtype)[:, None]                                       # (B, 1, H, W)
+    wx = (src_x - x0).to(images.dtype)[:, None]
+    top = (1 - wx) * pick(y0, x0) + wx * pick(y0, x1)
+    bottom = (1 - wx) * pick(y1, x0) + wx * pick(y1, x1)
+    return (1 - wy) * top + wy * bottom
+
+
+def diffeo(
+    images: torch.Tensor,
+    T: float | torch.Tensor,
+    cut: int,
+    generator: torch.Generator | None = None,
+    interp: str = "linear",
+) -> torch.Tensor:
+    """Apply an independent random max-entropy diffeomorphism to each image of a batch (seed004 §2.1).
+
+    tau x(s) = x(s - tau(s)) with tau drawn by `displacement_fields` and applied by `warp`. Perturbations act in
+    pixel space, before normalisation (DESIGN.md). The same generator state, dtype and inputs give the same output.
+
+    Args:
+      images: (B, C, n, n) floating tensor (square images).
+      T: temperature, a float or a (B,) tensor; e.g. temperature_for_displacement(1, n, cut).
+      cut: high-frequency cut-off c (seed004 default 3).
+      generator: source of the random fields (None = global RNG).
+      interp: 'linear' (default, bilinear) or 'nearest'.
+
+    Returns:
+      (B, C, n, n) deformed images, same dtype and device.
+    """
+    B, _, H, W = images.shape
+    if H != W:
+        raise ValueError(f"diffeo needs square images, got {H}x{W}")
+    dx, dy = displacement_fields(B, H, T, cut, generator, images.device, images.dtype)
+    return warp(images, dx, dy, interp)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Noise of matched norm (seed004 §2.2)
+# ----------------------------------------------------------------------------------------------------------------
+
+def matched_noise(
+    x: torch.Tensor,
+    x_tau: torch.Tensor,
+    generator: torch.Generator | None = None,
+    magnitude: float | None = None,
+) -> torch.Tensor:
+    """Add white noise whose norm equals, per sample, the norm of the diffeo perturbation (seed004 §2.2).
+
+    eta_i ~ N(0, I) is rescaled so that ||eta_i|| = ||x_tau_i - x_i|| exactly (norm over all non-batch axes;
+    per image, not the batch average, quirk §7.3). No rectification.
+
+    Args:
+      x: (B, ...) clean inputs.
+      x_tau: (B, ...) deformed inputs, same shape.
+      generator: source of eta (None = global RNG).
+      magnitude: if given, every ||eta_i|| equals this value instead (`--noise_magnitude`).
+
+    Returns:
+      x + eta, same shape, dtype and device as `x`.
+    """
+    if x.shape != x_tau.shape:
+        raise ValueError(f"x and x_tau must have the same shape, got {tuple(x.shape)} and {tuple(x_tau.shape)}")
+    eta = _randn(x.shape, generator, x.device, x.dtype)
+    if magnitude is None:
+        target = (x_tau.double() - x.double()).flatten(1).norm(dim=1)
+    else:
+        target = torch.full((x.shape[0],), float(magnitude), dtype=torch.float64, device=x.device)
+    scale = target / eta.double().flatten(1).norm(dim=1)
+    return x + (eta.double() * scale.view(-1, *[1] * (x.dim() - 1))).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Twopoints "diffeomorphism" (seed004 §2.8)
+# ----------------------------------------------------------------------------------------------------------------
+
+def translate_points(points: torch.Tensor, d: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Move every active pixel to one of its 8 neighbours: the twopoints deformation (seed004 §2.8).
+
+    Each point moves by round(e), with e a uniformly random unit 2-D direction, so a step is diagonal about a third
+    of the time and never zero; the result is clipped to [0, d - 1] (a point on the edge may then stay put).
+
+    Args:
+      points: (N, P, 2) integer pixel coordinates (row, col); P = 2 for twopoints.
+      d: image side.
+      generator: source of the directions (None = global RNG).
+
+    Returns:
+      (N, P, 2) int64 coordinates, each within 1 of the original in every coordinate.
+    """
+    direction = _randn(points.shape, generator, points.device, torch.float64)
+    step = (direction / direction.norm(dim=-1, keepdim=True)).round().long()
+    return (points.long() + step).clamp(0, d - 1)
+
+
+def render_points(
+    points: torch.Tensor, d: int, value: float | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Draw active pixels on empty one-channel images, as the twopoints dataset does (seed004 §2.8).
+
+    Each point adds `value` to its pixel (two points on the same pixel give 2 value, keeping the total mass).
+
+    Args:
+      points: (N, P, 2) integer pixel coordinates (row, col).
+      d: image side.
+      value: pixel value of an active point; default d^2 / 2 (392 for d=28), so the mean pixel is 1.
+      dtype: dtype of the images.
+
+    Returns:
+      (N, 1, d, d) images.
+    """
+    value = d * d / 2 if value is None else value
+    points = points.long()
+    index = points[..., 0] * d + points[..., 1]                                        # (N, P)
+    images = torch.zeros(points.shape[0], d * d, dtype=dtype, device=points.device)
+    images.scatter_add_(1, index, torch.full(index.shape, value, dtype=dtype, device=points.device))
+    return images.reshape(-1, 1, d, d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# D_f, G_f, R_f (seed004 §2.3)
+# ----------------------------------------------------------------------------------------------------------------
+
+class StabilityAccumulator:
+    """Streaming D_f, G_f, R_f for many layers at once, without storing activations (seed004 §2.3).
+
+    Feed batches of probes with `update`; `result` gives the same numbers as `relative_stability` on all probes at
+    once. The denominator uses mean_{i,j} ||f_i - f_j||^2 = 2 (mean_i ||f_i||^2 - ||mean_i f_i||^2) over all P^2
+    ordered pairs, diagonal included (quirk §7.1); sums are kept in float64 around the first batch's mean to avoid
+    cancellation.
+
+        acc = StabilityAccumulator()
+        for x in probe_batches:
+            acc.update(taps(x), taps(diffeo(x, ...)), taps(matched_noise(x, ...)))   # dict name -> (b, ...)
+        acc.result()                                                                # name -> {"D", "G", "R", "den"}
+    """
+
+    def __init__(self) -> None:
+        self._stats: dict[str, dict[str, torch.Tensor | int]] = {}
+
+    def update(
+        self,
+        f_x: Mapping[str, torch.Tensor],
+        f_tau: Mapping[str, torch.Tensor],
+        f_eta: Mapping[str, torch.Tensor],
+    ) -> None:
+        """Add one batch of probes.
+
+        Args:
+          f_x, f_tau, f_eta: dicts layer name -> (b, ...) representations of x, tau x and x + eta, same keys and
+            shapes; each is flattened to (b, M) and accumulated in float64 on its device.
+        """
+        for name, fx in f_x.items():
+            fx = fx.detach().flatten(1).double()
+            ft = f_tau[name].detach().flatten(1).double()
+            fe = f_eta[name].detach().flatten(1).double()
+            if ft.shape != fx.shape or fe.shape != fx.shape:
+                raise ValueError(f"layer {name!r}: f_x, f_tau, f_eta shapes differ")
+            stats = self._stats.get(name)
+            if stats is None:
+                stats = self._stats[name] = {"count": 0, "shift": fx.mean(0), "sum": torch.zeros_like(fx[0]),
+                                             "sumsq": fx.new_zeros(()), "dnum": fx.new_zeros(()),
+                                             "gnum": fx.new_zeros(())}
+            centred = fx - stats["shift"]
+            stats["count"] += fx.shape[0]
+            stats["sum"] += centred.sum(0)
+            stats["sumsq"] += centred.pow(2).sum()
+            stats["dnum"] += (ft - fx).pow(2).sum()
+            stats["gnum"] += (fe - fx).pow(2).sum()
+
+    def result(self) -> dict[str, dict[str, float]]:
+        """D, G, R and den per layer (floats, float64 arithmetic).
+
+        Returns:
+          dict name -> {"D": Dnum/den, "G": Gnum/den, "R": Dnum/Gnum, "den": mean pair distance + 1e-10}.
+        """
+        out = {}
+        for name, stats in self._stats.items():
+            count = stats["count"]
+            mean = stats["sum"] / count
+            den = (2 * (stats["sumsq"] / count - mean.pow(2).sum())).clamp_min(0) + DEN_EPSILON
+            out[name] = _ratios(stats["dnum"] / count, stats["gnum"] / count, den)
+        return out
+
+
+def _ratios(dnum: torch.Tensor, gnum: torch.Tensor, den: torch.Tensor) -> dict[str, float]:
+    return {"D": (dnum / den).item(), "G": (gnum / den).item(), "R": (dnum / gnum).item(), "den": den.item()}
+
+
+def _lower_median(values: torch.Tensor) -> torch.Tensor:
+    """Per-column median, the lower middle value for an even count (torch.median's convention)."""
+    return values.median(dim=0).values
+
+
+def relative_stability(
+    f_x: torch.Tensor, f_tau: torch.Tensor, f_eta: torch.Tensor, median: bool = False
+) -> dict[str, float]:
+    """Diffeo sensitivity D_f, noise sensitivity G_f and relative stability R_f of one layer (seed004 §2.3).
+
+    den  = mean over all P^2 ordered pairs (i, j), diagonal included, of ||f(x_i) - f(x_j)||^2, plus 1e-10
+    Dnum = mean_i ||f(tau x_i) - f(x_i)||^2,  Gnum = mean_i ||f(x_i + eta_i) - f(x_i)||^2
+    D = Dnum / den,  G = Gnum / den,  R = Dnum / Gnum (den cancels).
+
+    With median=True (`--mean_stability 0`) each numerator is a sum over features of the per-feature median over
+    samples (the lower middle value for even P) of the squared difference, while den stays the pair mean, as in
+    the relativestability code. The median needs all P samples at once, so it is not streamable; the mean
+    version is `StabilityAccumulator` with a single batch.
+
+    Args:
+      f_x, f_tau, f_eta: (P, ...) representations of x, tau x and x + eta (any layer shape; flattened to (P, M)).
+      median: use the per-feature median instead of the mean in the numerators.
+
+    Returns:
+      {"D", "G", "R", "den"} as floats computed in float64.
+    """
+    if not median:
+        accumulator = StabilityAccumulator()
+        accumulator.update({"f": f_x}, {"f": f_tau}, {"f": f_eta})
+        return accumulator.result()["f"]
+    fx, ft, fe = (f.detach().flatten(1).double() for f in (f_x, f_tau, f_eta))
+    centred = fx - fx.mean(0)
+    den = 2 * centred.pow(2).sum(1).mean() + DEN_EPSILON
+    dnum = _lower_median((ft - fx).pow(2)).sum()
+    gnum = _lower_median((fe - fx).pow(2)).sum()
+    return _ratios(dnum, gnum, den)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Channel shuffling (seed004 §2.5)
+# ----------------------------------------------------------------------------------------------------------------
+
+def shuffle_conv_channels(
+    state_dict: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, outputs: bool = False
+) -> dict[str, torch.Tensor]:
+    """Permute the input channels of every conv weight with a fresh random permutation (seed004 §2.5).
+
+    Every 4-D tensor of the state dict (conv weights, the first conv included, so RGB is permuted too) gets
+    w[:, perm] with its own permutation; outputs=True (mode 2) also permutes the output axis. BatchNorm statistics,
+    biases and linear weights are untouched (quirk §7.7): each 2-D filter slice survives (spatial pooling), the
+    learned channel-to-channel wiring (channel pooling) does not.
+
+    Args:
+      state_dict: name -> tensor (not modified).
+      generator: source of the permutations, drawn on its device (None = global RNG, CPU).
+      outputs: also permute output channels.
+
+    Returns:
+      a new dict with the same keys; 4-D tensors permuted, the others the same tensors.
+    """
+    source = generator.device if generator is not None else "cpu"
+    shuffled = {}
+    for name, tensor in state_dict.items():
+        if tensor.dim() == 4:
+            perm_in = torch.randperm(tensor.shape[1], generator=generator, device=source).to(tensor.device)
+            tensor = tensor[:, perm_in]
+            if outputs:
+                perm_out = torch.randperm(tensor.shape[0], generator=generator, device=source).to(tensor.device)
+                tensor = tensor[perm_out]
+        shuffled[name] = tensor
+    return shuffled
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Constant-filter theory model (seed004 §2.11)
+# ----------------------------------------------------------------------------------------------------------------
+
+def constant_filter_network(
+    x: torch.Tensor, depth: int, kernel_size: int, stride: int = 1, unit_filters: bool = False
+) -> list[torch.Tensor]:
+    """Layer outputs of the 1-D CNN with homogeneous (constant) filters and ReLU (seed004 §2.11).
+
+    Each layer zero-pads (F - 1)//2 on both sides, sums windows of size F with stride s, multiplies by s/F
+    (by 1 with unit_filters=True) and applies ReLU: perfect spatial pooling, nothing else.
+
+    Args:
+      x: (P, N) one-channel signals.
+      depth: number of layers L.
+      kernel_size: filter size F.
+      stride: stride s.
+      unit_filters: filter value 1 instead of s/F.
+
+    Returns:
+      list of L tensors (P, N_k), the output of layers k = 1..L.
+    """
+    value = 1.0 if unit_filters else stride / kernel_size
+    pad = (kernel_size - 1) // 2
+    outputs = []
+    for _ in range(depth):
+        x = F.pad(x, (pad, pad)).unfold(-1, kernel_size, stride).sum(-1).mul(value).relu()
+        outputs.append(x)
+    return outputs
+
+
+def constant_filter_stabilities(
+    depth: int,
+    kernel_size: int,
+    stride: int = 1,
+    size: int | None = None,
+    generator: torch.Generator | None = None,
+    unit_filters: bool = False,
+) -> list[dict[str, float]]:
+    """D_f, G_f, R_f per layer of the constant-filter CNN on single-pixel inputs (seed004 §2.11).
+
+    Inputs are the N one-hot signals (the N x N identity), tau x is each input rolled by one pixel, and the noise
+    is matched in norm per input (§2.2) and then rectified: x_eta = ReLU(x + eta). Predictions: for s=1,
+    Dnum ~ k^(-3/2), den ~ k^(-1/2), so D_f ~ k^-1, G_f ~ k^(1/2), R_f ~ k^(-3/2) (the receptive field spreads
+    diffusively); for s=F=2, D_f ~ 2^-k and G_f ~ 2^k. Finite N and small k bend the power laws (for s=1, F=3,
+    N=400 the fitted D_f exponent over k = 8..64 is -0.95).
+
+    Args:
+      depth: number of layers L.
+      kernel_size: filter size F.
+      stride: stride s.
+      size: signal length N; default one more than the receptive field F + (F - 1) sum_{i=1..L} s^i.
+      generator: source of the noise (None = global RNG).
+      unit_filters: filter value 1 instead of s/F.
+
+    Returns:
+      list of L dicts {"D", "G", "R", "den"}, for layers k = 1..L.
+    """
+    if size is None:
+        size = kernel_size + (kernel_size - 1) * sum(stride**i for i in range(1, depth + 1)) + 1
+    x = torch.eye(size, dtype=torch.float64)
+    x_tau = x.roll(1, dims=1)
+    x_eta = matched_noise(x, x_tau, generator=generator).relu()
+    layers = (constant_filter_network(inputs, depth, kernel_size, stride, unit_filters) for inputs in (x, x_tau, x_eta))
+    return [relative_stability(fx, ft, fe) for fx, ft, fe in zip(*layers)]
