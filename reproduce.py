@@ -12,6 +12,8 @@ last.pt. Each command's output goes to <run>/logs/<stage>.log.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shlex
 import subprocess
 import sys
@@ -87,7 +89,7 @@ class Command:
     argv: list[str]
     done_dir: Path | None  # None: always run (averaging)
     log: Path
-    status: str = "pending"  # done | skipped | failed
+    status: str = "pending"  # done | skipped | failed | busy (another process holds the chain)
     seconds: float = 0.0
 
     def shell(self) -> str:
@@ -110,16 +112,21 @@ class Chain:
     """The commands of one (dataset, model, seed), run in order; a failure stops the chain."""
 
     label: str
+    lock: Path
     commands: list[Command] = field(default_factory=list)
 
     def __call__(self, progress=None) -> Chain:
-        for command in self.commands:
-            if command.status == "pending":
-                run_command(command)
-            if progress is not None:
-                progress.update(1)
-            if command.status == "failed":
-                break
+        with exclusive(self.lock) as acquired:
+            if not acquired:  # another reproduce.py process is running this chain
+                for command in self.commands:
+                    command.status = "busy"
+            for command in self.commands:
+                if command.status == "pending":
+                    run_command(command)
+                if progress is not None:
+                    progress.update(1)
+                if command.status == "failed":
+                    break
         return self
 
     def checkpoint(self, *args, **kwargs):
@@ -127,6 +134,22 @@ class Chain:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+@contextlib.contextmanager
+def exclusive(path: Path):
+    """A non-blocking exclusive flock on `path`; yields whether it was acquired (released on exit or death)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_command(command: Command) -> None:
@@ -212,7 +235,7 @@ def build_plan(args, grid: dict) -> tuple[list[Chain], list[Command], list[Comma
             for seed in grid["seeds"]:
                 run = RunDir.of(args.workdir, dataset, model, seed)
                 ident = ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
-                chain = Chain(f"{dataset}/{model}/rnd{seed}")
+                chain = Chain(f"{dataset}/{model}/rnd{seed}", run.root / "logs" / ".lock")
                 if wanted is None or "train" in wanted:
                     train = ["train_classifier.py", *ident, "--epochs", str(grid["epochs"]), "--width",
                              str(grid["width"]), "--data-root", args.data_root, "--resume", "--no-progress"]
@@ -273,7 +296,7 @@ def summarize(commands: list[Command]) -> int:
     for command in commands:
         seconds[command.stage] += command.seconds
     print(f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
-          f"{counts['pending']} not reached")
+          f"{counts['busy']} left to another running process, {counts['pending']} not reached")
     if counts["done"] == 0 and counts["failed"] == 0:
         print("nothing to do: every stage was already done")
     if seconds:

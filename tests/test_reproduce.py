@@ -55,3 +55,14 @@ def test_unknown_stage_is_a_one_line_error(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "bogus" in result.stderr
+
+
+def test_a_chain_held_by_another_process_is_left_alone(tmp_path, capsys):
+    """Two reproduce.py processes on one workdir: a chain locked by one is not run by the other."""
+    lock = RunDir.of(tmp_path, "digits", "lenet", 0).root / "logs" / ".lock"
+    with reproduce.exclusive(lock) as acquired:
+        assert acquired
+        assert reproduce.main([*GRID, "--seeds", "0", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 left to another running process" in out
+    assert not (RunDir.of(tmp_path, "digits", "lenet", 0).root / "_done.json").exists()
