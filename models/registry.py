@@ -37,7 +37,12 @@ def list_models(aliases: bool = False) -> list[str]:
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
                 image_size: int = 32) -> nn.Module:
-    """Build a registered architecture; `width` scales every channel count (hidden width for FCNs)."""
+    """Build a registered architecture, or 'torchvision:<arch>' (models/external.py); `width` scales every
+    channel count (hidden width for FCNs) of registry models."""
+    if name.startswith("torchvision:"):
+        from models.external import build_torchvision
+
+        return build_torchvision(name, num_classes, in_channels, image_size)
     if name not in _BUILDERS:
         raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     if width <= 0 or num_classes < 1:

@@ -100,3 +100,15 @@ def test_mean_field_fcn_scalings():
     hidden = torch.relu(x.flatten(1) @ first.weight.T / (3 * 32 * 32) ** 0.5 + first.bias)
     assert torch.allclose(model(x), hidden @ last.weight.T / first.out_features, atol=1e-5)
     assert abs(first.weight.std().item() - 1) < 0.05
+
+
+def test_torchvision_models_by_name_load_local_state_dicts(tmp_path):
+    """Issue 10: any torchvision classifier by name, its own state-dict files, plain or module.-prefixed."""
+    reference = torchvision.models.resnet18(num_classes=5).eval()
+    path = save_torch(tmp_path / "resnet18.pth", {f"module.{k}": v for k, v in reference.state_dict().items()})
+    model = load_weights(build_model("torchvision:resnet18", 5, image_size=64), path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model(x), reference(x))
+    assert len(model.weight_layers()) == 18
+    with pytest.raises(ToolkitError, match="unknown torchvision model"):
+        build_model("torchvision:notanet", 5)
