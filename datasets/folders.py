@@ -1,0 +1,89 @@
+"""Image folders read as a stream: ImageNet (ILSVRC train/ and val/ in class sub-folders) or any `imagefolder:PATH`.
+
+Too large to hold in memory, these datasets are streamed by a DataLoader (workers, pinned memory) with the
+standard transforms, in pixel space [0, 1] (normalise on the device, as for the in-memory sets):
+- train: RandomResizedCrop(224) + RandomHorizontalFlip;
+- val/test: Resize(256) + CenterCrop(224); `squash=True` gives seed003's Resize((224, 224)) without a crop
+  (seed003 §11), which scores below the usual top-1.
+Layout: `<root>/<split>/<class>/<image>`; for `imagenet`, root is `<data-root>/imagenet` (or `.../ILSVRC`) and
+split "test" reads val/. Normalisation: ImageNet statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
+from utils.errors import ToolkitError
+
+SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
+
+
+@dataclass
+class FolderData:
+    """A streamed image-folder split; `loader()` yields (images (B, 3, 224, 224) in [0, 1], labels)."""
+
+    name: str
+    split: str
+    folder: Path
+    classes: list[str]
+    dataset: object
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int = 4, max_samples: int | None = None,
+               seed: int = 0) -> DataLoader:
+        """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation."""
+        dataset = self.dataset
+        if max_samples is not None and max_samples < len(dataset):
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]
+            dataset = Subset(dataset, order.tolist())
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                          generator=torch.Generator().manual_seed(seed))
+
+
+def folder_transform(split: str, squash: bool = False):
+    from torchvision import transforms as T
+
+    if split == "train":
+        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
+    if squash:
+        return T.Compose([T.Resize((224, 224)), T.ToTensor()])
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor()])
+
+
+def imagenet_root(data_root: Path) -> Path:
+    for candidate in (data_root / "imagenet", data_root / "imagenet" / "ILSVRC", data_root / "ILSVRC", data_root):
+        if (candidate / "train").is_dir() or (candidate / "val").is_dir():
+            return candidate
+    raise ToolkitError(f"imagenet: no train/ or val/ class folders under {data_root / 'imagenet'}; expected "
+                       f"{data_root / 'imagenet'}/{{train,val}}/<wnid>/*.JPEG (val sorted into class folders)")
+
+
+def load_folder(name: str, root: Path, split: str, squash: bool = False) -> FolderData:
+    """`imagenet` (under the data root) or `imagefolder:PATH`; a wrong layout is a one-line error."""
+    from torchvision.datasets import ImageFolder
+
+    base = imagenet_root(Path(root)) if name == "imagenet" else Path(name.removeprefix("imagefolder:"))
+    if split not in SPLIT_FOLDERS:
+        raise ToolkitError(f"{name} has no split {split!r}; use train or test (read from val/)")
+    folder = base / SPLIT_FOLDERS[split]
+    if not folder.is_dir():
+        raise ToolkitError(f"{name}: missing folder {folder}; expected {base}/{{train,val}}/<class>/<image files>")
+    try:
+        dataset = ImageFolder(str(folder), transform=folder_transform(split, squash))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ToolkitError(f"{name}: {folder} has no class sub-folders with images ({err})") from err
+    return FolderData(name, split, folder, list(dataset.classes), dataset)
