@@ -71,6 +71,9 @@ def git_commit() -> str:
 def load_data(args, recipe, device) -> tuple[TrainData, object]:
     options = {"ptr": args.ptr, "seed": args.seed} if args.traindata == "twopoints" else {}
     train = build_dataset(args.traindata, "train", args.data_root, **options)
+    if not hasattr(train, "images"):
+        raise ToolkitError(f"{args.traindata} is streamed from image folders; train_classifier.py trains on "
+                           "in-memory datasets only (digits, mnist, cifar10, cifar100, svhn, twopoints)")
     test = build_dataset(args.traindata, "test", args.data_root, **options)
     if args.num_classes is not None and args.num_classes != train.num_classes:
         raise ToolkitError(f"--num_classes {args.num_classes} does not match {args.traindata}, "

@@ -28,6 +28,13 @@ class ImageData:
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return normalize(x, self.mean, self.std)
 
+    def batches(self, batch_size: int, max_samples: int | None = None):
+        """(images, labels) batches in order, the first `max_samples` only (same interface as FolderData)."""
+        count = len(self) if max_samples is None else min(max_samples, len(self))
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            yield self.images[start:stop], self.labels[start:stop]
+
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """(x - mean) / std per channel, for a batch (B, C, H, W) on any device."""

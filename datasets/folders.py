@@ -42,6 +42,10 @@ class FolderData:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def batches(self, batch_size: int, max_samples: int | None = None):
+        """(images, labels) batches of a seeded sample of at most `max_samples` (same interface as ImageData)."""
+        yield from self.loader(batch_size, max_samples=max_samples)
+
     def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int = 4, max_samples: int | None = None,
                seed: int = 0) -> DataLoader:
         """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation."""

@@ -31,6 +31,7 @@ import torch
 from datasets import files
 from datasets.base import ImageData
 from datasets.digits import load_digits_split
+from datasets.folders import load_folder
 from datasets.normalization import default_normalization
 from datasets.ood import DIGITS_OOD
 from datasets.twopoints import load_twopoints
@@ -46,8 +47,9 @@ TWOPOINTS_OPTIONS = ("d", "xi", "gap", "norm", "pbc", "ptr", "seed")
 
 
 def list_datasets() -> list[str]:
-    """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, digits' OOD sets."""
-    return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD]
+    """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, digits' OOD sets, and the
+    streamed folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
+    return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD, "imagenet", "imagefolder:PATH"]
 
 
 def ood_sets(id_name: str) -> list[str]:
@@ -88,6 +90,8 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
       ImageData with images (N, C, H, W) float32, labels (N,) int64, num_classes, mean, std, extras
       (twopoints: extras["points"] (N, 2, 2)).
     """
+    if name == "imagenet" or name.startswith("imagefolder:"):
+        return load_folder(name, Path(root), split, squash=bool(options.get("squash", False)))
     if name not in list_datasets():
         raise ToolkitError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
     _check_split(name, split)
