@@ -1,0 +1,116 @@
+"""seed003 (class-specific filters): per-run extraction and the across-seed report section.
+
+extract(run) reads decompose/{indices,validate,essential,finetune}/ and writes extract/seed003.json:
+  full_acc, decomposed_acc {k: acc}, finetune {k: [acc before, after epoch 1, ...]},
+  essential {k: {"inf": [fraction per class], "noninf": [...]}}, mutual_info {k}, mutual_info_offdiag {k},
+  fc_topk_overlap {k}, psi_selectivity, class_selectivity_index.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reports import Group
+from reports.figures import markdown_table, new_figure, save_figure
+from utils.io import load_json, save_json
+from utils.rundir import DONE_FILE, RunDir
+
+TITLE = "Decomposing the Deep: class-specific filters (seed003)"
+STAGES = ("indices", "validate", "essential", "finetune")
+
+
+def _stage(run: RunDir, name: str) -> Path:
+    return run.stage(f"decompose/{name}")
+
+
+def has_outputs(run: RunDir) -> bool:
+    return any((_stage(run, name) / DONE_FILE).is_file() for name in STAGES)
+
+
+def extract(run: RunDir) -> dict:
+    summary: dict = {}
+    if (_stage(run, "validate") / DONE_FILE).is_file():
+        validate = load_json(_stage(run, "validate") / "validate.json")
+        summary["full_acc"] = validate["full"]
+        summary["decomposed_acc"] = validate["decomposed"]
+    if (_stage(run, "indices") / DONE_FILE).is_file():
+        indices = load_json(_stage(run, "indices") / "summary.json")
+        ks = [k for k, v in indices.items() if isinstance(v, dict)]
+        summary["mutual_info"] = {k: indices[k]["mutual_info"] for k in ks}
+        summary["mutual_info_offdiag"] = {k: indices[k]["mutual_info_offdiag"] for k in ks}
+        summary["fc_topk_overlap"] = {k: indices[k]["fc_topk_overlap_mean"] for k in ks}
+        summary["psi_selectivity"] = indices["psi_selectivity_0.5"]
+        summary["class_selectivity_index"] = indices["class_selectivity_index"]
+    if (_stage(run, "essential") / DONE_FILE).is_file():
+        essential = load_json(_stage(run, "essential") / "essential.json")
+        summary["essential"] = {k: {"inf": (np.array(v["noise_at_inf"]) / np.array(v["n"])).tolist(),
+                                    "noninf": (np.array(v["noise_at_noninf"]) / np.array(v["n"])).tolist()}
+                                for k, v in essential.items()}
+    if (_stage(run, "finetune") / DONE_FILE).is_file():
+        finetune = load_json(_stage(run, "finetune") / "finetune.json")
+        summary["finetune"] = {k: [v["before"], *v["after_epoch"]] for k, v in finetune.items()}
+    save_json(run.extract / "seed003.json", summary)
+    return summary
+
+
+def _runs(group: Group) -> list[dict]:
+    paths = [run.extract / "seed003.json" for run in group.runs]
+    return [load_json(p) for p in paths if p.is_file()]
+
+
+def average(groups: list[Group], out: Path) -> str:
+    rows, sections = [], []
+    for group in groups:
+        runs = _runs(group)
+        if not runs:
+            continue
+        stem = f"seed003_{group.dataset}_{group.model}"
+        ks = sorted({k for r in runs for k in r.get("decomposed_acc", {})}, key=float)
+        fig, axes = new_figure(ncols=3)
+        if ks:
+            full = np.array([r["full_acc"] for r in runs if "full_acc" in r])
+            dec = np.array([[r["decomposed_acc"][k] for k in ks] for r in runs if "decomposed_acc" in r])
+            ax = axes[0, 0]
+            ax.axhline(np.median(full), color="k", linestyle="--", label="full classifier")
+            ax.errorbar(ks, np.median(dec, 0), yerr=[np.median(dec, 0) - dec.min(0), dec.max(0) - np.median(dec, 0)],
+                        marker="o", capsize=3, label="decomposed (no retraining)")
+            ax.set(xlabel="filters per class k", ylabel="test accuracy", title="decomposed final layer")
+            ax.legend()
+        curves = [r["finetune"] for r in runs if "finetune" in r]
+        for k in sorted({k for c in curves for k in c}, key=float):
+            values = np.array([c[k] for c in curves if k in c])
+            axes[0, 1].plot(range(values.shape[1]), np.median(values, 0), marker="o", label=f"k={k}")
+        axes[0, 1].set(xlabel="finetuning epoch", ylabel="test accuracy", title="finetuning the decomposed net")
+        if curves:
+            axes[0, 1].legend()
+        essential = [r["essential"] for r in runs if "essential" in r]
+        if essential:
+            k = sorted(essential[0], key=float)[0]
+            inf = np.median([e[k]["inf"] for e in essential], 0)
+            noninf = np.median([e[k]["noninf"] for e in essential], 0)
+            classes = np.arange(len(inf))
+            axes[0, 2].bar(classes - 0.2, inf, 0.4, label=f"S_c replaced (k={k})")
+            axes[0, 2].bar(classes + 0.2, noninf, 0.4, label="others replaced")
+            axes[0, 2].set(xlabel="class", ylabel="fraction still correct", title="essentiality under N(0,1)")
+            axes[0, 2].legend()
+        png = save_figure(fig, out, stem)
+        sections.append(f"![{group.label}]({png.name})")
+        for k in ks:
+            pick = lambda key, r, k=k: r.get(key, {}).get(k, np.nan)  # noqa: E731
+            rows.append([group.label, k, len(runs),
+                         float(np.median([r["full_acc"] for r in runs])),
+                         float(np.median([pick("decomposed_acc", r) for r in runs])),
+                         float(np.median([r["finetune"][k][-1] if k in r.get("finetune", {}) else np.nan
+                                          for r in runs])),
+                         float(np.median([pick("mutual_info", r) for r in runs])),
+                         float(np.median([pick("mutual_info_offdiag", r) for r in runs])),
+                         float(np.median([pick("fc_topk_overlap", r) for r in runs])),
+                         float(np.median([r.get("psi_selectivity", np.nan) for r in runs]))])
+    if not sections:
+        return ""
+    table = markdown_table(["group", "k", "seeds", "full acc", "decomposed acc", "finetuned acc", "MI (self)",
+                            "MI (off-diag)", "top-k FC overlap", "psi(0.5)"], rows)
+    return (f"## {TITLE}\n\nMedians over seeds. Decomposed = each class's logit restricted to its k most "
+            f"influential filters (§5); MI in nats, lower = more class-specific (§9); top-k FC overlap = filters "
+            f"shared with the k largest classifier weights of the class (§4).\n\n{table}\n\n" + "\n\n".join(sections))

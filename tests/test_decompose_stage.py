@@ -1,0 +1,91 @@
+"""decompose.py on a tiny resnet20 run: indices, validate, essential, finetune, akamaster weights, reports."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import averaging
+import decompose
+import extractor
+import train_classifier
+from models import build_model
+from utils.io import load_json, save_torch
+from utils.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("decompose")
+    train_classifier.main(["--model-name", "resnet20", "--traindata", "digits", "--width", "0.5", "--epochs", "3",
+                           "--no-progress", "--device", "cpu", "--workdir", str(workdir)])
+    return workdir
+
+
+def flags(workdir, *extra):
+    return ["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(workdir), "--device", "cpu", *extra]
+
+
+def test_indices_validate_essential_finetune(workdir):
+    run = RunDir.of(workdir, "digits", "resnet20", 0)
+    assert decompose.main(["indices", *flags(workdir, "-k", "5", "32")]) == 0
+    sets = load_json(run.stage("decompose/indices") / "indices.json")
+    assert sorted(sets) == ["32", "5"] and all(len(v) == 5 for v in sets["5"].values())
+    summary = load_json(run.stage("decompose/indices") / "summary.json")
+    assert 0 <= summary["5"]["mutual_info_offdiag"] <= summary["5"]["mutual_info"]
+
+    assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0
+    result = load_json(run.stage("decompose/validate") / "validate.json")
+    assert result["decomposed"]["32"] == pytest.approx(result["full"])  # k = D keeps every weight
+    assert max(result["max_form_gap"].values()) < 1e-5  # gathered and masked forms agree
+
+    assert decompose.main(["essential", *flags(workdir, "-k", "5")]) == 0
+    essential = load_json(run.stage("decompose/essential") / "essential.json")["5"]
+    assert len(essential["n"]) == 10 and sum(essential["n"]) == 360
+
+    assert decompose.main(["finetune", *flags(workdir, "-k", "5", "--epochs", "1")]) == 0
+    curve = load_json(run.stage("decompose/finetune") / "finetune.json")["5"]
+    assert curve["before"] == pytest.approx(result["decomposed"]["5"]) and len(curve["after_epoch"]) == 1
+
+    assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0  # done: skipped
+    assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(workdir)]) == 0
+    assert averaging.main(["--workdir", str(workdir)]) == 0
+    report = (workdir / "report" / "report.md").read_text()
+    assert "class-specific filters" in report and "decomposed acc" in report
+
+
+def test_akamaster_weights_and_an_indices_file(workdir, tmp_path):
+    model = build_model("resnet20", 10)
+    state = {f"module.{k}": v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
+    weights = save_torch(tmp_path / "resnet20-12fca82f.th", {"best_prec1": 91.7, "state_dict": state})
+    indices = tmp_path / "resnet20_cifar-10_indices.json"
+    indices.write_text(json.dumps({str(c): [c, c + 10, c + 20, c + 30, c + 40] for c in range(10)}))
+    out = tmp_path / "runs"
+    assert decompose.main(["validate", "--model-name", "resnet20", "--traindata", "digits", "--workdir", str(out),
+                           "--device", "cpu", "--weights", str(weights), "--normalization", "imagenet",
+                           "--indices", str(indices), "-k", "5"]) == 0
+    result = load_json(RunDir.of(out, "digits", "resnet20", 0).stage("decompose/validate") / "validate.json")
+    assert set(result["decomposed"]) == {"5"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["validate", "--model-name", "resnet20", "--traindata", "digits", "--seed", "9"], "no trained run"),
+    (["indices", "-k", "0"], "-k takes"),
+])
+def test_bad_input_is_one_line(workdir, argv, message):
+    result = subprocess.run([sys.executable, "decompose.py", *argv, "--workdir", str(workdir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_sets_file_is_validated(tmp_path):
+    bad = tmp_path / "sets.json"
+    bad.write_text(json.dumps({"0": [1, 2], "1": [99]}))
+    with pytest.raises(Exception, match="class"):
+        decompose.sets_from_json(bad, num_classes=2, n_filters=64, ks=[5])
+    assert torch.equal(decompose.sets_from_json(bad, 2, 100, [5])["5"][1], torch.tensor([99]))
