@@ -28,6 +28,7 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float
 def save_figure(fig, out_dir: Path, stem: str) -> Path:
     """Write `stem.png` and `stem.pdf` into out_dir atomically; returns the PNG path."""
     out_dir = Path(out_dir)
+    fig.tight_layout()
     for ext in ("pdf", "png"):
         buffer = io.BytesIO()
         fig.savefig(buffer, format=ext)

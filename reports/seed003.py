@@ -76,12 +76,13 @@ def average(groups: list[Group], out: Path) -> str:
             ax.errorbar(ks, np.median(dec, 0), yerr=[np.median(dec, 0) - dec.min(0), dec.max(0) - np.median(dec, 0)],
                         marker="o", capsize=3, label="decomposed (no retraining)")
             ax.set(xlabel="filters per class k", ylabel="test accuracy", title="decomposed final layer")
-            ax.legend()
+            ax.legend(loc="lower right")
         curves = [r["finetune"] for r in runs if "finetune" in r]
         for k in sorted({k for c in curves for k in c}, key=float):
             values = np.array([c[k] for c in curves if k in c])
             axes[0, 1].plot(range(values.shape[1]), np.median(values, 0), marker="o", label=f"k={k}")
         axes[0, 1].set(xlabel="finetuning epoch", ylabel="test accuracy", title="finetuning the decomposed net")
+        axes[0, 1].xaxis.get_major_locator().set_params(integer=True)
         if curves:
             axes[0, 1].legend()
         essential = [r["essential"] for r in runs if "essential" in r]
