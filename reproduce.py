@@ -64,7 +64,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("decompose-validate", "003", "decompose.py", "decompose/validate", subcommand=("validate",)),
     Stage("decompose-essential", "003", "decompose.py", "decompose/essential", subcommand=("essential",)),
     Stage("decompose-finetune", "003", "decompose.py", "decompose/finetune", subcommand=("finetune",),
-          demo=("--epochs", "1"), full=("--epochs", "10")),
+          demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
     Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group"),
 )
 
