@@ -1,0 +1,231 @@
+"""Tests of measures/ood.py (seed000 §6.3, §7, §9) against numpy covariances and inverses, an explicit patch loop,
+scikit-learn's roc_auc_score / average_precision_score and a brute-force FPR95."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from measures.ood import (
+    ClassGaussians,
+    dims_eps,
+    dims_exp,
+    mahalanobis,
+    patch_energy,
+    projection_energy,
+    projection_ratio,
+)
+from measures.ood import detection_metrics as metrics
+from measures.spectra import truncate, weight_svd
+
+# ------------------------------------------------------------------------------------------- Gaussians, §7
+
+
+def class_data(n=300, D=6, nc=4, seed=0, offset=1e3):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, nc, n)
+    centres = rng.standard_normal((nc, D)) * 3
+    mixing = rng.standard_normal((D, D)) * np.logspace(0, -2, D)
+    return centres[labels] + rng.standard_normal((n, D)) @ mixing + offset, labels
+
+
+def fitted(X, y, nc, ridge=0.0, batch=64):
+    g = ClassGaussians(nc, ridge=ridge)
+    for i in range(0, len(X), batch):
+        g.update(torch.from_numpy(X[i:i + batch]).float(), torch.from_numpy(y[i:i + batch]))
+    return g.finalize()
+
+
+def test_class_gaussians_match_numpy():
+    X, y = class_data()
+    g = fitted(X, y, 4)
+    Xf = torch.from_numpy(X).float().double().numpy()             # the values the accumulator saw
+    means = np.stack([Xf[y == c].mean(0) for c in range(4)])
+    tied = sum(np.cov(Xf[y == c], rowvar=False, bias=True) * np.sum(y == c) for c in range(4)) / len(X)
+    np.testing.assert_allclose(g.means.numpy(), means, rtol=1e-12)
+    np.testing.assert_allclose(g.covariance.numpy(), tied, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g.eigenvalues.numpy(), np.linalg.eigvalsh(tied)[::-1], rtol=1e-8)
+    assert g.counts.tolist() == [float(np.sum(y == c)) for c in range(4)]
+
+
+def test_class_gaussians_ridge_and_errors():
+    X, y = class_data(D=4)
+    plain, ridged = fitted(X, y, 4), fitted(X, y, 4, ridge=0.1)
+    shift = 0.1 * np.trace(plain.covariance.numpy()) / 4
+    np.testing.assert_allclose(ridged.covariance.numpy(), plain.covariance.numpy() + shift * np.eye(4), atol=1e-12)
+    with pytest.raises(ValueError, match="without samples: \\[4\\]"):
+        fitted(X, y, 5)
+    with pytest.raises(ValueError, match="labels"):
+        ClassGaussians(3).update(torch.randn(4, 2), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="reduce"):
+        ClassGaussians(3).update(torch.randn(4, 2, 3, 3), torch.tensor([0, 1, 2, 0]))
+
+
+def test_mahalanobis_matches_direct_formula():
+    X, y = class_data(D=5, seed=1, offset=0.0)
+    g = fitted(X, y, 4)
+    Z = torch.randn(7, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    dims = [1, 2, 5]
+    dist, cls = mahalanobis(Z, g, dims)
+    assert dist.shape == (7, 3) and cls.shape == (7, 3)
+    w, V = np.linalg.eigh(g.covariance.numpy())
+    w, V = w[::-1], V[:, ::-1]
+    for j, d in enumerate(dims):
+        precision = V[:, :d] @ np.diag(1 / w[:d]) @ V[:, :d].T
+        diffs = Z.numpy()[:, None, :] - g.means.numpy()[None]
+        per_class = np.einsum("bci,ij,bcj->bc", diffs, precision, diffs)
+        np.testing.assert_allclose(dist[:, j].numpy(), per_class.min(1), rtol=1e-9)
+        assert cls[:, j].tolist() == per_class.argmin(1).tolist()
+    full = np.einsum("bci,ij,bcj->bc", diffs, np.linalg.inv(g.covariance.numpy()), diffs).min(1)
+    np.testing.assert_allclose(dist[:, -1].numpy(), full, rtol=1e-8)   # d = D: the usual Mahalanobis distance
+
+
+def test_mahalanobis_refuses_zero_variance_components():
+    X = np.zeros((8, 3))
+    X[:, 0] = np.arange(8.0)
+    g = fitted(X, np.array([0, 1] * 4), 2)
+    assert int(dims_eps(g.eigenvalues)[-1]) == 1
+    mahalanobis(torch.zeros(2, 3), g, [1])
+    with pytest.raises(ValueError, match="zero variance"):
+        mahalanobis(torch.zeros(2, 3), g, [3])
+    with pytest.raises(ValueError, match="must lie in"):
+        mahalanobis(torch.zeros(2, 3), g, [0, 1])
+
+
+def test_dims_exp_grid():
+    lengths = {D: len(dims_exp(D)) for D in (512, 256, 128, 64)}
+    assert lengths == {512: 49, 256: 43, 128: 37, 64: 30}
+    assert int(dims_exp(512)[-1]) - 1 == 481 and int(dims_exp(64)[-1]) - 1 == 58   # the original stores d - 1
+    grid = dims_exp(512)
+    assert grid[:10].tolist() == list(range(1, 11)) and bool((grid[1:] > grid[:-1]).all())
+    assert dims_exp(5).tolist() == [1, 2, 3, 4, 5]
+
+
+def test_dims_eps_counts():
+    eigenvalues = torch.tensor([10.0, 4.0, 1.0, 1e-2, 1e-5, 1e-9], dtype=torch.float64)
+    counts = dims_eps(eigenvalues)
+    ratios = eigenvalues.numpy() / 10.0
+    eps = [5e-1, 2e-1, 1e-1, 5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4,
+           5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7]
+    assert counts.tolist() == [int(np.sum(ratios > e)) for e in eps]
+    assert counts[0] == 1 and counts[-1] == 5
+
+
+# ------------------------------------------------------------------------------------------- projection score, §6.3
+
+
+def patch_loop_energy(x, conv, weight=None):
+    """Sum over output positions of ||patch||^2 (or ||weight_matrix @ patch||^2), by explicit slicing."""
+    kh, kw = conv.kernel_size
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    xp = torch.nn.functional.pad(x.double(), (pw, pw, ph, ph))
+    H_out = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    W_out = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    total = torch.zeros(x.shape[0], dtype=torch.float64)
+    for i in range(H_out):
+        for j in range(W_out):
+            patch = xp[:, :, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw]
+            patch = patch.reshape(x.shape[0], -1)
+            if weight is not None:
+                patch = patch @ weight.reshape(weight.shape[0], -1).double().T
+            total += patch.square().sum(1)
+    return total
+
+
+GEOMETRIES = [dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=3, stride=2, padding=1),
+              dict(kernel_size=3, stride=1, padding=0), dict(kernel_size=1, stride=2, padding=0),
+              dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_patch_and_projection_energy_match_patch_loop(geometry):
+    conv = nn.Conv2d(3, 5, bias=False, **geometry)
+    x = torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(patch_energy(x, conv), patch_loop_energy(x, conv))
+    _, Pi = truncate(weight_svd(conv.weight), 2)
+    torch.testing.assert_close(projection_energy(x, conv, Pi), patch_loop_energy(x, conv, Pi))
+
+
+def multiplicity(conv, size):
+    """How many patches cover each pixel: patch_energy of one-pixel images."""
+    pixels = torch.eye(size * size).reshape(size * size, 1, size, size)
+    return patch_energy(pixels, conv).reshape(size, size)
+
+
+def test_patch_multiplicity_pattern():
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    expected = torch.full((5, 5), 9.0, dtype=torch.float64)
+    expected[0, :] = expected[-1, :] = expected[:, 0] = expected[:, -1] = 6.0
+    expected[0, 0] = expected[0, -1] = expected[-1, 0] = expected[-1, -1] = 4.0    # all four corners, no bug
+    torch.testing.assert_close(multiplicity(conv, 5), expected)
+    torch.testing.assert_close(multiplicity(conv, 2), torch.full((2, 2), 4.0, dtype=torch.float64))
+    stride2 = nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    factor = torch.tensor([1.0, 2.0, 1.0, 2.0, 1.0, 1.0], dtype=torch.float64)      # odd and not last -> 2
+    torch.testing.assert_close(multiplicity(stride2, 6), factor[:, None] * factor[None, :])
+
+
+def test_projection_ratio_linear_and_conv():
+    fc = nn.Linear(12, 5)
+    x = torch.randn(4, 12, generator=torch.Generator().manual_seed(1))
+    _, _, Vt = np.linalg.svd(fc.weight.detach().double().numpy())
+    for k in (1, 3, 5):
+        expected = np.sum((x.double().numpy() @ Vt[:k].T) ** 2, 1) / np.sum(x.double().numpy() ** 2, 1)
+        np.testing.assert_allclose(projection_ratio(x, fc, k).numpy(), expected, rtol=1e-10)
+    assert projection_ratio(x, fc, [1, 5]).shape == (4, 2)
+    torch.testing.assert_close(patch_energy(x, fc), x.double().square().sum(1))
+
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    xc = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(2))
+    svd = weight_svd(conv.weight)
+    ratios = projection_ratio(xc, conv, [1, 2, 6], svd=svd)
+    for j, k in enumerate((1, 2, 6)):
+        direct = projection_energy(xc, conv, truncate(svd, k)[1]) / patch_energy(xc, conv)
+        torch.testing.assert_close(ratios[:, j], direct)
+    assert bool((ratios[:, 1:] >= ratios[:, :-1]).all()) and bool((ratios <= 1).all())
+    with pytest.raises(ValueError, match="ranks k"):
+        projection_ratio(xc, conv, 7, svd=svd)
+
+
+# ------------------------------------------------------------------------------------------- metrics, §9
+
+
+def brute_force_fpr95(s_id, s_ood):
+    """Largest threshold accepting at least 95% of ID; fraction of OOD at or above it."""
+    candidates = [t for t in np.unique(s_id) if np.mean(s_id >= t) >= 0.95]
+    return np.mean(s_ood >= max(candidates))
+
+
+@pytest.mark.parametrize("n_id, n_ood, decimals", [(200, 150, 1), (57, 301, 3), (100, 100, 8)])
+def test_detection_metrics_match_sklearn(n_id, n_ood, decimals):
+    rng = np.random.default_rng(n_id)
+    s_id = np.round(rng.standard_normal(n_id) + 1.0, decimals)       # rounding creates ties
+    s_ood = np.round(rng.standard_normal(n_ood), decimals)
+    labels = np.r_[np.ones(n_id), np.zeros(n_ood)]
+    scores = np.r_[s_id, s_ood]
+    m = metrics(torch.from_numpy(s_id), torch.from_numpy(s_ood))
+    assert m["AUROC"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert m["AUPR_IN"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert m["AUPR_OUT"] == pytest.approx(average_precision_score(1 - labels, -scores), abs=1e-12)
+    assert m["FPR95"] == pytest.approx(brute_force_fpr95(s_id, s_ood), abs=1e-12)
+    assert m["TNR95"] == pytest.approx(1 - m["FPR95"])
+
+
+def test_detection_orientation_id_positive_higher_is_id():
+    gen = torch.Generator().manual_seed(0)
+    s_id, s_ood = torch.randn(500, generator=gen) + 4.0, torch.randn(400, generator=gen)
+    good = metrics(s_id, s_ood)
+    assert good["AUROC"] > 0.99 and good["FPR95"] < 0.05 and good["AUPR_IN"] > 0.99
+    bad = metrics(s_ood, s_id)
+    assert bad["AUROC"] < 0.01 and bad["FPR95"] > 0.95
+
+
+def test_detection_resampling_is_seeded_and_matches_sklearn():
+    rng = np.random.default_rng(3)
+    s_id, s_ood = torch.from_numpy(rng.standard_normal(80) + 0.5), torch.from_numpy(rng.standard_normal(30))
+    first = metrics(s_id, s_ood, resample_generator=torch.Generator().manual_seed(7))
+    assert first == metrics(s_id, s_ood, resample_generator=torch.Generator().manual_seed(7))
+    pick = torch.randint(30, (80,), generator=torch.Generator().manual_seed(7))
+    resampled = s_ood[pick].numpy()
+    labels = np.r_[np.ones(80), np.zeros(80)]
+    assert first["AUROC"] == pytest.approx(roc_auc_score(labels, np.r_[s_id.numpy(), resampled]), abs=1e-12)
+    assert first != metrics(s_id, s_ood, resample_generator=torch.Generator().manual_seed(8))
