@@ -12,15 +12,14 @@ import torch
 from torch import nn
 
 from models.layers import analysis_layers
+from models.registry import TORCHVISION_PREFIX
 from utils.errors import ToolkitError
-
-PREFIX = "torchvision:"
 
 
 def build_torchvision(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:
     import torchvision
 
-    arch = name.removeprefix(PREFIX)
+    arch = name.removeprefix(TORCHVISION_PREFIX)
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ToolkitError(f"unknown torchvision model {arch!r}; e.g. {', '.join(sorted(available)[:8])} ...")

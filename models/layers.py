@@ -1,8 +1,17 @@
-"""Analysis layers of ANY nn.Module, by the rule of DESIGN.md ("Layers").
+"""Analysis layers of ANY nn.Module by the one rule of DESIGN.md ("Layers"; seed000 §5), and the small
+building helpers that the model files share.
 
-Models of the registry list their weight layers themselves (`model.weight_layers()`). For any other model
-(a torchvision architecture, a user's own net) the rule is derived by tracing one forward pass: every Conv2d
-and Linear in the order they are called, shortcut/downsample convs excluded.
+"Layer i" is the INPUT of the i-th weight layer in forward order: the conv and linear modules of the main
+path, shortcut/downsample convs excluded; the last index is the input of the classifier. Registry models list
+these modules themselves (`model.weight_layers()`). For any other model (a torchvision architecture, a user's
+own net) the list is found by tracing one forward pass:
+
+    names, modules = analysis_layers(torchvision.models.resnet18(num_classes=10), torch.zeros(1, 3, 32, 32))
+    len(modules)   # 18: conv1, 16 block convs, fc (the three downsample convs are left out)
+
+The traced rule keeps every Conv2d/Linear that runs, so side paths that are not named downsample/shortcut
+(the squeeze-and-excitation convs of an EfficientNet, for instance) are kept; registry models that have such
+paths leave them out in their own `weight_layers()` and say so.
 """
 from __future__ import annotations
 
@@ -10,19 +19,34 @@ import torch
 from torch import nn
 
 SKIPPED_NAMES = ("downsample", "shortcut")
+WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
 
 
 @torch.no_grad()
 def analysis_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[list[str], list[nn.Module]]:
-    """(qualified names, modules) of the analysis weight layers, in forward order."""
+    """The analysis weight layers of `model`, in forward order (DESIGN.md "Layers", seed000 §5).
+
+    Uses `model.weight_layers()` when the model has it; otherwise runs `model` once in eval mode on
+    `example_input` with forward hooks on every nn.Conv2d / nn.Linear whose qualified name contains neither
+    "downsample" nor "shortcut", and keeps the modules in the order of their first call (a module called twice
+    is listed once; a module that never runs is not listed). The model's train/eval mode is restored.
+
+    Args:
+      model: any nn.Module.
+      example_input: one batch the model accepts, e.g. (1, C, H, W) on the model's device; only used when
+        the model has no `weight_layers()`.
+
+    Returns:
+      (names, modules): the qualified module names (as in `model.named_modules()`) and the modules.
+    """
     names = {module: name for name, module in model.named_modules()}
     if hasattr(model, "weight_layers"):
         modules = list(model.weight_layers())
         return [names[m] for m in modules], modules
-    order: list[nn.Module] = []
-    candidates = [m for m, name in names.items() if isinstance(m, (nn.Conv2d, nn.Linear))
-                  and not any(part in SKIPPED_NAMES for part in name.split("."))]
-    handles = [m.register_forward_hook(lambda module, inputs, output: order.append(module)) for m in candidates]
+    called: list[nn.Module] = []
+    candidates = [m for m, name in names.items()
+                  if isinstance(m, WEIGHT_TYPES) and not any(skip in name for skip in SKIPPED_NAMES)]
+    handles = [m.register_forward_hook(lambda module, inputs, output: called.append(module)) for m in candidates]
     was_training = model.training
     try:
         model.eval()
@@ -31,9 +55,19 @@ def analysis_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[list
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    seen, modules = set(), []
-    for module in order:
-        if module not in seen:
-            seen.add(module)
-            modules.append(module)
+    modules = list(dict.fromkeys(called))  # first call order, each module once
     return [names[m] for m in modules], modules
+
+
+def scaled(channels: int, width: float) -> int:
+    """A channel count (or hidden width) scaled by the width multiplier: max(1, round(channels * width))."""
+    return max(1, round(channels * width))
+
+
+def torchvision_conv_init_(convs: list[nn.Module]) -> None:
+    """torchvision's default init for conv layers of VGG and ResNet (seed000 §4): weight ~ kaiming normal
+    with mode "fan_out" and the ReLU gain, i.e. N(0, 2 / (out_channels * k * k)); bias 0."""
+    for conv in convs:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
