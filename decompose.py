@@ -12,7 +12,8 @@ of a registered architecture (the akamaster `{"state_dict"}` format included); o
 decompose/<subcommand>/ either way. The features are the global-average-pooled input of the classifier
 (the output of --layer for `indices`). Files written (documented here only):
 - indices/indices.json      {"<k>": {"<class>": [filter, ...]}}: S_c per k (§4; from --indices or --csg-gates if given)
-- indices/indices.npz       histograms_<k> (classes, D) frequency counts, fc_topk_overlap_<k> (classes,)
+- indices/indices.npz       histograms_<k> (classes, D) top-k vote counts the sets were read from (computed sets
+                            only), fc_topk_overlap_<k> (classes,)
 - indices/summary.json      per k: mutual information with/without self-pairs (§9), union size, mean overlap;
                             psi selectivity at 0.5 and the class-selectivity index of the layer (§10)
 - validate/validate.json    full and decomposed test accuracy per k (§5), gathered and masked forms' max gap
@@ -196,24 +197,24 @@ def cmd_indices(args, net: Network, out: Path) -> dict:
     features, _, labels = gap_features(net, module, train, args.max_samples, "output" if args.layer else "input")
     num_classes = net.num_classes
     weight = classifier_of(net.model).weight.detach().cpu()
+    arrays, summary, sets_by_k = {}, {}, {}
     if args.indices or args.csg_gates:
         sets_by_k = stored_sets(args, net, features.shape[1])
     else:
-        sets_by_k = {k_label(k): dec.class_filters(features, labels, int(k) if k >= 1 else k, num_classes)
-                     for k in args.k}
-    arrays, summary = {}, {}
+        for k in args.k:
+            sets, counts = dec.class_filters(features, labels, int(k) if k >= 1 else k, num_classes,
+                                             return_histograms=True)
+            sets_by_k[k_label(k)] = sets
+            arrays[f"histograms_{k_label(k)}"] = counts
     for k, sets in sets_by_k.items():
-        sizes = [len(s) for s in sets]
-        overlap = dec.topk_weight_overlap(sets, weight, max(sizes)) if not args.layer else torch.zeros(len(sets))
+        overlap = dec.topk_weight_overlap(sets, weight, max(len(s) for s in sets)) if not args.layer \
+            else torch.zeros(len(sets))
         arrays[f"fc_topk_overlap_{k}"] = overlap
-        arrays[f"histograms_{k}"] = dec.filter_histograms(features, labels, max(sizes), num_classes)
-        pair_overlap = [len(set(a.tolist()) & set(b.tolist())) for i, a in enumerate(sets) for b in sets[i + 1:]]
         summary[k] = {
             "mutual_info": dec.filter_sets_mutual_info(sets, features.shape[1], include_self=True),
             "mutual_info_offdiag": dec.filter_sets_mutual_info(sets, features.shape[1], include_self=False),
-            "union": len(set(torch.cat(sets).tolist())), "sizes": sizes,
-            "mean_pairwise_overlap": sum(pair_overlap) / max(1, len(pair_overlap)),
             "fc_topk_overlap_mean": float(overlap.float().mean()),
+            **dec.overlap_summary(sets, features.shape[1]),
         }
     summary["psi_selectivity_0.5"] = float(dec.psi_selectivity(features, labels, 0.5))
     summary["class_selectivity_index"] = float(dec.class_selectivity_index(features, labels).mean())
