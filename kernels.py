@@ -1,0 +1,125 @@
+"""Centred-Gram spectra of every layer and the CKA / CCA / regression spectra between layers (seed000 §8).
+
+    python kernels.py --model-name resnet18 --traindata cifar10 --num_classes 10 --start_epoch 1200 --resume
+
+Run analyzing.py first: this stage reads its Gram data (analysis/grams_<ds>.npz, the first --num_grams samples of
+each evaluation set through the original network, stored per layer as features or as the linear Gram, whichever
+is smaller). For every set and layer, the centred Gram K_c = H X X^T H (H = I - 1 1^T / n) is reduced to its
+eigenvalues above 1e-6 x the largest and the matching factor F (K_c = F F^T): from the features through the d x d
+covariance when d < n, from the stored Gram otherwise (measures.similarity.gram_factor / gram_factor_from_gram),
+so no n x n matrix is formed when d < n. For every pair of layers a <= b, measures.similarity.cka_spectrum gives
+  cka   eigenvalues of M M^T / sqrt(sum la^2 sum lb^2), M = F_a^T F_b; their sum is linear CKA;
+  cca   singular values of P = V_a^T V_b (cosines of the principal angles);
+  reg1  eigenvalues of P Lb P^T / sum lb; reg0  eigenvalues of P^T La P / sum la;
+each kept above 1e-6 x its largest. Pairs (b, a) are filled by symmetry (reg0 and reg1 swap). CKA is within one
+set (all layers see the same n samples), for every set.
+
+Files in <run>/kernels/ (L layers, n Gram samples, r <= n values per spectrum; zero padding beyond the lengths):
+  kernels_<ds>.npz   for ds = traindata, the dataset, every OOD set:
+                     gram_eigenvalues (L, r) float64 descending; gram_lengths (L,)
+                     cka (L, L) linear CKA matrix (= sum of the cka spectrum)
+                     sum_<kind> (L, L), spectrum_<kind> (L, L, r), length_<kind> (L, L) for kind in cka, cca,
+                     reg0, reg1 (entry [a, b]: layer a against layer b)
+  _done.json         flags (the analysis stage's flags), argv, datasets, seconds
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from analyzing import skip_if_done, stage_parser
+from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
+from utils.cli import run_main
+from utils.device import resolve_device
+from utils.errors import ToolkitError
+from utils.io import load_json, load_npz, save_npz
+from utils.loading import load_config
+from utils.rundir import DONE_FILE, RunDir, mark_done, require_done
+
+KINDS = ("cka", "cca", "reg0", "reg1")
+SWAPPED = {"cka": "cka", "cca": "cca", "reg0": "reg1", "reg1": "reg0"}
+
+
+def parse_args(argv=None):
+    return stage_parser(__doc__).parse_args(argv)
+
+
+def layer_factors(grams: dict[str, np.ndarray], device: torch.device) -> list[GramFactor]:
+    """One GramFactor per layer, from feat_<ll> (n, d) or gram_<ll> (n, n) as analyzing.py stored it."""
+    count = len({key.split("_")[1] for key in grams})
+    factors = []
+    for index in range(count):
+        features = grams.get(f"feat_{index:02d}")
+        if features is not None:
+            factors.append(gram_factor(torch.from_numpy(features).to(device)))
+        else:
+            factors.append(gram_factor_from_gram(torch.from_numpy(grams[f"gram_{index:02d}"]).to(device)))
+    return factors
+
+
+def padded(rows: list[torch.Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack 1-D tensors into a zero-padded array of `shape` + (max length,), with their lengths."""
+    width = max(len(row) for row in rows)
+    values = np.zeros((len(rows), width))
+    for out, row in zip(values, rows):
+        out[:len(row)] = row.cpu().numpy()
+    return values.reshape(*shape, width), np.array([len(row) for row in rows]).reshape(shape)
+
+
+def similarity_arrays(factors: list[GramFactor], desc: str) -> dict[str, np.ndarray]:
+    """Gram eigenvalues and every pair's spectra, sums and lengths (module docstring)."""
+    L = len(factors)
+    spectra = {kind: [[None] * L for _ in range(L)] for kind in KINDS}
+    pairs = [(a, b) for a in range(L) for b in range(a, L)]
+    for a, b in tqdm(pairs, desc=desc, unit="pair", disable=None, leave=False):
+        result = cka_spectrum(factors[a], factors[b])
+        for kind in KINDS:
+            spectra[kind][a][b] = result[kind]
+            spectra[SWAPPED[kind]][b][a] = result[kind]
+    arrays = {}
+    arrays["gram_eigenvalues"], arrays["gram_lengths"] = padded([f.eigenvalues for f in factors], (L,))
+    for kind in KINDS:
+        flat = [spectrum for row in spectra[kind] for spectrum in row]
+        arrays[f"spectrum_{kind}"], arrays[f"length_{kind}"] = padded(flat, (L, L))
+        arrays[f"sum_{kind}"] = np.array([float(s.sum()) for s in flat]).reshape(L, L)
+    arrays["cka"] = arrays["sum_cka"]
+    return arrays
+
+
+def analysis_flags(run: RunDir, args) -> dict:
+    """The flags analyzing.py ran with; errors when it has not run or ran on another epoch."""
+    analysis = run.stage("analysis")
+    require_done(analysis, "analyzing.py", f"python analyzing.py --model-name {args.model_name} "
+                                           f"--traindata {args.traindata} --seed {args.seed} --workdir {args.workdir}")
+    done = load_json(analysis / DONE_FILE, required=["flags", "datasets"])
+    if args.start_epoch is not None and args.start_epoch != done["flags"]["epoch"]:
+        raise ToolkitError(f"analysis/ holds epoch {done['flags']['epoch']}, not --start_epoch {args.start_epoch}; "
+                           f"rerun analyzing.py --start_epoch {args.start_epoch} first")
+    return done
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    load_config(run)  # a clear error when the run does not exist
+    analysis = analysis_flags(run, args)
+    out = run.stage("kernels")
+    flags = {"analysis": analysis["flags"]}
+    if skip_if_done(out, flags, args.force):
+        return 0
+    started = time.perf_counter()
+    device = resolve_device(args.device)
+    for ds in analysis["datasets"]:
+        grams = load_npz(run.stage("analysis") / f"grams_{ds}.npz")
+        save_npz(out / f"kernels_{ds}.npz", **similarity_arrays(layer_factors(grams, device), ds))
+    seconds = time.perf_counter() - started
+    mark_done(out, flags, datasets=analysis["datasets"], seconds=seconds)
+    print(f"{out}: Gram spectra and layer-pair CKA on {len(analysis['datasets'])} sets in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

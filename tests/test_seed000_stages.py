@@ -1,0 +1,222 @@
+"""analyzing.py, features.py, kernels.py and reports/seed000.py on one tiny ResNet-18 run (digits).
+
+The references are computed here from features captured directly with utils.taps and from numpy: patch energies
+through F.unfold, projections through numpy's SVD of the weight matrix, pooled class covariances with numpy,
+linear CKA with measures.similarity.linear_cka on the raw features.
+"""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+
+import analyzing
+import averaging
+import extractor
+import features
+import kernels
+import train_classifier
+from datasets import build_dataset
+from measures.similarity import linear_cka
+from utils.io import load_json
+from utils.rundir import RunDir
+from utils.taps import capture_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SAMPLES, N_GRAMS, N_STABILITY, BATCH = 120, 80, 16, 32
+L = 18  # resnet18: conv1, 16 block convs, fc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("seed000")
+    train_classifier.main(["--model-name", "resnet18", "--width", "0.125", "--epochs", "2", "--traindata", "digits",
+                           "--no-progress", "--device", "cpu", "--workdir", str(workdir)])
+    return workdir
+
+
+def flags(workdir, *extra):
+    return ["--model-name", "resnet18", "--traindata", "digits", "--num_classes", "10", "--seed", "0", "--workdir",
+            str(workdir), "--device", "cpu", "--resume", "--max-samples", str(N_SAMPLES), "--batchsize", str(BATCH),
+            *extra]
+
+
+ANALYSIS = ("--ratios", "2", "--num_grams", str(N_GRAMS), "--num_stability", str(N_STABILITY))
+
+
+@pytest.fixture(scope="module")
+def run(workdir):
+    assert analyzing.main(flags(workdir, *ANALYSIS)) == 0
+    assert features.main(flags(workdir)) == 0
+    assert kernels.main(flags(workdir)) == 0
+    return RunDir.of(workdir, "digits", "resnet18", 0)
+
+
+@pytest.fixture(scope="module")
+def network(workdir):
+    return analyzing.open_network(analyzing.parse_args(flags(workdir)))
+
+
+def load(path):
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def captured(network, ds, split, count):
+    """Inputs of every analysis layer and the logits for the first `count` images, captured directly."""
+    x = network.inputs(build_dataset(ds, split).images[:count])
+    return capture_inputs(network.model, network.layers, x)
+
+
+SETS = ["traindata", "digits", "photos", "digits_rot90", "uniform"]
+
+
+def test_analysis_files_and_shapes(run):
+    out = run.stage("analysis")
+    done = load_json(out / "_done.json")
+    assert done["datasets"] == SETS and done["variants"] == ["all", "000", "052"]
+    svals = load(out / "svals.npz")
+    assert svals["svals"].shape == (L, 64) and svals["ndims"].shape == (L, 2)
+    assert np.allclose(svals["ratios"], [1e-6, 10 ** -0.05]) and svals["ratio_index"].tolist() == [0, 52]
+    assert (np.diff(svals["ndims"], axis=1) <= 0).all() and (svals["ndims"] >= 1).all()
+    for tag in done["variants"]:
+        for ds in SETS:
+            arrays = load(out / f"projections_{tag}_{ds}.npz")
+            assert {k: v.shape for k, v in arrays.items()} == {
+                "norm00": (N_SAMPLES, L), "norm0": (N_SAMPLES, L), "norm1": (N_SAMPLES, L),
+                "logits": (N_SAMPLES, 10), "labels": (N_SAMPLES,), "ranks": (L,)}
+            ratio = arrays["norm1"] / arrays["norm0"]
+            assert (ratio >= 0).all() and (ratio <= 1 + 1e-9).all()
+            assert np.allclose(arrays["norm0"][:, -1], arrays["norm00"][:, -1])  # a Linear has one "patch"
+    # seed000's ResNet-18 noise layers: 0, the block inputs, the classifier input
+    chi = load(out / "sensitivity_052_photos.npz")
+    assert chi["noise_layers"].tolist() == [0, 1, 3, 5, 7, 9, 11, 13, 15, 17]
+    assert chi["chi"].shape == (N_STABILITY, 10, L + 1)
+    assert not (out / "sensitivity_all_traindata.npz").exists()
+    grams = load(out / "grams_digits.npz")
+    assert sorted(grams) == sorted(f"feat_{i:02d}" if i == 17 else f"gram_{i:02d}" for i in range(L))
+    assert grams["gram_05"].shape == (N_GRAMS, N_GRAMS) and grams["feat_17"].shape == (N_GRAMS, 64)
+
+
+def test_noise_sensitivity_is_eta_squared_at_the_perturbed_layer(run):
+    for tag in ("all", "052"):
+        data = load(run.stage("analysis") / f"sensitivity_{tag}_digits.npz")
+        chi, perturbed = data["chi"], data["noise_layers"]
+        for p, layer in enumerate(perturbed):
+            np.testing.assert_allclose(chi[:, p, layer], 0.01, rtol=1e-5)
+            assert np.isnan(chi[:, p, :layer]).all() and np.isfinite(chi[:, p, layer:]).all()
+        assert (chi[:, :, -1] > 0).all()  # the noise reaches the logits
+
+
+def test_energies_match_unfold_and_numpy_svd(run, network):
+    feats, logits = captured(network, "digits", "test", BATCH)
+    saved = load(run.stage("analysis") / "projections_all_digits.npz")
+    np.testing.assert_allclose(saved["logits"][:BATCH], logits.numpy(), rtol=1e-4, atol=1e-4)
+    for index, (layer, x) in enumerate(zip(network.layers, feats)):
+        weight = layer.weight.detach().double().reshape(layer.weight.shape[0], -1).numpy()
+        vh = np.linalg.svd(weight, full_matrices=False)[2]
+        if x.dim() == 4:  # patches (B, C*kh*kw, positions), zero padding included
+            patches = F.unfold(x.double(), layer.kernel_size, padding=layer.padding, stride=layer.stride).numpy()
+        else:
+            patches = x.double().numpy()[:, :, None]
+        norm0 = (patches ** 2).sum((1, 2))
+        norm1 = (np.einsum("kd,bdp->bkp", vh, patches) ** 2).sum((1, 2))
+        np.testing.assert_allclose(saved["norm0"][:BATCH, index], norm0, rtol=1e-5)
+        np.testing.assert_allclose(saved["norm1"][:BATCH, index], norm1, rtol=1e-4)
+        np.testing.assert_allclose(saved["norm00"][:BATCH, index], (x.double() ** 2).flatten(1).sum(1), rtol=1e-6)
+
+
+def test_full_rank_variant_equals_the_original_network(run):
+    out = run.stage("analysis")
+    svals = load(out / "svals.npz")
+    assert (svals["ndims"][:, 0] == svals["lengths"]).all()  # ratio 1e-6 keeps every singular value here
+    full, original = load(out / "projections_000_photos.npz"), load(out / "projections_all_photos.npz")
+    assert (full["ranks"] == original["ranks"]).all()
+    for key in ("norm00", "norm0", "norm1", "logits"):
+        np.testing.assert_allclose(full[key], original[key], rtol=1e-3, atol=1e-5)
+    truncated = load(out / "projections_052_photos.npz")
+    assert (truncated["ranks"] <= full["ranks"]).all() and (truncated["ranks"] < full["ranks"]).any()
+
+
+def test_mahalanobis_against_numpy(run, network):
+    train = build_dataset("digits", "train")
+    feats, _ = captured(network, "digits", "train", N_SAMPLES)
+    test_feats, _ = captured(network, "digits", "test", N_SAMPLES)
+    labels = train.labels[:N_SAMPLES].numpy()
+    for index in (9, L - 1):
+        z = feats[index].double()
+        z = (z.sum((2, 3)) if z.dim() == 4 else z).numpy()
+        zt = test_feats[index].double()
+        zt = (zt.sum((2, 3)) if zt.dim() == 4 else zt).numpy()
+        means = np.stack([z[labels == c].mean(0) for c in range(10)])
+        centred = z - means[labels]
+        eigenvalues, vectors = np.linalg.eigh(centred.T @ centred / len(z))
+        eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
+        saved = load(run.stage("features") / f"mahalanobis_{index:02d}_digits.npz")
+        np.testing.assert_allclose(load(run.stage("features") / "eigenvalues.npz")["eigenvalues"][index][:5],
+                                   eigenvalues[:5], rtol=1e-6)
+        d = int(saved["dims_exp"][-1])
+        offsets = ((zt[:, None, :] - means[None]) @ vectors[:, :d]) ** 2 / eigenvalues[:d]  # (N, classes, d)
+        distances = offsets.sum(-1)
+        np.testing.assert_allclose(saved["distance_exp"][:, -1], distances.min(1), rtol=1e-5)
+        assert (saved["inferred_exp"][:, -1] == distances.argmin(1)).all()
+        assert d <= saved["dims_eps"][-1] and saved["distance_eps"].shape == (N_SAMPLES, 21)
+
+
+def test_cka_matrix_equals_linear_cka_of_captured_features(run, network):
+    feats, _ = captured(network, "photos", "test", N_GRAMS)
+    saved = load(run.stage("kernels") / "kernels_photos.npz")
+    # the sums of spectra cut at 1e-6 x their largest value: linear CKA up to ~1e-5
+    assert saved["cka"].shape == (L, L) and np.allclose(np.diag(saved["cka"]), 1, atol=1e-4)
+    np.testing.assert_allclose(saved["cka"], saved["cka"].T, rtol=1e-10)
+    for a, b in ((0, 17), (4, 12), (16, 17)):
+        assert saved["cka"][a, b] == pytest.approx(float(linear_cka(feats[a], feats[b])), rel=1e-4)
+    # reg0 and reg1 swap under (a, b) -> (b, a); the cca spectrum holds cosines
+    np.testing.assert_allclose(saved["sum_reg0"], saved["sum_reg1"].T)
+    assert (saved["spectrum_cca"] <= 1 + 1e-12).all()
+    assert saved["gram_eigenvalues"].shape[0] == L and (saved["gram_lengths"] <= N_GRAMS - 1).all()
+
+
+def test_done_stages_are_skipped_and_force_redoes(run, workdir, capsys):
+    marker = run.stage("kernels") / "kernels_digits.npz"
+    before = marker.stat().st_mtime_ns
+    assert analyzing.main(flags(workdir, *ANALYSIS)) == 0
+    assert features.main(flags(workdir)) == 0
+    assert kernels.main(flags(workdir)) == 0
+    assert capsys.readouterr().out.count("nothing to do") == 3
+    assert marker.stat().st_mtime_ns == before
+    assert kernels.main(flags(workdir, "--force")) == 0
+    assert marker.stat().st_mtime_ns != before
+
+
+def test_kernels_before_analyzing_is_one_line(run, tmp_path):
+    fresh = RunDir.of(tmp_path, "digits", "resnet18", 0)
+    shutil.copytree(run.root, fresh.root, ignore=shutil.ignore_patterns("analysis", "features", "kernels"))
+    result = subprocess.run([sys.executable, "kernels.py", "--model-name", "resnet18", "--traindata", "digits",
+                             "--workdir", str(tmp_path), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "analyzing.py" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra", [("--ratios", "0"), ("--ratios", "54"), ("--num_stability", "0")])
+def test_bad_flags_exit_2(extra):
+    with pytest.raises(SystemExit) as exit_info:
+        analyzing.parse_args(["--traindata", "digits", *extra])
+    assert exit_info.value.code == 2
+
+
+def test_extract_and_average_write_the_table(run, workdir):
+    assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
+    scores = load(run.extract / "seed000.npz")
+    assert scores["projection_ratio"].shape == (3, L, 3, 4) and scores["msp"].shape == (3, 3, 4)
+    assert scores["cka"].shape == (5, L, L) and scores["mahalanobis_best"].shape == (L, 3, 4)
+    assert scores["noise_metrics"].shape == (3, 10, L + 1, 3, 4)
+    assert ((scores["projection_ratio"][..., 0] >= 0) & (scores["projection_ratio"][..., 0] <= 1)).all()
+    assert averaging.main(["--workdir", str(workdir)]) == 0
+    report = (workdir / "report" / "report.md").read_text()
+    assert "seed000" in report and "projection ratio, FC input, best ratio (oracle) = proposed" in report
+    assert (workdir / "report" / "seed000_table.csv").is_file()
+    assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
