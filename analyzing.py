@@ -8,7 +8,8 @@ the classifier, shortcut convs excluded. One float64 SVD per weight matrix (§6.
 for every threshold ratio r, the rank k(r) = #{s_j > r s_0}. Network variants (§6.2): "all" is the trained
 network; "<q>" (q = 000..052, the position of r among the 53 thresholds) replaces every analysis weight by its
 rank-k(r) truncation W_k, leaving BN, biases and shortcuts untouched. Evaluation sets: "traindata" (the train
-split, no augmentation), the in-distribution test set (named after the dataset) and datasets.ood_sets(dataset).
+split, no augmentation), the in-distribution test set (named after the dataset), datasets.ood_sets(dataset) (the
+reported OOD sets) and datasets.validation_ood(dataset) (the set that chooses d and the rank threshold later).
 
 Per variant and evaluation set, one forward pass per batch captures every layer and reduces each sample (§6.3):
   norm00 = ||x||^2 of the whole feature;
@@ -33,7 +34,8 @@ kept at every layer, and the Gram samples of a whole set until its Gram is forme
 
 Files in <run>/analysis/ (L layers, R ratios, N samples of a set, n = the samples kept for noise or Grams):
   svals.npz                   svals (L, max_len) singular values, descending, zero-padded; lengths (L,);
-                              ratios (R,); ratio_index (R,) their positions among the 53 thresholds; ndims (L, R)
+                              ratios (R,); ratio_index (R,) their positions among the 53 thresholds; ndims (L, R);
+                              fan_in, fan_out (L,) the weight matrix shapes (for the residual parameter count)
   projections_<tag>_<ds>.npz  norm00, norm0, norm1 (N, L) float64; logits (N, classes); labels (N,) (-1 for OOD);
                               ranks (L,) the k of every layer's projector
   sensitivity_<tag>_<ds>.npz  chi (n, P, L + 1) float64: chi[i, p, m] at layer m (m = L: the logits) when layer
@@ -58,7 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from datasets import build_dataset, ood_sets
+from datasets import build_dataset, ood_sets, validation_ood
 from measures.ood import patch_energy, projection_energy
 from measures.similarity import gram_linear
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
@@ -140,7 +142,8 @@ def open_network(args) -> Network:
 
 
 def evaluation_sets(args, network: Network, with_train: bool = True) -> dict:
-    """{"traindata": train split, <dataset>: its test split, <ood>: test split of every OOD set} (seed000 §3).
+    """{"traindata": train split, <dataset>: its test split, <ood>: test split of every OOD set (seed000 §3),
+    then the validation OOD set (datasets.validation_ood)}.
 
     Images stay in pixel space; `Network.inputs` normalises each batch with the run's constants.
     """
@@ -148,7 +151,7 @@ def evaluation_sets(args, network: Network, with_train: bool = True) -> dict:
     options = {"channels": 1} if network.config["model"]["in_channels"] == 1 else {}
     sets = {TRAIN_SET: build_dataset(name, "train", args.data_root, **options)} if with_train else {}
     sets[name] = build_dataset(name, "test", args.data_root, **options)
-    for ood in ood_sets(name):
+    for ood in [*ood_sets(name), validation_ood(name)]:
         sets[ood] = build_dataset(ood, "test", args.data_root, **options)
     return sets
 
@@ -340,13 +343,16 @@ def gram_arrays(rows: list[list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return arrays
 
 
-def save_spectra(out, svds: list[WeightSVD], ranks: torch.Tensor, positions: list[int]) -> None:
+def save_spectra(out, layers: list[nn.Module], svds: list[WeightSVD], ranks: torch.Tensor, positions: list[int]
+                 ) -> None:
     lengths = [svd.S.numel() for svd in svds]
     svals = torch.zeros(len(svds), max(lengths), dtype=torch.float64)
     for row, svd in zip(svals, svds):
         row[:svd.S.numel()] = svd.S.cpu()
     save_npz(out / "svals.npz", svals=svals, lengths=np.array(lengths), ratios=threshold_ratios()[positions],
-             ratio_index=np.array(positions), ndims=ranks.cpu())
+             ratio_index=np.array(positions), ndims=ranks.cpu(),
+             fan_in=np.array([layer.weight[0].numel() for layer in layers]),
+             fan_out=np.array([layer.weight.shape[0] for layer in layers]))
 
 
 def main(argv=None) -> int:
@@ -363,7 +369,7 @@ def main(argv=None) -> int:
     svds = [weight_svd(layer.weight) for layer in network.layers]
     ratios = threshold_ratios()[positions]
     ranks = torch.stack([rank_at_ratio(svd.S, ratios.to(svd.S.device)) for svd in svds])  # (L, R)
-    save_spectra(out, svds, ranks, positions)
+    save_spectra(out, network.layers, svds, ranks, positions)
 
     sets = evaluation_sets(args, network)
     perturbed = noise_layers(network)

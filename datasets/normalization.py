@@ -30,7 +30,7 @@ DIGITS_STD = (0.3237, 0.3237, 0.3237)
 TWOPOINTS_MEAN = (0.0,)
 TWOPOINTS_STD = (1.0,)
 
-DIGITS_FAMILY = ("digits", "photos", "digits_rot90", "uniform")
+DIGITS_FAMILY = ("digits", "photos", "digits_rot90", "uniform", "digits_vflip")
 IMAGENET_CHOICES = ("imagenet", "akamaster", "seed002")
 DATASET_DEFAULT_CHOICES = ("seed000", "seed004", "seed004_fcn", "twopoints")
 

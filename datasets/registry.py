@@ -19,8 +19,10 @@ The OOD sets carry labels -1 and num_classes 0.
 
 OOD evaluation follows seed000 §3: for an in-distribution set among cifar10, svhn, mnist, cifar100 the test
 splits of the other three (in that order); for digits its three bundled sets. `near_ood` is seed000's
-"dataref": cifar10 -> cifar100; cifar100, svhn, mnist -> cifar10; digits -> digits_rot90. Evaluate every OOD
-set with the normalisation of the in-distribution data (the model's), not its own.
+"dataref": cifar10 -> cifar100; cifar100, svhn, mnist -> cifar10; digits -> digits_rot90. `validation_ood` is the
+set that chooses detection hyper-parameters (Mahalanobis d, rank threshold) without looking at any reported set
+(seed000 §12): `<id>_vflip`, the in-distribution test images flipped upside down (labels -1; same normalisation).
+Evaluate every OOD set with the normalisation of the in-distribution data (the model's), not its own.
 """
 from __future__ import annotations
 
@@ -42,14 +44,16 @@ FILE_LOADERS = {"mnist": files.load_mnist, "cifar10": files.load_cifar10, "cifar
 NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "twopoints": 2}
 SEED000_SETS = ("cifar10", "svhn", "mnist", "cifar100")
 SEED000_NEAR_OOD = {"cifar10": "cifar100", "cifar100": "cifar10", "svhn": "cifar10", "mnist": "cifar10"}
-GREY_SETS = ("digits", "mnist", *DIGITS_OOD)
+VALIDATION_SUFFIX = "_vflip"
+VALIDATION_SETS = tuple(f"{name}{VALIDATION_SUFFIX}" for name in ("digits", *FILE_LOADERS))
+GREY_SETS = ("digits", "mnist", *DIGITS_OOD, "digits_vflip", "mnist_vflip")
 TWOPOINTS_OPTIONS = ("d", "xi", "gap", "norm", "pbc", "ptr", "seed")
 
 
 def list_datasets() -> list[str]:
     """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, digits' OOD sets, and the
     streamed folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
-    return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD, "imagenet", "imagefolder:PATH"]
+    return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD, *VALIDATION_SETS, "imagenet", "imagefolder:PATH"]
 
 
 def ood_sets(id_name: str) -> list[str]:
@@ -75,6 +79,15 @@ def near_ood(id_name: str) -> str:
     if id_name in SEED000_NEAR_OOD:
         return SEED000_NEAR_OOD[id_name]
     raise ToolkitError(f"no near-OOD set is defined for {id_name!r}; use one of digits, {', '.join(SEED000_SETS)}")
+
+
+def validation_ood(id_name: str) -> str:
+    """The OOD set on which detection hyper-parameters are chosen (module docstring): `<id>_vflip`."""
+    name = f"{id_name}{VALIDATION_SUFFIX}"
+    if name not in VALIDATION_SETS:
+        raise ToolkitError(f"no validation OOD set is defined for {id_name!r}; use one of digits, "
+                           f"{', '.join(FILE_LOADERS)}")
+    return name
 
 
 def build_dataset(name: str, split: str = "train", root: str | Path = "data", **options) -> ImageData:
@@ -104,6 +117,9 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
     elif name in DIGITS_OOD:
         images = DIGITS_OOD[name](**options)
         labels = torch.full((len(images),), -1, dtype=torch.long)
+    elif name in VALIDATION_SETS:
+        images = build_dataset(name.removesuffix(VALIDATION_SUFFIX), "test", root, **options).images.flip(2)
+        labels = torch.full((len(images),), -1, dtype=torch.long)
     elif name in FILE_LOADERS:
         images, labels = FILE_LOADERS[name](root, split, **options)
     else:
@@ -114,8 +130,8 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
 
 
 def _check_split(name: str, split: str) -> None:
-    allowed = ("test",) if name in DIGITS_OOD else ("train", "test", "probe") if name == "twopoints" \
-        else ("train", "test")
+    allowed = ("test",) if name in (*DIGITS_OOD, *VALIDATION_SETS) \
+        else ("train", "test", "probe") if name == "twopoints" else ("train", "test")
     if split not in allowed:
         raise ToolkitError(f"{name} has no split {split!r}; choose one of {', '.join(allowed)}")
 

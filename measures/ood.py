@@ -7,7 +7,7 @@ the positive class. A distance (Mahalanobis) is turned into a score by negating 
     for z, y in train_features: g.update(z, y)                # (B, D) features, (B,) labels
     g.finalize()
     dist, cls = mahalanobis(z_test, g, dims_exp(D))           # partial distances on the top-d components
-    detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # {"AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TNR95"}
+    detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # {"AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TNR95", "TPR05"}
     projection_ratio(x, fc, k)                                # ||V_k^T x||^2 / ||x||^2, the proposed score
 """
 from __future__ import annotations
@@ -224,13 +224,15 @@ def detection_metrics(score_id: torch.Tensor, score_ood: torch.Tensor,
     AUPR_IN / AUPR_OUT: average precision with ID / OOD positive (OOD ranked by -score).
     FPR95: fraction of OOD accepted (score >= t) at t = the floor(0.05 n_id)-th smallest ID score, the largest
     threshold accepting at least 95% of ID; OOD scores equal to t count as accepted. TNR95 = 1 - FPR95.
+    TPR05: fraction of ID accepted at the lowest threshold accepting at most 5% of OOD, i.e. ID scores strictly
+    above the (floor(0.05 n_ood) + 1)-th largest OOD score (the largest TPR on the ROC curve with FPR <= 0.05).
 
     Args:
       score_id: (n_id,) scores; score_ood: (n_ood,) scores.
       resample_generator: if given and n_ood != n_id, OOD scores are resampled with replacement to n_id (§9).
 
     Returns:
-      dict of floats with keys AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95.
+      dict of floats with keys AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05.
     """
     s_id, s_ood = score_id.flatten().to(torch.float64), score_ood.flatten().to(torch.float64)
     n_id = s_id.numel()
@@ -244,5 +246,7 @@ def detection_metrics(score_id: torch.Tensor, score_ood: torch.Tensor,
     auroc = (mid_rank[inverse[:n_id]].sum() - n_id * (n_id + 1) / 2) / (n_id * n_ood)
     threshold = s_id.sort().values[(5 * n_id) // 100]
     fpr = (s_ood >= threshold).to(torch.float64).mean()
+    tpr = (s_id > s_ood.sort(descending=True).values[(5 * n_ood) // 100]).to(torch.float64).mean()
     return {"AUROC": float(auroc), "AUPR_IN": float(_average_precision(s_id, s_ood)),
-            "AUPR_OUT": float(_average_precision(-s_ood, -s_id)), "FPR95": float(fpr), "TNR95": float(1 - fpr)}
+            "AUPR_OUT": float(_average_precision(-s_ood, -s_id)), "FPR95": float(fpr), "TNR95": float(1 - fpr),
+            "TPR05": float(tpr)}

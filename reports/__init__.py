@@ -34,6 +34,11 @@ class Group:
         return f"{self.dataset}/{self.model}"
 
 
+@dataclass(frozen=True)
+class ReportOptions:
+    oracle: bool = False  # choose detection hyper-parameters on a reported OOD set (seed000 §10), not on validation
+
+
 def paper_modules() -> list[ModuleType]:
     """The paper modules implemented so far, in PAPERS order."""
     modules = []

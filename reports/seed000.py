@@ -2,50 +2,53 @@
 
 extract(run) reads analysis/, features/ and kernels/ (whichever have finished) and writes extract/seed000.npz.
 Detection metrics are `measures.ood.detection_metrics` with the in-distribution test set as the positive class and
-every score oriented higher = more in-distribution (seed000 §9); each metric vector is [AUROC, AUPR-In, AUPR-Out,
-FPR95] (METRICS). Keys (V network variants "all", q..., L layers, O OOD sets, P perturbed layers, S sets):
-  from analysis/:  weight_stable_rank (L,) sum s^2 / s_max^2; variants (V,); ratios (V-1,); ood_sets (O,);
-                   accuracy (V, 2) train and test; msp (V, O, 4) with score -log(1 - max softmax + 1e-7);
-                   projection_ratio, projection_norm (V, L, O, 4) with scores norm1 / norm0 and norm1;
-                   noise_layers (P,); noise_sets (S,); noise_median (V, P, L + 1, S) median chi over samples;
-                   noise_metrics (V, P, L + 1, O, 4) with score -log(chi + 1e-7) (OOD is expected to be more
-                   sensitive), NaN where m < the perturbed layer
-  from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance;
-                   mahalanobis_dims (L, K) the dims_exp counts d, 0-padded; mahalanobis_auroc (L, O, K) with score
-                   -M_d, NaN-padded; mahalanobis_best (L, O, 4) at the d with the best AUROC on the near-OOD set
-                   (datasets.near_ood: an ORACLE choice per run, as in seed000 §10); mahalanobis_best_dims (L,);
-                   mahalanobis_all (L, O, 4) at the largest d (every direction with non-zero variance)
-  from kernels/:   cka_sets (S',); cka (S', L, L) linear CKA between layers within each set
+every score oriented higher = more in-distribution (seed000 §9): a metric vector is METRICS = [AUROC, AUPR-In,
+AUPR-Out, FPR95 (fraction of OOD accepted at 95% ID recall), TPR05 (ID recall at 5% of OOD accepted)]. OOD scores
+are resampled with replacement to the ID size by a generator seeded with RESAMPLE_SEED when the sizes differ.
+The detection sets are the reported OOD sets (datasets.ood_sets) followed by the validation OOD set
+(datasets.validation_ood), which chooses hyper-parameters at averaging time. Keys (V network variants "all", q...;
+L layers; D detection sets; M metrics; P perturbed layers; K Mahalanobis grid; C classes):
+  from analysis/:  variants (V,); ratios (V - 1,); detection_sets (D,); validation_set (); near_set () the
+                   reported near-OOD set (datasets.near_ood); weight_stable_rank (L,) sum s^2 / s_max^2;
+                   residual_params (V,) seed000 §10's residual parameter fraction of each variant (1 for "all");
+                   accuracy (V, 2) train and test; msp (V, D, M) with score -log(1 - max softmax + 1e-7);
+                   projection_ratio, projection_norm (V, L, D, M) with scores norm1 / norm0 and norm1;
+                   predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
+                   as each class by "all"; noise_layers (P,); noise_median (V, P, L + 1, 1 + D) median chi over the
+                   samples of the ID test set, then of each detection set; noise_metrics (V, P, L + 1, D, M) with
+                   score -log(chi + 1e-7) (OOD is expected to be more sensitive), NaN where m < the perturbed layer
+  from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance; mahalanobis_dims (L, K)
+                   the counts d of dims_exp(D_l), 0-padded; mahalanobis (L, D, K, M) with score -M_d, NaN where d
+                   exceeds the layer's grid or its directions of non-zero variance
+  from kernels/:   cka_sets (S,); cka (S, L, L) linear CKA between layers within each set
 
-average(groups, out) draws, per (dataset, model), the median over seeds with the 25-75% band: stable ranks vs layer,
-1 - AUROC of Mahalanobis (best d) vs layer, projection-ratio AUROC vs layer at the best ratio, the CKA heatmap of
-the test set, noise sensitivity vs layer and 1 - AUROC of the log-sensitivity at the logits; and the main table
-(seed000 §10): MSP, Mahalanobis at the classifier input with the best d, projection norm and projection ratio at the
-classifier input (the proposed method) at the ratio with the best median AUROC on the near-OOD set (an ORACLE choice
-across seeds), plus the projection ratio of the uncompressed network; each metric as median (IQR / 2) over seeds.
+average(groups, out, options) draws one figure per (dataset, model), medians over seeds with 25-75% bands, and
+writes the main table (seed000 §10). The Mahalanobis d (per seed and layer) and the rank threshold (the ratio with
+the best median AUROC over seeds) are chosen on the validation OOD set, never on a reported one; with
+options.oracle they are chosen on the reported near-OOD set, as seed000 did.
 """
 from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from datasets import near_ood
-from measures.ood import detection_metrics
-from measures.spectra import stable_rank
-from reports import Group
+from datasets import near_ood, validation_ood
+from measures.ood import detection_metrics, dims_exp
+from measures.spectra import residual_params, stable_rank
+from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.errors import ToolkitError
 from utils.io import atomic_write, load_json, load_npz, save_npz
 from utils.loading import load_config
 from utils.rundir import DONE_FILE, RunDir
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
 STAGES = ("analysis", "features", "kernels")
-METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "FPR95")
+METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TPR05")
 TRAIN_SET = "traindata"
 RESAMPLE_SEED = 0
 CKA_FLOOR = 0.04
@@ -60,7 +63,7 @@ def has_outputs(run: RunDir) -> bool:
 
 
 def _metrics(score_id, score_ood) -> np.ndarray:
-    """[AUROC, AUPR-In, AUPR-Out, FPR95], ID positive, higher = more ID; OOD resampled to the ID size if needed."""
+    """METRICS of one score, ID positive, higher = more ID; OOD resampled to the ID size if the sizes differ."""
     generator = torch.Generator().manual_seed(RESAMPLE_SEED)
     result = detection_metrics(torch.as_tensor(score_id), torch.as_tensor(score_ood), resample_generator=generator)
     return np.array([result[name] for name in METRICS])
@@ -72,74 +75,84 @@ def _msp_score(logits: np.ndarray) -> np.ndarray:
     return (-torch.log(1 - msp + 1e-7)).numpy()
 
 
+def _detection_sets(dataset: str, evaluated: list[str]) -> list[str]:
+    """The reported OOD sets in evaluation order, then the validation set."""
+    validation = validation_ood(dataset)
+    return [ds for ds in evaluated if ds not in (TRAIN_SET, dataset, validation)] + [validation]
+
+
 def _analysis(run: RunDir, dataset: str) -> dict:
     stage = run.stage("analysis")
     done = load_json(stage / DONE_FILE, required=["variants", "datasets"])
-    svals = load_npz(stage / "svals.npz", required=["svals", "lengths", "ratios"])
-    tags, ood = done["variants"], [ds for ds in done["datasets"] if ds not in (TRAIN_SET, dataset)]
-    proj = {(tag, ds): load_npz(stage / f"projections_{tag}_{ds}.npz", required=["norm0", "norm1", "logits"])
+    svals = load_npz(stage / "svals.npz", required=["svals", "lengths", "ratios", "fan_in", "fan_out"])
+    tags, sets = done["variants"], _detection_sets(dataset, done["datasets"])
+    proj = {(tag, ds): load_npz(stage / f"projections_{tag}_{ds}.npz", required=["norm0", "norm1", "logits", "ranks"])
             for tag in tags for ds in done["datasets"]}
-    out = {"weight_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
+    shapes = list(zip(svals["fan_out"].tolist(), svals["fan_in"].tolist()))
+    out = {"variants": np.array(tags), "ratios": svals["ratios"], "detection_sets": np.array(sets),
+           "validation_set": np.array(sets[-1]), "near_set": np.array(near_ood(dataset)),
+           "weight_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
                                   for row, n in zip(svals["svals"], svals["lengths"])],
-           "variants": np.array(tags), "ratios": svals["ratios"], "ood_sets": np.array(ood)}
+           "residual_params": [float(residual_params(proj[tag, dataset]["ranks"], shapes)) for tag in tags]}
     out["accuracy"] = [[float((proj[tag, ds]["logits"].argmax(1) == proj[tag, ds]["labels"]).mean())
                         for ds in (TRAIN_SET, dataset)] for tag in tags]
     out["msp"] = [[_metrics(_msp_score(proj[tag, dataset]["logits"]), _msp_score(proj[tag, ds]["logits"]))
-                   for ds in ood] for tag in tags]
+                   for ds in sets] for tag in tags]
     scores = {"projection_ratio": lambda p: p["norm1"] / p["norm0"], "projection_norm": lambda p: p["norm1"]}
     for key, score in scores.items():
-        out[key] = [[[_metrics(score(proj[tag, dataset])[:, layer], score(proj[tag, ds])[:, layer]) for ds in ood]
+        out[key] = [[[_metrics(score(proj[tag, dataset])[:, layer], score(proj[tag, ds])[:, layer]) for ds in sets]
                      for layer in range(len(svals["lengths"]))] for tag in tags]
-    out.update(_noise(stage, tags, dataset, ood))
+    classes = proj["all", dataset]["logits"].shape[1]
+    out["predicted_fraction"] = [np.bincount(proj["all", ds]["logits"].argmax(1), minlength=classes)
+                                 / len(proj["all", ds]["logits"]) for ds in (dataset, *sets)]
+    out.update(_noise(stage, tags, dataset, sets))
     return out
 
 
-def _noise(stage: Path, tags: list[str], dataset: str, ood: list[str]) -> dict:
-    sets = [dataset, *ood]
-    files = {(tag, ds): stage / f"sensitivity_{tag}_{ds}.npz" for tag in tags for ds in sets}
-    if not all(path.is_file() for path in files.values()):
+def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
+    """Median chi and the detection metrics of the log-sensitivity, for the variants that were perturbed."""
+    files = {(tag, ds): stage / f"sensitivity_{tag}_{ds}.npz" for tag in tags for ds in (dataset, *sets)}
+    perturbed = [tag for tag in tags if all(files[tag, ds].is_file() for ds in (dataset, *sets))]
+    if not perturbed:
         return {}
-    chi = {key: load_npz(path, required=["chi", "noise_layers"]) for key, path in files.items()}
-    _, P, M = chi[tags[0], dataset]["chi"].shape
-    median = np.full((len(tags), P, M, len(sets)), np.nan)
-    metrics = np.full((len(tags), P, M, len(ood), len(METRICS)), np.nan)
+    chi = {key: load_npz(path, required=["chi", "noise_layers"])["chi"] for key, path in files.items()
+           if key[0] in perturbed}
+    _, P, M = chi[perturbed[0], dataset].shape
+    median = np.full((len(tags), P, M, 1 + len(sets)), np.nan)
+    metrics = np.full((len(tags), P, M, len(sets), len(METRICS)), np.nan)
     for v, tag in enumerate(tags):
-        score = {ds: -np.log(chi[tag, ds]["chi"] + 1e-7) for ds in sets}
-        for s, ds in enumerate(sets):
-            median[v, ..., s] = np.median(chi[tag, ds]["chi"], axis=0)
+        if tag not in perturbed:
+            continue
+        score = {ds: -np.log(chi[tag, ds] + 1e-7) for ds in (dataset, *sets)}
+        for s, ds in enumerate((dataset, *sets)):
+            median[v, ..., s] = np.median(chi[tag, ds], axis=0)
         for p in range(P):
             for m in range(M):
                 if np.isfinite(score[dataset][:, p, m]).all():
-                    metrics[v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in ood]
-    return {"noise_layers": chi[tags[0], dataset]["noise_layers"], "noise_sets": np.array(sets),
-            "noise_median": median, "noise_metrics": metrics}
+                    metrics[v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in sets]
+    noise_layers = load_npz(files[perturbed[0], dataset], required=["noise_layers"])["noise_layers"]
+    return {"noise_layers": noise_layers, "noise_median": median, "noise_metrics": metrics}
 
 
-def _features(run: RunDir, dataset: str, ood: list[str]) -> dict:
+def _features(run: RunDir, dataset: str) -> dict:
     stage = run.stage("features")
+    sets = _detection_sets(dataset, load_json(stage / DONE_FILE, required=["datasets"])["datasets"])
     eig = load_npz(stage / "eigenvalues.npz", required=["eigenvalues", "dims"])
-    L = len(eig["dims"])
-    out = {"covariance_stable_rank": [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
-                                      for row, n in zip(eig["eigenvalues"], eig["dims"])], "ood_sets": np.array(ood)}
-    near = near_ood(dataset) if near_ood(dataset) in ood else ood[0]
-    grids, aurocs, best, full, best_dims = [], [], [], [], []
-    for layer in range(L):
+    grids = [dims_exp(int(D)).numpy() for D in eig["dims"]]
+    width = max(len(grid) for grid in grids)
+    metrics = np.full((len(grids), len(sets), width, len(METRICS)), np.nan)
+    for layer, grid in enumerate(grids):
         dist = {ds: load_npz(stage / f"mahalanobis_{layer:02d}_{ds}.npz", required=["distance_exp", "dims_exp"])
-                for ds in [dataset, *ood]}
-        per_d = np.array([[_metrics(-dist[dataset]["distance_exp"][:, k], -dist[ds]["distance_exp"][:, k])
-                           for k in range(len(dist[dataset]["dims_exp"]))] for ds in ood])  # (O, K, 4)
-        pick = int(per_d[ood.index(near), :, 0].argmax())
-        grids.append(dist[dataset]["dims_exp"])
-        aurocs.append(per_d[..., 0])
-        best.append(per_d[:, pick])
-        full.append(per_d[:, -1])
-        best_dims.append(int(dist[dataset]["dims_exp"][pick]))
-    width = max(len(g) for g in grids)
-    out["mahalanobis_dims"] = np.array([np.pad(g, (0, width - len(g))) for g in grids])
-    out["mahalanobis_auroc"] = np.array([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
-                                         for a in aurocs])
-    out.update(mahalanobis_best=best, mahalanobis_all=full, mahalanobis_best_dims=best_dims)
-    return out
+                for ds in (dataset, *sets)}
+        columns = np.searchsorted(grid, dist[dataset]["dims_exp"])  # the saved d are a prefix of the full grid
+        for o, ds in enumerate(sets):
+            for k, column in enumerate(columns):
+                metrics[layer, o, column] = _metrics(-dist[dataset]["distance_exp"][:, k],
+                                                     -dist[ds]["distance_exp"][:, k])
+    return {"covariance_stable_rank": [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
+                                       for row, n in zip(eig["eigenvalues"], eig["dims"])],
+            "mahalanobis_dims": np.array([np.pad(grid, (0, width - len(grid))) for grid in grids]),
+            "mahalanobis": metrics}
 
 
 def _kernels(run: RunDir) -> dict:
@@ -156,34 +169,66 @@ def extract(run: RunDir) -> dict:
     if _done(run, "analysis"):
         arrays.update(_analysis(run, dataset))
     if _done(run, "features"):
-        sets = load_json(run.stage("features") / DONE_FILE, required=["datasets"])["datasets"]
-        ood = [ds for ds in sets if ds != dataset]
-        arrays.update(_features(run, dataset, ood))
+        arrays.update(_features(run, dataset))
     if _done(run, "kernels"):
         arrays.update(_kernels(run))
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     save_npz(run.extract / "seed000.npz", **arrays)
     summary = {"stages": [stage for stage in STAGES if _done(run, stage)]}
     if "accuracy" in arrays:
-        ood = [str(name) for name in arrays["ood_sets"]]
+        sets = [str(name) for name in arrays["detection_sets"]]
         summary["test_accuracy"] = float(arrays["accuracy"][0, 1])
-        summary["msp_auroc"] = dict(zip(ood, arrays["msp"][0, :, 0].tolist()))
-        summary["projection_ratio_fc_auroc"] = dict(zip(ood, arrays["projection_ratio"][0, -1, :, 0].tolist()))
+        summary["msp_auroc"] = dict(zip(sets, arrays["msp"][0, :, 0].tolist()))
+        summary["projection_ratio_fc_auroc"] = dict(zip(sets, arrays["projection_ratio"][0, -1, :, 0].tolist()))
     return summary
 
 
 # ---- across seeds -------------------------------------------------------------------------------------------------
-def _load_runs(group: Group) -> list[dict]:
-    paths = [run.extract / "seed000.npz" for run in group.runs]
-    return [load_npz(path) for path in paths if path.is_file()]
+class Seeds:
+    """The extracted seed000 arrays of one group's seeds, stacked on a first (seed) axis, and the selection set."""
 
+    def __init__(self, group: Group, options: ReportOptions):
+        loaded = [(run, load_npz(run.extract / "seed000.npz")) for run in group.runs
+                  if (run.extract / "seed000.npz").is_file()]
+        common = Counter(frozenset(arrays) for _, arrays in loaded).most_common(1)[0][0] if loaded else frozenset()
+        self.runs = [arrays for _, arrays in loaded if frozenset(arrays) == common]
+        self.incomplete = [run.root.name for run, arrays in loaded if frozenset(arrays) != common]
+        self.group = group
+        if not self.runs or "detection_sets" not in self.runs[0]:
+            self.sets = []
+            return
+        sets = [str(name) for name in self.runs[0]["detection_sets"]]
+        self.sets, self.reported = sets, sets[:-1]
+        near = str(self.runs[0]["near_set"])
+        self.select = sets.index(near) if options.oracle and near in sets else len(sets) - 1
+        self.select_label = f"{'oracle: reported near-OOD set' if options.oracle else 'validation set'} " \
+                            f"{sets[self.select]}"
 
-def _stack(runs: list[dict], key: str) -> np.ndarray | None:
-    """The key's arrays of every run, stacked on a first (seed) axis; None when a run lacks it or shapes differ."""
-    values = [run[key] for run in runs if key in run]
-    if len(values) != len(runs) or len({v.shape for v in values}) != 1:
-        return None
-    return np.stack(values)
+    def __getitem__(self, key: str) -> np.ndarray | None:
+        """The key's arrays of every seed, stacked; None when missing or of different shapes across seeds."""
+        values = [run[key] for run in self.runs if key in run]
+        if not values or len(values) != len(self.runs) or len({v.shape for v in values}) != 1:
+            return None
+        return np.stack(values)
+
+    def best_variant(self, key: str, layer: int | None) -> tuple[int, int]:
+        """(variant > 0, layer) with the best median AUROC over seeds on the selection set; at `layer`, or over
+        every layer when None."""
+        values = np.nanmedian(self[key][:, 1:, :, self.select, 0], axis=0)  # (ratio variants, L)
+        if layer is not None:
+            return 1 + int(np.nanargmax(values[:, layer])), layer % values.shape[1]
+        v, best_layer = np.unravel_index(np.nanargmax(values), values.shape)
+        return 1 + int(v), int(best_layer)
+
+    def mahalanobis_at(self, layer: int, chosen: bool = True) -> np.ndarray:
+        """(seeds, D, M) at the d chosen per seed on the selection set (else at the largest valid d)."""
+        values = self["mahalanobis"][:, layer]  # (seeds, D, K, M)
+        valid = np.isfinite(values[:, self.select, :, 0])
+        if chosen:
+            picks = [int(np.nanargmax(row)) for row in values[:, self.select, :, 0]]
+        else:
+            picks = [int(np.flatnonzero(row)[-1]) for row in valid]
+        return np.stack([seed[:, k] for seed, k in zip(values, picks)])
 
 
 def _cell(values: np.ndarray) -> str:
@@ -191,100 +236,168 @@ def _cell(values: np.ndarray) -> str:
     return f"{median:.3f} ({(high - low) / 2:.3f})"
 
 
-def _best_ratio(runs: list[dict], key: str, near: int) -> int:
-    """Variant index (> 0) whose median AUROC at the classifier input on the near-OOD set is the largest."""
-    values = _stack(runs, key)[:, 1:, -1, near, 0]  # (seeds, ratio variants)
-    return 1 + int(np.nanargmax(np.nanmedian(values, axis=0)))
-
-
-def _table_rows(group: Group, runs: list[dict], ood: list[str], near: int) -> tuple[list, str]:
-    """Rows of the main table (one per OOD set and method) and a note on the chosen ratios."""
-    methods = [("MSP", _stack(runs, "msp"), lambda a: a[:, 0])] if _stack(runs, "msp") is not None else []
-    if _stack(runs, "mahalanobis_best") is not None:
-        methods.append(("Mahalanobis, FC input, best d (oracle)", _stack(runs, "mahalanobis_best"),
-                        lambda a: a[:, -1]))
-    notes = []
-    if _stack(runs, "projection_ratio") is not None and len(runs[0]["variants"]) > 1:
-        ratios = runs[0]["ratios"]
-        for key, label in (("projection_norm", "projection norm"), ("projection_ratio", "projection ratio")):
-            best = _best_ratio(runs, key, near)
-            notes.append(f"{label}: ratio {ratios[best - 1]:.3g}")
-            if key == "projection_ratio":
-                methods.append(("projection ratio, FC input, full rank", _stack(runs, key),
-                                lambda a: a[:, 0, -1]))
-            methods.append((f"{label}, FC input, best ratio (oracle)" + (" = proposed" if key == "projection_ratio"
-                                                                            else ""), _stack(runs, key),
-                            lambda a, b=best: a[:, b, -1]))
-    rows = []
-    for o, name in enumerate(ood):
-        for method, values, select in methods:
-            picked = select(values)[:, o]  # (seeds, 4)
-            rows.append([group.label, name, method, *[_cell(picked[:, i]) for i in range(len(METRICS))]])
+def _table(seeds: Seeds) -> tuple[list[list], str]:
+    """Rows of the main table (seed000 §10) per reported OOD set and method, and a note on the choices."""
+    label = seeds.group.label
+    methods, notes = [], []
+    if seeds["msp"] is not None:
+        methods.append(("MSP", seeds["msp"][:, 0]))
+    if seeds["mahalanobis"] is not None:
+        methods.append(("Mahalanobis, FC input, d chosen", seeds.mahalanobis_at(-1)))
+    if seeds["projection_ratio"] is not None:
+        ratios, accuracy, params = seeds.runs[0]["ratios"], seeds["accuracy"], seeds["residual_params"]
+        v, layer = seeds.best_variant("projection_norm", None)
+        methods.append((f"projection norm, layer {layer}, ratio chosen", seeds["projection_norm"][:, v, layer]))
+        notes.append(f"projection norm: layer {layer}, ratio {ratios[v - 1]:.3g}")
+        methods.append(("projection ratio, FC input, full rank", seeds["projection_ratio"][:, 0, -1]))
+        v, _ = seeds.best_variant("projection_ratio", -1)
+        methods.append(("projection ratio, FC input, ratio chosen (proposed)", seeds["projection_ratio"][:, v, -1]))
+        notes.append(f"projection ratio: ratio {ratios[v - 1]:.3g}, residual parameters "
+                     f"{np.median(params[:, v]):.3f}, test accuracy {np.median(accuracy[:, v, 1]):.4f} "
+                     f"(uncompressed {np.median(accuracy[:, 0, 1]):.4f})")
+    rows = [[label, name, method, *[_cell(values[:, o, i]) for i in range(len(METRICS))]]
+            for o, name in enumerate(seeds.reported) for method, values in methods]
     return rows, "; ".join(notes)
 
 
-def _figure(group: Group, runs: list[dict], ood: list[str], near: int, out: Path) -> Path:
-    fig, axes = new_figure(ncols=3, nrows=2, width=3.6, height=2.8)
-    ax = axes[0, 0]
+def _figure(seeds: Seeds, out: Path) -> Path:
+    fig, axes = new_figure(ncols=4, nrows=3, width=3.3, height=2.6)
+    _stable_rank_panel(axes[0, 0], seeds)
+    _mahalanobis_panels(axes[0, 1], axes[0, 2], seeds)
+    _accuracy_panel(axes[0, 3], seeds)
+    _projection_panels(axes[1, 0], axes[1, 1], axes[1, 2], seeds)
+    _cka_panels(axes[1, 3], axes[2, 0], fig, seeds)
+    _noise_panels(axes[2, 1], axes[2, 2], seeds)
+    _prediction_panel(axes[2, 3], seeds)
+    fig.suptitle(f"{seeds.group.label}: {len(seeds.runs)} seeds, median and 25-75% band; choices on "
+                 f"{seeds.select_label}")
+    return save_figure(fig, out, f"seed000_{seeds.group.dataset}_{seeds.group.model}")
+
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+
+
+def _stable_rank_panel(ax, seeds: Seeds) -> None:
     for key, label in (("weight_stable_rank", "weights"), ("covariance_stable_rank", "tied feature covariance")):
-        values = _stack(runs, key)
+        values = seeds[key]
         if values is not None:
-            median_band(ax, np.arange(values.shape[1]), values, label=label)
+            median_band(ax, np.arange(values.shape[1]), values, label=label, marker=".")
     ax.set(yscale="log", xlabel="layer", ylabel="stable rank", title="stable rank")
-    ax.legend()
-    ax = axes[0, 1]
-    values = _stack(runs, "mahalanobis_best")
-    if values is not None:
-        for o, name in enumerate(ood):
-            median_band(ax, np.arange(values.shape[1]), 1 - values[:, :, o, 0], label=name)
-        ax.legend()
-    ax.set(xlabel="layer", ylabel="1 - AUROC", title="Mahalanobis, best d (oracle)")
-    ax = axes[0, 2]
-    values = _stack(runs, "projection_ratio")
-    if values is not None and values.shape[1] > 1:
-        best = _best_ratio(runs, "projection_ratio", near)
-        for o, name in enumerate(ood):
-            median_band(ax, np.arange(values.shape[2]), values[:, best, :, o, 0], label=name)
-        ax.set(title=f"projection ratio, ratio {runs[0]['ratios'][best - 1]:.3g}")
-        ax.legend()
-    ax.set(xlabel="layer", ylabel="AUROC")
-    _cka_panel(axes[1, 0], runs, fig, group.dataset)
-    _noise_panels(axes[1, 1], axes[1, 2], runs, ood)
-    fig.suptitle(group.label)
-    return save_figure(fig, out, f"seed000_{group.dataset}_{group.model}")
+    _legend(ax)
 
 
-def _cka_panel(ax, runs: list[dict], fig, dataset: str) -> None:
-    from matplotlib.colors import LogNorm
-
-    values = _stack(runs, "cka")
+def _mahalanobis_panels(ax_layer, ax_dims, seeds: Seeds) -> None:
+    values = seeds["mahalanobis"]
     if values is None:
         return
-    sets = [str(s) for s in runs[0]["cka_sets"]]
-    test = sets.index(dataset) if dataset in sets else 0
-    image = ax.imshow(np.clip(np.median(values[:, test], axis=0), CKA_FLOOR, 1), norm=LogNorm(CKA_FLOOR, 1),
-                      origin="lower", cmap="viridis")
-    fig.colorbar(image, ax=ax)
-    ax.grid(False)
-    ax.set(xlabel="layer", ylabel="layer", title=f"linear CKA ({sets[test]})")
+    L = values.shape[1]
+    chosen = np.stack([seeds.mahalanobis_at(layer) for layer in range(L)], axis=1)  # (seeds, L, D, M)
+    every = np.stack([seeds.mahalanobis_at(layer, chosen=False) for layer in range(L)], axis=1)
+    for o, name in enumerate(seeds.reported):
+        line = median_band(ax_layer, np.arange(L), chosen[:, :, o, 0], label=name, marker=".")
+        ax_layer.plot(np.arange(L), np.nanmedian(every[:, :, o, 0], axis=0), linestyle="--", color=line.get_color())
+    ax_layer.set(xlabel="layer", ylabel="AUROC", title="Mahalanobis (solid: d chosen, dashed: all d)")
+    _legend(ax_layer)
+    dims = seeds.runs[0]["mahalanobis_dims"][-1]
+    keep = np.isfinite(values[:, -1, 0, :, 0]).any(0) & (dims > 0)
+    for o, name in enumerate(seeds.reported):
+        median_band(ax_dims, dims[keep], values[:, -1, o, keep, 0], label=name)
+    ax_dims.set(xscale="log", xlabel="components d", ylabel="AUROC", title="Mahalanobis at the FC input")
+    _legend(ax_dims)
 
 
-def _noise_panels(ax_median, ax_auroc, runs: list[dict], ood: list[str]) -> None:
-    median, metrics = _stack(runs, "noise_median"), _stack(runs, "noise_metrics")
+def _accuracy_panel(ax, seeds: Seeds) -> None:
+    accuracy, params = seeds["accuracy"], seeds["residual_params"]
+    if accuracy is None:
+        return
+    order = np.argsort(np.median(params[:, 1:], axis=0))
+    x = np.median(params[:, 1:], axis=0)[order]
+    median_band(ax, x, accuracy[:, 1:, 1][:, order], label="rank-truncated", marker=".")
+    ax.axhline(np.median(accuracy[:, 0, 1]), color="grey", linestyle=":", label="original")
+    ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="test accuracy", title="low-rank networks")
+    _legend(ax)
+
+
+def _projection_panels(ax_ratio, ax_norm, ax_layer, seeds: Seeds) -> None:
+    ratio, norm = seeds["projection_ratio"], seeds["projection_norm"]
+    if ratio is None or ratio.shape[1] < 2:
+        return
+    params = np.median(seeds["residual_params"][:, 1:], axis=0)
+    order = np.argsort(params)
+    _, norm_layer = seeds.best_variant("projection_norm", None)
+    for ax, values, layer, title in ((ax_ratio, ratio, -1, "projection ratio, FC input"),
+                                     (ax_norm, norm, norm_layer, f"projection norm, layer {norm_layer}")):
+        for o, name in enumerate(seeds.reported):
+            median_band(ax, params[order], values[:, 1:, layer, o, 0][:, order], label=name, marker=".")
+        ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="AUROC", title=title)
+        _legend(ax)
+    v_ratio, _ = seeds.best_variant("projection_ratio", -1)
+    v_norm, _ = seeds.best_variant("projection_norm", None)
+    layers = np.arange(ratio.shape[2])
+    for o, name in enumerate(seeds.reported):
+        line = median_band(ax_layer, layers, ratio[:, v_ratio, :, o, 0], label=name, marker=".")
+        ax_layer.plot(layers, np.median(norm[:, v_norm, :, o, 0], axis=0), linestyle="--", color=line.get_color())
+    ratios = seeds.runs[0]["ratios"]
+    ax_layer.set(xlabel="layer", ylabel="AUROC", title=f"solid: ratio (r={ratios[v_ratio - 1]:.2g}), dashed: norm "
+                                                        f"(r={ratios[v_norm - 1]:.2g})")
+    _legend(ax_layer)
+
+
+def _cka_panels(ax_map, ax_last, fig, seeds: Seeds) -> None:
+    from matplotlib.colors import LogNorm
+
+    values = seeds["cka"]
+    if values is None:
+        return
+    sets = [str(s) for s in seeds.runs[0]["cka_sets"]]
+    test = sets.index(seeds.group.dataset) if seeds.group.dataset in sets else 0
+    image = ax_map.imshow(np.clip(np.median(values[:, test], axis=0), CKA_FLOOR, 1), norm=LogNorm(CKA_FLOOR, 1),
+                          origin="lower", cmap="viridis")
+    fig.colorbar(image, ax=ax_map)
+    ax_map.grid(False)
+    ax_map.set(xlabel="layer", ylabel="layer", title=f"linear CKA ({sets[test]})")
+    layers = np.arange(values.shape[2])
+    for s, name in enumerate(sets):
+        median_band(ax_last, layers, values[:, s, :, -1], label=name)
+    ax_last.set(xlabel="layer", ylabel="CKA with the FC input", title="CKA of each layer with the last")
+    _legend(ax_last)
+
+
+def _noise_panels(ax_median, ax_auroc, seeds: Seeds) -> None:
+    median, metrics = seeds["noise_median"], seeds["noise_metrics"]
     if median is None or metrics is None:
         return
-    layers = runs[0]["noise_layers"]
+    layers = seeds.runs[0]["noise_layers"]
     M = median.shape[3]
+    near = 1 + (seeds.reported.index(str(seeds.runs[0]["near_set"])) if str(seeds.runs[0]["near_set"])
+                in seeds.reported else 0)
     for p, start in enumerate(layers):
         line = ax_median.plot(np.arange(start, M), np.nanmedian(median[:, 0, p, start:, 0], axis=0))[0]
-        ax_median.plot(np.arange(start, M), np.nanmedian(median[:, 0, p, start:, 1], axis=0), linestyle="--",
+        ax_median.plot(np.arange(start, M), np.nanmedian(median[:, 0, p, start:, near], axis=0), linestyle="--",
                        color=line.get_color())
-    ax_median.set(yscale="log", xlabel=f"layer ({M - 1} = logits)", ylabel="median chi",
-                  title="noise sensitivity (solid ID, dashed OOD)")
-    for o, name in enumerate(ood):
-        median_band(ax_auroc, layers, 1 - metrics[:, 0, :, -1, o, 0], label=name)
-    ax_auroc.set(xlabel="perturbed layer", ylabel="1 - AUROC", title="log-sensitivity at the logits")
-    ax_auroc.legend()
+    ax_median.set(yscale="log", ylim=(1e-5, 1), xlabel=f"layer ({M - 1} = logits)", ylabel="median chi",
+                  title=f"noise sensitivity (solid ID, dashed {seeds.sets[near - 1]})")
+    for o, name in enumerate(seeds.reported):
+        median_band(ax_auroc, layers, metrics[:, 0, :, -1, o, 0], label=name, marker=".")
+    ax_auroc.set(xlabel="perturbed layer", ylabel="AUROC", title="log-sensitivity at the logits")
+    _legend(ax_auroc)
+
+
+def _prediction_panel(ax, seeds: Seeds) -> None:
+    fractions = seeds["predicted_fraction"]
+    if fractions is None:
+        return
+    names = [seeds.group.dataset, *seeds.reported]
+    classes = np.arange(fractions.shape[2])
+    width = 0.8 / len(names)
+    for s, name in enumerate(names):
+        median = np.median(fractions[:, s], axis=0)
+        cv = median.std() / median.mean()
+        ax.bar(classes + (s - (len(names) - 1) / 2) * width, median, width=width, label=f"{name} (CV {cv:.2f})")
+    ax.set(xlabel="predicted class", ylabel="fraction of the set", title="predictions of the original network")
+    _legend(ax)
 
 
 def _write_csv(out: Path, rows: list[list]) -> None:
@@ -296,32 +409,30 @@ def _write_csv(out: Path, rows: list[list]) -> None:
     atomic_write(out / "seed000_table.csv", lambda handle: handle.write(data))
 
 
-def average(groups: list[Group], out: Path) -> str:
+def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """Figures per (dataset, model), the main detection table (CSV + markdown); returns the report section."""
     rows, sections = [], []
     for group in groups:
-        runs = _load_runs(group)
-        if not runs or "ood_sets" not in runs[0]:
+        seeds = Seeds(group, options)
+        if not seeds.sets:
             continue
-        if any(set(run) != set(runs[0]) for run in runs) or _stack(runs, "ood_sets") is None:
-            raise ToolkitError(f"the seeds of {group.label} were measured with different stages or flags; rerun "
-                               "analyzing.py, features.py and kernels.py with the same flags for every seed")
-        ood = [str(name) for name in runs[0]["ood_sets"]]
-        near = ood.index(near_ood(group.dataset)) if near_ood(group.dataset) in ood else 0
-        group_rows, note = _table_rows(group, runs, ood, near)
+        group_rows, note = _table(seeds)
         rows += group_rows
-        accuracy = _stack(runs, "accuracy")
-        accuracy = f" Test accuracy {np.median(accuracy[:, 0, 1]):.4f}." if accuracy is not None else ""
-        png = _figure(group, runs, ood, near, out)
-        sections.append(f"### {group.label} ({len(runs)} seeds)\n\nNear-OOD set {ood[near]}; best ratios (oracle on "
-                        f"{ood[near]}): {note or 'none evaluated'}.{accuracy}\n\n![{group.label}]({png.name})")
+        skipped = f" Left out (other stages or flags): {', '.join(seeds.incomplete)}." if seeds.incomplete else ""
+        png = _figure(seeds, out)
+        sections.append(f"### {group.label} ({len(seeds.runs)} seeds)\n\nChoices on the {seeds.select_label}: "
+                        f"{note or 'no projection scores'}.{skipped}\n\n![{group.label}]({png.name})")
     if not sections:
         return ""
     _write_csv(out, rows)
     table = markdown_table(["group", "OOD set", "method", *METRICS], rows)
     return (f"## {TITLE}\n\nOOD detection with the in-distribution test set as positive class and every score "
             "oriented higher = more in-distribution: MSP -log(1 - max softmax + 1e-7), Mahalanobis -M_d, projection "
-            "norm ||V_k^T x||^2 and projection ratio ||V_k^T x||^2 / ||x||^2 at the classifier input, features of the "
-            "rank-truncated network. FPR95 = fraction of OOD accepted at 95% ID recall (lower is better). Cells: "
-            "median (IQR / 2) over seeds. 'best' choices are oracles on the near-OOD set (seed000 §10); CSV: "
-            f"seed000_table.csv.\n\n{table}\n\n" + "\n\n".join(sections))
+            "norm ||V_k^T x||^2 and projection ratio ||V_k^T x||^2 / ||x||^2 (the proposed score) on the features "
+            "of the rank-truncated network. FPR95: fraction of OOD accepted at 95% ID recall (lower is better); "
+            "TPR05: ID recall when 5% of OOD is accepted. Cells: median (IQR / 2) over seeds. The Mahalanobis d "
+            "and the rank threshold are chosen on the "
+            + ("reported near-OOD set (--oracle, as seed000 §10 did)" if options.oracle else
+               "validation OOD set (the test images upside down), never on a reported set; --oracle chooses them "
+               "on the reported near-OOD set as seed000 §10 did")
+            + f". CSV: seed000_table.csv.\n\n{table}\n\n" + "\n\n".join(sections))

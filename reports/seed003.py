@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reports import Group
+from reports import Group, ReportOptions
 from reports.figures import markdown_table, new_figure, save_figure
 from utils.io import load_json, save_json
 from utils.rundir import DONE_FILE, RunDir
@@ -59,7 +59,7 @@ def _runs(group: Group) -> list[dict]:
     return [load_json(p) for p in paths if p.is_file()]
 
 
-def average(groups: list[Group], out: Path) -> str:
+def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     rows, sections = [], []
     for group in groups:
         runs = _runs(group)

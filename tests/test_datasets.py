@@ -15,7 +15,7 @@ import torchvision
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from datasets import build_dataset, list_datasets, near_ood, normalization_for, normalize, ood_sets
+from datasets import build_dataset, list_datasets, near_ood, normalization_for, normalize, ood_sets, validation_ood
 from datasets import files as data_files
 from datasets import prepare as data_prepare
 from datasets.normalization import (
@@ -112,6 +112,19 @@ def test_ood_sets_and_near_ood_follow_seed000():
         with pytest.raises(ToolkitError, match="twopoints"):
             bad("twopoints")
     assert set(ood_sets("digits")) | {near_ood("digits")} <= set(list_datasets())
+
+
+def test_validation_ood_is_the_test_split_upside_down_and_never_reported():
+    test, flipped = build_dataset("digits", "test"), build_dataset(validation_ood("digits"), "test")
+    assert torch.equal(flipped.images, test.images.flip(2)) and (flipped.labels == -1).all()
+    assert (flipped.mean, flipped.std) == (test.mean, test.std)
+    assert build_dataset("digits_vflip", "test", channels=1).images.shape == (360, 1, 32, 32)
+    for name in ("digits", "cifar10", "cifar100", "svhn", "mnist"):
+        assert validation_ood(name) not in ood_sets(name) and validation_ood(name) in list_datasets()
+    with pytest.raises(ToolkitError, match="no split"):
+        build_dataset("digits_vflip", "train")
+    with pytest.raises(ToolkitError, match="validation"):
+        validation_ood("twopoints")
 
 
 def test_bad_names_splits_and_options_are_one_line_errors():

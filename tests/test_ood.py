@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from measures.ood import (
     ClassGaussians,
@@ -208,6 +208,8 @@ def test_detection_metrics_match_sklearn(n_id, n_ood, decimals):
     assert m["AUPR_OUT"] == pytest.approx(average_precision_score(1 - labels, -scores), abs=1e-12)
     assert m["FPR95"] == pytest.approx(brute_force_fpr95(s_id, s_ood), abs=1e-12)
     assert m["TNR95"] == pytest.approx(1 - m["FPR95"])
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    assert m["TPR05"] == pytest.approx(tpr[fpr <= 0.05].max(), abs=1e-12)
 
 
 def test_detection_orientation_id_positive_higher_is_id():

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 
 import analyzing
 import averaging
@@ -71,7 +72,7 @@ def captured(network, ds, split, count):
     return capture_inputs(network.model, network.layers, x)
 
 
-SETS = ["traindata", "digits", "photos", "digits_rot90", "uniform"]
+SETS = ["traindata", "digits", "photos", "digits_rot90", "uniform", "digits_vflip"]
 
 
 def test_analysis_files_and_shapes(run):
@@ -211,12 +212,26 @@ def test_bad_flags_exit_2(extra):
 def test_extract_and_average_write_the_table(run, workdir):
     assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
     scores = load(run.extract / "seed000.npz")
-    assert scores["projection_ratio"].shape == (3, L, 3, 4) and scores["msp"].shape == (3, 3, 4)
-    assert scores["cka"].shape == (5, L, L) and scores["mahalanobis_best"].shape == (L, 3, 4)
-    assert scores["noise_metrics"].shape == (3, 10, L + 1, 3, 4)
+    assert scores["detection_sets"].tolist() == SETS[2:] and str(scores["validation_set"]) == "digits_vflip"
+    assert scores["projection_ratio"].shape == (3, L, 4, 5) and scores["msp"].shape == (3, 4, 5)
+    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 5)
+    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 5
+    assert scores["predicted_fraction"].shape == (5, 10)
+    np.testing.assert_allclose(scores["predicted_fraction"].sum(1), 1)
+    assert scores["residual_params"][0] == 1 and (scores["residual_params"][1:] <= 1).all()
     assert ((scores["projection_ratio"][..., 0] >= 0) & (scores["projection_ratio"][..., 0] <= 1)).all()
-    assert averaging.main(["--workdir", str(workdir)]) == 0
-    report = (workdir / "report" / "report.md").read_text()
-    assert "seed000" in report and "projection ratio, FC input, best ratio (oracle) = proposed" in report
+    # the stored Mahalanobis AUROC at the largest saved d equals sklearn's on the saved distances
+    dist = {ds: load(run.stage("features") / f"mahalanobis_17_{ds}.npz") for ds in ("digits", "photos")}
+    k = len(dist["digits"]["dims_exp"]) - 1
+    column = int(np.searchsorted(scores["mahalanobis_dims"][17], dist["digits"]["dims_exp"][k]))
+    labels = np.r_[np.ones(N_SAMPLES), np.zeros(N_SAMPLES)]
+    expected = roc_auc_score(labels, -np.r_[dist["digits"]["distance_exp"][:, k], dist["photos"]["distance_exp"][:, k]])
+    assert scores["mahalanobis"][17, 0, column, 0] == pytest.approx(expected, abs=1e-12)
+    for oracle in ([], ["--oracle"]):
+        assert averaging.main(["--workdir", str(workdir), *oracle]) == 0
+        report = (workdir / "report" / "report.md").read_text()
+        assert "projection ratio, FC input, ratio chosen (proposed)" in report and "TPR05" in report
+        assert ("validation set digits_vflip" in report) != bool(oracle)
+        assert "| digits_vflip |" not in report  # the validation set is never reported
     assert (workdir / "report" / "seed000_table.csv").is_file()
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
