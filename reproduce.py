@@ -4,8 +4,9 @@
     python reproduce.py --paper 000 --full --launcher slurm --partition gpu --gpus-per-task 1
     python reproduce.py --traindata cifar10 --models vgg13 resnet18 --num_seed 3 --epochs 200 --print
 
-A grid is datasets x models x seeds. Each (dataset, model, seed) is one chain of commands: train, the
-per-run measurement stages of the chosen papers, extract. Stages that combine seeds (rainbow) run once all
+A grid is one or more parts, each datasets x models x seeds trained one way (DEMO_GRIDS, FULL_GRIDS; the
+flags override every part). Each (dataset, model, seed) is one chain of commands: train, the per-run
+measurement stages of the papers that measure it, extract. Stages that combine seeds (rainbow) run once all
 chains of their (dataset, model) are done, and averaging runs last. A stage whose _done.json records the
 same command line is skipped, so an interrupted grid resumes where it stopped; training itself resumes from
 last.pt. Each command's output goes to <run>/logs/<stage>.log.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shlex
 import subprocess
 import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -49,7 +51,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("analyzing", "000", "analyzing.py", "analysis",
-          demo=("--ratios", "6", "--num_grams", "300", "--num_stability", "200")),
+          demo=("--ratios", "6", "--num_grams", "300", "--num_stability", "200", "--stability_variants", "original")),
     Stage("features", "000", "features.py", "features"),
     Stage("kernels", "000", "kernels.py", "kernels"),
     Stage("stability", "004", "stability.py", "stability/trained", demo=("--by_layer", "--P", "200"),
@@ -68,19 +70,40 @@ STAGES: tuple[Stage, ...] = (
     Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group"),
 )
 
+@dataclass(frozen=True)
+class GridPart:
+    """One block of a grid: datasets x models x seeds trained one way, then measured by the stages of `papers`."""
+
+    traindata: tuple[str, ...]
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    width: float
+    recipe: str | None
+    papers: tuple[str, ...]
+
+    def training(self) -> tuple:
+        return self.epochs, self.width, self.recipe
+
+
 # The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4).
 FULL_GRIDS = {
-    "000": {"traindata": ["cifar10", "cifar100", "svhn", "mnist"], "seeds": list(range(10)), "epochs": 1200,
-            "models": ["vgg13", "vgg16", "resnet18", "resnet34"], "recipe": "seed000", "width": 1.0},
-    "004": {"traindata": ["cifar10"], "seeds": list(range(4)), "epochs": 250, "recipe": "seed004", "width": 1.0,
-            "models": ["vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
-                       "lenet", "efficientnet_b0"]},
-    "003": {"traindata": ["cifar10"], "models": ["resnet20"], "seeds": [0], "epochs": 200, "recipe": "akamaster",
-            "width": 1.0},
-    "002": {"traindata": ["cifar10"], "models": ["scattering"], "seeds": list(range(50)), "epochs": 150,
-            "recipe": "seed002", "width": 1.0},
+    "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
+                    tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
+    "004": GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
+                                   "alexnet", "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004",
+                    ("004",)),
+    "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
+    "002": GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
 }
-DEMO = {"traindata": ["digits"], "models": ["resnet18"], "seeds": [0, 1], "epochs": 6, "width": 0.25}
+# The demo: every paper on the bundled digits in a few minutes on 2 CPU cores.
+DEMO_GRIDS = {
+    "000": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("000",)),
+    "004": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("004",)),
+    "003": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("003",)),
+    "002": GridPart(("digits",), ("rainbow_mlp",), (0, 1, 2, 3, 4), 5, 1.0, "seed002_tutorial", ("002",)),
+}
+PAPER_ORDER = ("000", "004", "003", "002")
 
 
 @dataclass
@@ -172,12 +195,12 @@ def parse_args(argv=None):
                         help="which paper's stages to run (all: every implemented paper)")
     parser.add_argument("--full", action="store_true",
                         help="use the paper's published grid (datasets, models, seeds, epochs) instead of the demo")
-    parser.add_argument("--traindata", nargs="+", default=None, help="datasets of the grid (demo: digits)")
-    parser.add_argument("--models", nargs="+", default=None, help="architectures of the grid (demo: resnet18)")
-    parser.add_argument("--num_seed", type=int, default=None, help="seeds 0..N-1 (demo: 2)")
+    parser.add_argument("--traindata", nargs="+", default=None, help="datasets (demo: digits)")
+    parser.add_argument("--models", nargs="+", default=None, help="architectures (demo: resnet18; rainbow_mlp for 002)")
+    parser.add_argument("--num_seed", type=int, default=None, help="seeds 0..N-1 (demo: 2; 5 for 002)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="exactly these seeds")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo: 6)")
-    parser.add_argument("--width", type=float, default=None, help="channel-width multiplier (demo: 0.25)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo: 6; 5 for 002)")
+    parser.add_argument("--width", type=float, default=None, help="channel-width multiplier (demo: 0.25; 1 for 002)")
     parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
@@ -187,7 +210,8 @@ def parse_args(argv=None):
     parser.add_argument("--print", action="store_true", help="print the commands, one per line, without running them")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                         help="local processes, Slurm job arrays through submitit, or submitit's local executor")
-    parser.add_argument("--jobs", type=int, default=1, help="local launcher: chains run in parallel")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="local launcher: chains run in parallel, each with cores / N threads")
     parser.add_argument("--partition", default=None, help="slurm: partition")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
     parser.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit per task in minutes")
@@ -196,21 +220,40 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def resolve_grid(args) -> dict:
-    """Demo defaults, or the union of the chosen papers' published grids with --full; flags override."""
-    papers = ["000", "004", "003", "002"] if args.paper == "all" else [args.paper]
-    if args.full:
-        grids = [FULL_GRIDS[p] for p in papers]
-        grid = {"traindata": _union(g["traindata"] for g in grids), "models": _union(g["models"] for g in grids),
-                "seeds": _union(g["seeds"] for g in grids), "epochs": max(g["epochs"] for g in grids),
-                "width": 1.0, "recipe": grids[0]["recipe"] if len(grids) == 1 else None}
-    else:
-        grid = dict(DEMO, recipe=None)
+def resolve_grid(args) -> list[GridPart]:
+    """The demo grids of the chosen papers, or one paper's published grid with --full; flags override every part.
+
+    Parts that train the same (dataset, model, seed) are merged into one training measured by all their papers,
+    keeping the first part's epochs, width and recipe (a run directory holds one training)."""
+    papers = list(PAPER_ORDER) if args.paper == "all" else [args.paper]
+    if args.full and len(papers) > 1:
+        raise ToolkitError("--full reproduces one paper at a time (each trains with its own recipe); add "
+                           "--paper 000, 002, 003 or 004")
+    parts = [(FULL_GRIDS if args.full else DEMO_GRIDS)[paper] for paper in papers]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
                  "recipe": args.recipe, "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
-    grid.update({k: v for k, v in overrides.items() if v is not None})
-    grid["papers"] = papers
-    return grid
+    overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
+                 if value is not None}
+    merged: list[GridPart] = []
+    for part in (replace(part, **overrides) for part in parts):
+        for index, other in enumerate(merged):
+            if _shares_runs(part, other):
+                if part.training() != other.training():
+                    print(f"note: paper {'/'.join(part.papers)} measures the runs of paper {'/'.join(other.papers)} "
+                          f"(epochs {other.epochs}, width {other.width}, recipe {other.recipe or 'default'})",
+                          file=sys.stderr)
+                merged[index] = replace(other, traindata=_union([other.traindata, part.traindata]),
+                                        models=_union([other.models, part.models]),
+                                        seeds=_union([other.seeds, part.seeds]),
+                                        papers=_union([other.papers, part.papers]))
+                break
+        else:
+            merged.append(part)
+    return merged
+
+
+def _shares_runs(a: GridPart, b: GridPart) -> bool:
+    return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds))
 
 
 def available_stages(papers: list[str], only: list[str] | None) -> list[Stage]:
@@ -223,46 +266,61 @@ def available_stages(papers: list[str], only: list[str] | None) -> list[Stage]:
             and (only is None or s.name in only)]
 
 
-def build_plan(args, grid: dict) -> tuple[list[Chain], list[Command], list[Command]]:
-    """(per-run chains, group commands, final commands)."""
-    stages = available_stages(grid["papers"], args.stages)
+def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command], list[Command]]:
+    """(per-run chains, group commands, final commands) for every part of the grid."""
     wanted = set(args.stages) if args.stages else None
     mode = "full" if args.full else "demo"
     common = ["--workdir", args.workdir, "--device", args.device]
     chains, group_cmds = [], []
-    for dataset in grid["traindata"]:
-        for model in grid["models"]:
-            for seed in grid["seeds"]:
-                run = RunDir.of(args.workdir, dataset, model, seed)
-                ident = ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
-                chain = Chain(f"{dataset}/{model}/rnd{seed}", run.root / "logs" / ".lock")
-                if wanted is None or "train" in wanted:
-                    train = ["train_classifier.py", *ident, "--epochs", str(grid["epochs"]), "--width",
-                             str(grid["width"]), "--data-root", args.data_root, "--resume", "--no-progress"]
-                    if grid.get("recipe"):
-                        train += ["--recipe", grid["recipe"]]
-                    chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
-                for stage in (s for s in stages if s.scope == "run"):
-                    argv = [stage.script, *stage.subcommand, *ident, "--data-root", args.data_root,
-                            *getattr(stage, mode)]
-                    chain.commands.append(Command(stage.name, argv, run.root / stage.done,
-                                                  run.root / "logs" / f"{stage.name}.log"))
-                if wanted is None or "extract" in wanted:
-                    chain.commands.append(Command("extract", ["extractor.py", *ident], run.extract,
-                                                  run.root / "logs" / "extract.log"))
-                chains.append(chain)
-            group = RunDir.of(args.workdir, dataset, model, 0).group
-            seeds = [str(s) for s in grid["seeds"]]
-            for stage in (s for s in stages if s.scope == "group"):
-                argv = [stage.script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
-                        "--data-root", args.data_root, *getattr(stage, mode)]
-                group_cmds.append(Command(stage.name, argv, group / stage.done, group / "logs" / f"{stage.name}.log"))
+    for part in parts:
+        stages = available_stages(list(part.papers), args.stages)
+        group_stages = [s for s in stages if s.scope == "group"]
+        extract = wanted is None or "extract" in wanted
+        for dataset in part.traindata:
+            for model in part.models:
+                for seed in part.seeds:
+                    chains.append(_chain(args, part, stages, dataset, model, seed, mode, common,
+                                         wanted, extract and not group_stages))
+                group = RunDir.of(args.workdir, dataset, model, 0).group
+                seeds = [str(s) for s in part.seeds]
+                for stage in group_stages:
+                    argv = [stage.script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
+                            "--data-root", args.data_root, *getattr(stage, mode)]
+                    group_cmds.append(Command(stage.name, argv, group / stage.done,
+                                              group / "logs" / f"{stage.name}.log"))
+                if group_stages and extract:  # extraction reads the group stages' outputs too
+                    for seed in part.seeds:
+                        run = RunDir.of(args.workdir, dataset, model, seed)
+                        argv = ["extractor.py", "--model-name", model, "--traindata", dataset, "--seed", str(seed),
+                                *common]
+                        group_cmds.append(Command("extract", argv, run.extract, run.root / "logs" / "extract.log"))
     final = []
     if wanted is None or "average" in wanted:
-        final.append(Command("average", ["averaging.py", "--workdir", args.workdir, "--seeds",
-                                         *[str(s) for s in grid["seeds"]]], None,
-                             report_dir(args.workdir) / "averaging.log"))
+        seeds = sorted({seed for part in parts for seed in part.seeds})
+        final.append(Command("average", ["averaging.py", "--workdir", args.workdir, "--seeds", *map(str, seeds)],
+                             None, report_dir(args.workdir) / "averaging.log"))
     return chains, group_cmds, final
+
+
+def _chain(args, part: GridPart, stages: list[Stage], dataset: str, model: str, seed: int, mode: str,
+           common: list[str], wanted: set[str] | None, extract: bool) -> Chain:
+    """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
+    run = RunDir.of(args.workdir, dataset, model, seed)
+    ident = ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
+    chain = Chain(f"{dataset}/{model}/rnd{seed}", run.root / "logs" / ".lock")
+    if wanted is None or "train" in wanted:
+        train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
+                 "--data-root", args.data_root, "--resume", "--no-progress"]
+        if part.recipe:
+            train += ["--recipe", part.recipe]
+        chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
+    for stage in (s for s in stages if s.scope == "run"):
+        argv = [stage.script, *stage.subcommand, *ident, "--data-root", args.data_root, *getattr(stage, mode)]
+        chain.commands.append(Command(stage.name, argv, run.root / stage.done, run.root / "logs" / f"{stage.name}.log"))
+    if extract:
+        chain.commands.append(Command("extract", ["extractor.py", *ident], run.extract,
+                                      run.root / "logs" / "extract.log"))
+    return chain
 
 
 def launch(chains: list[Chain], args) -> list[Chain]:
@@ -309,20 +367,24 @@ def summarize(commands: list[Command]) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    grid = resolve_grid(args)
-    chains, group_cmds, final = build_plan(args, grid)
+    parts = resolve_grid(args)
+    chains, group_cmds, final = build_plan(args, parts)
     if args.print:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())
         return 0
+    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # N processes x all cores would oversubscribe
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     if args.force:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
     chains = launch(chains, args)
     failed_groups = {c.label.rsplit("/", 1)[0] for c in chains if any(x.status == "failed" for x in c.commands)}
-    for command in group_cmds:
-        if _group_label(command) not in failed_groups:  # a group stage needs every seed of its group
+    for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
+        if _group_label(command) not in failed_groups:
             run_command(command)
+            if command.status == "failed":
+                failed_groups.add(_group_label(command))
     ran = [c for chain in chains for c in chain.commands] + group_cmds
     report = report_dir(args.workdir) / "report.md"
     if any(c.status == "done" for c in ran) or not report.is_file():
@@ -339,11 +401,11 @@ def _group_label(command: Command) -> str:
     return f"{argv[argv.index('--traindata') + 1]}/{argv[argv.index('--model-name') + 1]}"
 
 
-def _union(lists) -> list:
+def _union(sequences) -> tuple:
     out = []
-    for items in lists:
+    for items in sequences:
         out += [x for x in items if x not in out]
-    return out
+    return tuple(out)
 
 
 if __name__ == "__main__":

@@ -136,12 +136,13 @@ def dims_eps(eigenvalues: torch.Tensor, epsilons: Sequence[float] = DIMS_EPSILON
 
 
 def _apply_like(layer: nn.Module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Apply `weight` (no bias) with the layer's geometry: a Conv2d's stride/padding/dilation, or a Linear."""
+    """Apply `weight` (no bias) with the layer's geometry: a Conv2d's kernel size, stride, padding and dilation
+    (any number of input channels), or a Linear."""
     if isinstance(layer, nn.Linear):
         return x @ weight.reshape(weight.shape[0], -1).T
     if not isinstance(layer, nn.Conv2d) or layer.groups != 1 or layer.padding_mode != "zeros":
         raise ValueError(f"projection scores need an nn.Linear or an ungrouped zero-padded nn.Conv2d, got {layer}")
-    return F.conv2d(x, weight.reshape(weight.shape[0], *layer.weight.shape[1:]), None, layer.stride,
+    return F.conv2d(x, weight.reshape(weight.shape[0], -1, *layer.kernel_size), None, layer.stride,
                     layer.padding, layer.dilation)
 
 
@@ -152,8 +153,9 @@ def _sum_per_sample(y: torch.Tensor) -> torch.Tensor:
 def patch_energy(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     """norm0 = sum over the layer's input patches of ||patch||^2 (seed000 §6.3), exact for any conv geometry.
 
-    For a Conv2d this is conv2d(x^2, ones) with the layer's stride, padding and dilation, summed (each pixel
-    counted once per receptive field covering it: x9 / x6 / x4 for 3x3, stride 1, pad 1); for a Linear, ||x||^2.
+    For a Conv2d this is the window sum of the channel-summed x^2 with the layer's kernel size, stride, padding and
+    dilation, summed (each pixel counted once per receptive field covering it: x9 / x6 / x4 for 3x3, stride 1,
+    pad 1); for a Linear, ||x||^2.
 
     Args:
       x: (B, C, H, W) or (B, in) float input of `layer`; layer: nn.Conv2d or nn.Linear.
@@ -162,14 +164,18 @@ def patch_energy(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
       (B,) float64.
     """
     x2 = x.to(torch.float64).square()
-    ones = torch.ones(1, *layer.weight.shape[1:], dtype=torch.float64, device=x.device)
-    return _sum_per_sample(_apply_like(layer, ones, x2))
+    if isinstance(layer, nn.Linear):
+        return _sum_per_sample(x2)
+    channel_sums = x2.sum(1, keepdim=True)  # (B, 1, H, W): one window sum instead of one per channel, same value
+    ones = torch.ones(1, 1, *layer.weight.shape[2:], dtype=torch.float64, device=x.device)
+    return _sum_per_sample(_apply_like(layer, ones, channel_sums))
 
 
 def projection_energy(x: torch.Tensor, layer: nn.Module, projector_weight: torch.Tensor) -> torch.Tensor:
     """norm1 = ||conv_{Pi}(x)||^2 summed over outputs, with the layer's own geometry (seed000 §6.3).
 
-    With Pi_k = U_k V_k^T (spectra.truncate) this equals sum_patches ||V_k^T patch||^2.
+    With Pi_k = U_k V_k^T (spectra.truncate) this equals sum_patches ||V_k^T patch||^2. The convolution runs in
+    x's dtype (float32 features: relative error ~1e-7, far below any score difference), squares sum in float64.
 
     Args:
       x: (B, C, H, W) or (B, in) input of `layer`; projector_weight: weight shaped like layer.weight.
@@ -177,7 +183,8 @@ def projection_energy(x: torch.Tensor, layer: nn.Module, projector_weight: torch
     Returns:
       (B,) float64.
     """
-    return _sum_per_sample(_apply_like(layer, projector_weight.to(torch.float64), x.to(torch.float64)).square())
+    projected = _apply_like(layer, projector_weight.to(x.dtype), x)  # in the features' own precision (fast)
+    return _sum_per_sample(projected.to(torch.float64).square())
 
 
 def projection_ratio(x: torch.Tensor, layer: nn.Module, k: int | Sequence[int], svd: WeightSVD | None = None):

@@ -43,11 +43,20 @@ def test_print_lists_commands_that_run_as_is(tmp_path, capsys):
 
 
 def test_full_grids_follow_the_papers():
-    args = reproduce.parse_args(["--paper", "000", "--full"])
-    grid = reproduce.resolve_grid(args)
-    assert grid["traindata"] == ["cifar10", "cifar100", "svhn", "mnist"]
-    assert grid["models"] == ["vgg13", "vgg16", "resnet18", "resnet34"]
-    assert grid["seeds"] == list(range(10)) and grid["epochs"] == 1200 and grid["recipe"] == "seed000"
+    (grid,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "000", "--full"]))
+    assert grid.traindata == ("cifar10", "cifar100", "svhn", "mnist")
+    assert grid.models == ("vgg13", "vgg16", "resnet18", "resnet34")
+    assert grid.seeds == tuple(range(10)) and grid.epochs == 1200 and grid.recipe == "seed000"
+    (grid,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
+    assert grid.models == ("scattering",) and grid.recipe == "seed002" and grid.seeds == (0, 1, 2)
+
+
+def test_demo_grid_trains_each_run_once_for_every_paper_that_measures_it():
+    parts = reproduce.resolve_grid(reproduce.parse_args([]))
+    assert [(p.models, p.papers) for p in parts] == [(("resnet18",), ("000", "004", "003")),
+                                                     (("rainbow_mlp",), ("002",))]
+    (merged,) = reproduce.resolve_grid(reproduce.parse_args(["--models", "lenet", "--num_seed", "2"]))
+    assert merged.papers == ("000", "004", "003", "002") and merged.seeds == (0, 1)
 
 
 def test_unknown_stage_is_a_one_line_error(tmp_path):
