@@ -51,7 +51,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("analyzing", "000", "analyzing.py", "analysis",
-          demo=("--ratios", "6", "--num_grams", "300", "--num_stability", "200", "--stability_variants", "original")),
+          demo=("--ratios", "9", "--num_grams", "300", "--num_stability", "200", "--stability_variants", "original")),
     Stage("features", "000", "features.py", "features"),
     Stage("kernels", "000", "kernels.py", "kernels"),
     Stage("stability", "004", "stability.py", "stability/trained", demo=("--by_layer", "--P", "200"),
@@ -67,7 +67,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("decompose-essential", "003", "decompose.py", "decompose/essential", subcommand=("essential",)),
     Stage("decompose-finetune", "003", "decompose.py", "decompose/finetune", subcommand=("finetune",),
           demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
-    Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group"),
+    Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group", demo=("--num_samples", "5", "--clip_points", "26"),
+          full=("--num_samples", "10", "--batchsize", "64")),
 )
 
 @dataclass(frozen=True)
