@@ -1,0 +1,94 @@
+"""models/rainbow_tutorial.py and models/scattering.py (seed002 §3, §7): filters, sizes, D_j, shapes, registry."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models import build_model, list_models
+from models.scattering import FACTORIZED, STANDARD, WaveletModulus, filter_bank_hat, morlet, orientations
+
+RAINBOW_MODELS = ("rainbow_mlp", "rainbow_cnn", "scattering", "scattering4")
+
+
+@pytest.mark.parametrize("bank", [*FACTORIZED, STANDARD])
+def test_morlet_filters_have_zero_mean_and_the_lowpass_unit_mean(bank):
+    hat = filter_bank_hat(36, bank)                          # (1 + L, P, P), zero frequency at [0, 0]
+    assert hat.shape == (5, 36, 36)
+    assert torch.allclose(hat[1:, 0, 0], torch.zeros(4), atol=1e-6)
+    assert hat[0, 0, 0] == pytest.approx(1.0, abs=0.01)
+    for theta in orientations():
+        assert abs(morlet(36, bank.psi_sigma, theta, bank.psi_xi).sum()) < 1e-12
+
+
+def test_orientations_and_the_peak_frequency_of_each_morlet():
+    assert orientations() == pytest.approx([math.pi / 4, 0.0, -math.pi / 4, -math.pi / 2])
+    size, bank = 64, FACTORIZED[0]
+    hat = filter_bank_hat(size, bank)
+    frequencies = torch.fft.fftfreq(size) * 2 * math.pi
+    for index, theta in enumerate(orientations(), start=1):
+        row, col = divmod(int(hat[index].abs().argmax()), size)
+        peak = torch.stack([frequencies[row], frequencies[col]])
+        assert peak.norm() == pytest.approx(bank.psi_xi, abs=2 * 2 * math.pi / size)  # the envelope shifts it
+        assert torch.dot(peak, torch.tensor([math.cos(theta), math.sin(theta)])) > 0.9 * peak.norm()
+
+
+def test_fourier_subsampling_equals_spatial_subsampling():
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    bank = FACTORIZED[1]
+    full = WaveletModulus(32, type(bank)(bank.psi_sigma, bank.psi_xi, bank.phi_sigma, False))(x)
+    assert torch.allclose(WaveletModulus(32, bank)(x), full[..., ::2, ::2], atol=1e-5)
+
+
+def test_scattering_sizes_and_dimensions_follow_the_spec():
+    """§3: 32 -> 32 -> 16 -> 16 -> 8 -> 8 -> 4 -> 4 -> 2, D_j = 5 N_{j-1}, D = 15, 320, ..., 2048 features."""
+    model = build_model("scattering", 10)
+    sizes = [block.out_size for block in model.blocks]
+    widths = [block.proj.out_channels for block in model.blocks]
+    assert sizes == [32, 16, 16, 8, 8, 4, 4, 2]
+    assert widths == [64, 128, 256, 512, 512, 512, 512, 512]
+    assert [block.dim for block in model.blocks] == [5 * n for n in [3, *widths[:-1]]]
+    assert [block.dim for block in model.blocks][:4] == [15, 320, 640, 1280]
+    assert model.fc.in_features == 2048 and model.classifier_input_shape == (512, 2, 2)
+    assert [block.out_size for block in build_model("scattering4", 10).blocks] == [16, 8, 4, 2]
+
+
+def test_scattering_layer_inputs_are_the_standardised_modulus_and_outputs_unit_norm():
+    torch.manual_seed(0)
+    model = build_model("scattering", 10, width=0.125).eval()
+    shapes, outputs = [], []
+    hooks = [block.proj.register_forward_hook(lambda m, i, o: shapes.append(tuple(i[0].shape)))
+             for block in model.blocks]
+    hooks += [block.register_forward_hook(lambda m, i, o: outputs.append(o)) for block in model.blocks]
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    for hook in hooks:
+        hook.remove()
+    sizes = [32, 16, 16, 8, 8, 4, 4, 2]  # P_j sees the (subsampled) output size of block j
+    assert shapes == [(2, block.dim, s, s) for block, s in zip(model.blocks, sizes)]
+    assert all(torch.allclose(o.norm(dim=1), torch.ones(1), atol=1e-5) for o in outputs)
+    assert model.standardizations()[-1] is model.classifier_std
+    assert all(not bn.affine for bn in model.standardizations())
+
+
+@pytest.mark.parametrize("name", RAINBOW_MODELS)
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])   # digits / cifar10, mnist
+def test_registered_bias_free_and_forward_shapes(name, shape):
+    assert name in list_models()
+    channels, size, _ = shape
+    model = build_model(name, 10, in_channels=channels, width=0.25, image_size=size).eval()
+    with torch.no_grad():
+        assert model(torch.rand(3, *shape)).shape == (3, 10)
+    layers = model.weight_layers()
+    assert all(isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is None for m in layers)
+    assert sum(p.numel() for p in build_model(name, 10, in_channels=channels, width=0.5, image_size=size)
+               .parameters()) > sum(p.numel() for p in model.parameters())
+
+
+def test_tutorial_layer_sizes():
+    """§7: MLP 1024-512-256-10 on grey 32x32; CNN 32 -> 14 -> 5, Linear(1600, 10)."""
+    mlp = build_model("rainbow_mlp", 10, in_channels=1)
+    assert [(m.in_features, m.out_features) for m in mlp.weight_layers()] == [(1024, 512), (512, 256), (256, 10)]
+    cnn = build_model("rainbow_cnn", 10, in_channels=1)
+    assert cnn.fc.in_features == 1600 and cnn.classifier_input_shape == (64, 5, 5)
+    assert build_model("rainbow_cnn", 10, in_channels=1, image_size=28).classifier_input_shape == (64, 4, 4)
