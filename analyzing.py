@@ -70,7 +70,7 @@ from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_npz
 from utils.loading import load_run_model
-from utils.rundir import RunDir, is_done, mark_done
+from utils.rundir import RunDir, mark_done, skip_if_done
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -169,14 +169,6 @@ def batches(data, network: Network, batch_size: int, max_samples: int | None, de
                                disable=None, leave=False):
         yield start, network.inputs(images), labels
         start += len(labels)
-
-
-def skip_if_done(stage_dir, flags: dict, force: bool) -> bool:
-    """Print one line and return True when the stage already ran with these flags (and no --force)."""
-    if is_done(stage_dir, flags) and not force:
-        print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
-        return True
-    return False
 
 
 # ---- analyzing.py -------------------------------------------------------------------------------------------------

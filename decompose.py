@@ -45,7 +45,7 @@ from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch, save_json, save_npz, save_torch
 from utils.loading import load_run_model
-from utils.rundir import RunDir, is_done, mark_done
+from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -331,9 +331,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
     out = run.stage(f"decompose/{args.command}")
-    flags = {k: v for k, v in vars(args).items() if k not in ("force", "device", "resume")}
-    if is_done(out, flags) and not args.force:
-        print(f"{out} is up to date; nothing to do (use --force to redo)")
+    flags = recorded_flags(args)
+    if skip_if_done(out, flags, args.force):
         return 0
     result = COMMANDS[args.command](args, load_network(args, device), out)
     mark_done(out, flags)

@@ -12,7 +12,7 @@ from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.errors import ToolkitError
 from utils.io import save_json
 from utils.loading import load_config
-from utils.rundir import RunDir, is_done, mark_done
+from utils.rundir import RunDir, mark_done, skip_if_done
 
 
 def parse_args(argv=None):
@@ -31,8 +31,7 @@ def main(argv=None) -> int:
         raise ToolkitError(f"{run.root} holds no measurement yet; run analyzing.py, features.py, kernels.py, "
                            "stability.py, decompose.py or rainbow.py first")
     flags = {"papers": [paper.__name__ for paper in papers], "start_epoch": args.start_epoch}
-    if is_done(run.extract, flags) and not args.force:
-        print(f"{run.extract} is up to date; nothing to do (use --force to redo)")
+    if skip_if_done(run.extract, flags, args.force):
         return 0
     summary = {paper.__name__.split(".")[-1]: paper.extract(run) for paper in papers}
     save_json(run.extract / "summary.json", summary)

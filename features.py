@@ -36,13 +36,12 @@ from analyzing import (
     check_positive,
     evaluation_sets,
     open_network,
-    skip_if_done,
     stage_parser,
 )
 from measures.ood import ClassGaussians, dims_eps, dims_exp, mahalanobis
 from utils.cli import run_main
 from utils.io import save_npz
-from utils.rundir import mark_done
+from utils.rundir import mark_done, skip_if_done
 from utils.taps import LayerTaps
 
 

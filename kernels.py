@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from analyzing import skip_if_done, stage_parser
+from analyzing import stage_parser
 from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
 from utils.cli import run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_npz, save_npz
 from utils.loading import load_config
-from utils.rundir import DONE_FILE, RunDir, mark_done, require_done
+from utils.rundir import DONE_FILE, RunDir, mark_done, require_done, skip_if_done
 
 KINDS = ("cka", "cca", "reg0", "reg1")
 SWAPPED = {"cka": "cka", "cca": "cca", "reg0": "reg1", "reg1": "reg0"}

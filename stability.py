@@ -80,7 +80,7 @@ from utils.device import resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_json, save_npz
 from utils.loading import load_config, load_run_model
-from utils.rundir import RunDir, is_done, mark_done
+from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
 
 DEFAULT_P = 500          # §2.3
 DEFAULT_DELTA = 1.0      # typical displacement in pixels, §2.1
@@ -360,9 +360,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
     out = run.stage(f"stability/{mode_of(args)}")
-    flags = {k: v for k, v in vars(args).items() if k not in ("force", "device", "resume")}
-    if is_done(out, flags) and not args.force:
-        print(f"{out} is up to date; nothing to do (use --force to redo)")
+    flags = recorded_flags(args)
+    if skip_if_done(out, flags, args.force):
         return 0
     started = time.perf_counter()
     network = open_network(args, init=args.init, device=device)

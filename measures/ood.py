@@ -7,7 +7,7 @@ the positive class. A distance (Mahalanobis) is turned into a score by negating 
     for z, y in train_features: g.update(z, y)                # (B, D) features, (B,) labels
     g.finalize()
     dist, cls = mahalanobis(z_test, g, dims_exp(D))           # partial distances on the top-d components
-    detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # {"AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TNR95", "TPR05"}
+    detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05
     projection_ratio(x, fc, k)                                # ||V_k^T x||^2 / ||x||^2, the proposed score
 """
 from __future__ import annotations

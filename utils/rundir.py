@@ -103,6 +103,19 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
         return False
 
 
+def skip_if_done(stage_dir: str | Path, flags: dict, force: bool) -> bool:
+    """Print one line and return True when the stage already ran with these flags (and no --force)."""
+    if is_done(stage_dir, flags) and not force:
+        print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
+        return True
+    return False
+
+
+def recorded_flags(args) -> dict:
+    """A stage's parsed flags as its _done.json records them: all but --force, --device and --resume."""
+    return {key: value for key, value in vars(args).items() if key not in ("force", "device", "resume")}
+
+
 def mark_done(stage_dir: str | Path, flags: dict, **summary) -> Path:
     """Write `_done.json` last, after every other file of the stage is in place.
 
