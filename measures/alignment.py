@@ -125,8 +125,14 @@ class _RunningSums:
                              f"got {(channels_a, channels_b)}")
 
     def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        a, b = (_to64(as_samples(a)),) * 2 if b is a else (_to64(as_samples(a)), _to64(as_samples(b)))
-        batch = [_real_inner(a, b), a.sum(0), b.sum(0), a.abs().square().sum(0), b.abs().square().sum(0)]
+        if b is a:  # auto-covariance: one conversion, and sum |a|^2 is the diagonal of Re a^H a
+            a = _to64(as_samples(a))
+            cross, total = _real_inner(a, a), a.sum(0)
+            power = cross.diagonal().clone()
+            batch = [cross, total, total, power, power]
+        else:
+            a, b = _to64(as_samples(a)), _to64(as_samples(b))
+            batch = [_real_inner(a, b), a.sum(0), b.sum(0), a.abs().square().sum(0), b.abs().square().sum(0)]
         self.sums = batch if self.sums is None else [total + new for total, new in zip(self.sums, batch)]
         self.rows += a.shape[0]
 
