@@ -39,7 +39,8 @@ def assert_no_partial_files(folder: Path) -> None:
 
 
 # (stage command, its output folder relative to the run)
-STAGES = [(["decompose.py", "finetune", "-k", "3", "--epochs", "4"], "decompose/finetune")]
+STAGES = [(["decompose.py", "finetune", "-k", "3", "--epochs", "4"], "decompose/finetune"),
+          (["analyzing.py", "--ratios", "4", "--num_grams", "200", "--num_stability", "100"], "analysis")]
 
 
 @pytest.mark.parametrize("command, folder", STAGES, ids=[s[1] for s in STAGES])
