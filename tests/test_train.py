@@ -74,10 +74,25 @@ def _kill_when(workdir, sig, condition):
     return proc.returncode
 
 
-def test_sigkill_then_resume_is_bit_identical(reference, tmp_path):
-    status = _kill_when(tmp_path, signal.SIGKILL, lambda run: run.last.is_file())
+def _log_rows(run) -> int:
+    return len(run.train_log.read_text().splitlines()) - 1 if run.train_log.is_file() else 0
+
+
+KILL_POINTS = {  # five moments of a 4-epoch run
+    "before any checkpoint": lambda run: run.config.is_file(),
+    "after the initialisation checkpoint": lambda run: run.epoch_checkpoint(0).is_file(),
+    "mid epoch 1": lambda run: run.last.is_file(),
+    "after epoch 1": lambda run: _log_rows(run) >= 1,
+    "after epoch 3": lambda run: _log_rows(run) >= 3,
+}
+
+
+@pytest.mark.parametrize("moment", list(KILL_POINTS))
+def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, moment):
+    status = _kill_when(tmp_path, signal.SIGKILL, KILL_POINTS[moment])
     assert status == -signal.SIGKILL
-    assert not any(p.name.endswith(".tmp") for p in RunDir.of(tmp_path, "digits", "lenet", 0).checkpoints.iterdir())
+    for path in RunDir.of(tmp_path, "digits", "lenet", 0).checkpoints.glob("*.pt"):  # a killed write leaves only a
+        load_torch(path)                                                         # hidden .tmp, never a partial .pt
     train(tmp_path, "--epochs", "4", "--resume")
     assert_identical(final_weights(reference, 4), final_weights(tmp_path, 4))
 
