@@ -70,7 +70,7 @@ from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_npz
 from utils.loading import load_run_model
-from utils.rundir import RunDir, mark_done, skip_if_done
+from utils.rundir import RunDir, mark_done, safe_name, skip_if_done
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -143,17 +143,32 @@ def open_network(args) -> Network:
 
 def evaluation_sets(args, network: Network, with_train: bool = True) -> dict:
     """{"traindata": train split, <dataset>: its test split, <ood>: test split of every OOD set (seed000 §3),
-    then the validation OOD set (datasets.validation_ood)}.
+    then the validation OOD set (datasets.validation_ood)}, keyed by file-name tags (`test_set_tag`).
 
+    A dataset without OOD sets (imagenet, imagefolder:PATH) gets only its train and test splits.
     Images stay in pixel space; `Network.inputs` normalises each batch with the run's constants.
     """
     name = network.config["data"]["name"]
     options = {"channels": 1} if network.config["model"]["in_channels"] == 1 else {}
     sets = {TRAIN_SET: build_dataset(name, "train", args.data_root, **options)} if with_train else {}
-    sets[name] = build_dataset(name, "test", args.data_root, **options)
-    for ood in [*ood_sets(name), validation_ood(name)]:
+    sets[test_set_tag(network)] = build_dataset(name, "test", args.data_root, **options)
+    for ood in defined_ood_sets(name):
         sets[ood] = build_dataset(ood, "test", args.data_root, **options)
     return sets
+
+
+def test_set_tag(network: Network) -> str:
+    """The in-distribution test set's name in file names: the dataset name, made folder-safe
+    (imagefolder:/data/x -> imagefolder__data_x)."""
+    return safe_name(network.config["data"]["name"])
+
+
+def defined_ood_sets(name: str) -> list[str]:
+    """datasets.ood_sets(name) then datasets.validation_ood(name), or [] for a dataset with none defined."""
+    try:
+        return [*ood_sets(name), validation_ood(name)]
+    except ToolkitError:  # the registry defines OOD sets for digits and the seed000 sets only
+        return []
 
 
 def set_size(data, max_samples: int | None) -> int:
@@ -379,7 +394,7 @@ def main(argv=None) -> int:
                          eta=np.array(args.eta))
             if gram_rows is not None:
                 save_npz(out / f"grams_{ds}.npz", **gram_arrays(gram_rows))
-            if ds == network.config["data"]["name"]:
+            if ds == test_set_tag(network):
                 accuracy[variant.tag] = float((arrays["logits"].argmax(1) == arrays["labels"]).double().mean())
     seconds = time.perf_counter() - started
     mark_done(out, flags, variants=list(accuracy), datasets=list(sets), test_accuracy=accuracy, seconds=seconds)

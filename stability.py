@@ -201,7 +201,8 @@ def draw_probes(args, config: dict, generator: torch.Generator) -> Probes:
         raise ToolkitError(f"--P {args.P} is more than the {pool} test images of {name} available; lower --P")
     pick = torch.randperm(pool, generator=generator)[:args.P]
     points = data.extras.get("points")
-    return Probes(data.images[pick].double(), data.labels[pick], None if points is None else points[pick])
+    images, labels = data.take(pick)
+    return Probes(images.double(), labels, None if points is None else points[pick])
 
 
 def corrupt(images: torch.Tensor, std: float, config: dict, generator: torch.Generator) -> torch.Tensor:

@@ -11,10 +11,7 @@ seed004 recipes, then _done.json. `--resume` continues exactly where an interrup
 from __future__ import annotations
 
 import dataclasses
-import platform
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,8 +23,8 @@ from training.recipes import RECIPES, get_recipe
 from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.io import load_json, load_torch, save_json
-from utils.rundir import RunDir, is_done, jsonable, mark_done
+from utils.io import load_json, load_torch
+from utils.rundir import RunDir, is_done, jsonable, mark_done, write_config
 
 
 def parse_args(argv=None):
@@ -57,15 +54,6 @@ def run_flags(args, recipe) -> dict:
     return {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
             "recipe": dataclasses.asdict(recipe), "corruption": args.gaussian_corruption_std,
             "ptr": args.ptr if args.traindata == "twopoints" else None}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def load_data(args, recipe, device) -> tuple[TrainData, object]:
@@ -109,15 +97,11 @@ def main(argv=None) -> int:
     resume_from(trainer, run, args, flags)
 
     mean, std = normalization_for(recipe.normalization, args.traindata)
-    save_json(run.config, {
-        "flags": flags, "argv": vars(args),
-        "model": {"name": args.model_name, "outputs": outputs, "num_classes": train.num_classes,
-                  "in_channels": channels, "image_size": height, "width": args.width},
-        "data": {"name": args.traindata, "mean": list(mean), "std": list(std), "train_size": len(train.labels)},
-        "recipe": dataclasses.asdict(recipe),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "git_commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
-    })
+    write_config(run, device, flags=flags, argv=vars(args),
+                 model={"name": args.model_name, "outputs": outputs, "num_classes": train.num_classes,
+                        "in_channels": channels, "image_size": height, "width": args.width},
+                 data={"name": args.traindata, "mean": list(mean), "std": list(std), "train_size": len(train.labels)},
+                 recipe=dataclasses.asdict(recipe))
     started = time.perf_counter()
     test_acc = trainer.run()
     mark_done(run.root, flags, test_acc=test_acc, epochs=trainer.state.epoch)

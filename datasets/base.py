@@ -35,6 +35,10 @@ class ImageData:
             stop = min(start + batch_size, count)
             yield self.images[start:stop], self.labels[start:stop]
 
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of the samples at `indices` (same interface as FolderData)."""
+        return self.images[indices], self.labels[indices]
+
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """(x - mean) / std per channel, for a batch (B, C, H, W) on any device."""

@@ -10,6 +10,7 @@ split "test" reads val/. Normalisation: ImageNet statistics.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ToolkitError
 
+MAX_WORKERS = 4
 SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
 
 
@@ -46,9 +48,17 @@ class FolderData:
         """(images, labels) batches of a seeded sample of at most `max_samples` (same interface as ImageData)."""
         yield from self.loader(batch_size, max_samples=max_samples)
 
-    def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int = 4, max_samples: int | None = None,
-               seed: int = 0) -> DataLoader:
-        """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation."""
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of the samples at `indices`, read and transformed one by one (same interface as
+        ImageData), for stages that draw a few random probes."""
+        samples = [self.dataset[int(index)] for index in indices]
+        return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
+
+    def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int | None = None,
+               max_samples: int | None = None, seed: int = 0) -> DataLoader:
+        """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation; `workers`
+        defaults to MAX_WORKERS or the number of CPU cores, whichever is smaller."""
+        workers = min(MAX_WORKERS, os.cpu_count() or 1) if workers is None else workers
         dataset = self.dataset
         if max_samples is not None and max_samples < len(dataset):
             order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]

@@ -42,9 +42,10 @@ from measures.ood import detection_metrics, dims_exp
 from measures.spectra import residual_params, stable_rank
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
+from utils.errors import ToolkitError
 from utils.io import atomic_write, load_json, load_npz, save_npz
 from utils.loading import load_config
-from utils.rundir import DONE_FILE, RunDir
+from utils.rundir import DONE_FILE, RunDir, safe_name
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
 STAGES = ("analysis", "features", "kernels")
@@ -76,8 +77,12 @@ def _msp_score(logits: np.ndarray) -> np.ndarray:
 
 
 def _detection_sets(dataset: str, evaluated: list[str]) -> list[str]:
-    """The reported OOD sets in evaluation order, then the validation set."""
-    validation = validation_ood(dataset)
+    """The reported OOD sets in evaluation order, then the validation set; [] for a dataset without OOD sets
+    (imagenet, imagefolder:PATH)."""
+    try:
+        validation = validation_ood(dataset)
+    except ToolkitError:
+        return []
     return [ds for ds in evaluated if ds not in (TRAIN_SET, dataset, validation)] + [validation]
 
 
@@ -89,13 +94,16 @@ def _analysis(run: RunDir, dataset: str) -> dict:
     proj = {(tag, ds): load_npz(stage / f"projections_{tag}_{ds}.npz", required=["norm0", "norm1", "logits", "ranks"])
             for tag in tags for ds in done["datasets"]}
     shapes = list(zip(svals["fan_out"].tolist(), svals["fan_in"].tolist()))
-    out = {"variants": np.array(tags), "ratios": svals["ratios"], "detection_sets": np.array(sets),
-           "validation_set": np.array(sets[-1]), "near_set": np.array(near_ood(dataset)),
+    out = {"variants": np.array(tags), "ratios": svals["ratios"],
            "weight_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
                                   for row, n in zip(svals["svals"], svals["lengths"])],
            "residual_params": [float(residual_params(proj[tag, dataset]["ranks"], shapes)) for tag in tags]}
     out["accuracy"] = [[float((proj[tag, ds]["logits"].argmax(1) == proj[tag, ds]["labels"]).mean())
                         for ds in (TRAIN_SET, dataset)] for tag in tags]
+    if not sets:
+        return out
+    out.update(detection_sets=np.array(sets), validation_set=np.array(sets[-1]),
+               near_set=np.array(near_ood(dataset)))
     out["msp"] = [[_metrics(_msp_score(proj[tag, dataset]["logits"]), _msp_score(proj[tag, ds]["logits"]))
                    for ds in sets] for tag in tags]
     scores = {"projection_ratio": lambda p: p["norm1"] / p["norm0"], "projection_norm": lambda p: p["norm1"]}
@@ -138,6 +146,10 @@ def _features(run: RunDir, dataset: str) -> dict:
     stage = run.stage("features")
     sets = _detection_sets(dataset, load_json(stage / DONE_FILE, required=["datasets"])["datasets"])
     eig = load_npz(stage / "eigenvalues.npz", required=["eigenvalues", "dims"])
+    stable_ranks = [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
+                    for row, n in zip(eig["eigenvalues"], eig["dims"])]
+    if not sets:
+        return {"covariance_stable_rank": stable_ranks}
     grids = [dims_exp(int(D)).numpy() for D in eig["dims"]]
     width = max(len(grid) for grid in grids)
     metrics = np.full((len(grids), len(sets), width, len(METRICS)), np.nan)
@@ -149,8 +161,7 @@ def _features(run: RunDir, dataset: str) -> dict:
             for k, column in enumerate(columns):
                 metrics[layer, o, column] = _metrics(-dist[dataset]["distance_exp"][:, k],
                                                      -dist[ds]["distance_exp"][:, k])
-    return {"covariance_stable_rank": [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
-                                       for row, n in zip(eig["eigenvalues"], eig["dims"])],
+    return {"covariance_stable_rank": stable_ranks,
             "mahalanobis_dims": np.array([np.pad(grid, (0, width - len(grid))) for grid in grids]),
             "mahalanobis": metrics}
 
@@ -164,7 +175,7 @@ def _kernels(run: RunDir) -> dict:
 
 def extract(run: RunDir) -> dict:
     """Write extract/seed000.npz (module docstring) from the stages that have finished; return a short summary."""
-    dataset = load_config(run)["data"]["name"]
+    dataset = safe_name(load_config(run)["data"]["name"])  # the stages' file-name tag of the test split
     arrays: dict = {}
     if _done(run, "analysis"):
         arrays.update(_analysis(run, dataset))
@@ -176,8 +187,9 @@ def extract(run: RunDir) -> dict:
     save_npz(run.extract / "seed000.npz", **arrays)
     summary = {"stages": [stage for stage in STAGES if _done(run, stage)]}
     if "accuracy" in arrays:
-        sets = [str(name) for name in arrays["detection_sets"]]
         summary["test_accuracy"] = float(arrays["accuracy"][0, 1])
+    if "detection_sets" in arrays:
+        sets = [str(name) for name in arrays["detection_sets"]]
         summary["msp_auroc"] = dict(zip(sets, arrays["msp"][0, :, 0].tolist()))
         summary["projection_ratio_fc_auroc"] = dict(zip(sets, arrays["projection_ratio"][0, -1, :, 0].tolist()))
     return summary

@@ -13,10 +13,15 @@ with the same flags is skipped unless `--force`.
 from __future__ import annotations
 
 import json
+import platform
 import re
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from utils.errors import ToolkitError
 from utils.io import load_json, save_json
@@ -79,6 +84,27 @@ class RunDir:
 def safe_name(name: str) -> str:
     """A folder name for a dataset or model name (e.g. 'torchvision:resnet50' -> 'torchvision_resnet50')."""
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))
+
+
+def git_commit() -> str:
+    """The toolkit's current commit, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_config(run: RunDir, device: torch.device | str, **sections) -> Path:
+    """Write the run's config.json: `sections` (flags, argv, model, data, recipe, ...; the keys utils.loading
+    reads) plus the versions, git commit, time and device, atomically. train_classifier.py and import_weights.py
+    write every config through here."""
+    return save_json(run.config, {
+        **sections,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "git_commit": git_commit(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
+    })
 
 
 def report_dir(workdir: str | Path) -> Path:

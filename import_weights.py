@@ -1,0 +1,102 @@
+"""Create a run directory from a local weights file, so every measurement stage can read it (issue 10).
+
+    python import_weights.py --model-name torchvision:resnet50 --traindata imagenet --data-root /data \\
+        --weights resnet50-19c8e357.pth --seed 0
+    python import_weights.py --model-name resnet20 --traindata cifar10 --weights resnet20-12fca82f.th \\
+        --normalization imagenet --seed 0                                     # akamaster's checkpoint (seed003 §3)
+
+The architecture comes from the registry (any registered name or torchvision:<arch>), with num_classes from the
+dataset (or --num_classes) and the image size of its test split; the file is read with models.weights.load_weights
+(weights_only; plain, wrapped or `module.`-prefixed state dicts; mismatched keys are listed). Nothing is downloaded.
+Writes into <workdir>/<traindata>/<model-name>/rnd<seed>/, every file atomically:
+  config.json                 the format of train_classifier.py (utils.rundir.write_config), with recipe
+                              {"name": "imported", "loss": "cross_entropy"}, the normalisation of the dataset (or
+                              ImageNet statistics with --normalization imagenet) and "imported": {"weights": the
+                              file's absolute path, "sha256": its digest}
+  checkpoints/epoch_0001.pt   the imported weights as the one (and last) trained epoch; epoch 0 is the
+                              initialisation in a trained run, which an imported run does not have (so stages'
+                              --init and stability's --laplacian, which need it, say it is missing)
+  checkpoints/last.pt         the same weights, so train_classifier.py refuses to overwrite the run
+  _done.json                  the flags, the sha256 and the epoch
+No train_log.csv is written: the weights come with no measured accuracy (stability.py then reports None).
+An existing run is kept unless --force, which also deletes its other checkpoints (epoch_*.pt, best.pt); the
+outputs of stages already run on it stay, so rerun those stages with --force too.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from datasets import build_dataset
+from datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
+from models import build_model
+from models.weights import load_weights
+from utils.cli import ToolkitParser, add_run_flags, run_main
+from utils.errors import ToolkitError
+from utils.io import save_torch
+from utils.rundir import CHECKPOINT_FORMAT, RunDir, mark_done, write_config
+
+IMPORTED_EPOCH = 1
+IMPORTED_RECIPE = {"name": "imported", "loss": "cross_entropy"}
+HASH_CHUNK = 1 << 20
+
+
+def parse_args(argv=None):
+    parser = ToolkitParser(description=__doc__.split("\n\n")[0])
+    add_run_flags(parser)
+    parser.add_argument("--weights", required=True, help="the state-dict file to import (.pt, .pth, .th)")
+    parser.add_argument("--normalization", choices=["dataset", "imagenet"], default="dataset",
+                        help="input normalisation the weights were trained with (default: the dataset's own)")
+    parser.add_argument("--force", action="store_true", help="replace an existing run at the same place")
+    return parser.parse_args(argv)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    weights = Path(args.weights).resolve()
+    if not weights.is_file():
+        raise ToolkitError(f"no weights file {args.weights}; pass the path of a downloaded state dict to --weights")
+    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    if (run.config.is_file() or run.saved_epochs()) and not args.force:
+        raise ToolkitError(f"{run.root} already holds a run; use another --seed or --workdir, or --force to replace it")
+
+    test = build_dataset(args.traindata, "test", args.data_root)
+    num_classes = test.num_classes if args.num_classes is None else args.num_classes
+    images, _ = test.take([0])
+    _, channels, height, _ = images.shape
+    model = build_model(args.model_name, num_classes=num_classes, in_channels=channels, width=args.width,
+                        image_size=height)
+    load_weights(model, weights)
+    if args.force:  # a replaced run's other epochs would otherwise stay "the last epoch"
+        for path in [*map(run.epoch_checkpoint, run.saved_epochs()), run.best]:
+            path.unlink(missing_ok=True)
+
+    digest = sha256_of(weights)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.normalization == "imagenet" else (test.mean, test.std)
+    flags = {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
+             "recipe": IMPORTED_RECIPE, "corruption": 0.0, "ptr": None, "num_classes": num_classes,
+             "normalization": args.normalization, "weights": str(weights), "sha256": digest}
+    checkpoint = {"format": CHECKPOINT_FORMAT, "epoch": IMPORTED_EPOCH, "model": model.state_dict()}
+    save_torch(run.epoch_checkpoint(IMPORTED_EPOCH), checkpoint)
+    save_torch(run.last, checkpoint)
+    write_config(run, "cpu", flags=flags, argv=vars(args),
+                 model={"name": args.model_name, "outputs": num_classes, "num_classes": num_classes,
+                        "in_channels": channels, "image_size": height, "width": args.width},
+                 data={"name": args.traindata, "mean": list(mean), "std": list(std)},
+                 recipe=IMPORTED_RECIPE, imported={"weights": str(weights), "sha256": digest})
+    mark_done(run.root, flags, sha256=digest, epochs=IMPORTED_EPOCH)
+    print(f"{run.root}: imported {weights.name} (sha256 {digest[:12]}...) as epoch {IMPORTED_EPOCH} of "
+          f"{args.model_name}, {num_classes} classes")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
