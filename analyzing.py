@@ -7,9 +7,11 @@ Layer l is the input of the l-th analysis weight layer (DESIGN.md "Layers", seed
 the classifier, shortcut convs excluded. One float64 SVD per weight matrix (§6.1) gives its singular values and,
 for every threshold ratio r, the rank k(r) = #{s_j > r s_0}. Network variants (§6.2): "all" is the trained
 network; "<q>" (q = 000..052, the position of r among the 53 thresholds) replaces every analysis weight by its
-rank-k(r) truncation W_k, leaving BN, biases and shortcuts untouched. Evaluation sets: "traindata" (the train
-split, no augmentation), the in-distribution test set (named after the dataset), datasets.ood_sets(dataset) (the
-reported OOD sets) and datasets.validation_ood(dataset) (the set that chooses d and the rank threshold later).
+rank-k(r) truncation W_k, leaving BN, biases and shortcuts untouched; a threshold whose ranks equal those of the
+threshold below it gives the same network and is not evaluated again (`ratio_positions`). Evaluation sets:
+"traindata" (the train split, no augmentation), the in-distribution test set (named after the dataset),
+datasets.ood_sets(dataset) (the reported OOD sets) and datasets.validation_ood(dataset) (the set that chooses d
+and the rank threshold later).
 
 Per variant and evaluation set, one forward pass per batch captures every layer and reduces each sample (§6.3):
   norm00 = ||x||^2 of the whole feature;
@@ -190,7 +192,8 @@ def batches(data, network: Network, batch_size: int, max_samples: int | None, de
 def parse_args(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--ratios", type=int, default=53,
-                        help="evaluate N threshold ratios, evenly spaced among the 53 of seed000 §6.1")
+                        help="evaluate N of the 53 threshold ratios of seed000 §6.1, evenly spaced among those "
+                             "that give distinct rank-truncated networks (duplicates are never evaluated)")
     parser.add_argument("--num_grams", type=int, default=DEFAULT_GRAMS,
                         help="samples of each set whose Gram data are kept (seed000: 10000)")
     parser.add_argument("--num_stability", type=int, default=DEFAULT_STABILITY,
@@ -208,9 +211,20 @@ def parse_args(argv=None):
     return args
 
 
-def ratio_positions(count: int) -> list[int]:
-    """`count` positions evenly spaced over the 53 thresholds, the first and last included."""
-    return sorted({int(round(q)) for q in np.linspace(0, 52, count)}) if count > 1 else [0]
+def ratio_positions(ranks: torch.Tensor, count: int) -> list[int]:
+    """`count` of the 53 thresholds whose rank-truncated networks differ, evenly spaced among them (seed000 §6.2).
+
+    A threshold that keeps the same rank at every layer as the one below it gives the same network, so only the
+    first threshold of each distinct rank configuration is a candidate; the lowest and highest are always kept.
+
+    Args:
+      ranks: (L, 53) k(r) of every layer at every threshold, non-increasing along r.
+      count: how many networks to evaluate (all distinct ones when count >= their number).
+    """
+    distinct = [q for q in range(ranks.shape[1]) if q == 0 or not torch.equal(ranks[:, q], ranks[:, q - 1])]
+    if count >= len(distinct):
+        return distinct
+    return [distinct[i] for i in sorted({int(round(i)) for i in np.linspace(0, len(distinct) - 1, count)})]
 
 
 def noise_layers(network: Network) -> list[int]:
@@ -366,16 +380,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     network = open_network(args)
     out = network.run.stage("analysis")
-    positions = ratio_positions(args.ratios)
+    started = time.perf_counter()
+    svds = [weight_svd(layer.weight) for layer in network.layers]
+    every = threshold_ratios()
+    all_ranks = torch.stack([rank_at_ratio(svd.S, every.to(svd.S.device)) for svd in svds]).cpu()  # (L, 53)
+    positions = ratio_positions(all_ranks, args.ratios)
+    ranks = all_ranks[:, positions]                                                                # (L, R)
     flags = {"epoch": network.epoch, "ratio_index": positions, "num_grams": args.num_grams,
              "num_stability": args.num_stability, "stability_variants": args.stability_variants,
              "max_samples": args.max_samples, "eta": args.eta, "seed": args.seed}
     if skip_if_done(out, flags, args.force):
         return 0
-    started = time.perf_counter()
-    svds = [weight_svd(layer.weight) for layer in network.layers]
-    ratios = threshold_ratios()[positions]
-    ranks = torch.stack([rank_at_ratio(svd.S, ratios.to(svd.S.device)) for svd in svds])  # (L, R)
     save_spectra(out, network.layers, svds, ranks, positions)
 
     sets = evaluation_sets(args, network)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import NullFormatter
 
 from datasets import near_ood, validation_ood
 from measures.ood import detection_metrics, dims_exp
@@ -329,6 +330,7 @@ def _accuracy_panel(ax, seeds: Seeds) -> None:
     median_band(ax, x, accuracy[:, 1:, 1][:, order], label="rank-truncated", marker=".")
     ax.axhline(np.median(accuracy[:, 0, 1]), color="grey", linestyle=":", label="original")
     ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="test accuracy", title="low-rank networks")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     _legend(ax)
 
 
@@ -344,6 +346,7 @@ def _projection_panels(ax_ratio, ax_norm, ax_layer, seeds: Seeds) -> None:
         for o, name in enumerate(seeds.reported):
             median_band(ax, params[order], values[:, 1:, layer, o, 0][:, order], label=name, marker=".")
         ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="AUROC", title=title)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         _legend(ax)
     v_ratio, _ = seeds.best_variant("projection_ratio", -1)
     v_norm, _ = seeds.best_variant("projection_norm", None)

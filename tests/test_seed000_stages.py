@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
@@ -235,3 +236,10 @@ def test_extract_and_average_write_the_table(run, workdir):
         assert "| digits_vflip |" not in report  # the validation set is never reported
     assert (workdir / "report" / "seed000_table.csv").is_file()
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
+
+
+def test_ratio_positions_skip_thresholds_that_repeat_a_network():
+    ranks = torch.tensor([[5, 5, 5, 3, 3, 1], [4, 4, 2, 2, 2, 1]])  # (L, thresholds): distinct at 0, 2, 3, 5
+    assert analyzing.ratio_positions(ranks, 53) == [0, 2, 3, 5]
+    assert analyzing.ratio_positions(ranks, 3) == [0, 3, 5]
+    assert analyzing.ratio_positions(ranks, 2) == [0, 5] and analyzing.ratio_positions(ranks, 1) == [0]
