@@ -152,7 +152,7 @@ def evaluation_sets(args, network: Network, with_train: bool = True) -> dict:
     """
     name = network.config["data"]["name"]
     options = {"channels": 1} if network.config["model"]["in_channels"] == 1 else {}
-    sets = {TRAIN_SET: build_dataset(name, "train", args.data_root, **options)} if with_train else {}
+    sets = {TRAIN_SET: build_dataset(name, "train", args.data_root, augment=False, **options)} if with_train else {}
     sets[test_set_tag(network)] = build_dataset(name, "test", args.data_root, **options)
     for ood in defined_ood_sets(name):
         sets[ood] = build_dataset(ood, "test", args.data_root, **options)

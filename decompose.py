@@ -192,7 +192,7 @@ def stored_sets(args, net: Network, n_filters: int) -> dict[str, list]:
 
 # ---- subcommands ---------------------------------------------------------------------------------------
 def cmd_indices(args, net: Network, out: Path) -> dict:
-    train = build_dataset(args.traindata, "train", args.data_root)
+    train = build_dataset(args.traindata, "train", args.data_root, augment=False)  # sets from unaugmented images
     module = named_module(net.model, args.layer) if args.layer else classifier_of(net.model)
     features, _, labels = gap_features(net, module, train, args.max_samples, "output" if args.layer else "input")
     num_classes = net.num_classes

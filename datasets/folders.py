@@ -68,10 +68,11 @@ class FolderData:
                           generator=torch.Generator().manual_seed(seed))
 
 
-def folder_transform(split: str, squash: bool = False):
+def folder_transform(split: str, squash: bool = False, augment: bool | None = None):
+    """The split's transform; `augment` (default: the train split only) selects the random train transform."""
     from torchvision import transforms as T
 
-    if split == "train":
+    if split == "train" if augment is None else augment:
         return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor()])
     if squash:
         return T.Compose([T.Resize((224, 224)), T.ToTensor()])
@@ -86,8 +87,9 @@ def imagenet_root(data_root: Path) -> Path:
                        f"{data_root / 'imagenet'}/{{train,val}}/<wnid>/*.JPEG (val sorted into class folders)")
 
 
-def load_folder(name: str, root: Path, split: str, squash: bool = False) -> FolderData:
-    """`imagenet` (under the data root) or `imagefolder:PATH`; a wrong layout is a one-line error."""
+def load_folder(name: str, root: Path, split: str, squash: bool = False, augment: bool | None = None) -> FolderData:
+    """`imagenet` (under the data root) or `imagefolder:PATH`; a wrong layout is a one-line error. Measurement
+    stages pass augment=False so that the train split gets the deterministic val transform."""
     from torchvision.datasets import ImageFolder
 
     base = imagenet_root(Path(root)) if name == "imagenet" else Path(name.removeprefix("imagefolder:"))
@@ -97,7 +99,7 @@ def load_folder(name: str, root: Path, split: str, squash: bool = False) -> Fold
     if not folder.is_dir():
         raise ToolkitError(f"{name}: missing folder {folder}; expected {base}/{{train,val}}/<class>/<image files>")
     try:
-        dataset = ImageFolder(str(folder), transform=folder_transform(split, squash))
+        dataset = ImageFolder(str(folder), transform=folder_transform(split, squash, augment))
     except (FileNotFoundError, RuntimeError) as err:
         raise ToolkitError(f"{name}: {folder} has no class sub-folders with images ({err})") from err
     return FolderData(name, split, folder, list(dataset.classes), dataset)

@@ -97,14 +97,20 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
       name: a name from `list_datasets()`.
       split: "train" or "test" ("test" only for the OOD sets; also "probe" for twopoints).
       root: folder of the file datasets (torchvision's layout); unused by the bundled and generated sets.
-      **options: channels=1 or 3 for grey sets; d, xi, gap, norm, pbc, ptr, seed for twopoints.
+      **options: channels=1 or 3 for grey sets; d, xi, gap, norm, pbc, ptr, seed for twopoints; augment=False for
+        any dataset (measurement stages): the folder datasets' train split then gets the val transform (the
+        in-memory datasets are never augmented here: the training loop augments their batches).
 
     Returns:
       ImageData with images (N, C, H, W) float32, labels (N,) int64, num_classes, mean, std, extras
       (twopoints: extras["points"] (N, 2, 2)).
     """
+    augment = options.pop("augment", None)
     if name == "imagenet" or name.startswith("imagefolder:"):
-        return load_folder(name, Path(root), split, squash=bool(options.get("squash", False)))
+        return load_folder(name, Path(root), split, squash=bool(options.get("squash", False)), augment=augment)
+    if augment:
+        raise ToolkitError(f"{name} is held in memory and augmented per batch by the training loop; "
+                           "augment=True applies to folder datasets only")
     if name not in list_datasets():
         raise ToolkitError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
     _check_split(name, split)

@@ -1,8 +1,10 @@
 """Streamed image folders (issue 10): layout errors, transforms, sample caps."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from datasets import build_dataset
 from datasets.folders import load_folder
 from utils.errors import ToolkitError
 
@@ -35,3 +37,14 @@ def test_missing_layout_is_one_clear_error(tmp_path):
     (tmp_path / "mine" / "train").mkdir(parents=True)
     with pytest.raises(ToolkitError, match="class sub-folders"):
         load_folder(f"imagefolder:{tmp_path / 'mine'}", tmp_path, "train")
+
+
+def test_measurement_stages_read_the_train_split_without_augmentation(tmp_path):
+    make_folder(tmp_path / "imagenet")
+    first, second = (build_dataset("imagenet", "train", tmp_path, augment=False) for _ in range(2))
+    batch = next(iter(first.loader(batch_size=6, workers=0)))[0]
+    torch.testing.assert_close(batch, next(iter(second.loader(batch_size=6, workers=0)))[0], rtol=0, atol=0)
+    augmented = next(iter(build_dataset("imagenet", "train", tmp_path).loader(batch_size=6, workers=0)))[0]
+    assert not torch.equal(batch, augmented)
+    with pytest.raises(ToolkitError, match="folder datasets only"):
+        build_dataset("digits", "train", augment=True)
