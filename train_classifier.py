@@ -18,7 +18,7 @@ import torch
 from datasets import build_dataset
 from datasets.normalization import normalization_for
 from models import build_model
-from training.loop import TrainData, Trainer
+from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
 from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.device import make_generator, resolve_device
@@ -41,6 +41,10 @@ def parse_args(argv=None):
     parser.add_argument("--gaussian_corruption_std", type=float, default=0.0,
                         help="std of Gaussian noise added to normalised train and test images (seed004 §2.7)")
     parser.add_argument("--ptr", type=int, default=1024, help="twopoints only: number of training points")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="channels_last memory layout for the convolutions (faster on recent GPUs)")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt if it exists")
     parser.add_argument("--start_epoch", type=int, default=None,
                         help="with --resume: restart from checkpoints/epoch_XXXX.pt of this epoch instead")
@@ -53,7 +57,8 @@ def run_flags(args, recipe) -> dict:
     """The flags that define a run; resuming with different ones is refused."""
     return {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
             "recipe": dataclasses.asdict(recipe), "corruption": args.gaussian_corruption_std,
-            "ptr": args.ptr if args.traindata == "twopoints" else None}
+            "ptr": args.ptr if args.traindata == "twopoints" else None, "bf16": args.bf16,
+            "channels_last": args.channels_last}
 
 
 def load_data(args, recipe, device) -> tuple[TrainData, object]:
@@ -93,7 +98,8 @@ def main(argv=None) -> int:
     model = build_model(args.model_name, num_classes=outputs, in_channels=channels, width=args.width,
                         image_size=height).to(device)
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
-                      corruption_std=args.gaussian_corruption_std, progress=not args.no_progress)
+                      corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
+                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last))
     resume_from(trainer, run, args, flags)
 
     mean, std = normalization_for(recipe.normalization, args.traindata)

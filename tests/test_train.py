@@ -56,6 +56,16 @@ def test_training_on_digits_lowers_the_loss(reference):
     assert run.epoch_checkpoint(0).is_file() and run.last.is_file() and (run.root / "_done.json").is_file()
 
 
+def test_bf16_and_channels_last_train_as_well_and_are_part_of_the_run(reference, tmp_path):
+    train(tmp_path, "--epochs", "4", "--bf16", "--channels-last")
+    rows = list(csv.DictReader(RunDir.of(tmp_path, "digits", "lenet", 0).train_log.open()))
+    baseline = list(csv.DictReader(RunDir.of(reference, "digits", "lenet", 0).train_log.open()))
+    assert abs(float(rows[-1]["test_acc"]) - float(baseline[-1]["test_acc"])) < 0.1
+    assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
+    result = train(tmp_path, "--epochs", "4", "--resume", check=False)  # fp32 would continue a bf16 run
+    assert result.returncode == 2 and "bf16" in result.stderr
+
+
 def test_second_call_does_nothing(reference):
     result = train(reference, "--epochs", "4")
     assert "nothing to do" in result.stdout

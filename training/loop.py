@@ -4,6 +4,10 @@ Resume is exact on CPU: `last.pt` holds the model, the optimiser, the data gener
 augmentation draws), the global torch RNG (dropout) and, when saved mid-epoch on SIGTERM, the epoch's
 permutation and the batch to continue from. The learning rate is a closed-form function of the step
 (training/schedule.py), so there is no scheduler state to restore.
+
+Speed options (`Speed`): bf16 autocast of the forward pass and the loss (weights, gradients and optimiser state
+stay float32) and channels_last memory layout for convolutions; both off by default, and both part of a run's
+flags, so a run never resumes with another setting.
 """
 from __future__ import annotations
 
@@ -27,6 +31,23 @@ from utils.rundir import CHECKPOINT_FORMAT, RunDir
 
 EVAL_BATCH = 1000
 LOG_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How the forward passes run: `bf16` autocast and the `channels_last` layout (module docstring)."""
+
+    bf16: bool = False
+    channels_last: bool = False
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
 @dataclass
@@ -88,7 +109,7 @@ def predictions(output: torch.Tensor, kind: str) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: TrainData, recipe: Recipe, corruption_std: float = 0.0,
-             generator: torch.Generator | None = None) -> float:
+             generator: torch.Generator | None = None, speed: Speed = Speed()) -> float:
     """Test accuracy in eval mode (corrupted by fresh Gaussian noise when corruption_std > 0, seed004 §2.7)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=data.test_x.device)
@@ -96,7 +117,8 @@ def evaluate(model: nn.Module, data: TrainData, recipe: Recipe, corruption_std: 
         x = data.normalize(data.test_x[start:start + EVAL_BATCH])
         if corruption_std > 0:
             x = gaussian_corruption(x, corruption_std, generator)
-        out = model(x)
+        with speed.autocast(x.device):
+            out = model(speed.inputs(x))
         correct += (predictions(out, recipe.loss) == data.test_y[start:start + EVAL_BATCH]).sum()
     return correct.item() / len(data.test_x)
 
@@ -105,8 +127,9 @@ class Trainer:
     """Trains one run into its RunDir; `run()` resumes from `state` and returns the final test accuracy."""
 
     def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir, generator: torch.Generator,
-                 save_every: int = 0, corruption_std: float = 0.0, progress: bool = True):
-        self.model = model
+                 save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed()):
+        self.speed = speed
+        self.model = speed.prepare(model)
         self.data = data
         self.recipe = recipe
         self.run_dir = run
@@ -210,8 +233,9 @@ class Trainer:
                 group["lr"] = lr
             index = state.perm[batch * recipe.batchsize:(batch + 1) * recipe.batchsize]
             x, y = self.augment(data.train_x[index]), data.train_y[index]
-            output = self.model(x)
-            loss = classification_loss(output, y, recipe.loss)
+            with self.speed.autocast(device):
+                output = self.model(self.speed.inputs(x))
+                loss = classification_loss(output, y, recipe.loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -229,7 +253,7 @@ class Trainer:
                                f"checkpoint {self.run_dir.last} (epoch {state.epoch}) is kept; lower --lr")
         state.epoch += 1
         state.batch, state.perm, state.partial = 0, None, {}
-        test_acc = evaluate(self.model, data, recipe, self.corruption_std, self.generator)
+        test_acc = evaluate(self.model, data, recipe, self.corruption_std, self.generator, self.speed)
         row = {"epoch": state.epoch, "lr": lr, "train_loss": train_loss, "train_acc": correct.item() / seen,
                "test_acc": test_acc, "seconds": time.perf_counter() - started}
         state.log.append(row)
