@@ -51,7 +51,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("analyzing", "000", "analyzing.py", "analysis",
-          demo=("--ratios", "7", "--num_grams", "200", "--num_stability", "100", "--stability_variants", "original")),
+          demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100", "--stability_variants", "original")),
     Stage("features", "000", "features.py", "features"),
     Stage("kernels", "000", "kernels.py", "kernels"),
     Stage("stability", "004", "stability.py", "stability/trained", demo=("--by_layer", "--P", "200"),

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from datasets import near_ood, validation_ood
 from measures.ood import detection_metrics, dims_exp
@@ -321,6 +321,13 @@ def _mahalanobis_panels(ax_layer, ax_dims, seeds: Seeds) -> None:
     _legend(ax_dims)
 
 
+def _fraction_axis(ax) -> None:
+    """Log x axis of fractions labelled 0.01, 0.02, 0.05, 0.1, ... 1."""
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _accuracy_panel(ax, seeds: Seeds) -> None:
     accuracy, params = seeds["accuracy"], seeds["residual_params"]
     if accuracy is None:
@@ -330,7 +337,7 @@ def _accuracy_panel(ax, seeds: Seeds) -> None:
     median_band(ax, x, accuracy[:, 1:, 1][:, order], label="rank-truncated", marker=".")
     ax.axhline(np.median(accuracy[:, 0, 1]), color="grey", linestyle=":", label="original")
     ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="test accuracy", title="low-rank networks")
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _fraction_axis(ax)
     _legend(ax)
 
 
@@ -346,7 +353,7 @@ def _projection_panels(ax_ratio, ax_norm, ax_layer, seeds: Seeds) -> None:
         for o, name in enumerate(seeds.reported):
             median_band(ax, params[order], values[:, 1:, layer, o, 0][:, order], label=name, marker=".")
         ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="AUROC", title=title)
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _fraction_axis(ax)
         _legend(ax)
     v_ratio, _ = seeds.best_variant("projection_ratio", -1)
     v_norm, _ = seeds.best_variant("projection_norm", None)
