@@ -55,6 +55,8 @@ def test_demo_grid_trains_each_run_once_for_every_paper_that_measures_it():
     parts = reproduce.resolve_grid(reproduce.parse_args([]))
     assert [(p.models, p.papers) for p in parts] == [(("resnet18",), ("000", "004", "003")),
                                                      (("rainbow_mlp",), ("002",))]
+    (seed003,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "003"]))
+    assert seed003.models == ("resnet20",) and seed003.papers == ("003",)
     (merged,) = reproduce.resolve_grid(reproduce.parse_args(["--models", "lenet", "--num_seed", "2"]))
     assert merged.papers == ("000", "004", "003", "002") and merged.seeds == (0, 1)
 
