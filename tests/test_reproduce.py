@@ -57,6 +57,8 @@ def test_demo_grid_trains_each_run_once_for_every_paper_that_measures_it():
                                                      (("rainbow_mlp",), ("002",))]
     (seed003,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "003"]))
     assert seed003.models == ("resnet20",) and seed003.papers == ("003",)
+    (seed002,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002"]))
+    assert seed002.models == ("rainbow_mlp", "rainbow_cnn") and seed002.recipe == "seed002_tutorial"
     (merged,) = reproduce.resolve_grid(reproduce.parse_args(["--models", "lenet", "--num_seed", "2"]))
     assert merged.papers == ("000", "004", "003", "002") and merged.seeds == (0, 1)
 
