@@ -124,8 +124,9 @@ def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
     perturbed = [tag for tag in tags if all(files[tag, ds].is_file() for ds in (dataset, *sets))]
     if not perturbed:
         return {}
-    chi = {key: load_npz(path, required=["chi", "noise_layers"])["chi"] for key, path in files.items()
-           if key[0] in perturbed}
+    loaded = {key: load_npz(path, required=["chi", "noise_layers"]) for key, path in files.items()
+              if key[0] in perturbed}
+    chi = {key: arrays["chi"] for key, arrays in loaded.items()}
     _, P, M = chi[perturbed[0], dataset].shape
     median = np.full((len(tags), P, M, 1 + len(sets)), np.nan)
     metrics = np.full((len(tags), P, M, len(sets), len(METRICS)), np.nan)
@@ -139,8 +140,8 @@ def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
             for m in range(M):
                 if np.isfinite(score[dataset][:, p, m]).all():
                     metrics[v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in sets]
-    noise_layers = load_npz(files[perturbed[0], dataset], required=["noise_layers"])["noise_layers"]
-    return {"noise_layers": noise_layers, "noise_median": median, "noise_metrics": metrics}
+    return {"noise_layers": loaded[perturbed[0], dataset]["noise_layers"], "noise_median": median,
+            "noise_metrics": metrics}
 
 
 def _features(run: RunDir, dataset: str) -> dict:
@@ -207,6 +208,7 @@ class Seeds:
         self.runs = [arrays for _, arrays in loaded if frozenset(arrays) == common]
         self.incomplete = [run.root.name for run, arrays in loaded if frozenset(arrays) != common]
         self.group = group
+        self._stacked: dict[str, np.ndarray | None] = {}
         if not self.runs or "detection_sets" not in self.runs[0]:
             self.sets = []
             return
@@ -218,11 +220,12 @@ class Seeds:
                             f"{sets[self.select]}"
 
     def __getitem__(self, key: str) -> np.ndarray | None:
-        """The key's arrays of every seed, stacked; None when missing or of different shapes across seeds."""
-        values = [run[key] for run in self.runs if key in run]
-        if not values or len(values) != len(self.runs) or len({v.shape for v in values}) != 1:
-            return None
-        return np.stack(values)
+        """The key's arrays of every seed, stacked (once per key); None when missing or of different shapes."""
+        if key not in self._stacked:
+            values = [run[key] for run in self.runs if key in run]
+            same = values and len(values) == len(self.runs) and len({v.shape for v in values}) == 1
+            self._stacked[key] = np.stack(values) if same else None
+        return self._stacked[key]
 
     def best_variant(self, key: str, layer: int | None) -> tuple[int, int]:
         """(variant > 0, layer) with the best median AUROC over seeds on the selection set; at `layer`, or over
