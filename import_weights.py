@@ -19,8 +19,9 @@ Writes into <workdir>/<traindata>/<model-name>/rnd<seed>/, every file atomically
   checkpoints/last.pt         the same weights, so train_classifier.py refuses to overwrite the run
   _done.json                  the flags, the sha256 and the epoch
 No train_log.csv is written: the weights come with no measured accuracy (stability.py then reports None).
-An existing run is kept unless --force, which also deletes its other checkpoints (epoch_*.pt, best.pt); the
-outputs of stages already run on it stay, so rerun those stages with --force too.
+The config is written first and _done.json last, so an import killed part-way is simply rerun. An existing run
+is kept unless --force, which also deletes its other checkpoints (epoch_*.pt, best.pt) and the done marks of the
+stages measured on it (utils.rundir.invalidate_measurements), so those stages recompute on the new weights.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ from models import build_model
 from models.weights import load_weights
 from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.errors import ToolkitError
-from utils.io import save_torch
-from utils.rundir import CHECKPOINT_FORMAT, RunDir, mark_done, write_config
+from utils.io import load_json, save_torch
+from utils.rundir import CHECKPOINT_FORMAT, DONE_FILE, RunDir, invalidate_measurements, mark_done, write_config
 
 IMPORTED_EPOCH = 1
 IMPORTED_RECIPE = {"name": "imported", "loss": "cross_entropy"}
@@ -59,13 +60,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def unfinished_import(run: RunDir, digest: str) -> bool:
+    """True when `run` is an import of the same file that was interrupted before its _done.json."""
+    if (run.root / DONE_FILE).is_file() or not run.config.is_file():
+        return False
+    return load_json(run.config).get("imported", {}).get("sha256") == digest
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     weights = Path(args.weights).resolve()
     if not weights.is_file():
         raise ToolkitError(f"no weights file {args.weights}; pass the path of a downloaded state dict to --weights")
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    if (run.config.is_file() or run.saved_epochs()) and not args.force:
+    digest = sha256_of(weights)
+    if not args.force and (run.config.is_file() or run.saved_epochs()) and not unfinished_import(run, digest):
         raise ToolkitError(f"{run.root} already holds a run; use another --seed or --workdir, or --force to replace it")
 
     test = build_dataset(args.traindata, "test", args.data_root)
@@ -76,22 +85,22 @@ def main(argv=None) -> int:
                         image_size=height)
     load_weights(model, weights)
     if args.force:  # a replaced run's other epochs would otherwise stay "the last epoch"
+        invalidate_measurements(run)
         for path in [*map(run.epoch_checkpoint, run.saved_epochs()), run.best]:
             path.unlink(missing_ok=True)
 
-    digest = sha256_of(weights)
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if args.normalization == "imagenet" else (test.mean, test.std)
     flags = {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
              "recipe": IMPORTED_RECIPE, "corruption": 0.0, "ptr": None, "num_classes": num_classes,
              "normalization": args.normalization, "weights": str(weights), "sha256": digest}
-    checkpoint = {"format": CHECKPOINT_FORMAT, "epoch": IMPORTED_EPOCH, "model": model.state_dict()}
-    save_torch(run.epoch_checkpoint(IMPORTED_EPOCH), checkpoint)
-    save_torch(run.last, checkpoint)
     write_config(run, "cpu", flags=flags, argv=vars(args),
                  model={"name": args.model_name, "outputs": num_classes, "num_classes": num_classes,
                         "in_channels": channels, "image_size": height, "width": args.width},
                  data={"name": args.traindata, "mean": list(mean), "std": list(std)},
                  recipe=IMPORTED_RECIPE, imported={"weights": str(weights), "sha256": digest})
+    checkpoint = {"format": CHECKPOINT_FORMAT, "epoch": IMPORTED_EPOCH, "model": model.state_dict()}
+    save_torch(run.epoch_checkpoint(IMPORTED_EPOCH), checkpoint)
+    save_torch(run.last, checkpoint)
     mark_done(run.root, flags, sha256=digest, epochs=IMPORTED_EPOCH)
     print(f"{run.root}: imported {weights.name} (sha256 {digest[:12]}...) as epoch {IMPORTED_EPOCH} of "
           f"{args.model_name}, {num_classes} classes")

@@ -427,7 +427,7 @@ def main(argv=None) -> int:
         spectra[f"weight_{layer_key(j)}"] = eigenvalues
         spectra[f"weight_single_{layer_key(j)}"] = al.weight_spectrum(rows(aligned[0]))[0]
         spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
-        covariances.append(covariance)
+        covariances.append((covariance, (eigenvalues, eigenvectors)))
         if j < L - 1:
             gauss.append(gaussianity(aligned, eigenvalues, eigenvectors, args.ks_ranks))
         if j > 0:
@@ -442,8 +442,9 @@ def main(argv=None) -> int:
     trained = [accuracy(net, data) for net in nets]
     mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / len(nets)
     sample_generator = make_generator(device, args.seed)
-    draws = [al.sample_rainbow_weights(covariances[j], args.num_samples * nets[0].layers[j].weight.shape[0],
-                                       sample_generator).chunk(args.num_samples) for j in range(L - 1)]
+    draws = [al.sample_rainbow_weights(covariances[j][0], args.num_samples * nets[0].layers[j].weight.shape[0],
+                                       sample_generator, spectrum=covariances[j][1]).chunk(args.num_samples)
+             for j in range(L - 1)]
     samples = np.array([rainbow_accuracies(nets, aligners, [d[k] for d in draws], mean_classifier, data)
                         for k in tqdm(range(args.num_samples), desc="rainbow nets", unit="net", disable=None,
                                       leave=False)])

@@ -24,7 +24,7 @@ from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
-from utils.rundir import RunDir, is_done, jsonable, mark_done, write_config
+from utils.rundir import RunDir, clear_done, invalidate_measurements, is_done, jsonable, mark_done, write_config
 
 
 def parse_args(argv=None):
@@ -101,6 +101,9 @@ def main(argv=None) -> int:
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
                       speed=Speed(bf16=args.bf16, channels_last=args.channels_last))
     resume_from(trainer, run, args, flags)
+    if args.force:
+        invalidate_measurements(run)  # measurements of the replaced network are stale
+    clear_done(run.root)  # a continued or restarted run is not finished until it ends
 
     mean, std = normalization_for(recipe.normalization, args.traindata)
     write_config(run, device, flags=flags, argv=vars(args),

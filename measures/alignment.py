@@ -501,7 +501,8 @@ def random_basis(dim: int, generator: torch.Generator | None = None,
 
 
 def sample_rainbow_weights(cov: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                           method: str = "gaussian") -> torch.Tensor:
+                           method: str = "gaussian",
+                           spectrum: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Draw a rainbow layer's weight, n rows with covariance C (seed002 §5.4 a).
 
     Scale decision (pitfall §8): C is the weight covariance W^T W / N of weight_covariance, and rows are drawn
@@ -520,11 +521,12 @@ def sample_rainbow_weights(cov: torch.Tensor, n: int, generator: torch.Generator
       n: number of rows (output channels) of the new layer.
       generator: torch.Generator for the draw (None: the global RNG), on cov's device.
       method: "gaussian" or "orthogonal".
+      spectrum: principal_components(cov) when the caller already has it (a D x D eigh is the costly part).
 
     Returns:
       (n, D) float64 weight on cov's device (reshape to (n, D, 1, 1) for a 1x1 conv).
     """
-    eigenvalues, eigenvectors = principal_components(cov)
+    eigenvalues, eigenvectors = principal_components(cov) if spectrum is None else spectrum
     eigenvalues = eigenvalues.clamp(min=0.0)
     if method == "gaussian":
         root = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T

@@ -321,6 +321,8 @@ def test_gaussian_rainbow_weights_have_covariance_c_and_the_right_scale():
     assert torch.equal(sample_rainbow_weights(C, 5, generator=rng(1)), sample_rainbow_weights(C, 5, generator=rng(1)))
     assert not torch.equal(sample_rainbow_weights(C, 5, generator=rng(1)),
                            sample_rainbow_weights(C, 5, generator=rng(2)))
+    given = sample_rainbow_weights(C, 5, generator=rng(1), spectrum=principal_components(C))
+    assert torch.equal(given, sample_rainbow_weights(C, 5, generator=rng(1)))  # a precomputed spectrum: same draw
 
 
 def test_orthogonal_rainbow_weights_match_c_exactly_when_n_covers_the_rank():

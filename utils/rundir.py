@@ -130,11 +130,31 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
 
 
 def skip_if_done(stage_dir: str | Path, flags: dict, force: bool) -> bool:
-    """Print one line and return True when the stage already ran with these flags (and no --force)."""
+    """Print one line and return True when the stage already ran with these flags (and no --force).
+
+    Otherwise the stage is about to be (re)done: its old `_done.json` is removed first, so that a rerun killed
+    part-way, with some files new and some old, is never taken for finished.
+    """
     if is_done(stage_dir, flags) and not force:
         print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
         return True
+    clear_done(stage_dir)
     return False
+
+
+def clear_done(stage_dir: str | Path) -> None:
+    """Remove a stage's `_done.json`, if any, before its files are rewritten."""
+    (Path(stage_dir) / DONE_FILE).unlink(missing_ok=True)
+
+
+def invalidate_measurements(run: RunDir) -> None:
+    """Remove the done marks of the run and of every stage measured on it, including the group stages that
+    combine its seeds: its network is being replaced (--force), so each of them must be recomputed."""
+    groups = [p for p in run.group.iterdir() if p.is_dir() and not re.fullmatch(r"rnd\d+", p.name)] \
+        if run.group.is_dir() else []
+    for folder in [run.root, *groups]:
+        for marker in folder.rglob(DONE_FILE):
+            marker.unlink(missing_ok=True)
 
 
 def recorded_flags(args) -> dict:
