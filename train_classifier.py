@@ -45,6 +45,9 @@ def parse_args(argv=None):
                         help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last memory layout for the convolutions (faster on recent GPUs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the forward passes (pays off on GPUs over many epochs; the first "
+                             "batches compile for a minute); an execution choice like --device, not a run flag")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt if it exists")
     parser.add_argument("--start_epoch", type=int, default=None,
                         help="with --resume: restart from checkpoints/epoch_XXXX.pt of this epoch instead")
@@ -99,7 +102,7 @@ def main(argv=None) -> int:
                         image_size=height).to(device)
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
-                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last))
+                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile))
     resume_from(trainer, run, args, flags)
     if args.force:
         invalidate_measurements(run)  # measurements of the replaced network are stale

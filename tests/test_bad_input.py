@@ -5,14 +5,20 @@ as a real subprocess to check that no traceback reaches the user.
 """
 import importlib
 import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import stability
 import train_classifier
 from utils.cli import run_main
+from utils.io import load_torch, save_npz
 from utils.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +27,10 @@ RUN = ["--model-name", "lenet", "--traindata", "digits", "--device", "cpu"]
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """One trained run (lenet, 1 epoch) and an empty foreign folder."""
+    """One trained run (lenet, 1 epoch) with its stability stage."""
     workdir = tmp_path_factory.mktemp("bad")
     train_classifier.main([*RUN, "--epochs", "1", "--width", "0.25", "--no-progress", "--workdir", str(workdir)])
+    stability.main([*RUN, "--workdir", str(workdir), "--P", "20"])
     return workdir
 
 
@@ -33,10 +40,43 @@ def write(path: Path, text: str | bytes) -> str:
     return str(path)
 
 
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:99])
+
+
+class RunsCode:
+    """A pickle that would create `marker` when loaded without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def code_running_checkpoint(tmp: Path) -> str:
+    path = tmp / "evil.pt"
+    with path.open("wb") as handle:
+        pickle.dump({"model": RunsCode(tmp / "code_ran")}, handle, protocol=2)
+    return str(path)
+
+
+def damaged_stage(tmp: Path, workdir: Path, name: str, damage) -> str:
+    """A copy of the workdir whose stability folder went through `damage(folder)`."""
+    copy = tmp / name
+    shutil.copytree(workdir, copy)
+    damage(RunDir.of(copy, "digits", "lenet", 0).stage("stability/trained"))
+    return str(copy)
+
+
 def case_files(tmp: Path, workdir: Path) -> dict[str, str]:
     """Foreign or broken files the cases refer to."""
     run = RunDir.of(workdir, "digits", "lenet", 0)
     return {
+        "evil": code_running_checkpoint(tmp),
+        "npz_keys": damaged_stage(tmp, workdir, "keys", lambda out: save_npz(out / "stability.npz", nodes=[1], x=[2])),
+        "npz_cut": damaged_stage(tmp, workdir, "cut", lambda out: truncate(out / "stability.npz")),
+        "unmeasured": damaged_stage(tmp, workdir, "unmeasured", shutil.rmtree),
         "truncated": write(tmp / "cut.pt", run.epoch_checkpoint(0).read_bytes()[:200]),
         "foreign": str(run.epoch_checkpoint(0)),  # a lenet checkpoint given to resnet20
         "bad_sets": write(tmp / "sets.json", json.dumps({"0": [1, 2]})),
@@ -68,8 +108,10 @@ CASES = [
     ("decompose", ["validate", "--model-name", "resnet20", "--weights", "{foreign}"], "does not fit"),
     ("decompose", ["essential"], "run `python decompose.py indices`"),
     ("decompose", ["indices", "--layer", "nolayer"], "--layer 'nolayer'"),
-    ("extractor", [], "holds no measurement yet"),
+    ("extractor", ["--workdir", "{unmeasured}"], "holds no measurement yet"),
     ("extractor", ["--seed", "4"], "no trained run"),
+    ("extractor", ["--workdir", "{npz_keys}"], "lacks the arrays"),
+    ("extractor", ["--workdir", "{npz_cut}"], "truncated or not an .npz"),
     ("averaging", ["--workdir", "{tmp}/empty_workdir_missing"], "does not exist"),
     ("averaging", [], "no run under"),
     ("averaging", ["--seeds", "7"], "for seeds [7]"),
@@ -86,6 +128,8 @@ CASES = [
     ("rainbow", [], "at least 2 seeds"),
     ("import_weights", ["--weights", "{tmp}/missing.pt"], "no weights file"),
     ("import_weights", ["--weights", "{foreign}"], "does not fit"),
+    ("import_weights", ["--weights", "{evil}"], "not a readable checkpoint"),
+    ("decompose", ["validate", "--model-name", "resnet20", "--weights", "{evil}"], "not a readable checkpoint"),
 ]
 
 
@@ -107,6 +151,20 @@ def test_bad_input(script, argv, message, workdir, tmp_path, capsys):
     assert exit_info.value.code == 2, err
     assert len(err.splitlines()) == 1, err
     assert message in err, err
+    assert not (tmp_path / "code_ran").exists()  # a checkpoint's pickle never runs code
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    argv = [*RUN, "--epochs", "3", "--lr", "1e12", "--no-progress", "--workdir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(train_classifier.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "in epoch 1" in err and "is kept" in err
+    run = RunDir.of(tmp_path, "digits", "lenet", 0)
+    assert run.saved_epochs() == [0] and not (run.root / "_done.json").exists()
+    assert str(run.epoch_checkpoint(0)) in err  # the message names a checkpoint that exists
+    weights = load_torch(run.epoch_checkpoint(0))["model"]
+    assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
 
 
 def test_table_has_at_least_25_cases():

@@ -58,7 +58,7 @@ def test_load_torch_refuses_code_and_truncation(tmp_path):
     assert torch.equal(load_torch(good)["w"], torch.ones(2))
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as handle:
-        pickle.dump({"w": _RunsCode()}, handle)
+        pickle.dump({"w": _RunsCode()}, handle, protocol=2)
     with pytest.raises(ToolkitError, match="not a readable checkpoint"):
         load_torch(evil)
     good.write_bytes(good.read_bytes()[:30])

@@ -6,8 +6,10 @@ permutation and the batch to continue from. The learning rate is a closed-form f
 (training/schedule.py), so there is no scheduler state to restore.
 
 Speed options (`Speed`): bf16 autocast of the forward pass and the loss (weights, gradients and optimiser state
-stay float32) and channels_last memory layout for convolutions; both off by default, and both part of a run's
-flags, so a run never resumes with another setting.
+stay float32) and channels_last memory layout for convolutions, both part of a run's flags, so a run never
+resumes with another setting; and `compile`, torch.compile of the forward passes, which like the device is an
+execution choice outside the flags (checkpoints hold the plain module's state dict either way). All off by
+default.
 """
 from __future__ import annotations
 
@@ -35,13 +37,18 @@ LOG_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds")
 
 @dataclass(frozen=True)
 class Speed:
-    """How the forward passes run: `bf16` autocast and the `channels_last` layout (module docstring)."""
+    """How the forward passes run: `bf16` autocast, the `channels_last` layout, `compile` (module docstring)."""
 
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def forward(self, model: nn.Module) -> nn.Module:
+        """The callable that runs `model`: itself, or its torch.compile wrapper sharing the same parameters."""
+        return torch.compile(model) if self.compile else model
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
@@ -130,6 +137,7 @@ class Trainer:
                  save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed()):
         self.speed = speed
         self.model = speed.prepare(model)
+        self.forward = speed.forward(self.model)
         self.data = data
         self.recipe = recipe
         self.run_dir = run
@@ -234,7 +242,7 @@ class Trainer:
             index = state.perm[batch * recipe.batchsize:(batch + 1) * recipe.batchsize]
             x, y = self.augment(data.train_x[index]), data.train_y[index]
             with self.speed.autocast(device):
-                output = self.model(self.speed.inputs(x))
+                output = self.forward(self.speed.inputs(x))
                 loss = classification_loss(output, y, recipe.loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -249,11 +257,12 @@ class Trainer:
                 return None
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
+            kept = self.run_dir.last if self.run_dir.last.is_file() else self.run_dir.epoch_checkpoint(state.epoch)
             raise ToolkitError(f"training loss became {train_loss} in epoch {state.epoch + 1}; the last good "
-                               f"checkpoint {self.run_dir.last} (epoch {state.epoch}) is kept; lower --lr")
+                               f"checkpoint {kept} (epoch {state.epoch}) is kept; lower --lr")
         state.epoch += 1
         state.batch, state.perm, state.partial = 0, None, {}
-        test_acc = evaluate(self.model, data, recipe, self.corruption_std, self.generator, self.speed)
+        test_acc = evaluate(self.forward, data, recipe, self.corruption_std, self.generator, self.speed)
         row = {"epoch": state.epoch, "lr": lr, "train_loss": train_loss, "train_acc": correct.item() / seen,
                "test_acc": test_acc, "seconds": time.perf_counter() - started}
         state.log.append(row)
