@@ -45,15 +45,20 @@ def parse_args(argv=None):
                         help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
     parser.add_argument("--channels-last", action="store_true",
                         help="channels_last memory layout for the convolutions (faster on recent GPUs)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the forward passes (pays off on GPUs over many epochs; the first "
-                             "batches compile for a minute); an execution choice like --device, not a run flag")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="torch.compile the forward passes with this backend (default inductor; it pays off "
+                             "on GPUs over many epochs, and the first batches compile for about a minute); an "
+                             "execution choice like --device, not a run flag")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt if it exists")
     parser.add_argument("--start_epoch", type=int, default=None,
                         help="with --resume: restart from checkpoints/epoch_XXXX.pt of this epoch instead")
     parser.add_argument("--force", action="store_true", help="retrain from scratch even if the run exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.compile and args.compile not in torch.compiler.list_backends(exclude_tags=()):
+        raise ToolkitError(f"unknown --compile backend {args.compile!r}; use inductor (the default), aot_eager "
+                           f"(tracing only) or see torch.compiler.list_backends()")
+    return args
 
 
 def run_flags(args, recipe) -> dict:
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
                         image_size=height).to(device)
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
-                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile))
+                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""))
     resume_from(trainer, run, args, flags)
     if args.force:
         invalidate_measurements(run)  # measurements of the replaced network are stale

@@ -97,6 +97,7 @@ CASES = [
     ("train_classifier", ["--resume", "--start_epoch", "9", "--workdir", "{tmp}/w"], "--start_epoch 9"),
     ("train_classifier", ["--workdir", "/proc/forbidden"], "cannot write"),
     ("train_classifier", ["--recipe", "sgd9000"], "invalid choice"),
+    ("train_classifier", ["--compile", "nope"], "unknown --compile backend 'nope'"),
     ("train_classifier", ["--epochs", "2", "--lr", "1e12", "--workdir", "{tmp}/nan"], "loss became"),
     ("train_classifier", ["--epochs", "1", "--workdir", "{workdir}"], "already holds a run"),
     ("decompose", ["validate", "--seed", "5"], "no trained run"),

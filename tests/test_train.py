@@ -66,6 +66,16 @@ def test_bf16_and_channels_last_train_as_well_and_are_part_of_the_run(reference,
     assert result.returncode == 2 and "bf16" in result.stderr
 
 
+def test_compiled_training_matches_eager_and_is_no_run_flag(reference, tmp_path):
+    """--compile aot_eager traces the same graphs torch.compile's default inductor backend compiles, in seconds."""
+    train(tmp_path, "--epochs", "4", "--compile", "aot_eager")
+    compiled, eager = final_weights(tmp_path, 4), final_weights(reference, 4)
+    assert compiled.keys() == eager.keys()
+    for key in eager:
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    assert "nothing to do" in train(tmp_path, "--epochs", "4").stdout  # the same run, compiled or not
+
+
 def test_second_call_does_nothing(reference):
     result = train(reference, "--epochs", "4")
     assert "nothing to do" in result.stdout

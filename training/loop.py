@@ -41,14 +41,14 @@ class Speed:
 
     bf16: bool = False
     channels_last: bool = False
-    compile: bool = False
+    compile: str = ""  # a torch.compile backend ("inductor", "aot_eager", ...); "" runs the module as it is
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def forward(self, model: nn.Module) -> nn.Module:
         """The callable that runs `model`: itself, or its torch.compile wrapper sharing the same parameters."""
-        return torch.compile(model) if self.compile else model
+        return torch.compile(model, backend=self.compile) if self.compile else model
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
