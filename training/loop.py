@@ -241,12 +241,7 @@ class Trainer:
                 group["lr"] = lr
             index = state.perm[batch * recipe.batchsize:(batch + 1) * recipe.batchsize]
             x, y = self.augment(data.train_x[index]), data.train_y[index]
-            with self.speed.autocast(device):
-                output = self.forward(self.speed.inputs(x))
-                loss = classification_loss(output, y, recipe.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            output, loss = self.step(x, y)
             loss_sum += loss.detach().double() * len(y)
             correct += (predictions(output.detach(), recipe.loss) == y).sum()
             seen += len(y)
@@ -274,6 +269,16 @@ class Trainer:
         self.save_last()
         self.write_log()
         return row
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch at the current learning rate; returns the output and the loss."""
+        with self.speed.autocast(x.device):
+            output = self.forward(self.speed.inputs(x))
+            loss = classification_loss(output, y, self.recipe.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return output, loss
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel-space crop + flip, normalisation, then erasing and corruption (seed000 §4 order)."""
