@@ -423,8 +423,11 @@ def main(argv=None) -> int:
     for j in range(L):
         aligned = aligned_weights(nets, aligners, j)
         covariance = al.weight_covariance(aligned)
-        eigenvalues, eigenvectors = al.principal_components(covariance)
-        spectra[f"weight_{layer_key(j)}"] = eigenvalues
+        # thin: r = min(M N, D) directions, through an SVD of the M N stacked rows when M N < D (an MLP's first
+        # layer: D = 3072); C is zero on the rest, so its spectrum is padded with zeros to length D
+        eigenvalues, eigenvectors = al.weight_spectrum(aligned)
+        spectra[f"weight_{layer_key(j)}"] = torch.cat([eigenvalues, eigenvalues.new_zeros(len(covariance)
+                                                                                          - len(eigenvalues))])
         spectra[f"weight_single_{layer_key(j)}"] = al.weight_spectrum(rows(aligned[0]))[0]
         spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
         covariances.append((covariance, (eigenvalues, eigenvectors)))
@@ -433,8 +436,11 @@ def main(argv=None) -> int:
         if j > 0:
             activation_values, activation_vectors = al.principal_components(mean_cov[j - 1].cross)
             spectra[f"activation_{layer_key(j)}"] = activation_values
-            weight_basis = eigenvectors if aligned[0].dim() == 2 else al.principal_components(
-                channel_covariance(aligned))[1]
+            if aligned[0].dim() > 2:
+                weight_basis = al.principal_components(channel_covariance(aligned))[1]
+            else:  # clipping needs a complete basis of the D inputs
+                weight_basis = eigenvectors if eigenvectors.shape[1] == len(covariance) else \
+                    al.principal_components(covariance)[1]
             bases[j] = {"weight": weight_basis, "activation": activation_vectors,
                         "random": al.random_basis(int(dims[j]), random_generator, device)}
     save_npz(out / "spectra.npz", **spectra)

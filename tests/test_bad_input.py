@@ -61,12 +61,22 @@ def code_running_checkpoint(tmp: Path) -> str:
     return str(path)
 
 
-def damaged_stage(tmp: Path, workdir: Path, name: str, damage) -> str:
-    """A copy of the workdir whose stability folder went through `damage(folder)`."""
+def damaged_copy(tmp: Path, workdir: Path, name: str, damage) -> str:
+    """A copy of the workdir whose run went through `damage(run)`."""
     copy = tmp / name
     shutil.copytree(workdir, copy)
-    damage(RunDir.of(copy, "digits", "lenet", 0).stage("stability/trained"))
+    damage(RunDir.of(copy, "digits", "lenet", 0))
     return str(copy)
+
+
+def stability_file(run: RunDir) -> Path:
+    return run.stage("stability/trained") / "stability.npz"
+
+
+def drop_model_outputs(run: RunDir) -> None:
+    config = json.loads(run.config.read_text())
+    del config["model"]["outputs"]
+    run.config.write_text(json.dumps(config))
 
 
 def case_files(tmp: Path, workdir: Path) -> dict[str, str]:
@@ -74,9 +84,10 @@ def case_files(tmp: Path, workdir: Path) -> dict[str, str]:
     run = RunDir.of(workdir, "digits", "lenet", 0)
     return {
         "evil": code_running_checkpoint(tmp),
-        "npz_keys": damaged_stage(tmp, workdir, "keys", lambda out: save_npz(out / "stability.npz", nodes=[1], x=[2])),
-        "npz_cut": damaged_stage(tmp, workdir, "cut", lambda out: truncate(out / "stability.npz")),
-        "unmeasured": damaged_stage(tmp, workdir, "unmeasured", shutil.rmtree),
+        "npz_keys": damaged_copy(tmp, workdir, "keys", lambda run: save_npz(stability_file(run), nodes=[1], x=[2])),
+        "npz_cut": damaged_copy(tmp, workdir, "cut", lambda run: truncate(stability_file(run))),
+        "unmeasured": damaged_copy(tmp, workdir, "unmeasured", lambda run: shutil.rmtree(run.stage("stability"))),
+        "foreign_config": damaged_copy(tmp, workdir, "config", drop_model_outputs),
         "truncated": write(tmp / "cut.pt", run.epoch_checkpoint(0).read_bytes()[:200]),
         "foreign": str(run.epoch_checkpoint(0)),  # a lenet checkpoint given to resnet20
         "bad_sets": write(tmp / "sets.json", json.dumps({"0": [1, 2]})),
@@ -113,6 +124,7 @@ CASES = [
     ("extractor", ["--seed", "4"], "no trained run"),
     ("extractor", ["--workdir", "{npz_keys}"], "lacks the arrays"),
     ("extractor", ["--workdir", "{npz_cut}"], "truncated or not an .npz"),
+    ("stability", ["--workdir", "{foreign_config}", "--force"], "section 'model' lacks ['outputs']"),
     ("averaging", ["--workdir", "{tmp}/empty_workdir_missing"], "does not exist"),
     ("averaging", [], "no run under"),
     ("averaging", ["--seeds", "7"], "for seeds [7]"),
@@ -125,6 +137,8 @@ CASES = [
     ("features", ["--start_epoch", "7"], "pick --start_epoch"),
     ("kernels", [], "analyzing.py has not finished"),
     ("stability", ["--P", "100000"], "lower --P"),
+    ("stability", ["--P", "0"], "--P must be >= 1"),
+    ("stability", ["--seed", "9"], "no trained run"),
     ("stability", ["--init", "--shuffle_channels"], "one at a time"),
     ("rainbow", [], "at least 2 seeds"),
     ("import_weights", ["--weights", "{tmp}/missing.pt"], "no weights file"),

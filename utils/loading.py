@@ -8,7 +8,11 @@ from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import CHECKPOINT_FORMAT, RunDir
 
-CONFIG_KEYS = ("model", "data", "recipe")
+CONFIG_SECTIONS = {  # the keys the stages read from each section of config.json (utils.rundir.write_config)
+    "model": ("name", "outputs", "num_classes", "in_channels", "image_size", "width"),
+    "data": ("name", "mean", "std"),
+    "recipe": ("name", "loss"),
+}
 
 
 def load_config(run: RunDir) -> dict:
@@ -17,7 +21,14 @@ def load_config(run: RunDir) -> dict:
         raise ToolkitError(f"no trained run at {run.root}; train it first with "
                            f"`python train_classifier.py --model-name {run.root.parent.name} "
                            f"--traindata {run.root.parent.parent.name} --seed {run.root.name[3:]}`")
-    return load_json(run.config, required=CONFIG_KEYS)
+    config = load_json(run.config, required=CONFIG_SECTIONS)
+    for section, keys in CONFIG_SECTIONS.items():
+        found = config[section]
+        missing = [key for key in keys if key not in found] if isinstance(found, dict) else list(keys)
+        if missing:
+            raise ToolkitError(f"{run.config}: section {section!r} lacks {missing}; it was not written by this "
+                               "toolkit (train the run again, or recreate it with import_weights.py)")
+    return config
 
 
 def checkpoint_path(run: RunDir, epoch: int | None = None, best: bool = False):
