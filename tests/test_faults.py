@@ -111,8 +111,8 @@ def snapshot(folder: Path) -> dict:
             files[name] = dict(_tensors(load_torch(path)))
         elif path.suffix == ".json":
             files[name] = _without_volatile(load_json(path))
-        elif path.suffix in (".csv", ".md"):
-            files[name] = path.read_text()
+        elif path.suffix in (".csv", ".md"):  # report.md's "Generated <date> <time> from ..." line aside
+            files[name] = [line for line in path.read_text().splitlines() if not line.startswith("Generated ")]
         else:
             files[name] = None
     return files
