@@ -167,6 +167,8 @@ def test_bad_input(script, argv, message, workdir, tmp_path, capsys):
     assert len(err.splitlines()) == 1, err
     assert message in err, err
     assert not (tmp_path / "code_ran").exists()  # a checkpoint's pickle never runs code
+    finished = RunDir.of(workdir, "digits", "lenet", 0).stage("stability/trained") / "_done.json"
+    assert finished.is_file()  # bad input never costs a finished stage its done mark (e.g. stability --P 100000)
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):

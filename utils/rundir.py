@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from utils.errors import ToolkitError
-from utils.io import load_json, save_json
+from utils.io import before_first_write, load_json, save_json
 
 DONE_FILE = "_done.json"
 CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
@@ -132,13 +132,14 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
 def skip_if_done(stage_dir: str | Path, flags: dict, force: bool) -> bool:
     """Print one line and return True when the stage already ran with these flags (and no --force).
 
-    Otherwise the stage is about to be (re)done: its old `_done.json` is removed first, so that a rerun killed
-    part-way, with some files new and some old, is never taken for finished.
+    Otherwise the stage is about to be (re)done: its old `_done.json` goes just before the stage's first file is
+    written, so that a rerun killed part-way, with some files new and some old, is never taken for finished,
+    while a rerun stopped by bad input before it writes anything leaves the finished stage as it was.
     """
     if is_done(stage_dir, flags) and not force:
         print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
         return True
-    clear_done(stage_dir)
+    before_first_write(stage_dir, lambda: clear_done(stage_dir))
     return False
 
 
