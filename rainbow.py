@@ -418,19 +418,19 @@ def main(argv=None) -> int:
              unexplained_variance=np.array([[0.0] * (args.num_iters + 1)]
                                            + [[float(v) for v in a.unexplained_variance] for a in aligners[1:]]))
 
-    spectra, covariances, gauss, bases = {}, [], [], {}
+    spectra, weight_spectra, gauss, bases = {}, [], [], {}
     random_generator = make_generator(device, args.seed + 1)
     for j in range(L):
         aligned = aligned_weights(nets, aligners, j)
-        covariance = al.weight_covariance(aligned)
-        # thin: r = min(M N, D) directions, through an SVD of the M N stacked rows when M N < D (an MLP's first
-        # layer: D = 3072); C is zero on the rest, so its spectrum is padded with zeros to length D
+        # thin: r = min(M N, D) directions of C_j, through an SVD of the M N stacked rows when M N < D (an MLP's
+        # first layer: D = 3072), with no D x D matrix; C_j is zero on the rest, so its spectrum is padded with
+        # zeros to length D
         eigenvalues, eigenvectors = al.weight_spectrum(aligned)
-        spectra[f"weight_{layer_key(j)}"] = torch.cat([eigenvalues, eigenvalues.new_zeros(len(covariance)
-                                                                                          - len(eigenvalues))])
+        dim, rank = eigenvectors.shape
+        spectra[f"weight_{layer_key(j)}"] = torch.cat([eigenvalues, eigenvalues.new_zeros(dim - rank)])
         spectra[f"weight_single_{layer_key(j)}"] = al.weight_spectrum(rows(aligned[0]))[0]
         spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
-        covariances.append((covariance, (eigenvalues, eigenvectors)))
+        weight_spectra.append((eigenvalues, eigenvectors))
         if j < L - 1:
             gauss.append(gaussianity(aligned, eigenvalues, eigenvectors, args.ks_ranks))
         if j > 0:
@@ -439,8 +439,8 @@ def main(argv=None) -> int:
             if aligned[0].dim() > 2:
                 weight_basis = al.principal_components(channel_covariance(aligned))[1]
             else:  # clipping needs a complete basis of the D inputs
-                weight_basis = eigenvectors if eigenvectors.shape[1] == len(covariance) else \
-                    al.principal_components(covariance)[1]
+                weight_basis = eigenvectors if rank == dim else \
+                    al.principal_components(al.weight_covariance(aligned))[1]
             bases[j] = {"weight": weight_basis, "activation": activation_vectors,
                         "random": al.random_basis(int(dims[j]), random_generator, device)}
     save_npz(out / "spectra.npz", **spectra)
@@ -448,9 +448,8 @@ def main(argv=None) -> int:
     trained = [accuracy(net, data) for net in nets]
     mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / len(nets)
     sample_generator = make_generator(device, args.seed)
-    draws = [al.sample_rainbow_weights(covariances[j][0], args.num_samples * nets[0].layers[j].weight.shape[0],
-                                       sample_generator, spectrum=covariances[j][1]).chunk(args.num_samples)
-             for j in range(L - 1)]
+    draws = [al.sample_from_spectrum(*weight_spectra[j], args.num_samples * nets[0].layers[j].weight.shape[0],
+                                     sample_generator).chunk(args.num_samples) for j in range(L - 1)]
     samples = np.array([rainbow_accuracies(nets, aligners, [d[k] for d in draws], mean_classifier, data)
                         for k in tqdm(range(args.num_samples), desc="rainbow nets", unit="net", disable=None,
                                       leave=False)])

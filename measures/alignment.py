@@ -37,7 +37,7 @@ __all__ = [
     "procrustes", "alignment_r2", "alignment_error", "MeanAlignment", "align_to_mean",
     "weight_to_reference", "weight_from_reference",
     "weight_covariance", "principal_components", "weight_spectrum", "whiten_weights",
-    "random_basis", "sample_rainbow_weights",
+    "random_basis", "sample_rainbow_weights", "sample_from_spectrum",
     "recompute_standardization", "rescale_cross_covariance",
     "clipping_projector", "clip_weight",
     "marchenko_pastur_edges", "marchenko_pastur_fraction", "excess_kurtosis",
@@ -501,8 +501,7 @@ def random_basis(dim: int, generator: torch.Generator | None = None,
 
 
 def sample_rainbow_weights(cov: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                           method: str = "gaussian",
-                           spectrum: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                           method: str = "gaussian") -> torch.Tensor:
     """Draw a rainbow layer's weight, n rows with covariance C (seed002 §5.4 a).
 
     Scale decision (pitfall §8): C is the weight covariance W^T W / N of weight_covariance, and rows are drawn
@@ -521,21 +520,28 @@ def sample_rainbow_weights(cov: torch.Tensor, n: int, generator: torch.Generator
       n: number of rows (output channels) of the new layer.
       generator: torch.Generator for the draw (None: the global RNG), on cov's device.
       method: "gaussian" or "orthogonal".
-      spectrum: principal_components(cov) when the caller already has it (a D x D eigh is the costly part).
 
     Returns:
       (n, D) float64 weight on cov's device (reshape to (n, D, 1, 1) for a 1x1 conv).
     """
-    eigenvalues, eigenvectors = principal_components(cov) if spectrum is None else spectrum
+    return sample_from_spectrum(*principal_components(cov), n, generator, method)
+
+
+def sample_from_spectrum(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, n: int,
+                         generator: torch.Generator | None = None, method: str = "gaussian") -> torch.Tensor:
+    """sample_rainbow_weights from C = V diag(lambda) V^T given as eigenvalues (r,) descending and eigenvectors
+    (D, r), r <= D: principal_components(C), or the thin weight_spectrum of the weights, which needs no D x D
+    matrix when there are fewer stacked rows than inputs."""
     eigenvalues = eigenvalues.clamp(min=0.0)
+    dim, device = eigenvectors.shape[0], eigenvectors.device
     if method == "gaussian":
         root = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T
-        noise = torch.randn((n, cov.shape[0]), generator=generator, dtype=torch.float64, device=cov.device)
+        noise = torch.randn((n, dim), generator=generator, dtype=torch.float64, device=device)
         return noise @ root
     if method == "orthogonal":
-        tolerance = eigenvalues[0] * cov.shape[0] * torch.finfo(torch.float64).eps
+        tolerance = eigenvalues[0] * dim * torch.finfo(torch.float64).eps
         rank = int((eigenvalues > tolerance).sum())
-        Q = _haar_partial_isometry(n, rank, generator, cov.device)
+        Q = _haar_partial_isometry(n, rank, generator, device)
         return math.sqrt(max(n, rank)) * (Q * eigenvalues[:rank].sqrt()) @ eigenvectors[:, :rank].T
     raise ValueError(f"unknown sampling method {method!r}; expected 'gaussian' or 'orthogonal'")
 

@@ -26,6 +26,7 @@ from measures.alignment import (
     random_basis,
     recompute_standardization,
     rescale_cross_covariance,
+    sample_from_spectrum,
     sample_rainbow_weights,
     weight_covariance,
     weight_from_reference,
@@ -321,7 +322,7 @@ def test_gaussian_rainbow_weights_have_covariance_c_and_the_right_scale():
     assert torch.equal(sample_rainbow_weights(C, 5, generator=rng(1)), sample_rainbow_weights(C, 5, generator=rng(1)))
     assert not torch.equal(sample_rainbow_weights(C, 5, generator=rng(1)),
                            sample_rainbow_weights(C, 5, generator=rng(2)))
-    given = sample_rainbow_weights(C, 5, generator=rng(1), spectrum=principal_components(C))
+    given = sample_from_spectrum(*principal_components(C), 5, generator=rng(1))
     assert torch.equal(given, sample_rainbow_weights(C, 5, generator=rng(1)))  # a precomputed spectrum: same draw
 
 
