@@ -12,23 +12,31 @@ import sys
 from pathlib import Path
 
 
-def kill_before_rename(target: int) -> None:
-    """Make the `target`-th rename of a utils.io temporary file kill the process instead."""
-    replace, count = os.replace, 0
+def renaming(replace, on_rename):
+    """`replace` (os.replace) calling `on_rename(count)` just before the count-th rename of a utils.io temporary
+    file; test_faults.py counts a stage's writes with it."""
+    count = 0
 
-    def killing_replace(src, dst, *args, **kwargs):
+    def wrapped(src, dst, *args, **kwargs):
         nonlocal count
         if Path(src).name.endswith(".tmp"):
             count += 1
-            if count == target:
-                os.kill(os.getpid(), signal.SIGKILL)
+            on_rename(count)
         return replace(src, dst, *args, **kwargs)
 
-    os.replace = killing_replace
+    return wrapped
+
+
+def kill_at(target: int):
+    """An on_rename that kills the process at the `target`-th rename."""
+    def on_rename(count: int) -> None:
+        if count == target:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return on_rename
 
 
 if __name__ == "__main__":
-    kill_before_rename(int(sys.argv[1]))
+    os.replace = renaming(os.replace, kill_at(int(sys.argv[1])))
     script = Path(sys.argv[2]).resolve()
     sys.argv = sys.argv[2:]
     sys.path.insert(0, str(script.parent))

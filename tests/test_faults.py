@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kill_at_write import renaming
 
 import decompose
 import train_classifier
@@ -85,16 +86,11 @@ def ensure(workdir: Path, name: str) -> None:
 
 def count_writes(monkeypatch, run) -> int:
     """Run `run()` counting the renames of utils.io's temporary files."""
-    replace, renames = os.replace, []
-
-    def counting_replace(src, dst, *args, **kwargs):
-        renames.append(Path(src).name.endswith(".tmp"))
-        return replace(src, dst, *args, **kwargs)
-
+    counts = []
     with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", counting_replace)
+        patch.setattr(os, "replace", renaming(os.replace, counts.append))
         assert run() == 0
-    return sum(renames)
+    return len(counts)
 
 
 def snapshot(folder: Path) -> dict:
