@@ -114,8 +114,13 @@ def report_dir(workdir: str | Path) -> Path:
 def seed_dirs(workdir: str | Path, dataset: str, model: str) -> list[RunDir]:
     """Every rnd<seed> run of one (dataset, model), ordered by seed."""
     group = Path(workdir) / safe_name(dataset) / safe_name(model)
-    runs = [p for p in group.glob("rnd*") if re.fullmatch(r"rnd\d+", p.name) and p.is_dir()]
+    runs = [p for p in group.glob("rnd*") if _is_run_folder(p)]
     return [RunDir(p) for p in sorted(runs, key=lambda p: int(p.name[3:]))]
+
+
+def _is_run_folder(path: Path) -> bool:
+    """True for a rnd<seed> run folder (the others under a (dataset, model) folder are group stages)."""
+    return path.is_dir() and re.fullmatch(r"rnd\d+", path.name) is not None
 
 
 def is_done(stage_dir: str | Path, flags: dict) -> bool:
@@ -151,8 +156,7 @@ def clear_done(stage_dir: str | Path) -> None:
 def invalidate_measurements(run: RunDir) -> None:
     """Remove the done marks of the run and of every stage measured on it, including the group stages that
     combine its seeds: its network is being replaced (--force), so each of them must be recomputed."""
-    groups = [p for p in run.group.iterdir() if p.is_dir() and not re.fullmatch(r"rnd\d+", p.name)] \
-        if run.group.is_dir() else []
+    groups = [p for p in run.group.iterdir() if p.is_dir() and not _is_run_folder(p)] if run.group.is_dir() else []
     for folder in [run.root, *groups]:
         for marker in folder.rglob(DONE_FILE):
             marker.unlink(missing_ok=True)
