@@ -7,13 +7,34 @@ process: ratio = reference time / toolkit time (> 1 means the toolkit is faster)
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from utils.io import atomic_write
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = "# Benchmark results\n\nratio = reference time / toolkit time (> 1: the toolkit is faster).\n"
+
+
+def machine(device: torch.device) -> str:
+    """The device, its thread count on CPU, and the torch version, for a RESULTS.md section title."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def append_results(section: str) -> None:
+    """Append a dated section to benchmarks/RESULTS.md, atomically."""
+    old = RESULTS.read_text() if RESULTS.is_file() else HEADER
+    atomic_write(RESULTS, lambda handle: handle.write((old + section).encode()))
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -16,20 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
+from benchmarks.common import append_results, machine  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-HEADER = "# Benchmark results\n\nratio = reference time / toolkit time (> 1: the toolkit is faster).\n"
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def main() -> int:
@@ -50,8 +38,7 @@ def main() -> int:
     if not args.no_write:
         section = (f"\n## {time.strftime('%Y-%m-%d')} - {machine(device)} - size {args.size}\n\n```\n"
                    + "\n".join(lines) + "\n```\n")
-        old = RESULTS.read_text() if RESULTS.is_file() else HEADER
-        atomic_write(RESULTS, lambda handle: handle.write((old + section).encode()))
+        append_results(section)
     return 0
 
 

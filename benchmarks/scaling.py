@@ -11,7 +11,6 @@ of resnet18 that captures its 18 analysis layers and one training step (batch 12
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,16 @@ import torch  # noqa: E402
 
 from benchmarks.bench_kernels import layer_features  # noqa: E402
 from benchmarks.bench_mahalanobis import batches, class_features, streaming  # noqa: E402
-from benchmarks.common import best_time  # noqa: E402
+from benchmarks.bench_training import toolkit_trainer  # noqa: E402
+from benchmarks.common import append_results, best_time, machine  # noqa: E402
 from measures.similarity import cka_spectrum, gram_factor  # noqa: E402
 from measures.stability import diffeo, temperature_for_displacement  # noqa: E402
 from models import build_model  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
-from utils.io import atomic_write  # noqa: E402
 from utils.taps import LayerTaps  # noqa: E402
 
 SAMPLES = (500, 1000, 2000, 4000, 8000)
 WIDTHS = (0.25, 0.5, 1.0)
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
 def by_samples(device: torch.device) -> dict[str, list[float]]:
@@ -69,13 +67,11 @@ def by_width(device: torch.device) -> dict[str, list[float]]:
             with torch.no_grad(), LayerTaps(layers):
                 model.eval()(x)
 
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        trainer, _ = toolkit_trainer("resnet18", x[:128], y, {"width": width, "batch": 128}, device)
 
-        def step(model=model, optimizer=optimizer):
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x[:128]), y).backward()
-            optimizer.step()
+        def step(trainer=trainer):
+            trainer.model.train()
+            trainer.step(x[:128], y)
 
         rows["resnet18 capture pass, 18 layers, batch 256"].append(best_time(capture, device))
         rows["resnet18 training step, batch 128"].append(best_time(step, device))
@@ -94,15 +90,12 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print only, do not update RESULTS.md")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
-    text = (f"\n## {time.strftime('%Y-%m-%d')} - scaling - {machine}, torch {torch.__version__}\n\n"
+    text = (f"\n## {time.strftime('%Y-%m-%d')} - scaling - {machine(device)}\n\n"
             + table("samples n", SAMPLES, by_samples(device)) + "\n\n"
             + table("width", WIDTHS, by_width(device)) + "\n")
     print(text)
     if not args.no_write:
-        old = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-        atomic_write(RESULTS, lambda handle: handle.write((old + text).encode()))
+        append_results(text)
     return 0
 
 
