@@ -302,11 +302,7 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
                     group_cmds.append(Command(stage.name, argv, group / stage.done,
                                               group / "logs" / f"{stage.name}.log"))
                 if group_stages and extract:  # extraction reads the group stages' outputs too
-                    for seed in part.seeds:
-                        run = RunDir.of(args.workdir, dataset, model, seed)
-                        argv = ["extractor.py", "--model-name", model, "--traindata", dataset, "--seed", str(seed),
-                                *common]
-                        group_cmds.append(Command("extract", argv, run.extract, run.root / "logs" / "extract.log"))
+                    group_cmds += [_extract_command(args, dataset, model, seed, common) for seed in part.seeds]
     final = []
     if wanted is None or "average" in wanted:
         seeds = sorted({seed for part in parts for seed in part.seeds})
@@ -319,7 +315,7 @@ def _chain(args, part: GridPart, stages: list[Stage], dataset: str, model: str, 
            common: list[str], wanted: set[str] | None, extract: bool) -> Chain:
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
     run = RunDir.of(args.workdir, dataset, model, seed)
-    ident = ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
+    ident = _run_identity(dataset, model, seed, common)
     chain = Chain(f"{dataset}/{model}/rnd{seed}", run.root / "logs" / ".lock")
     if wanted is None or "train" in wanted:
         train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
@@ -331,9 +327,19 @@ def _chain(args, part: GridPart, stages: list[Stage], dataset: str, model: str, 
         argv = [stage.script, *stage.subcommand, *ident, "--data-root", args.data_root, *getattr(stage, mode)]
         chain.commands.append(Command(stage.name, argv, run.root / stage.done, run.root / "logs" / f"{stage.name}.log"))
     if extract:
-        chain.commands.append(Command("extract", ["extractor.py", *ident], run.extract,
-                                      run.root / "logs" / "extract.log"))
+        chain.commands.append(_extract_command(args, dataset, model, seed, common))
     return chain
+
+
+def _run_identity(dataset: str, model: str, seed: int, common: list[str]) -> list[str]:
+    """The flags that name one run, plus the workdir and device."""
+    return ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
+
+
+def _extract_command(args, dataset: str, model: str, seed: int, common: list[str]) -> Command:
+    run = RunDir.of(args.workdir, dataset, model, seed)
+    return Command("extract", ["extractor.py", *_run_identity(dataset, model, seed, common)], run.extract,
+                   run.root / "logs" / "extract.log")
 
 
 def launch(chains: list[Chain], args) -> list[Chain]:
