@@ -62,7 +62,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from datasets import build_dataset, ood_sets, validation_ood
+from datasets import build_dataset, has_ood_sets, ood_sets, validation_ood
 from measures.ood import patch_energy, projection_energy
 from measures.similarity import gram_linear
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
@@ -167,10 +167,7 @@ def test_set_tag(network: Network) -> str:
 
 def defined_ood_sets(name: str) -> list[str]:
     """datasets.ood_sets(name) then datasets.validation_ood(name), or [] for a dataset with none defined."""
-    try:
-        return [*ood_sets(name), validation_ood(name)]
-    except ToolkitError:  # the registry defines OOD sets for digits and the seed000 sets only
-        return []
+    return [*ood_sets(name), validation_ood(name)] if has_ood_sets(name) else []
 
 
 def set_size(data, max_samples: int | None) -> int:

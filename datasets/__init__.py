@@ -5,7 +5,7 @@ datasets/augment.py and datasets/perturbations.py for what happens to a batch on
 """
 from datasets.base import ImageData, normalize
 from datasets.normalization import normalization_for
-from datasets.registry import build_dataset, list_datasets, near_ood, ood_sets, validation_ood
+from datasets.registry import build_dataset, has_ood_sets, list_datasets, near_ood, ood_sets, validation_ood
 
-__all__ = ["ImageData", "build_dataset", "list_datasets", "near_ood", "normalization_for", "normalize", "ood_sets",
-           "validation_ood"]
+__all__ = ["ImageData", "build_dataset", "has_ood_sets", "list_datasets", "near_ood", "normalization_for",
+           "normalize", "ood_sets", "validation_ood"]

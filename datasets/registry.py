@@ -56,6 +56,12 @@ def list_datasets() -> list[str]:
     return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD, *VALIDATION_SETS, "imagenet", "imagefolder:PATH"]
 
 
+def has_ood_sets(id_name: str) -> bool:
+    """True for the in-distribution sets with OOD, near-OOD and validation sets defined (digits, SEED000_SETS);
+    False for the others (imagenet, imagefolder:PATH, twopoints), whose seed000 stages skip OOD detection."""
+    return id_name == "digits" or id_name in SEED000_SETS
+
+
 def ood_sets(id_name: str) -> list[str]:
     """The out-of-distribution evaluation sets of an in-distribution dataset (seed000 §3).
 

@@ -38,12 +38,11 @@ import numpy as np
 import torch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from datasets import near_ood, validation_ood
+from datasets import has_ood_sets, near_ood, validation_ood
 from measures.ood import detection_metrics, dims_exp
 from measures.spectra import residual_params, stable_rank
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.errors import ToolkitError
 from utils.io import atomic_write, load_json, load_npz, save_npz
 from utils.loading import load_config
 from utils.rundir import DONE_FILE, RunDir, safe_name
@@ -80,10 +79,9 @@ def _msp_score(logits: np.ndarray) -> np.ndarray:
 def _detection_sets(dataset: str, evaluated: list[str]) -> list[str]:
     """The reported OOD sets in evaluation order, then the validation set; [] for a dataset without OOD sets
     (imagenet, imagefolder:PATH)."""
-    try:
-        validation = validation_ood(dataset)
-    except ToolkitError:
+    if not has_ood_sets(dataset):
         return []
+    validation = validation_ood(dataset)
     return [ds for ds in evaluated if ds not in (TRAIN_SET, dataset, validation)] + [validation]
 
 

@@ -15,7 +15,16 @@ import torchvision
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from datasets import build_dataset, list_datasets, near_ood, normalization_for, normalize, ood_sets, validation_ood
+from datasets import (
+    build_dataset,
+    has_ood_sets,
+    list_datasets,
+    near_ood,
+    normalization_for,
+    normalize,
+    ood_sets,
+    validation_ood,
+)
 from datasets import files as data_files
 from datasets import prepare as data_prepare
 from datasets.normalization import (
@@ -108,10 +117,13 @@ def test_ood_sets_and_near_ood_follow_seed000():
     assert ood_sets("digits") == ["photos", "digits_rot90", "uniform"]
     assert [near_ood(n) for n in ("cifar10", "cifar100", "svhn", "mnist", "digits")] == \
         ["cifar100", "cifar10", "cifar10", "cifar10", "digits_rot90"]
-    for bad in (ood_sets, near_ood):
+    for bad in (ood_sets, near_ood, validation_ood):
         with pytest.raises(ToolkitError, match="twopoints"):
             bad("twopoints")
     assert set(ood_sets("digits")) | {near_ood("digits")} <= set(list_datasets())
+    defined = ("digits", "cifar10", "cifar100", "svhn", "mnist")
+    assert all(has_ood_sets(name) for name in defined)  # exactly the sets the three functions accept
+    assert not any(has_ood_sets(name) for name in ("twopoints", "imagenet", "imagefolder:/data/x"))
 
 
 def test_validation_ood_is_the_test_split_upside_down_and_never_reported():
