@@ -29,8 +29,6 @@ options.oracle they are chosen on the reported near-OOD set, as seed000 did.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -42,8 +40,8 @@ from datasets import has_ood_sets, near_ood, validation_ood
 from measures.ood import detection_metrics, dims_exp
 from measures.spectra import residual_params, stable_rank
 from reports import Group, ReportOptions
-from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.io import atomic_write, load_json, load_npz, save_npz
+from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
+from utils.io import load_json, load_npz, save_npz
 from utils.loading import load_config
 from utils.rundir import DONE_FILE, RunDir, safe_name
 
@@ -423,15 +421,6 @@ def _prediction_panel(ax, seeds: Seeds) -> None:
     _legend(ax)
 
 
-def _write_csv(out: Path, rows: list[list]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["group", "ood_set", "method", *[f"{m} median (IQR/2)" for m in METRICS]])
-    writer.writerows(rows)
-    data = buffer.getvalue().encode()
-    atomic_write(out / "seed000_table.csv", lambda handle: handle.write(data))
-
-
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """Figures per (dataset, model), the main detection table (CSV + markdown); returns the report section."""
     rows, sections = [], []
@@ -447,7 +436,8 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                         f"{note or 'no projection scores'}.{skipped}\n\n![{group.label}]({png.name})")
     if not sections:
         return ""
-    _write_csv(out, rows)
+    write_csv(out / "seed000_table.csv", ["group", "ood_set", "method", *[f"{m} median (IQR/2)" for m in METRICS]],
+              rows)
     table = markdown_table(["group", "OOD set", "method", *METRICS], rows)
     return (f"## {TITLE}\n\nOOD detection with the in-distribution test set as positive class and every score "
             "oriented higher = more in-distribution: MSP -log(1 - max softmax + 1e-7), Mahalanobis -M_d, projection "

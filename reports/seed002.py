@@ -15,15 +15,13 @@ and writes seed002_accuracy.csv (rainbow vs trained, as the resampling-width tab
 """
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
 from reports import Group, ReportOptions
-from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.io import atomic_write, load_json, load_npz, save_json
+from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
+from utils.io import load_json, load_npz, save_json
 from utils.rundir import DONE_FILE, RunDir
 
 TITLE = "A Rainbow in Deep Network Black Boxes (seed002)"
@@ -183,14 +181,6 @@ def _gaussian_figure(group: Group, folder: Path, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_gaussian")
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode()))
-
-
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """The seed002 section; `options` (seed000's oracle choice) does not concern it."""
     accuracy_rows, clipping_rows, figures = [], [], []
@@ -216,8 +206,8 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     accuracy_header = ["group", "seeds M", "samples K", "trained", "trained min", "trained max", "rainbow",
                        "rainbow min", "rainbow max", "rainbow / trained"]
     clipping_header = ["group", "layer j", "D_j", "C_j PCA d", "activation PCA d", "random d"]
-    _write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
-    _write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
+    write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
+    write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
     return (f"## {TITLE}\n\nTest accuracy of the M trained seeds and of K Gaussian rainbow networks (every layer "
             "but the classifier resampled from the aligned weight covariances, §5.4); the paper's CIFAR-10 J8 "
             "scattering nets at width 1: 91.6 trained vs 81.4 rainbow; its tutorial MLP 42.4 vs 30.6 and CNN "
