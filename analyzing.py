@@ -67,11 +67,11 @@ from measures.ood import patch_energy, projection_energy
 from measures.similarity import gram_linear
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
 from models.layers import analysis_layers
+from pipeline.loaded import load_run_model
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_npz
-from utils.loading import load_run_model
 from utils.rundir import RunDir, mark_done, safe_name, skip_if_done
 from utils.taps import LayerTaps
 

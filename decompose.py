@@ -40,11 +40,11 @@ from measures import decomposition as dec
 from models import build_model
 from models.layers import analysis_layers
 from models.weights import load_weights
+from pipeline.loaded import load_run_model
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch, save_json, save_npz, save_torch
-from utils.loading import load_run_model
 from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
 from utils.taps import LayerTaps
 

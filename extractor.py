@@ -7,11 +7,11 @@ extract/summary.json (one entry per paper) and extract/_done.json.
 """
 from __future__ import annotations
 
+from pipeline.loaded import load_config
 from reports import paper_modules
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.errors import ToolkitError
 from utils.io import save_json
-from utils.loading import load_config
 from utils.rundir import RunDir, mark_done, skip_if_done
 
 

@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from analyzing import stage_parser
 from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
+from pipeline.loaded import load_config
 from utils.cli import run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_npz, save_npz
-from utils.loading import load_config
 from utils.rundir import DONE_FILE, RunDir, mark_done, require_done, skip_if_done
 
 KINDS = ("cka", "cca", "reg0", "reg1")

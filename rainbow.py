@@ -69,11 +69,11 @@ from tqdm import tqdm
 
 from datasets import build_dataset
 from measures import alignment as al
+from pipeline.loaded import load_run_model
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_json, save_npz
-from utils.loading import load_run_model
 from utils.rundir import RunDir, mark_done, safe_name, seed_dirs, skip_if_done
 from utils.taps import LayerTaps
 

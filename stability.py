@@ -74,12 +74,12 @@ from measures.stability import (
     translate_points,
 )
 from models.layers import analysis_layers
+from pipeline.loaded import load_config, load_run_model
 from training.loop import predictions
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
 from utils.io import save_json, save_npz
-from utils.loading import load_config, load_run_model
 from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
 
 DEFAULT_P = 500          # §2.3

@@ -39,10 +39,10 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from datasets import has_ood_sets, near_ood, validation_ood
 from measures.ood import detection_metrics, dims_exp
 from measures.spectra import residual_params, stable_rank
+from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
 from utils.io import load_json, load_npz, save_npz
-from utils.loading import load_config
 from utils.rundir import DONE_FILE, RunDir, safe_name
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"

@@ -1,12 +1,42 @@
-"""Shared pytest set-up: the repository root on sys.path, one intra-op thread for the small in-process models
-(thread start-up dominates their cost; scripts run as subprocesses keep torch's default)."""
+"""Shared pytest set-up: the repository root on sys.path (ROOT), one intra-op thread for the small in-process models
+(thread start-up dominates their cost; scripts run as subprocesses keep torch's default), and `trained_run`: tiny
+trained runs, each trained once per test session and copied into the workdir that asks for it."""
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 torch.set_num_threads(int(os.environ.get("TOOLKIT_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """trained_run(workdir, model, traindata="digits", seed=0, *flags) -> RunDir of a trained run under `workdir`.
+
+    The first request for a (model, traindata, seed, flags) trains it on the CPU into a session cache; every
+    request copies the cached run folder (config, log, checkpoints) into `workdir`, so a test may change it freely.
+    """
+    import train_classifier
+    from utils.rundir import RunDir
+
+    cache: dict[tuple, RunDir] = {}
+
+    def trained(workdir, model: str, traindata: str = "digits", seed: int = 0, *flags: str) -> RunDir:
+        key = (model, traindata, seed, flags)
+        if key not in cache:
+            source = tmp_path_factory.mktemp("trained")
+            status = train_classifier.main(["--model-name", model, "--traindata", traindata, "--seed", str(seed),
+                                            "--no-progress", "--device", "cpu", "--workdir", str(source), *flags])
+            assert status == 0, f"training {key} failed"
+            cache[key] = RunDir.of(source, traindata, model, seed)
+        target = RunDir.of(workdir, traindata, model, seed)
+        shutil.copytree(cache[key].root, target.root, dirs_exist_ok=True)
+        return target
+
+    return trained

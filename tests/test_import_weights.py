@@ -13,9 +13,9 @@ import kernels
 import stability
 from datasets.normalization import IMAGENET_MEAN
 from models import build_model
+from pipeline.loaded import load_run_model
 from utils.cli import run_main
 from utils.io import load_json, load_npz
-from utils.loading import load_run_model
 from utils.rundir import RunDir, safe_name
 
 CLASSES = ("n01", "n02", "n03")

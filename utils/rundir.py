@@ -97,7 +97,7 @@ def git_commit() -> str:
 
 
 def write_config(run: RunDir, device: torch.device | str, **sections) -> Path:
-    """Write the run's config.json: `sections` (flags, argv, model, data, recipe, ...; the keys utils.loading
+    """Write the run's config.json: `sections` (flags, argv, model, data, recipe, ...; the keys pipeline.loaded
     reads) plus the versions, git commit, time and device, atomically. train_classifier.py and import_weights.py
     write every config through here."""
     return save_json(run.config, {

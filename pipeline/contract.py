@@ -1,0 +1,254 @@
+"""The stage contract: every stage's folder, files (name templates and keys) and prerequisites, in one place.
+
+The script that writes a stage, the report that reads it and reproduce.py that schedules it all take names from
+here; no stage file or folder name is spelled anywhere else (DESIGN.md, "The run directory").
+
+    out = open_stage(run, "analysis", flags, force)          # None when already done with these flags
+    out.save("projections", arrays, tag="all", ds="digits")  # -> analysis/projections_all_digits.npz, keys checked
+    out.done(seconds=12.0)                                    # writes analysis/_done.json last
+    load(run, "analysis", "projections", tag="all", ds="digits")   # a reader: dict of arrays, keys checked
+
+A file's `keys` are those every writer must write and every reader may rely on; per-layer keys with a two-digit
+suffix (feat_00, weight_01, ...) are listed by their prefix in `prefixed`. `tests/test_contract.py` runs every
+stage on a tiny run and checks what it wrote against its record here.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from utils.errors import ToolkitError
+from utils.io import load_json, load_npz, load_torch, save_json, save_npz, save_torch
+from utils.rundir import DONE_FILE, RunDir, is_done, mark_done
+
+TRAIN_SET = "traindata"   # the evaluation-set tag of the train split (no augmentation) in seed000 file names
+
+
+@dataclass(frozen=True)
+class StageFile:
+    """One file of a stage: its name template (str.format fields), required keys and per-layer key prefixes."""
+
+    template: str
+    keys: tuple[str, ...] = ()
+    prefixed: tuple[str, ...] = ()   # keys "<prefix>_<ll>" present for some layers ll
+    doc: str = ""
+
+    def name(self, **fields) -> str:
+        missing = [f for f in self.fields if f not in fields]
+        if missing:
+            raise ValueError(f"{self.template} needs the fields {missing}")
+        return self.template.format(**{key: fields[key] for key in self.fields})
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(name for _, name, _, _ in string.Formatter().parse(self.template) if name)
+
+    def match(self, filename: str) -> dict[str, str] | None:
+        """The fields of `filename` when it is an instance of the template (None otherwise)."""
+        pattern = re.escape(self.template)
+        for name in self.fields:
+            pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>.+?)")
+        found = re.fullmatch(pattern, filename)
+        return found.groupdict() if found else None
+
+    @property
+    def kind(self) -> str:
+        return Path(self.template).suffix.lstrip(".")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: the script (and subcommand) that writes it, its folder and files, and what must run first."""
+
+    name: str
+    script: str
+    folder: str
+    files: Mapping[str, StageFile]
+    requires: tuple[str, ...] = ()
+    scope: str = "run"               # run: under rnd<seed>/; group: under <dataset>/<model>/, combining seeds
+    subcommand: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()      # the flags that select this stage's folder (stability modes)
+    paper: str = ""
+
+    def dir(self, run: RunDir) -> Path:
+        return (run.group if self.scope == "group" else run.root) / self.folder
+
+    def file(self, key: str) -> StageFile:
+        if key not in self.files:
+            raise KeyError(f"stage {self.name!r} has no file {key!r} (has {sorted(self.files)})")
+        return self.files[key]
+
+    def path(self, run: RunDir, key: str, **fields) -> Path:
+        return self.dir(run) / self.file(key).name(**fields)
+
+    def command(self, run: RunDir) -> str:
+        """The command that produces this stage for `run` (for error messages)."""
+        who = ["--model-name", run.group.name, "--traindata", run.group.parent.name]
+        if self.scope == "run":
+            who += ["--seed", run.root.name[3:]]
+        return " ".join(["python", self.script, *self.subcommand, *who, *self.flags])
+
+
+def _f(template: str, *keys: str, prefixed: tuple[str, ...] = (), doc: str = "") -> StageFile:
+    return StageFile(template, tuple(keys), prefixed, doc)
+
+
+_STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "den"),
+              "summary": _f("summary.json", "epoch", "checkpoint", "test_accuracy", "probe_accuracy", "P",
+                            "deformation", "temperature", "cut", "delta", "corruption_std", "output", "seconds")}
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("analysis", "analyzing.py", "analysis", paper="000", files={
+        "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "fan_in", "fan_out"),
+        "projections": _f("projections_{tag}_{ds}.npz", "norm00", "norm0", "norm1", "logits", "labels", "ranks"),
+        "sensitivity": _f("sensitivity_{tag}_{ds}.npz", "chi", "noise_layers", "eta"),
+        "grams": _f("grams_{ds}.npz", prefixed=("feat", "gram")),
+    }),
+    Stage("features", "features.py", "features", paper="000", files={
+        "eigenvalues": _f("eigenvalues.npz", "eigenvalues", "dims", "counts"),
+        "mahalanobis": _f("mahalanobis_{layer}_{ds}.npz", "distance_exp", "inferred_exp", "distance_eps",
+                          "inferred_eps", "dims_exp", "dims_eps"),
+    }),
+    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={
+        "kernels": _f("kernels_{ds}.npz", "gram_eigenvalues", "gram_lengths", "cka",
+                      *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")]),
+    }),
+    Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY),
+    Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY),
+    Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
+          files=_STABILITY),
+    Stage("laplacian", "stability.py", "stability/laplacian", flags=("--laplacian",), paper="004", files={
+        "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
+        "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
+    }),
+    Stage("decompose-indices", "decompose.py", "decompose/indices", subcommand=("indices",), paper="003", files={
+        "indices": _f("indices.json"),
+        "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
+        "summary": _f("summary.json"),
+    }),
+    Stage("decompose-validate", "decompose.py", "decompose/validate", subcommand=("validate",),
+          requires=("decompose-indices",), paper="003", files={"validate": _f("validate.json")}),
+    Stage("decompose-essential", "decompose.py", "decompose/essential", subcommand=("essential",),
+          requires=("decompose-indices",), paper="003", files={"essential": _f("essential.json")}),
+    Stage("decompose-finetune", "decompose.py", "decompose/finetune", subcommand=("finetune",),
+          requires=("decompose-indices",), paper="003", files={
+              "finetune": _f("finetune.json"),
+              "finetuned": _f("finetuned_k{k}.pt"),
+          }),
+    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={
+        "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
+        "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),
+        "rainbow": _f("rainbow.npz", "trained_accuracy", "seeds", "rainbow_accuracy"),
+        "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy")),
+        "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue"),
+        "summary": _f("summary.json", "seeds", "trained_accuracy", "rainbow_accuracy", "seconds"),
+    }),
+    Stage("extract", "extractor.py", "extract", files={
+        "summary": _f("summary.json"),
+        "seed000": _f("seed000.npz"),
+        "seed004": _f("seed004.npz"),
+        "seed003": _f("seed003.json"),
+        "seed002": _f("seed002.json"),
+    }),
+)}
+
+
+def stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r} (known: {sorted(STAGES)})")
+    return STAGES[name]
+
+
+def stage_dir(run: RunDir, name: str) -> Path:
+    return stage(name).dir(run)
+
+
+def stage_path(run: RunDir, name: str, key: str, **fields) -> Path:
+    return stage(name).path(run, key, **fields)
+
+
+def done(run: RunDir, name: str) -> bool:
+    """The stage has finished for `run` (its _done.json exists)."""
+    return (stage_dir(run, name) / DONE_FILE).is_file()
+
+
+def done_record(run: RunDir, name: str) -> dict:
+    """The stage's _done.json (flags, argv and the stage's own summary keys)."""
+    return load_json(stage_dir(run, name) / DONE_FILE, required=("flags",))
+
+
+def require(run: RunDir, name: str) -> None:
+    """A one-line error naming the command to run when the stage has not finished for `run`."""
+    if not done(run, name):
+        target = stage(name)
+        raise ToolkitError(f"{target.name} has not finished for {target.dir(run).parent}; "
+                           f"run `{target.command(run)}` first")
+
+
+def load(run: RunDir, name: str, key: str, **fields) -> Any:
+    """Read one stage file, checking the keys its contract record promises."""
+    record = stage(name).file(key)
+    path = stage(name).path(run, key, **fields)
+    if record.kind == "npz":
+        return load_npz(path, required=record.keys)
+    if record.kind == "json":
+        return load_json(path, required=record.keys)
+    return load_torch(path)
+
+
+def instances(run: RunDir, name: str, key: str) -> list[dict[str, str]]:
+    """The field values of every file of `key` the stage holds, sorted by file name."""
+    folder, record = stage_dir(run, name), stage(name).file(key)
+    found = (record.match(p.name) for p in sorted(folder.iterdir())) if folder.is_dir() else ()
+    return [fields for fields in found if fields is not None]
+
+
+@dataclass
+class StageOutput:
+    """A stage being (re)written: files checked against the contract, the old done mark removed just before the
+    first file changes (so a rerun killed part-way is never taken for finished, while bad input caught before
+    any write leaves a finished stage as it was), and `done()` last."""
+
+    stage: Stage
+    run: RunDir
+    flags: dict
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.stage.dir(self.run)
+
+    def path(self, key: str, **fields) -> Path:
+        return self.stage.path(self.run, key, **fields)
+
+    def save(self, key: str, data: Any, **fields) -> Path:
+        """Write file `key` (an .npz from a dict of arrays, a .json object, a .pt of tensors), atomically."""
+        record = self.stage.file(key)
+        if record.kind in ("npz", "json"):
+            missing = [k for k in record.keys if k not in data]
+            if missing:
+                raise ValueError(f"{self.stage.name}/{record.template} lacks the contract keys {missing}")
+        if not self.written:
+            (self.dir / DONE_FILE).unlink(missing_ok=True)
+        path = self.path(key, **fields)
+        writer = {"npz": lambda: save_npz(path, **data), "json": lambda: save_json(path, data)}.get(
+            record.kind, lambda: save_torch(path, data))
+        self.written.append(writer())
+        return path
+
+    def done(self, **summary) -> Path:
+        """Write _done.json, after every other file of the stage is in place."""
+        return mark_done(self.dir, self.flags, **summary)
+
+
+def open_stage(run: RunDir, name: str, flags: dict, force: bool = False) -> StageOutput | None:
+    """The stage's writer, or None (after one line) when it already ran with these flags and no --force."""
+    target = stage(name)
+    if is_done(target.dir(run), flags) and not force:
+        print(f"{target.dir(run)} is up to date; nothing to do (use --force to redo)")
+        return None
+    return StageOutput(target, run, flags)

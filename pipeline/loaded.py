@@ -1,0 +1,222 @@
+"""One loaded run for every measurement stage: config.json -> registry model -> checkpoint weights, with its
+analysis layers, its input normalisation, predictions (hinge head included) and batches of a split.
+
+    loaded = LoadedRun.from_args(args, device=device)       # --workdir/--traindata/--model-name/--seed, checked
+    for start, x, labels in loaded.batches(loaded.dataset("test", args.data_root), 500):
+        logits = loaded.model(x)                             # x: normalised, on the device, in the model's dtype
+    loaded.accuracy(logits, labels)
+
+"Layer l" is the input of the l-th analysis weight layer (DESIGN.md "Layers"; `loaded.layers`, 0-based), found by
+`models.layers.analysis_layers` from the model's own input shape.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from datasets import build_dataset
+from datasets.base import normalize
+from datasets.registry import GREY_SETS
+from measures.classification import accuracy, predictions
+from models import build_model
+from models.layers import analysis_layers
+from utils.errors import ToolkitError
+from utils.io import load_json, load_torch
+from utils.rundir import CHECKPOINT_FORMAT, RunDir
+
+CONFIG_SECTIONS = {  # the keys the stages read from each section of config.json (utils.rundir.write_config)
+    "model": ("name", "outputs", "num_classes", "in_channels", "image_size", "width"),
+    "data": ("name", "mean", "std"),
+    "recipe": ("name", "loss"),
+}
+
+
+def load_config(run: RunDir) -> dict:
+    """The run's config.json; a one-line error tells how to train the run when it is missing."""
+    if not run.config.is_file():
+        raise ToolkitError(f"no trained run at {run.root}; train it first with "
+                           f"`python train_classifier.py --model-name {run.root.parent.name} "
+                           f"--traindata {run.root.parent.parent.name} --seed {run.root.name[3:]}`")
+    config = load_json(run.config, required=CONFIG_SECTIONS)
+    for section, keys in CONFIG_SECTIONS.items():
+        found = config[section]
+        missing = [key for key in keys if key not in found] if isinstance(found, dict) else list(keys)
+        if missing:
+            raise ToolkitError(f"{run.config}: section {section!r} lacks {missing}; it was not written by this "
+                               "toolkit (train the run again, or recreate it with import_weights.py)")
+    return config
+
+
+def checkpoint_path(run: RunDir, epoch: int | None = None, best: bool = False):
+    """The checkpoint of `epoch`, of the best test accuracy, or of the last epoch trained."""
+    if best:
+        path = run.best
+    elif epoch is not None:
+        path = run.epoch_checkpoint(epoch)
+    else:
+        epochs = [e for e in run.saved_epochs() if e > 0]
+        if not epochs:
+            raise ToolkitError(f"{run.root} has no trained checkpoint yet; finish train_classifier.py first")
+        path = run.epoch_checkpoint(epochs[-1])
+    if not path.is_file():
+        kept = ", ".join(str(e) for e in run.saved_epochs()) or "none"
+        raise ToolkitError(f"missing checkpoint {path} (epochs kept: {kept}); pick --start_epoch among them")
+    return path
+
+
+def build_run_model(config: dict) -> nn.Module:
+    """A freshly initialised model of the run's architecture (its output size included)."""
+    spec = config["model"]
+    return build_model(spec["name"], num_classes=spec["outputs"], in_channels=spec["in_channels"],
+                       width=spec["width"], image_size=spec["image_size"])
+
+
+def load_run_model(run: RunDir, epoch: int | None = None, best: bool = False,
+                   device: torch.device | str = "cpu") -> tuple[nn.Module, dict, int]:
+    """(model in eval mode on `device`, config, epoch) for a trained run; weights loaded with weights_only."""
+    config = load_config(run)
+    path = checkpoint_path(run, epoch, best)
+    ckpt = load_torch(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ToolkitError(f"{path} was not written by train_classifier.py")
+    model = build_run_model(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ToolkitError(f"{path} does not match the architecture in {run.config}: "
+                           f"{str(err).splitlines()[0]}") from err
+    return model.to(device).eval(), config, int(ckpt["epoch"])
+
+
+def check_run_flags(args, config: dict, where: RunDir) -> None:
+    """--num_classes and --width, when given, must agree with the run's config: a one-line error otherwise
+    (a stage measures the trained network as it is; these flags only locate and check it)."""
+    spec = config["model"]
+    for flag, given, trained in (("--num_classes", getattr(args, "num_classes", None), spec["num_classes"]),
+                                 ("--width", getattr(args, "width", None), spec["width"])):
+        if given is not None and float(given) != float(trained):
+            raise ToolkitError(f"{flag} {given:g} does not match the run at {where.root}, trained with "
+                               f"{flag[2:]} {trained:g}; drop {flag} or point to another run")
+
+
+@dataclass
+class LoadedRun:
+    """A run's network in eval mode on its device, with everything a stage needs to feed and read it."""
+
+    run: RunDir
+    model: nn.Module
+    config: dict
+    epoch: int
+    checkpoint: str                 # "epoch" (a kept epoch), "best" (best.pt), "init" (epoch 0) or "weights"
+    device: torch.device
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run: RunDir, epoch: int | None = None, best: bool = False, init: bool = False,
+             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedRun:
+        """The checkpoint of `epoch` (default the last trained), best.pt with `best`, epoch 0 with `init`."""
+        model, config, loaded_epoch = load_run_model(run, 0 if init else epoch, best=best and not init,
+                                                     device=device)
+        checkpoint = "init" if init else "best" if best else "epoch"
+        return cls(run, model.to(dtype), config, loaded_epoch, checkpoint, torch.device(device))
+
+    @classmethod
+    def from_args(cls, args, device: torch.device | str = "cpu", **options) -> LoadedRun:
+        """The run named by --workdir/--traindata/--model-name/--seed at --start_epoch, its flags checked."""
+        run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+        check_run_flags(args, load_config(run), run)
+        options.setdefault("epoch", getattr(args, "start_epoch", None))
+        return cls.open(run, device=device, **options)
+
+    # ---- what the run is ---------------------------------------------------------------------------------------
+    @property
+    def dataset_name(self) -> str:
+        return self.config["data"]["name"]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["model"]["num_classes"])
+
+    @property
+    def loss(self) -> str:
+        return self.config["recipe"]["loss"]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def example_input(self) -> torch.Tensor:
+        """One zero image of the run's input shape, on the device, in the model's dtype."""
+        spec = self.config["model"]
+        return torch.zeros(1, spec["in_channels"], spec["image_size"], spec["image_size"], dtype=self.dtype,
+                           device=self.device)
+
+    @cached_property
+    def _analysis(self) -> tuple[list[str], list[nn.Module]]:
+        return analysis_layers(self.model, self.example_input())
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Qualified names of the analysis weight layers, in forward order (layer l = the input of the l-th)."""
+        return self._analysis[0]
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return self._analysis[1]
+
+    def layers_of(self, model: nn.Module) -> list[nn.Module]:
+        """The analysis layers of a copy of the model (the same qualified names)."""
+        modules = dict(model.named_modules())
+        return [modules[name] for name in self.layer_names]
+
+    # ---- data in, predictions out ------------------------------------------------------------------------------
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Pixel-space images -> normalised network inputs on the device in the model's dtype (the run's own
+        per-channel mean and std, config.json "data")."""
+        data = self.config["data"]
+        return normalize(images.to(self.device, self.dtype), data["mean"], data["std"])
+
+    def pixels(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The inverse of `inputs`: normalised inputs -> pixel space."""
+        data = self.config["data"]
+        shape = (1, -1, 1, 1)
+        mean = torch.as_tensor(data["mean"], dtype=inputs.dtype, device=inputs.device).reshape(shape)
+        std = torch.as_tensor(data["std"], dtype=inputs.dtype, device=inputs.device).reshape(shape)
+        return inputs * std + mean
+
+    def predictions(self, output: torch.Tensor) -> torch.Tensor:
+        return predictions(output, self.loss)
+
+    def accuracy(self, output: torch.Tensor, labels: torch.Tensor) -> float:
+        return accuracy(output, labels, self.loss)
+
+    def dataset(self, split: str, data_root: str = "data", name: str | None = None):
+        """A split of the run's dataset (or of `name`, e.g. an OOD set) as the network sees it: grey sets with the
+        run's channel count, folder datasets with the validation transform (no augmentation)."""
+        name = name or self.dataset_name
+        grey = self.config["model"]["in_channels"] == 1 and name in GREY_SETS
+        return build_dataset(name, split, data_root, augment=False, **({"channels": 1} if grey else {}))
+
+    def batches(self, data, batch_size: int, max_samples: int | None = None, desc: str | None = None):
+        """(first index, normalised inputs, labels on the device) per batch, in order, with a progress bar."""
+        count = len(data) if max_samples is None else min(len(data), max_samples)
+        start = 0
+        for images, labels in tqdm(data.batches(batch_size, max_samples), desc=desc, total=-(-count // batch_size),
+                                   unit="batch", disable=None, leave=False):
+            yield start, self.inputs(images), labels.to(self.device)
+            start += len(labels)
+
+    def logged_test_accuracy(self, epoch: int | None = None) -> float | None:
+        """The test accuracy train_log.csv records for `epoch` (default the loaded one; None when not listed)."""
+        epoch = self.epoch if epoch is None else epoch
+        if not self.run.train_log.is_file():
+            return None
+        with self.run.train_log.open() as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) == epoch]
+        return float(rows[0]["test_acc"]) if rows else None
