@@ -20,7 +20,7 @@ from datasets.normalization import normalization_for
 from models import build_model
 from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
-from utils.cli import ToolkitParser, add_run_flags, run_main
+from utils.cli import ToolkitParser, add_run_flags, non_negative_float, positive_float, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
@@ -33,12 +33,12 @@ def parse_args(argv=None):
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                         help="hyper-parameters of a paper (default: seed000, or twopoints for --traindata twopoints)")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the recipe's)")
-    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the recipe's)")
-    parser.add_argument("--wdecay", type=float, default=None, help="weight decay (default: the recipe's)")
+    parser.add_argument("--lr", type=positive_float, default=None, help="initial learning rate (default: the recipe's)")
+    parser.add_argument("--wdecay", type=non_negative_float, default=None, help="weight decay (default: the recipe's)")
     parser.add_argument("--batchsize", type=int, default=None, help="batch size (default: the recipe's, 128)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="keep checkpoints/epoch_XXXX.pt every N epochs (0: only the first and the last)")
-    parser.add_argument("--gaussian_corruption_std", type=float, default=0.0,
+    parser.add_argument("--gaussian_corruption_std", type=non_negative_float, default=0.0,
                         help="std of Gaussian noise added to normalised train and test images (seed004 §2.7)")
     parser.add_argument("--ptr", type=int, default=1024, help="twopoints only: number of training points")
     parser.add_argument("--bf16", action="store_true",
@@ -55,6 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--force", action="store_true", help="retrain from scratch even if the run exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    args.width = 1.0 if args.width is None else args.width
     if args.compile and args.compile not in torch.compiler.list_backends(exclude_tags=()):
         raise ToolkitError(f"unknown --compile backend {args.compile!r}; use inductor (the default), aot_eager "
                            f"(tracing only) or see torch.compiler.list_backends()")

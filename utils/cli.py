@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -10,11 +11,23 @@ from utils.errors import ToolkitError
 EXIT_USAGE = 2
 
 
+class DefaultOnceFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to a flag's help only when the help does not already say its default and there is one
+    to say (not None, not False), so that each help text states its default once."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ToolkitParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (`error: ...`) and exit with status 2."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultOnceFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 - argparse hook
@@ -30,7 +43,9 @@ def add_run_flags(parser: argparse.ArgumentParser, default_model: str = "resnet1
     parser.add_argument("--seed", type=int, default=0, help="run seed: the run lives in rnd<seed>/")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
     parser.add_argument("--data-root", default="data", help="folder holding dataset files (torchvision layout)")
-    parser.add_argument("--width", type=float, default=1.0, help="channel-width multiplier of the architecture")
+    parser.add_argument("--width", type=positive_float, default=None,
+                        help="channel-width multiplier of the architecture (training: default 1; measurement "
+                             "stages: the run's own, and a different value is an error)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
@@ -39,8 +54,36 @@ def add_stage_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start_epoch", type=int, default=None,
                         help="analyse the checkpoint of this epoch (default: the last epoch trained)")
     parser.add_argument("--resume", action="store_true",
-                        help="accepted for compatibility with the seed READMEs: stages always load a checkpoint")
+                        help="accepted only so that the seed READMEs' commands run as written; it does nothing "
+                             "(a stage always loads a checkpoint: the last one, or --start_epoch)")
     parser.add_argument("--force", action="store_true", help="recompute even if the stage's _done.json matches")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a NaN, an infinity or a sign error is a one-line usage error)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (float('nan') and 'inf' are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -7,8 +7,11 @@ Every reader turns a missing, truncated or foreign file into a one-line `Toolkit
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
@@ -46,11 +49,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            raise ToolkitError(disk_full_message(path, err)) from err
         raise
     return path
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(path: Path, err: OSError) -> str:
+    """One line for a write refused for lack of space or quota: the file, the free space, what to do."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    reason = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
+    return (f"cannot write {path}: {reason} ({free} on that file system); free some space or choose another "
+            "--workdir, then rerun the same command (finished files are kept)")
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -101,8 +120,14 @@ def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str,
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
-    """Write a checkpoint holding only tensors and plain Python values, atomically."""
-    return atomic_write(path, lambda handle: torch.save(obj, handle))
+    """Write a checkpoint holding only tensors and plain Python values, atomically.
+
+    The checkpoint is serialised in memory first, so a full disk surfaces as an OSError of the write (a one-line
+    error, `disk_full_message`) rather than as an error deep inside torch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    return atomic_write(path, lambda handle: handle.write(data))
 
 
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
