@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from models.layers import analysis_layers
-from models.registry import TORCHVISION_PREFIX
+from models.registry import register_family
 from utils.errors import ToolkitError
+
+TORCHVISION_PREFIX = "torchvision:"
 
 
 def build_torchvision(name: str, num_classes: int, in_channels: int = 3, image_size: int = 224) -> nn.Module:
@@ -29,3 +31,6 @@ def build_torchvision(name: str, num_classes: int, in_channels: int = 3, image_s
     _, layers = analysis_layers(model, torch.zeros(1, 3, image_size, image_size))
     model.weight_layers = lambda: list(layers)
     return model
+
+
+register_family(TORCHVISION_PREFIX, build_torchvision)

@@ -21,7 +21,7 @@ from utils.errors import ToolkitError
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _CANONICAL: list[str] = []  # the first name of each registration; the others are aliases
-TORCHVISION_PREFIX = "torchvision:"
+_FAMILIES: dict[str, Callable[..., nn.Module]] = {}  # "<prefix>:" -> builder(name, num_classes, in_channels, size)
 
 
 def register_model(name: str, *aliases: str):
@@ -36,6 +36,11 @@ def register_model(name: str, *aliases: str):
         return builder
 
     return decorate
+
+
+def register_family(prefix: str, builder: Callable[..., nn.Module]) -> None:
+    """Register a builder for every name "<prefix><arch>" (models/external.py: "torchvision:")."""
+    _FAMILIES[prefix] = builder
 
 
 def list_models(aliases: bool = False) -> list[str]:
@@ -60,13 +65,12 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, width: float 
       The nn.Module (train mode) with `weight_layers()`; it maps (B, in_channels, image_size, image_size) to
       (B, num_classes).
     """
-    if name.startswith(TORCHVISION_PREFIX):
-        from models.external import build_torchvision
-
-        return build_torchvision(name, num_classes, in_channels, image_size)
+    for prefix, family in _FAMILIES.items():
+        if name.startswith(prefix):
+            return family(name, num_classes, in_channels, image_size)
     if name not in _BUILDERS:
-        raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())} "
-                           f"(or {TORCHVISION_PREFIX}<arch>)")
+        families = "".join(f" (or {prefix}<arch>)" for prefix in _FAMILIES)
+        raise ToolkitError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}{families}")
     if width <= 0 or num_classes < 1 or in_channels < 1 or image_size < 1:
         raise ToolkitError(f"model {name!r} needs width > 0 and num_classes, in_channels, image_size >= 1; got "
                            f"width={width}, num_classes={num_classes}, in_channels={in_channels}, "
