@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 import stability
 import train_classifier
@@ -21,7 +22,6 @@ from utils.cli import run_main
 from utils.io import load_torch, save_npz
 from utils.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--model-name", "lenet", "--traindata", "digits", "--device", "cpu"]
 
 
@@ -188,6 +188,7 @@ def test_table_has_at_least_25_cases():
     assert len(CASES) >= 25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train_classifier.py", "decompose.py", "averaging.py"])
 def test_no_traceback_reaches_the_user(script, tmp_path):
     argv = {"train_classifier.py": ["--model-name", "nonet"], "decompose.py": ["validate", "--seed", "3"],

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from kill_at_write import renaming
 
 import decompose
 import train_classifier
+from pipeline import contract
 from utils.io import load_json, load_npz, load_torch
-from utils.rundir import DONE_FILE, RunDir
+from utils.rundir import DONE_FILE, RunDir, report_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = ["--model-name", "resnet20", "--traindata", "digits", "--device", "cpu"]
 RAINBOW = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
 SMALL = ["--max-samples", "120", "--batchsize", "32"]
@@ -29,22 +30,24 @@ VOLATILE = {"seconds", "time", "argv", "git_commit"}  # wall time and command li
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     """A resnet20 (width 0.25, 1 epoch) and two rainbow MLPs on digits."""
     workdir = tmp_path_factory.mktemp("faults")
-    train_classifier.main([*RUN, "--width", "0.25", "--epochs", "1", "--no-progress", "--workdir", str(workdir)])
+    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")
     for seed in (0, 1):
-        train_classifier.main([*RAINBOW, "--width", "0.25", "--epochs", "2", "--recipe", "seed002_tutorial",
-                               "--seed", str(seed), "--no-progress", "--workdir", str(workdir)])
+        trained_run(workdir, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
+                    "--recipe", "seed002_tutorial")
     return workdir
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage's command line (script first), where it writes (relative to the workdir) and what it needs."""
+    """A stage's command line (script first), the contract stage it writes ("" for averaging: the report folder),
+    the model of the run it measures and the stages it needs."""
 
     argv: list[str]
-    folder: str
+    stage: str
+    model: str = "resnet20"
     needs: list[str] = field(default_factory=list)
     force: bool = True
 
@@ -52,27 +55,32 @@ class Stage:
         module = importlib.import_module(Path(self.argv[0]).stem)
         return module.main([*self.argv[1:], "--workdir", str(workdir), *extra])
 
+    def folder(self, workdir: Path) -> Path:
+        if not self.stage:
+            return report_dir(workdir)
+        return contract.stage_dir(RunDir.of(workdir, "digits", self.model, 0), self.stage)
 
-RESNET = "digits/resnet20/rnd0"
+
+MLP = "rainbow_mlp"
 STAGES = {
-    "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], f"{RESNET}/decompose/indices"),
-    "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], f"{RESNET}/decompose/validate",
-                                ["decompose indices"]),
-    "decompose essential": Stage(["decompose.py", "essential", *RUN, "-k", "3", *SMALL],
-                                 f"{RESNET}/decompose/essential", ["decompose indices"]),
+    "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
+    "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
+                                needs=["decompose indices"]),
+    "decompose essential": Stage(["decompose.py", "essential", *RUN, "-k", "3", *SMALL], "decompose-essential",
+                                 needs=["decompose indices"]),
     "decompose finetune": Stage(["decompose.py", "finetune", *RUN, "-k", "3", "--epochs", "2", *SMALL],
-                                f"{RESNET}/decompose/finetune", ["decompose indices"]),
+                                "decompose-finetune", needs=["decompose indices"]),
     "analyzing": Stage(["analyzing.py", *RUN, "--ratios", "3", "--num_grams", "80", "--num_stability", "16", *SMALL],
-                       f"{RESNET}/analysis"),
-    "features": Stage(["features.py", *RUN, *SMALL], f"{RESNET}/features"),
-    "kernels": Stage(["kernels.py", *RUN, *SMALL], f"{RESNET}/kernels", ["analyzing"]),
-    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], f"{RESNET}/stability/trained"),
+                       "analysis"),
+    "features": Stage(["features.py", *RUN, *SMALL], "features"),
+    "kernels": Stage(["kernels.py", *RUN, *SMALL], "kernels", needs=["analyzing"]),
+    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], "stability"),
     "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
-                     "digits/rainbow_mlp/rainbow"),
-    "extractor": Stage(["extractor.py", *RUN], f"{RESNET}/extract",
-                       ["analyzing", "features", "kernels", "stability", "decompose essential"]),
-    "extractor rainbow": Stage(["extractor.py", *RAINBOW], "digits/rainbow_mlp/rnd0/extract", ["rainbow"]),
-    "averaging": Stage(["averaging.py"], "report", ["extractor", "extractor rainbow"], force=False),
+                     "rainbow", model=MLP),
+    "extractor": Stage(["extractor.py", *RUN], "extract",
+                       needs=["analyzing", "features", "kernels", "stability", "decompose essential"]),
+    "extractor rainbow": Stage(["extractor.py", *RAINBOW], "extract", model=MLP, needs=["rainbow"]),
+    "averaging": Stage(["averaging.py"], "", needs=["extractor", "extractor rainbow"], force=False),
 }
 
 
@@ -142,12 +150,13 @@ def assert_same_files(found: dict, expected: dict) -> None:
             assert json.dumps(found[name], sort_keys=True) == json.dumps(value, sort_keys=True), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_killed_part_way_reruns_to_the_files_of_an_uninterrupted_run(workdir, name, monkeypatch):
     stage = STAGES[name]
     for need in stage.needs:
         ensure(workdir, need)
-    folder = workdir / stage.folder
+    folder = stage.folder(workdir)
     force = ["--force"] if stage.force else []
     writes = count_writes(monkeypatch, lambda: stage.main(workdir, *force))
     reference = snapshot(folder)
@@ -166,6 +175,7 @@ def test_stage_killed_part_way_reruns_to_the_files_of_an_uninterrupted_run(workd
     assert_same_files(snapshot(folder), reference)
 
 
+@pytest.mark.slow
 def test_import_killed_part_way_is_rerun_and_force_invalidates_measurements(workdir):
     ensure(workdir, "features")
     source = RunDir.of(workdir, "digits", "resnet20", 0)
@@ -180,7 +190,7 @@ def test_import_killed_part_way_is_rerun_and_force_invalidates_measurements(work
     assert import_weights.main([*argv[1:], "--workdir", str(workdir)]) == 0  # the unfinished import is redone
     assert (imported.root / DONE_FILE).is_file() and imported.last.is_file()
 
-    features = imported.root / "features" / DONE_FILE
+    features = contract.stage_dir(imported, "features") / DONE_FILE
     assert STAGES["features"].main(workdir, "--seed", "5") == 0 and features.is_file()
     assert import_weights.main([*argv[1:], "--workdir", str(workdir), "--force"]) == 0
     assert not features.exists()  # measured on the replaced weights: stale
@@ -193,7 +203,7 @@ def test_import_killed_part_way_is_rerun_and_force_invalidates_measurements(work
 def test_essentiality_depends_on_the_noise_seed_only(workdir):
     ensure(workdir, "decompose indices")
     args = ["essential", *RUN, "--workdir", str(workdir), "-k", "3", *SMALL]
-    path = RunDir.of(workdir, "digits", "resnet20", 0).stage("decompose/essential") / "essential.json"
+    path = contract.stage_path(RunDir.of(workdir, "digits", "resnet20", 0), "decompose-essential", "essential")
     assert decompose.main([*args, "--force"]) == 0
     first = json.loads(path.read_text())
     assert decompose.main([*args, "--force", "--batchsize", "17"]) == 0

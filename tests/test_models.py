@@ -16,7 +16,9 @@ from utils.taps import LayerTaps
 # analysis weight layers per architecture (seed000 §5, seed003 §3, seed004 §3 and §2.10)
 LAYER_COUNTS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet20": 20, "vgg11": 9, "vgg13": 11,
                 "vgg16": 14, "vgg19": 17, "vgg11_nobn": 9, "vgg13_nobn": 11, "vgg16_nobn": 14, "vgg19_nobn": 17,
-                "lenet": 5, "alexnet": 8, "fcn2": 2, "fcn4": 4, "fcn6": 6, "efficientnet_b0": 49}
+                "lenet": 5, "alexnet": 8, "fcn2": 2, "fcn4": 4, "fcn6": 6, "efficientnet_b0": 49,
+                "rainbow_mlp": 3, "rainbow_cnn": 3,   # seed002 §7: 3 linear layers; 2 convs and the classifier
+                "scattering": 9, "scattering4": 5}    # seed002 §3: one 1x1 conv per block, then the classifier
 NUM_CLASSES = 7
 
 
@@ -41,7 +43,7 @@ def call_order(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], list
 
 
 def test_the_registry_holds_every_architecture_of_the_papers():
-    assert set(LAYER_COUNTS) <= set(list_models())
+    assert set(LAYER_COUNTS) == set(list_models())
     assert {"vgg13bn", "vgg13_bn"} <= set(list_models(aliases=True)) - set(list_models())
 
 
@@ -61,7 +63,7 @@ def test_forward_shape_layer_count_and_order(name):
     order, inputs, output = call_order(model, x)
     layers = model.weight_layers()
     assert output.shape == (2, NUM_CLASSES)
-    assert len(layers) == LAYER_COUNTS.get(name, len(layers))
+    assert len(layers) == LAYER_COUNTS[name]
     side_paths = [m for m in order if m not in layers]  # what runs but is not an analysis layer
     assert [m for m in order if m in layers] == layers
     assert all(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in side_paths)  # shortcut / SE only

@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 import train_classifier
 from training.recipes import get_recipe
@@ -19,7 +19,6 @@ from utils.cli import run_main
 from utils.io import load_torch
 from utils.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model-name", "lenet", "--traindata", "digits", "--num_classes", "10", "--width", "0.5",
         "--batchsize", "64", "--no-progress", "--device", "cpu"]
 
@@ -123,6 +122,7 @@ KILL_POINTS = {  # five moments of a 4-epoch run
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", list(KILL_POINTS))
 def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, moment):
     status = _kill_when(tmp_path, signal.SIGKILL, KILL_POINTS[moment])
@@ -133,6 +133,7 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, moment):
     assert_identical(final_weights(reference, 4), final_weights(tmp_path, 4))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_is_bit_identical(reference, tmp_path):
     status = _kill_when(tmp_path, signal.SIGTERM, lambda run: run.epoch_checkpoint(0).is_file())
     assert status == 143
