@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipeline import contract
 from reports import Group, ReportOptions, paper_modules
 from utils.cli import ToolkitParser, run_main
 from utils.errors import ToolkitError
@@ -26,17 +27,16 @@ def parse_args(argv=None):
     parser.add_argument("--oracle", action="store_true",
                         help="seed000: choose the Mahalanobis d and the rank threshold on the reported near-OOD set, "
                              "as the paper did (default: on the validation OOD set, which is never reported)")
-    parser.add_argument("--start_epoch", type=int, default=None, help="accepted for compatibility; unused")
     return parser.parse_args(argv)
 
 
 def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
     """Every (dataset, model) with at least one extracted run among `seeds`."""
     groups = []
-    for dataset_dir in sorted(p for p in workdir.iterdir() if p.is_dir() and p.name != "report"):
+    for dataset_dir in sorted(p for p in workdir.iterdir() if p.is_dir() and p != report_dir(workdir)):
         for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
             runs = [run for run in seed_dirs(workdir, dataset_dir.name, model_dir.name)
-                    if (run.extract / "_done.json").is_file()
+                    if contract.done(run, "extract")
                     and (seeds is None or int(run.root.name[3:]) in seeds)]
             if runs:
                 groups.append(Group(dataset_dir.name, model_dir.name, tuple(runs)))

@@ -7,18 +7,19 @@ extract/summary.json (one entry per paper) and extract/_done.json.
 """
 from __future__ import annotations
 
+from pipeline.contract import open_stage
 from pipeline.loaded import load_config
 from reports import paper_modules
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.errors import ToolkitError
-from utils.io import save_json
-from utils.rundir import RunDir, mark_done, skip_if_done
+from utils.rundir import RunDir
 
 
 def parse_args(argv=None):
     parser = ToolkitParser(description=__doc__.split("\n\n")[0])
     add_run_flags(parser)
-    add_stage_flags(parser)
+    add_stage_flags(parser, start_epoch_help="accepted so that the seed000 README's command runs as written; the "
+                    "extraction reads what the stages measured (each stage's _done.json records its epoch)")
     return parser.parse_args(argv)
 
 
@@ -31,12 +32,13 @@ def main(argv=None) -> int:
         raise ToolkitError(f"{run.root} holds no measurement yet; run analyzing.py, features.py, kernels.py, "
                            "stability.py, decompose.py or rainbow.py first")
     flags = {"papers": [paper.__name__ for paper in papers], "start_epoch": args.start_epoch}
-    if skip_if_done(run.extract, flags, args.force):
+    out = open_stage(run, "extract", flags, args.force)
+    if out is None:
         return 0
-    summary = {paper.__name__.split(".")[-1]: paper.extract(run) for paper in papers}
-    save_json(run.extract / "summary.json", summary)
-    mark_done(run.extract, flags)
-    print(f"{run.extract}: extracted {', '.join(summary)}")
+    summary = {paper.__name__.split(".")[-1]: paper.extract(run, out) for paper in papers}
+    out.save("summary", summary)
+    out.done()
+    print(f"{out.dir}: extracted {', '.join(summary)}")
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from pipeline import contract
 from utils.cli import ToolkitParser, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
@@ -36,40 +37,44 @@ ROOT = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One script call; `done` is the folder (relative to the run, or the group for scope 'group')."""
+class Scheduled:
+    """A stage of the contract (pipeline.contract: script, folder, scope, paper) and the flags the grid adds to it
+    in the demo and in the published (--full) grid."""
 
-    name: str
-    paper: str
-    script: str
-    done: str
-    subcommand: tuple[str, ...] = ()
+    stage: contract.Stage
     demo: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
-    scope: str = "run"  # run | group
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    def argv(self, mode: str) -> list[str]:
+        """script, subcommand, the folder-selecting flags and the grid's flags (run identity flags excluded)."""
+        return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("analyzing", "000", "analyzing.py", "analysis",
-          demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100", "--stability_variants", "original")),
-    Stage("features", "000", "features.py", "features"),
-    Stage("kernels", "000", "kernels.py", "kernels"),
-    Stage("stability", "004", "stability.py", "stability/trained", demo=("--by_layer", "--P", "200"),
-          full=("--by_layer", "--P", "500")),
-    Stage("stability-init", "004", "stability.py", "stability/init", demo=("--by_layer", "--P", "200", "--init"),
-          full=("--by_layer", "--P", "500", "--init")),
-    Stage("stability-shuffled", "004", "stability.py", "stability/shuffled",
-          demo=("--by_layer", "--P", "200", "--shuffle_channels"),
-          full=("--by_layer", "--P", "500", "--shuffle_channels")),
-    Stage("laplacian", "004", "stability.py", "stability/laplacian", demo=("--laplacian",), full=("--laplacian",)),
-    Stage("decompose-indices", "003", "decompose.py", "decompose/indices", subcommand=("indices",)),
-    Stage("decompose-validate", "003", "decompose.py", "decompose/validate", subcommand=("validate",)),
-    Stage("decompose-essential", "003", "decompose.py", "decompose/essential", subcommand=("essential",)),
-    Stage("decompose-finetune", "003", "decompose.py", "decompose/finetune", subcommand=("finetune",),
-          demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
-    Stage("rainbow", "002", "rainbow.py", "rainbow", scope="group", demo=("--num_samples", "5", "--clip_points", "26"),
-          full=("--num_samples", "10", "--batchsize", "64")),
+def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = ()) -> Scheduled:
+    return Scheduled(contract.stage(name), demo, full)
+
+
+STAGES: tuple[Scheduled, ...] = (
+    _scheduled("analysis", demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100",
+                                 "--stability_variants", "original")),
+    _scheduled("features"),
+    _scheduled("kernels"),
+    _scheduled("stability", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
+    _scheduled("stability-init", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
+    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
+    _scheduled("laplacian"),
+    _scheduled("decompose-indices"),
+    _scheduled("decompose-validate"),
+    _scheduled("decompose-essential"),
+    _scheduled("decompose-finetune", demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
+    _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26"),
+               full=("--num_samples", "10", "--batchsize", "64")),
 )
+
 
 @dataclass(frozen=True)
 class GridPart:
@@ -269,14 +274,13 @@ def _shares_runs(a: GridPart, b: GridPart) -> bool:
     return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds))
 
 
-def available_stages(papers: list[str], only: list[str] | None) -> list[Stage]:
-    """The stages of the chosen papers whose script exists (papers land one issue at a time)."""
+def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
+    """The stages of the chosen papers (only those named in --stages, when given)."""
     names = {s.name for s in STAGES} | {"train", "extract", "average"}
     unknown = sorted(set(only or ()) - names)
     if unknown:
         raise ToolkitError(f"unknown --stages {unknown}; choose among {sorted(names)}")
-    return [s for s in STAGES if s.paper in papers and (ROOT / s.script).is_file()
-            and (only is None or s.name in only)]
+    return [s for s in STAGES if s.stage.paper in papers and (only is None or s.name in only)]
 
 
 def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command], list[Command]]:
@@ -287,20 +291,21 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     chains, group_cmds = [], []
     for part in parts:
         stages = available_stages(list(part.papers), args.stages)
-        group_stages = [s for s in stages if s.scope == "group"]
+        group_stages = [s for s in stages if s.stage.scope == "group"]
         extract = wanted is None or "extract" in wanted
         for dataset in part.traindata:
             for model in part.models:
                 for seed in part.seeds:
                     chains.append(_chain(args, part, stages, dataset, model, seed, mode, common,
                                          wanted, extract and not group_stages))
-                group = RunDir.of(args.workdir, dataset, model, 0).group
+                first = RunDir.of(args.workdir, dataset, model, part.seeds[0])
                 seeds = [str(s) for s in part.seeds]
-                for stage in group_stages:
-                    argv = [stage.script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
-                            "--data-root", args.data_root, *getattr(stage, mode)]
-                    group_cmds.append(Command(stage.name, argv, group / stage.done,
-                                              group / "logs" / f"{stage.name}.log"))
+                for scheduled in group_stages:
+                    script, *rest = scheduled.argv(mode)
+                    argv = [script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
+                            "--data-root", args.data_root, *rest]
+                    group_cmds.append(Command(scheduled.name, argv, scheduled.stage.dir(first),
+                                              first.group / "logs" / f"{scheduled.name}.log"))
                 if group_stages and extract:  # extraction reads the group stages' outputs too
                     group_cmds += [_extract_command(args, dataset, model, seed, common) for seed in part.seeds]
     final = []
@@ -311,7 +316,7 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     return chains, group_cmds, final
 
 
-def _chain(args, part: GridPart, stages: list[Stage], dataset: str, model: str, seed: int, mode: str,
+def _chain(args, part: GridPart, stages: list[Scheduled], dataset: str, model: str, seed: int, mode: str,
            common: list[str], wanted: set[str] | None, extract: bool) -> Chain:
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
     run = RunDir.of(args.workdir, dataset, model, seed)
@@ -323,9 +328,12 @@ def _chain(args, part: GridPart, stages: list[Stage], dataset: str, model: str, 
         if part.recipe:
             train += ["--recipe", part.recipe]
         chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
-    for stage in (s for s in stages if s.scope == "run"):
-        argv = [stage.script, *stage.subcommand, *ident, "--data-root", args.data_root, *getattr(stage, mode)]
-        chain.commands.append(Command(stage.name, argv, run.root / stage.done, run.root / "logs" / f"{stage.name}.log"))
+    for scheduled in (s for s in stages if s.stage.scope == "run"):
+        script, *rest = scheduled.argv(mode)
+        argv = [script, *rest[:len(scheduled.stage.subcommand)], *ident, "--data-root", args.data_root,
+                *rest[len(scheduled.stage.subcommand):]]
+        chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
+                                      run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
         chain.commands.append(_extract_command(args, dataset, model, seed, common))
     return chain
@@ -338,7 +346,8 @@ def _run_identity(dataset: str, model: str, seed: int, common: list[str]) -> lis
 
 def _extract_command(args, dataset: str, model: str, seed: int, common: list[str]) -> Command:
     run = RunDir.of(args.workdir, dataset, model, seed)
-    return Command("extract", ["extractor.py", *_run_identity(dataset, model, seed, common)], run.extract,
+    extract = contract.stage("extract")
+    return Command(extract.name, [extract.script, *_run_identity(dataset, model, seed, common)], extract.dir(run),
                    run.root / "logs" / "extract.log")
 
 

@@ -5,7 +5,8 @@ extractor.py and averaging.py are thin loops over the paper modules listed in PA
 
     TITLE: str                                        heading of its report section
     def has_outputs(run: RunDir) -> bool              the run holds this paper's stage outputs
-    def extract(run: RunDir) -> dict                  write run.extract/<paper>*.npz|json; return a summary
+    def extract(run, out) -> dict                     write the paper's extract file through `out` (the extract
+                                                      stage's pipeline.contract.StageOutput); return a summary
     def average(groups: list[Group], out: Path) -> str
         figures (PNG + PDF via reports.figures.save_figure) and CSV tables into `out`;
         returns the markdown section of report.md (figures referenced relative to `out`).

@@ -49,10 +49,10 @@ def add_run_flags(parser: argparse.ArgumentParser, default_model: str = "resnet1
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
-def add_stage_flags(parser: argparse.ArgumentParser) -> None:
+def add_stage_flags(parser: argparse.ArgumentParser, start_epoch_help: str = "analyse the checkpoint of this epoch "
+                    "(default: the last epoch trained)") -> None:
     """Flags every measurement stage shares (seed000 README: --start_epoch E --resume)."""
-    parser.add_argument("--start_epoch", type=int, default=None,
-                        help="analyse the checkpoint of this epoch (default: the last epoch trained)")
+    parser.add_argument("--start_epoch", type=int, default=None, help=start_epoch_help)
     parser.add_argument("--resume", action="store_true",
                         help="accepted only so that the seed READMEs' commands run as written; it does nothing "
                              "(a stage always loads a checkpoint: the last one, or --start_epoch)")
