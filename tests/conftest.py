@@ -40,3 +40,11 @@ def trained_run(tmp_path_factory):
         return target
 
     return trained
+
+
+@pytest.fixture(scope="session")
+def stage_workdir(tmp_path_factory, trained_run):
+    """A workdir holding the runs of tests/stage_commands.py (stages run on demand with its `ensure`)."""
+    from stage_commands import train_tiny_runs
+
+    return train_tiny_runs(tmp_path_factory.mktemp("stages"), trained_run)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,80 +15,20 @@ import pytest
 import torch
 from conftest import ROOT
 from kill_at_write import renaming
+from stage_commands import RUN, SMALL, STAGES, ensure
 
 import decompose
 import train_classifier
 from pipeline import contract
 from utils.io import load_json, load_npz, load_torch
-from utils.rundir import DONE_FILE, RunDir, report_dir
+from utils.rundir import DONE_FILE, RunDir
 
-RUN = ["--model-name", "resnet20", "--traindata", "digits", "--device", "cpu"]
-RAINBOW = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
-SMALL = ["--max-samples", "120", "--batchsize", "32"]
 VOLATILE = {"seconds", "time", "argv", "git_commit"}  # wall time and command line differ between two runs
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, trained_run):
-    """A resnet20 (width 0.25, 1 epoch) and two rainbow MLPs on digits."""
-    workdir = tmp_path_factory.mktemp("faults")
-    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")
-    for seed in (0, 1):
-        trained_run(workdir, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
-                    "--recipe", "seed002_tutorial")
-    return workdir
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A stage's command line (script first), the contract stage it writes ("" for averaging: the report folder),
-    the model of the run it measures and the stages it needs."""
-
-    argv: list[str]
-    stage: str
-    model: str = "resnet20"
-    needs: list[str] = field(default_factory=list)
-    force: bool = True
-
-    def main(self, workdir: Path, *extra: str) -> int:
-        module = importlib.import_module(Path(self.argv[0]).stem)
-        return module.main([*self.argv[1:], "--workdir", str(workdir), *extra])
-
-    def folder(self, workdir: Path) -> Path:
-        if not self.stage:
-            return report_dir(workdir)
-        return contract.stage_dir(RunDir.of(workdir, "digits", self.model, 0), self.stage)
-
-
-MLP = "rainbow_mlp"
-STAGES = {
-    "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
-    "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
-                                needs=["decompose indices"]),
-    "decompose essential": Stage(["decompose.py", "essential", *RUN, "-k", "3", *SMALL], "decompose-essential",
-                                 needs=["decompose indices"]),
-    "decompose finetune": Stage(["decompose.py", "finetune", *RUN, "-k", "3", "--epochs", "2", *SMALL],
-                                "decompose-finetune", needs=["decompose indices"]),
-    "analyzing": Stage(["analyzing.py", *RUN, "--ratios", "3", "--num_grams", "80", "--num_stability", "16", *SMALL],
-                       "analysis"),
-    "features": Stage(["features.py", *RUN, *SMALL], "features"),
-    "kernels": Stage(["kernels.py", *RUN, *SMALL], "kernels", needs=["analyzing"]),
-    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], "stability"),
-    "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
-                     "rainbow", model=MLP),
-    "extractor": Stage(["extractor.py", *RUN], "extract",
-                       needs=["analyzing", "features", "kernels", "stability", "decompose essential"]),
-    "extractor rainbow": Stage(["extractor.py", *RAINBOW], "extract", model=MLP, needs=["rainbow"]),
-    "averaging": Stage(["averaging.py"], "", needs=["extractor", "extractor rainbow"], force=False),
-}
-
-
-def ensure(workdir: Path, name: str) -> None:
-    """Run a stage and its prerequisites to completion (each is skipped when already done)."""
-    stage = STAGES[name]
-    for need in stage.needs:
-        ensure(workdir, need)
-    assert stage.main(workdir) == 0
+def workdir(stage_workdir):
+    return stage_workdir
 
 
 def count_writes(monkeypatch, run) -> int:

@@ -1,0 +1,78 @@
+"""The tiny command line of every stage, on one resnet20 and two rainbow MLPs trained on digits, shared by the fault
+tests (tests/test_faults.py) and the contract test (tests/test_contract.py)."""
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import contract
+from utils.rundir import RunDir, report_dir
+
+RUN = ["--model-name", "resnet20", "--traindata", "digits", "--device", "cpu"]
+RAINBOW = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
+SMALL = ["--max-samples", "120", "--batchsize", "32"]
+
+
+def train_tiny_runs(workdir: Path, trained_run) -> Path:
+    """A resnet20 (width 0.25, 1 epoch) and two rainbow MLPs on digits under `workdir`."""
+    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")
+    for seed in (0, 1):
+        trained_run(workdir, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
+                    "--recipe", "seed002_tutorial")
+    return workdir
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's command line (script first), the contract stage it writes ("" for averaging: the report folder),
+    the model of the run it measures and the stages it needs."""
+
+    argv: list[str]
+    stage: str
+    model: str = "resnet20"
+    needs: list[str] = field(default_factory=list)
+    force: bool = True
+
+    def main(self, workdir: Path, *extra: str) -> int:
+        module = importlib.import_module(Path(self.argv[0]).stem)
+        return module.main([*self.argv[1:], "--workdir", str(workdir), *extra])
+
+    def folder(self, workdir: Path) -> Path:
+        if not self.stage:
+            return report_dir(workdir)
+        return contract.stage_dir(RunDir.of(workdir, "digits", self.model, 0), self.stage)
+
+
+MLP = "rainbow_mlp"
+STAGES = {
+    "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
+    "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
+                                needs=["decompose indices"]),
+    "decompose essential": Stage(["decompose.py", "essential", *RUN, "-k", "3", *SMALL], "decompose-essential",
+                                 needs=["decompose indices"]),
+    "decompose finetune": Stage(["decompose.py", "finetune", *RUN, "-k", "3", "--epochs", "2", *SMALL],
+                                "decompose-finetune", needs=["decompose indices"]),
+    "analyzing": Stage(["analyzing.py", *RUN, "--ratios", "3", "--num_grams", "80", "--num_stability", "16", *SMALL],
+                       "analysis"),
+    "features": Stage(["features.py", *RUN, *SMALL], "features"),
+    "kernels": Stage(["kernels.py", *RUN, *SMALL], "kernels", needs=["analyzing"]),
+    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], "stability"),
+    "stability init": Stage(["stability.py", *RUN, "--by_layer", "--P", "40", "--init"], "stability-init"),
+    "stability shuffled": Stage(["stability.py", *RUN, "--by_layer", "--P", "40", "--shuffle_channels"],
+                                "stability-shuffled"),
+    "laplacian": Stage(["stability.py", *RUN, "--laplacian"], "laplacian"),
+    "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
+                     "rainbow", model=MLP),
+    "extractor": Stage(["extractor.py", *RUN], "extract",
+                       needs=["analyzing", "features", "kernels", "stability", "stability init", "stability shuffled",
+                              "laplacian", "decompose validate", "decompose essential", "decompose finetune"]),
+    "extractor rainbow": Stage(["extractor.py", *RAINBOW], "extract", model=MLP, needs=["rainbow"]),
+    "averaging": Stage(["averaging.py"], "", needs=["extractor", "extractor rainbow"], force=False),
+}
+
+
+def ensure(workdir: Path, name: str) -> None:
+    """Run a stage and its prerequisites to completion (each is skipped when already done)."""
+    stage = STAGES[name]
+    for need in stage.needs:
+        ensure(workdir, need)
+    assert stage.main(workdir) == 0
