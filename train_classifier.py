@@ -18,6 +18,7 @@ import torch
 from datasets import build_dataset
 from datasets.normalization import normalization_for
 from models import build_model
+from models.layers import pytorch_default_init_
 from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
 from utils.cli import ToolkitParser, add_run_flags, non_negative_float, positive_float, run_main
@@ -105,7 +106,10 @@ def main(argv=None) -> int:
     _, channels, height, _ = train.images.shape
     torch.manual_seed(args.seed)
     model = build_model(args.model_name, num_classes=outputs, in_channels=channels, width=args.width,
-                        image_size=height).to(device)
+                        image_size=height)
+    if recipe.init == "pytorch":
+        pytorch_default_init_(model)
+    model = model.to(device)
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
                       speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""))

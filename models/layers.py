@@ -71,3 +71,14 @@ def torchvision_conv_init_(convs: list[nn.Module]) -> None:
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
+
+
+def pytorch_default_init_(model: nn.Module) -> nn.Module:
+    """PyTorch's default initialisation of every layer (each module's own `reset_parameters()`: conv and linear
+    weights kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BN weight 1, bias 0), as
+    seed004 §3 trains its VGG, ResNet, LeNet, AlexNet and EfficientNet; layers that define their own
+    `reset_parameters` (the mean-field FCN layers) keep it. Draws from torch's global generator; returns `model`."""
+    for module in model.modules():
+        if module is not model and callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+    return model

@@ -169,3 +169,27 @@ def test_schedules_match_pytorch_closed_forms():
     assert learning_rate(seed004, 100 * 10, 10) == pytest.approx(0.1 * 0.146, rel=1e-2)  # rises past T_max
     aka = get_recipe("akamaster")
     assert [learning_rate(aka, e * 5, 5) for e in (99, 100, 150)] == pytest.approx([0.1, 0.01, 0.001])
+
+
+@pytest.mark.parametrize("recipe", ["seed000", "seed004"])
+def test_initialisation_is_the_recipes(tmp_path, trained_run, recipe):
+    """seed004 §3 trains VGG-bn from PyTorch's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for a conv;
+    seed000 §4 from torchvision's kaiming fan_out, N(0, 2 / (out_channels k^2)). Epoch 0 of each recipe's run is
+    tested against both laws with Kolmogorov-Smirnov on the largest conv; BN starts at weight 1, bias 0."""
+    from scipy import stats
+
+    run = trained_run(tmp_path, "vgg11", "digits", 0, "--width", "0.5", "--epochs", "1", "--recipe", recipe)
+    weights = load_torch(run.epoch_checkpoint(0))["model"]
+    convs = {k: v for k, v in weights.items() if k.endswith(".weight") and v.dim() == 4}
+    w = max(convs.values(), key=torch.numel)
+    fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+    bound = 1 / fan_in ** 0.5
+    uniform = stats.kstest(w.flatten().numpy(), "uniform", args=(-bound, 2 * bound)).pvalue
+    normal = stats.kstest(w.flatten().numpy(), "norm", args=(0, (2 / fan_out) ** 0.5)).pvalue
+    if recipe == "seed004":
+        assert w.abs().max() <= bound and uniform > 1e-3 and normal < 1e-6
+    else:
+        assert normal > 1e-3 and uniform < 1e-6
+    bn = [k for k in weights if k.endswith("running_var")]
+    assert bn and all(torch.equal(weights[k.replace("running_var", "weight")], torch.ones_like(weights[k]))
+                      for k in bn)

@@ -10,6 +10,9 @@
 | seed002     | seed002 §4           | SGD 0.01 m 0.9, wd 1e-4 on all     | x0.1 every 50 epochs            | crop+flip      |
 | seed002_tutorial | seed002 §7      | SGD 0.01 m 0.9, wd 0               | constant                        | none           |
 
+Initialisation is part of a recipe: seed004 and twopoints train from PyTorch's default init of every layer
+(seed004 §3; `models.layers.pytorch_default_init_`), seed004_fcn from the FCNs' own mean-field init, and the others
+from each architecture's own init (seed000 §4: torchvision's kaiming fan_out for the convs of VGG-bn and ResNet).
 seed004's recipes keep the best-test-accuracy checkpoint (best.pt) and stop at the first epoch whose mean
 training loss is exactly zero. Flags (--lr, --wdecay, --batchsize, --epochs) override a recipe's values.
 """
@@ -40,6 +43,8 @@ class Recipe:
     erasing: bool = False
     loss: str = "cross_entropy"       # cross_entropy | hinge
     normalization: str | None = None  # None: the dataset's own; "imagenet": ImageNet statistics
+    init: str = "model"               # model: the architecture's own init (seed000: torchvision's kaiming fan_out for
+                                      # VGG-bn and ResNet convs); pytorch: every layer's PyTorch default (seed004 §3)
     keep_best: bool = False
     stop_at_zero_loss: bool = False
     notes: tuple[str, ...] = field(default=())
@@ -48,13 +53,13 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "seed000": Recipe("seed000", epochs=1200, lr=0.1, erasing=True),
     "seed004": Recipe("seed004", epochs=250, lr=0.1, wdecay_on_all=False, schedule="cosine_epoch",
-                      cosine_fraction=0.8, keep_best=True, stop_at_zero_loss=True),
+                      cosine_fraction=0.8, init="pytorch", keep_best=True, stop_at_zero_loss=True),
     "seed004_fcn": Recipe("seed004_fcn", epochs=250, lr=0.1, optimizer="adam", wdecay=0.0, schedule="constant",
                           keep_best=True, stop_at_zero_loss=True,
                           notes=("seed004 left Adam at lr 0.1 for the FCNs; kept as published",)),
     "twopoints": Recipe("twopoints", epochs=300, lr=0.05, wdecay_on_all=False, schedule="cosine_epoch",
-                        cosine_fraction=0.8, crop_padding=0, flip=False, loss="hinge", keep_best=True,
-                        stop_at_zero_loss=True),
+                        cosine_fraction=0.8, crop_padding=0, flip=False, loss="hinge", init="pytorch",
+                        keep_best=True, stop_at_zero_loss=True),
     "akamaster": Recipe("akamaster", epochs=200, lr=0.1, wdecay=1e-4, schedule="multistep", milestones=(100, 150),
                         normalization="imagenet"),
     "seed002": Recipe("seed002", epochs=150, lr=0.01, wdecay=1e-4, schedule="step", step_size=50,
@@ -72,4 +77,9 @@ def get_recipe(name: str, **overrides) -> Recipe:
     recipe = replace(RECIPES[name], **values)
     if recipe.epochs < 1 or recipe.lr <= 0 or recipe.batchsize < 1:
         raise ToolkitError("--epochs and --batchsize must be >= 1 and --lr > 0")
+    if recipe.init not in INITS:
+        raise ToolkitError(f"recipe init {recipe.init!r} is not one of {INITS}")
     return recipe
+
+
+INITS = ("model", "pytorch")
