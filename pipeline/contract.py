@@ -34,7 +34,7 @@ class StageFile:
 
     template: str
     keys: tuple[str, ...] = ()
-    prefixed: tuple[str, ...] = ()   # keys "<prefix>_<ll>" present for some layers ll
+    prefixed: tuple[str, ...] = ()   # keys "<prefix>_<suffix>" (a layer ll, a k, ...): at least one present
     doc: str = ""
 
     def name(self, **fields) -> str:
