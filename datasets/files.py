@@ -96,6 +96,11 @@ def expected_files(dataset: str) -> dict[str, str]:
     return {f"{folder}/{name}" if folder else name: value for name, value in md5.items()}
 
 
+def missing_files(root: str | Path, dataset: str) -> list[Path]:
+    """The expected files of a file-backed dataset that are absent under `root` (presence only, no md5)."""
+    return [Path(root) / relative for relative in expected_files(dataset) if not (Path(root) / relative).is_file()]
+
+
 def dataset_file(root: Path, dataset: str, relative: str, md5: str | None = None) -> Path:
     """root/relative after its md5 check; the error lists every expected file of `dataset` and how to get them."""
     listing = ", ".join(f"{name} (md5 {value})" for name, value in expected_files(dataset).items())
