@@ -18,6 +18,7 @@ from kill_at_write import renaming
 
 import decompose
 import train_classifier
+from pipeline.contract import STAGES
 from utils.io import load_json, load_npz, load_torch
 from utils.rundir import DONE_FILE, RunDir
 
@@ -66,7 +67,7 @@ STAGES = {
                        f"{RESNET}/analysis"),
     "features": Stage(["features.py", *RUN, *SMALL], f"{RESNET}/features"),
     "kernels": Stage(["kernels.py", *RUN, *SMALL], f"{RESNET}/kernels", ["analyzing"]),
-    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], f"{RESNET}/stability/trained"),
+    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], f"{RESNET}/{STAGES['stability'].folder}"),
     "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
                      "digits/rainbow_mlp/rainbow"),
     "extractor": Stage(["extractor.py", *RUN], f"{RESNET}/extract",
