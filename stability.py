@@ -32,7 +32,8 @@ tensor recorded just before it (so functional activations such as F.relu appear 
 "output". A module called k > 1 times in a pass is named "<name>#k"; inputs are "<name>:in". Memory: three passes'
 worth of node activations of one batch (--batchsize) in float64.
 
-Files in <run>/stability/<mode>/, mode = trained (default), init (--init), shuffled (--shuffle_channels):
+Files of the stages "stability" (the trained net), "stability-init" (--init) and "stability-shuffled"
+(--shuffle_channels), in <run>/stability/<mode>/ (pipeline.contract: STAGES, STABILITY_MODES):
   stability.npz   nodes (L,) str node names in forward order, the last "output"; dims (L,) flattened size M of
                   each node; D, G, R, den (L,) float64: D_f = Dnum / den, G_f = Gnum / den, R_f = Dnum / Gnum and
                   den = mean pair distance + 1e-10 (§2.3)
@@ -40,8 +41,8 @@ Files in <run>/stability/<mode>/, mode = trained (default), init (--init), shuff
                   for an epoch it does not list), probe_accuracy, P, deformation ("diffeo" or "translation"),
                   temperature, cut, delta, corruption_std, output {"D", "G", "R"}, seconds
   _done.json      the flags; a rerun with the same flags is skipped unless --force
-Files in <run>/stability/laplacian/ (--laplacian), for every conv with a square kernel of side N >= 2, in
-module order (ll = 00, 01, ...):
+Files of the stage "laplacian" (--laplacian), in <run>/stability/laplacian/, for every conv with a square kernel
+of side N >= 2, in module order (ll = 00, 01, ...):
   laplacian.npz   layers (C,) str module names; kernel_sizes (C,); eigenvalues_<ll> (N^2,) grid-Laplacian
                   eigenvalues; trained_<ll>, init_<ll> (N^2,) a_k = mean over filter slices of <w, psi_k>^2 of the
                   trained (same checkpoint choice as above) and the epoch-0 weights (§2.9)
@@ -50,37 +51,31 @@ module order (ll = 00, 01, ...):
 """
 from __future__ import annotations
 
-import csv
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from datasets import build_dataset
-from datasets.base import normalize
 from datasets.perturbations import gaussian_corruption
+from datasets.twopoints import render_points
 from measures.laplacian import laplacian_modes, laplacian_spectrum
 from measures.stability import (
     StabilityAccumulator,
     diffeo,
     matched_noise,
-    render_points,
     shuffle_conv_channels,
     temperature_for_displacement,
     translate_points,
 )
-from models.layers import analysis_layers
-from pipeline.loaded import load_config, load_run_model
-from training.loop import predictions
+from pipeline.contract import STABILITY_MODES, StageOutput, open_stage
+from pipeline.loaded import LoadedRun
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
-from utils.io import save_json, save_npz
-from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
+from utils.rundir import RunDir, recorded_flags
 
 DEFAULT_P = 500          # §2.3
 DEFAULT_DELTA = 1.0      # typical displacement in pixels, §2.1
@@ -123,42 +118,19 @@ def parse_args(argv=None):
     return args
 
 
-def mode_of(args) -> str:
+def stage_of(args) -> str:
+    """The contract stage this command writes: laplacian, or the stage of the measured net's mode."""
     if args.laplacian:
         return "laplacian"
-    return "init" if args.init else "shuffled" if args.shuffle_channels else "trained"
+    return STABILITY_MODES["init" if args.init else "shuffled" if args.shuffle_channels else "trained"]
 
 
 # ---- the network -------------------------------------------------------------------------------------------------
-@dataclass
-class Network:
-    """The measured network (float64, eval mode), its run and where its weights came from."""
-
-    run: RunDir
-    model: nn.Module
-    config: dict
-    epoch: int
-    checkpoint: str  # best | epoch | init
-    device: torch.device
-
-    def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """Pixel-space images -> normalised float64 network inputs (the run's own mean and std)."""
-        data = self.config["data"]
-        return normalize(images.to(self.device, torch.float64), data["mean"], data["std"])
-
-
-def open_network(args, init: bool, device: torch.device) -> Network:
-    """The trained checkpoint (best.pt when kept, else the last epoch or --start_epoch), or epoch 0 with init."""
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    config = load_config(run)  # one-line error when the run was never trained
-    classes = config["model"]["num_classes"]
-    if args.num_classes is not None and args.num_classes != classes:
-        raise ToolkitError(f"--num_classes {args.num_classes} does not match the run at {run.root}, "
-                           f"which was trained with {classes} classes")
-    best = not init and args.start_epoch is None and run.best.is_file()
-    model, config, epoch = load_run_model(run, 0 if init else args.start_epoch, best=best, device=device)
-    checkpoint = "init" if init else "best" if best else "epoch"
-    return Network(run, model.double(), config, epoch, checkpoint, device)
+def open_network(args, run: RunDir, device: torch.device) -> LoadedRun:
+    """The measured net in float64: best.pt when kept (and no --start_epoch), else the last epoch trained or
+    --start_epoch; epoch 0 with --init."""
+    best = not args.init and args.start_epoch is None and run.best.is_file()
+    return LoadedRun.from_args(args, device=device, dtype=torch.float64, best=best, init=args.init)
 
 
 def use_batch_statistics(model: nn.Module) -> None:
@@ -167,15 +139,6 @@ def use_batch_statistics(model: nn.Module) -> None:
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.track_running_stats = False
             module.running_mean = module.running_var = module.num_batches_tracked = None
-
-
-def test_accuracy_at(run: RunDir, epoch: int) -> float | None:
-    """The test accuracy train_log.csv records for `epoch` (None when it has no such row)."""
-    if not run.train_log.is_file():
-        return None
-    with run.train_log.open() as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) == epoch]
-    return float(rows[0]["test_acc"]) if rows else None
 
 
 # ---- probes and their perturbations ------------------------------------------------------------------------------
@@ -188,14 +151,10 @@ class Probes:
     points: torch.Tensor | None    # (P, 2, 2) (row, col) for twopoints
 
 
-def draw_probes(args, config: dict, generator: torch.Generator) -> Probes:
+def draw_probes(args, loaded: LoadedRun, generator: torch.Generator) -> Probes:
     """--P images drawn without replacement from the test split (twopoints: the probe split, §2.8)."""
-    name = config["data"]["name"]
-    if name == "twopoints":
-        data = build_dataset(name, "probe", args.data_root)
-    else:
-        options = {"channels": 1} if config["model"]["in_channels"] == 1 else {}
-        data = build_dataset(name, "test", args.data_root, **options)
+    name = loaded.dataset_name
+    data = loaded.dataset("probe" if name == "twopoints" else "test", args.data_root)
     pool = len(data) if args.max_samples is None else min(len(data), args.max_samples)
     if args.P > pool:
         raise ToolkitError(f"--P {args.P} is more than the {pool} test images of {name} available; lower --P")
@@ -205,11 +164,10 @@ def draw_probes(args, config: dict, generator: torch.Generator) -> Probes:
     return Probes(images.double(), labels, None if points is None else points[pick])
 
 
-def corrupt(images: torch.Tensor, std: float, config: dict, generator: torch.Generator) -> torch.Tensor:
-    """The training corruption of §2.7 (std xi / sqrt(CHW) in normalised units), expressed in pixel space."""
-    mean = torch.tensor(config["data"]["mean"], dtype=images.dtype).reshape(1, -1, 1, 1)
-    scale = torch.tensor(config["data"]["std"], dtype=images.dtype).reshape(1, -1, 1, 1)
-    return gaussian_corruption(normalize(images, mean, scale), std, generator) * scale + mean
+def corrupt(images: torch.Tensor, std: float, loaded: LoadedRun, generator: torch.Generator) -> torch.Tensor:
+    """The training corruption of §2.7 (std xi / sqrt(CHW) in normalised units), expressed in pixel space; drawn
+    on the CPU, where the probes and the generator live."""
+    return loaded.pixels(gaussian_corruption(loaded.inputs(images).cpu(), std, generator))
 
 
 def deform(images: torch.Tensor, points: torch.Tensor | None, args, generator: torch.Generator) -> torch.Tensor:
@@ -289,42 +247,38 @@ class NodeRecorder:
 
 
 # ---- the measurements --------------------------------------------------------------------------------------------
-def measure_stability(args, network: Network, out: Path) -> dict:
-    """D_f, G_f, R_f of every node over the probes (§2.3); writes stability.npz, returns the summary."""
+def measure_stability(args, loaded: LoadedRun, out: StageOutput) -> dict:
+    """D_f, G_f, R_f of every node over the probes (§2.3); writes the file "stability", returns the summary."""
     generator = torch.Generator().manual_seed(args.seed)
-    config = network.config
-    probes = draw_probes(args, config, generator)
-    corruption = float(config["flags"]["corruption"]) if args.corrupt_test else 0.0
+    probes = draw_probes(args, loaded, generator)
+    corruption = float(loaded.config["flags"]["corruption"]) if args.corrupt_test else 0.0
     if corruption > 0:
-        probes.images = corrupt(probes.images, corruption, config, generator)
-    spec = config["model"]
-    example = torch.zeros(1, spec["in_channels"], spec["image_size"], spec["image_size"],
-                          dtype=torch.float64, device=network.device)
-    weight_layers = analysis_layers(network.model, example)[1] if args.by_layer else None
+        probes.images = corrupt(probes.images, corruption, loaded, generator)
+    weight_layers = loaded.layers if args.by_layer else None
     if args.shuffle_channels:
-        shuffled = shuffle_conv_channels(network.model.state_dict(), torch.Generator().manual_seed(args.seed))
-        network.model.load_state_dict(shuffled)
+        shuffled = shuffle_conv_channels(loaded.model.state_dict(), torch.Generator().manual_seed(args.seed))
+        loaded.model.load_state_dict(shuffled)
     if args.init:
-        use_batch_statistics(network.model)
+        use_batch_statistics(loaded.model)
     x = probes.images                                                  # (P, C, n, n) pixel space, float64
     x_tau = deform(x, probes.points, args, generator)
     x_eta = matched_noise(x, x_tau, generator=generator)
     accumulator, correct = StabilityAccumulator(), 0
-    with NodeRecorder(network.model, weight_layers) as recorder:
+    with NodeRecorder(loaded.model, weight_layers) as recorder:
         for start in range(0, args.P, args.batchsize):
             batch = slice(start, start + args.batchsize)
-            f_x = recorder(network.inputs(x[batch]))
-            accumulator.update(f_x, recorder(network.inputs(x_tau[batch])), recorder(network.inputs(x_eta[batch])))
-            labels = probes.labels[batch].to(network.device)
-            correct += int((predictions(f_x["output"], config["recipe"]["loss"]) == labels).sum())
+            f_x = recorder(loaded.inputs(x[batch]))
+            accumulator.update(f_x, recorder(loaded.inputs(x_tau[batch])), recorder(loaded.inputs(x_eta[batch])))
+            labels = probes.labels[batch].to(loaded.device)
+            correct += int((loaded.predictions(f_x["output"]) == labels).sum())
     dims = [f.flatten(1).shape[1] for f in f_x.values()]
     result = accumulator.result()
     nodes = list(result)
-    save_npz(out / "stability.npz", nodes=np.array(nodes), dims=np.array(dims),
-             **{key: np.array([result[node][key] for node in nodes]) for key in ("D", "G", "R", "den")})
+    out.save("stability", {"nodes": np.array(nodes), "dims": np.array(dims),
+                           **{key: np.array([result[node][key] for node in nodes]) for key in ("D", "G", "R", "den")}})
     twopoints = probes.points is not None
-    summary = {"epoch": network.epoch, "checkpoint": network.checkpoint,
-               "test_accuracy": test_accuracy_at(network.run, network.epoch), "probe_accuracy": correct / args.P,
+    summary = {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
+               "test_accuracy": loaded.logged_test_accuracy(), "probe_accuracy": correct / args.P,
                "P": args.P, "deformation": "translation" if twopoints else "diffeo",
                "temperature": None if twopoints else temperature_for_displacement(
                    args.delta, probes.images.shape[-1], args.cut),
@@ -339,41 +293,40 @@ def conv_filters(model: nn.Module) -> dict[str, torch.Tensor]:
             if isinstance(module, nn.Conv2d) and module.kernel_size[0] == module.kernel_size[1] >= 2}
 
 
-def measure_laplacian(args, network: Network, out: Path) -> dict:
-    """Grid-Laplacian spectra of the trained and epoch-0 filters of every conv (§2.9); writes laplacian.npz,
+def measure_laplacian(args, loaded: LoadedRun, out: StageOutput) -> dict:
+    """Grid-Laplacian spectra of the trained and epoch-0 filters of every conv (§2.9); writes the file "laplacian",
     returns the summary."""
-    trained = conv_filters(network.model)
+    trained = conv_filters(loaded.model)
     if not trained:
         raise ToolkitError(f"{args.model_name} has no conv layer with a square kernel of side >= 2; "
                            "--laplacian has nothing to measure")
-    initial = conv_filters(open_network(args, init=True, device=network.device).model)
+    initial = conv_filters(LoadedRun.open(loaded.run, init=True, device=loaded.device, dtype=torch.float64).model)
     arrays = {"layers": np.array(list(trained)), "kernel_sizes": np.array([w.shape[-1] for w in trained.values()])}
     for index, (name, weight) in enumerate(trained.items()):
         arrays[f"eigenvalues_{index:02d}"] = laplacian_modes(weight.shape[-1])[0]
         arrays[f"trained_{index:02d}"] = laplacian_spectrum(weight).cpu()
         arrays[f"init_{index:02d}"] = laplacian_spectrum(initial[name]).cpu()
-    save_npz(out / "laplacian.npz", **arrays)
-    return {"epoch": network.epoch, "checkpoint": network.checkpoint, "layers": list(trained)}
+    out.save("laplacian", arrays)
+    return {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint, "layers": list(trained)}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    out = run.stage(f"stability/{mode_of(args)}")
-    flags = recorded_flags(args)
-    if skip_if_done(out, flags, args.force):
+    out = open_stage(run, stage_of(args), recorded_flags(args), args.force)
+    if out is None:
         return 0
     started = time.perf_counter()
-    network = open_network(args, init=args.init, device=device)
+    loaded = open_network(args, run, device)
     measure = measure_laplacian if args.laplacian else measure_stability
-    summary = measure(args, network, out)
+    summary = measure(args, loaded, out)
     summary["seconds"] = time.perf_counter() - started
-    save_json(out / "summary.json", summary)
-    mark_done(out, flags, seconds=summary["seconds"])
+    out.save("summary", summary)
+    out.done(seconds=summary["seconds"])
     described = f"R_f at the output {summary['output']['R']:.4g}" if "output" in summary else \
         f"{len(summary['layers'])} conv layers"
-    print(f"{out}: {described} ({summary['seconds']:.1f} s)")
+    print(f"{out.dir}: {described} ({summary['seconds']:.1f} s)")
     return 0
 
 

@@ -17,19 +17,42 @@
   for d = 28, so the mean pixel is 1. No normalisation is applied afterwards (mean 0, std 1).
 
 extras["points"] holds the (N, 2, 2) integer (row, col) coordinates of the two points, so the stability code
-can move them (the twopoints "diffeomorphism", seed004 §2.8) and redraw with `measures.stability.render_points`.
+can move them (the twopoints "diffeomorphism", seed004 §2.8) and redraw with `render_points`.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from measures.stability import render_points
 from utils.errors import ToolkitError
 
 SPLIT_SEED = 123456789
 PROBE_TESTSIZE = 5000
 NORMS = ("L2", "Linf")
+
+
+def render_points(
+    points: torch.Tensor, d: int, value: float | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Draw active pixels on empty one-channel images, as the twopoints dataset does (seed004 §2.8).
+
+    Each point adds `value` to its pixel (two points on the same pixel give 2 value, keeping the total mass).
+
+    Args:
+      points: (N, P, 2) integer pixel coordinates (row, col).
+      d: image side.
+      value: pixel value of an active point; default d^2 / 2 (392 for d=28), so the mean pixel is 1.
+      dtype: dtype of the images.
+
+    Returns:
+      (N, 1, d, d) images.
+    """
+    value = d * d / 2 if value is None else value
+    points = points.long()
+    index = points[..., 0] * d + points[..., 1]                                        # (N, P)
+    images = torch.zeros(points.shape[0], d * d, dtype=dtype, device=points.device)
+    images.scatter_add_(1, index, torch.full(index.shape, value, dtype=dtype, device=points.device))
+    return images.reshape(-1, 1, d, d)
 
 
 def candidate_points(d: int) -> np.ndarray:

@@ -17,8 +17,9 @@ The pieces, in the order a stage uses them:
     acc.result()["out"]                                       # {"D", "G", "R", "den"}
 
 Twopoints ("scale detection") data use a one-pixel translation of each active pixel instead of a diffeomorphism
-(`translate_points` + `render_points`, seed004 §2.8). `shuffle_conv_channels` destroys the channel-to-channel
-wiring of a trained net while keeping every 2-D filter (seed004 §2.5).
+(`translate_points`, seed004 §2.8; the moved points are redrawn by `datasets.twopoints.render_points`).
+`shuffle_conv_channels` destroys the channel-to-channel wiring of a trained net while keeping every 2-D filter
+(seed004 §2.5).
 
 `constant_filter_stabilities` is the solvable model of §2.11: a 1-D CNN with homogeneous filters and ReLU whose
 D_f, G_f, R_f follow power laws in depth k (s=1: D_f ~ k^-1, G_f ~ k^(1/2), R_f ~ k^(-3/2)).
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 __all__ = [
     "temperature_range", "temperature_for_displacement", "typical_displacement",
     "displacement_fields", "warp", "diffeo", "matched_noise",
-    "translate_points", "render_points",
+    "translate_points",
     "relative_stability", "StabilityAccumulator",
     "shuffle_conv_channels",
     "constant_filter_network", "constant_filter_stabilities",
@@ -301,30 +302,6 @@ def translate_points(points: torch.Tensor, d: int, generator: torch.Generator | 
     direction = _randn(points.shape, generator, points.device, torch.float64)
     step = (direction / direction.norm(dim=-1, keepdim=True)).round().long()
     return (points.long() + step).clamp(0, d - 1)
-
-
-def render_points(
-    points: torch.Tensor, d: int, value: float | None = None, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Draw active pixels on empty one-channel images, as the twopoints dataset does (seed004 §2.8).
-
-    Each point adds `value` to its pixel (two points on the same pixel give 2 value, keeping the total mass).
-
-    Args:
-      points: (N, P, 2) integer pixel coordinates (row, col).
-      d: image side.
-      value: pixel value of an active point; default d^2 / 2 (392 for d=28), so the mean pixel is 1.
-      dtype: dtype of the images.
-
-    Returns:
-      (N, 1, d, d) images.
-    """
-    value = d * d / 2 if value is None else value
-    points = points.long()
-    index = points[..., 0] * d + points[..., 1]                                        # (N, P)
-    images = torch.zeros(points.shape[0], d * d, dtype=dtype, device=points.device)
-    images.scatter_add_(1, index, torch.full(index.shape, value, dtype=dtype, device=points.device))
-    return images.reshape(-1, 1, d, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------

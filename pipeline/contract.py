@@ -157,6 +157,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
+# seed004's three measured networks -> the stage holding each one's measurements; the mode names are those
+# stability.py's flags select (none, --init, --shuffle_channels) and extract/seed004.npz keys its arrays by
+STABILITY_MODES = {"trained": "stability", "init": "stability-init", "shuffled": "stability-shuffled"}
+
+
 def stage(name: str) -> Stage:
     if name not in STAGES:
         raise KeyError(f"unknown stage {name!r} (known: {sorted(STAGES)})")

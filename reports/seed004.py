@@ -1,7 +1,7 @@
 """seed004 (how deep CNNs lose spatial information): per-run extraction and the across-seed report section.
 
-extract(run) reads stability/{trained,init,shuffled,laplacian}/ (whichever are done) and writes
-extract/seed004.npz:
+extract(run) reads the stages stability, stability-init, stability-shuffled and laplacian (whichever are done;
+stability/{trained,init,shuffled,laplacian}/, pipeline.contract.STABILITY_MODES) and writes extract/seed004.npz:
   <mode>_nodes (L,) str, <mode>_D, <mode>_G, <mode>_R (L,)   per node (§2.4), mode = trained, init, shuffled
   test_error ()                      1 - test accuracy of the measured trained checkpoint (NaN if unknown)
   corruption_std ()                  the run's training corruption (§2.7)
@@ -19,37 +19,31 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.contract import STABILITY_MODES, done, load, stage_path
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.io import load_json, load_npz, save_npz
-from utils.rundir import DONE_FILE, RunDir
+from utils.io import save_npz
+from utils.rundir import RunDir
 
 TITLE = "How deep CNNs lose spatial information: diffeomorphism and noise stability (seed004)"
-MODES = ("trained", "init", "shuffled")
+MODES = tuple(STABILITY_MODES)  # trained, init, shuffled
 STYLES = {"trained": {"color": "C0"}, "init": {"color": "C7", "linestyle": "--"},
           "shuffled": {"color": "C3", "linestyle": ":"}}
 QUANTITIES = (("R", "relative stability $R_f = D_f / G_f$"), ("D", "diffeo sensitivity $D_f$"),
               ("G", "noise sensitivity $G_f$"))
 
 
-def _stage(run: RunDir, name: str) -> Path:
-    return run.stage(f"stability/{name}")
-
-
-def _done(run: RunDir, name: str) -> bool:
-    return (_stage(run, name) / DONE_FILE).is_file()
-
-
 def has_outputs(run: RunDir) -> bool:
-    return any(_done(run, name) for name in (*MODES, "laplacian"))
+    return any(done(run, name) for name in (*STABILITY_MODES.values(), "laplacian"))
 
 
 def extract(run: RunDir) -> dict:
     arrays: dict = {"test_error": np.nan, "corruption_std": 0.0}
     summary: dict = {"output": {}}
-    for mode in (m for m in MODES if _done(run, m)):
-        values = load_npz(_stage(run, mode) / "stability.npz", required=("nodes", "D", "G", "R"))
-        stats = load_json(_stage(run, mode) / "summary.json")
+    for mode, name in STABILITY_MODES.items():
+        if not done(run, name):
+            continue
+        values, stats = load(run, name, "stability"), load(run, name, "summary")
         for key in ("nodes", "D", "G", "R"):
             arrays[f"{mode}_{key}"] = values[key]
         summary["output"][mode] = stats["output"]
@@ -58,17 +52,16 @@ def extract(run: RunDir) -> dict:
             arrays["test_error"] = np.nan if accuracy is None else 1.0 - accuracy
             arrays["corruption_std"] = stats["corruption_std"]
             summary["nodes"] = len(values["nodes"])
-    if _done(run, "laplacian"):
-        spectra = load_npz(_stage(run, "laplacian") / "laplacian.npz", required=("layers",))
+    if done(run, "laplacian"):
+        spectra = load(run, "laplacian", "laplacian")
         arrays.update({f"laplacian_{key}": value for key, value in spectra.items() if key != "kernel_sizes"})
-    save_npz(run.extract / "seed004.npz", **arrays)
+    save_npz(stage_path(run, "extract", "seed004"), **arrays)
     summary.update(test_error=float(arrays["test_error"]), corruption_std=float(arrays["corruption_std"]))
     return summary
 
 
 def _runs(group: Group) -> list[dict]:
-    paths = [run.extract / "seed004.npz" for run in group.runs]
-    return [load_npz(p) for p in paths if p.is_file()]
+    return [load(run, "extract", "seed004") for run in group.runs if stage_path(run, "extract", "seed004").is_file()]
 
 
 def _per_node(runs: list[dict], mode: str, key: str) -> np.ndarray | None:

@@ -18,6 +18,7 @@ from conftest import ROOT
 
 import stability
 import train_classifier
+from pipeline.contract import done, stage_dir, stage_path
 from utils.cli import run_main
 from utils.io import load_torch, save_npz
 from utils.rundir import RunDir
@@ -70,7 +71,7 @@ def damaged_copy(tmp: Path, workdir: Path, name: str, damage) -> str:
 
 
 def stability_file(run: RunDir) -> Path:
-    return run.stage("stability/trained") / "stability.npz"
+    return stage_path(run, "stability", "stability")
 
 
 def drop_model_outputs(run: RunDir) -> None:
@@ -86,7 +87,7 @@ def case_files(tmp: Path, workdir: Path) -> dict[str, str]:
         "evil": code_running_checkpoint(tmp),
         "npz_keys": damaged_copy(tmp, workdir, "keys", lambda run: save_npz(stability_file(run), nodes=[1], x=[2])),
         "npz_cut": damaged_copy(tmp, workdir, "cut", lambda run: truncate(stability_file(run))),
-        "unmeasured": damaged_copy(tmp, workdir, "unmeasured", lambda run: shutil.rmtree(run.stage("stability"))),
+        "unmeasured": damaged_copy(tmp, workdir, "unmeasured", lambda run: shutil.rmtree(stage_dir(run, "stability"))),
         "foreign_config": damaged_copy(tmp, workdir, "config", drop_model_outputs),
         "truncated": write(tmp / "cut.pt", run.epoch_checkpoint(0).read_bytes()[:200]),
         "foreign": str(run.epoch_checkpoint(0)),  # a lenet checkpoint given to resnet20
@@ -167,8 +168,8 @@ def test_bad_input(script, argv, message, workdir, tmp_path, capsys):
     assert len(err.splitlines()) == 1, err
     assert message in err, err
     assert not (tmp_path / "code_ran").exists()  # a checkpoint's pickle never runs code
-    finished = RunDir.of(workdir, "digits", "lenet", 0).stage("stability/trained") / "_done.json"
-    assert finished.is_file()  # bad input never costs a finished stage its done mark (e.g. stability --P 100000)
+    # bad input never costs a finished stage its done mark (e.g. stability --P 100000)
+    assert done(RunDir.of(workdir, "digits", "lenet", 0), "stability")
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):

@@ -35,7 +35,7 @@ from datasets.normalization import (
     SEED000_CIFAR_MEAN,
     SEED000_CIFAR_STD,
 )
-from datasets.twopoints import candidate_points, class_pairs
+from datasets.twopoints import candidate_points, class_pairs, render_points
 from utils.errors import ToolkitError
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -396,6 +396,16 @@ def test_twopoints_split_follows_the_original_algorithm():
     image = torch.zeros(d, d)
     image[coords[pick[0], :, 0], coords[pick[0], :, 1]] = 1
     torch.testing.assert_close(train.images[0, 0], image / (2 / d ** 2))  # +1 at the points, divided by 2/d^2
+
+
+def test_render_points_places_value_d2_over_2_so_the_mean_pixel_is_one():
+    points = torch.tensor([[[0, 1], [5, 3]], [[2, 2], [2, 2]]])
+    images = render_points(points, 28)
+    assert images.shape == (2, 1, 28, 28)
+    assert images[0, 0, 0, 1] == 392 and images[0, 0, 5, 3] == 392
+    assert images[0].mean().item() == pytest.approx(1.0)
+    assert images[1, 0, 2, 2] == 784 and images[1].sum() == 784                         # coinciding points add up
+    assert render_points(points, 8, value=1.0).sum() == 4
 
 
 def test_twopoints_images_labels_and_splits():

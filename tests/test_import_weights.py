@@ -13,6 +13,7 @@ import kernels
 import stability
 from datasets.normalization import IMAGENET_MEAN
 from models import build_model
+from pipeline.contract import load
 from pipeline.loaded import load_run_model
 from utils.cli import run_main
 from utils.io import load_json, load_npz
@@ -123,7 +124,7 @@ def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp
     assert load_npz(run.stage("kernels") / f"kernels_{test_set}.npz")["cka"].shape == (18, 18)
 
     assert stability.main([*flags, "--P", "4", "--by_layer"]) == 0
-    summary = load_json(run.stage("stability/trained") / "summary.json")
+    summary = load(run, "stability", "summary")
     assert summary["epoch"] == 1 and summary["test_accuracy"] is None and np.isfinite(summary["output"]["R"])
 
     assert decompose.main(["indices", *flags, "-k", "2", "--max-samples", "12"]) == 0

@@ -15,7 +15,6 @@ from measures.stability import (
     displacement_fields,
     matched_noise,
     relative_stability,
-    render_points,
     shuffle_conv_channels,
     temperature_for_displacement,
     temperature_range,
@@ -190,16 +189,6 @@ def test_translate_points_moves_to_a_neighbour_and_stays_in_range():
 def test_translate_points_clips_at_the_edge():
     corner = torch.zeros(500, 2, 2, dtype=torch.long)
     assert translate_points(corner, 10, generator=gen(19)).min() == 0
-
-
-def test_render_points_places_value_d2_over_2_so_the_mean_pixel_is_one():
-    points = torch.tensor([[[0, 1], [5, 3]], [[2, 2], [2, 2]]])
-    images = render_points(points, 28)
-    assert images.shape == (2, 1, 28, 28)
-    assert images[0, 0, 0, 1] == 392 and images[0, 0, 5, 3] == 392
-    assert images[0].mean().item() == pytest.approx(1.0)
-    assert images[1, 0, 2, 2] == 784 and images[1].sum() == 784                         # coinciding points add up
-    assert render_points(points, 8, value=1.0).sum() == 4
 
 
 # ---------------------------------------------------------------------------------------------------- D, G, R

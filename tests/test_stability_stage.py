@@ -1,29 +1,30 @@
-"""stability.py on tiny digits and twopoints runs: every mode, its files, done-skip, determinism, reports."""
+"""stability.py on tiny digits and twopoints runs: every mode, its files, done-skip, determinism, the accuracies of
+the hinge head, reports."""
+import csv
+import json
 
 import numpy as np
 import pytest
+import torch
 
 import averaging
 import extractor
 import stability
-import train_classifier
-from utils.io import load_json, load_npz
-from utils.rundir import RunDir
+from datasets import build_dataset
+from models import build_model
+from pipeline.contract import STABILITY_MODES, load, stage_dir
+from utils.rundir import DONE_FILE, RunDir
 
 P = "60"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     """vgg11 (with BatchNorm) at width 0.25 on digits, lenet on twopoints, lenet on corrupted digits."""
     workdir = tmp_path_factory.mktemp("stability")
-    common = ["--no-progress", "--device", "cpu", "--workdir", str(workdir)]
-    train_classifier.main(["--model-name", "vgg11", "--traindata", "digits", "--width", "0.25", "--epochs", "2",
-                           *common])
-    train_classifier.main(["--model-name", "lenet", "--traindata", "twopoints", "--ptr", "256", "--epochs", "1",
-                           *common])
-    train_classifier.main(["--model-name", "lenet", "--traindata", "digits", "--width", "0.5", "--epochs", "1",
-                           "--gaussian_corruption_std", "5", *common])
+    trained_run(workdir, "vgg11", "digits", 0, "--width", "0.25", "--epochs", "2")
+    trained_run(workdir, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
+    trained_run(workdir, "lenet", "digits", 0, "--width", "0.5", "--epochs", "1", "--gaussian_corruption_std", "5")
     return workdir
 
 
@@ -33,9 +34,9 @@ def measure(workdir, *extra, model="vgg11", data="digits"):
 
 
 def results(workdir, mode, model="vgg11", data="digits"):
-    folder = RunDir.of(workdir, data, model, 0).stage(f"stability/{mode}")
-    return load_npz(folder / "stability.npz", required=("nodes", "dims", "D", "G", "R", "den")), \
-        load_json(folder / "summary.json")
+    """(stability arrays, summary) of a mode (trained, init, shuffled), keys checked against the contract."""
+    run, name = RunDir.of(workdir, data, model, 0), STABILITY_MODES[mode]
+    return load(run, name, "stability"), load(run, name, "summary")
 
 
 def test_trained_init_and_shuffled_write_every_node(workdir):
@@ -60,7 +61,7 @@ def test_trained_init_and_shuffled_write_every_node(workdir):
 def test_done_is_skipped_force_recomputes_and_results_are_deterministic(workdir, capsys):
     measure(workdir, "--by_layer")
     first = results(workdir, "trained")[0]
-    marker = RunDir.of(workdir, "digits", "vgg11", 0).stage("stability/trained") / "_done.json"
+    marker = stage_dir(RunDir.of(workdir, "digits", "vgg11", 0), "stability") / DONE_FILE
     stamp = marker.stat().st_mtime_ns
     measure(workdir, "--by_layer")
     assert "up to date" in capsys.readouterr().out and marker.stat().st_mtime_ns == stamp
@@ -77,7 +78,7 @@ def test_done_is_skipped_force_recomputes_and_results_are_deterministic(workdir,
 
 def test_laplacian_spectra_of_trained_and_init_filters(workdir):
     measure(workdir, "--laplacian")
-    arrays = load_npz(RunDir.of(workdir, "digits", "vgg11", 0).stage("stability/laplacian") / "laplacian.npz")
+    arrays = load(RunDir.of(workdir, "digits", "vgg11", 0), "laplacian", "laplacian")
     assert list(arrays["layers"]) == ["features.0", "features.4", "features.8", "features.11", "features.15",
                                       "features.18", "features.22", "features.25"]
     np.testing.assert_allclose(arrays["eigenvalues_00"], [0, 1, 1, 2, 3, 3, 4, 4, 6], atol=1e-12)
@@ -97,13 +98,39 @@ def test_twopoints_uses_the_one_pixel_move_and_corrupted_probes(workdir):
     assert summary["corruption_std"] == 5.0 and np.isfinite(arrays["R"][0]) and arrays["R"][0] > 0
 
 
+def test_twopoints_accuracies_are_the_logged_one_and_the_hinge_head_on_every_probe(workdir):
+    """One hinge output: the summary's test accuracy is train_log.csv's test_acc at the measured epoch, and its probe
+    accuracy over the whole probe split (5000 probes) is (f(x) > 0) == label, computed here by hand."""
+    measure(workdir, "--P", "5000", model="lenet", data="twopoints")
+    run = RunDir.of(workdir, "twopoints", "lenet", 0)
+    summary = load(run, "stability", "summary")
+    with run.train_log.open() as handle:
+        logged = {int(row["epoch"]): float(row["test_acc"]) for row in csv.DictReader(handle)}
+    assert summary["checkpoint"] == "best" and summary["P"] == 5000
+    assert summary["test_accuracy"] == logged[summary["epoch"]]
+    config = json.loads(run.config.read_text())
+    spec = config["model"]
+    assert config["recipe"]["loss"] == "hinge" and spec["outputs"] == 1
+    assert config["data"]["mean"] == [0.0] and config["data"]["std"] == [1.0]  # twopoints is not normalised
+    model = build_model("lenet", num_classes=1, in_channels=spec["in_channels"], width=spec["width"],
+                        image_size=spec["image_size"])
+    model.load_state_dict(torch.load(run.best, weights_only=True)["model"])
+    probes = build_dataset("twopoints", "probe")
+    assert len(probes) == 5000
+    with torch.no_grad():
+        output = model.double().eval()(probes.images.double())
+    by_hand = float(((output.reshape(-1) > 0).long() == probes.labels).double().mean())
+    assert summary["probe_accuracy"] == pytest.approx(by_hand, abs=1e-12)
+    assert by_hand != pytest.approx(0.5)  # an argmax over the one output would say 0 for every probe: exactly 0.5
+
+
 def test_extract_and_average_draw_the_seed004_figures(workdir):
     for extra in (("--by_layer",), ("--by_layer", "--init"), ("--by_layer", "--shuffle_channels"), ("--laplacian",)):
         measure(workdir, *extra, "--force")
     measure(workdir, "--by_layer", model="lenet", data="twopoints")
     for model, data in (("vgg11", "digits"), ("lenet", "twopoints")):
         assert extractor.main(["--model-name", model, "--traindata", data, "--workdir", str(workdir)]) == 0
-    extracted = load_npz(RunDir.of(workdir, "digits", "vgg11", 0).extract / "seed004.npz")
+    extracted = load(RunDir.of(workdir, "digits", "vgg11", 0), "extract", "seed004")
     assert {"trained_R", "init_R", "shuffled_R", "laplacian_layers", "laplacian_init_07"} <= set(extracted)
     assert 0 <= extracted["test_error"] <= 1
     assert averaging.main(["--workdir", str(workdir)]) == 0
