@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.contract import STABILITY_MODES, done, load, stage_path
+from pipeline.contract import STABILITY_MODES, StageOutput, done, load, stage_path
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.io import save_npz
 from utils.rundir import RunDir
 
 TITLE = "How deep CNNs lose spatial information: diffeomorphism and noise stability (seed004)"
@@ -37,7 +36,7 @@ def has_outputs(run: RunDir) -> bool:
     return any(done(run, name) for name in (*STABILITY_MODES.values(), "laplacian"))
 
 
-def extract(run: RunDir) -> dict:
+def extract(run: RunDir, out: StageOutput) -> dict:
     arrays: dict = {"test_error": np.nan, "corruption_std": 0.0}
     summary: dict = {"output": {}}
     for mode, name in STABILITY_MODES.items():
@@ -55,7 +54,7 @@ def extract(run: RunDir) -> dict:
     if done(run, "laplacian"):
         spectra = load(run, "laplacian", "laplacian")
         arrays.update({f"laplacian_{key}": value for key, value in spectra.items() if key != "kernel_sizes"})
-    save_npz(stage_path(run, "extract", "seed004"), **arrays)
+    out.save("seed004", arrays)
     summary.update(test_error=float(arrays["test_error"]), corruption_std=float(arrays["corruption_std"]))
     return summary
 
