@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     weights = Path(args.weights).resolve()
     if not weights.is_file():
         raise ToolkitError(f"no weights file {args.weights}; pass the path of a downloaded state dict to --weights")
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     digest = sha256_of(weights)
     if not args.force and (run.config.is_file() or run.saved_epochs()) and not unfinished_import(run, digest):
         raise ToolkitError(f"{run.root} already holds a run; use another --seed or --workdir, or --force to replace it")

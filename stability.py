@@ -313,7 +313,7 @@ def measure_laplacian(args, loaded: LoadedRun, out: StageOutput) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     out = open_stage(run, stage_of(args), recorded_flags(args), args.force)
     if out is None:
         return 0

@@ -129,7 +129,7 @@ class LoadedRun:
     @classmethod
     def from_args(cls, args, device: torch.device | str = "cpu", **options) -> LoadedRun:
         """The run named by --workdir/--traindata/--model-name/--seed at --start_epoch, its flags checked."""
-        run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+        run = RunDir.from_args(args)
         check_run_flags(args, load_config(run), run)
         options.setdefault("epoch", getattr(args, "start_epoch", None))
         return cls.open(run, device=device, **options)

@@ -1,6 +1,7 @@
 """Every stage, run on a tiny run, writes exactly what its record in pipeline.contract promises: each file is an
 instance of one of the stage's templates, every template has at least one instance, and each file holds the
-record's keys (the arrays of an .npz, the keys of a .json object) and at least one key per prefix of per-layer or per-k keys."""
+record's keys (the arrays of an .npz, the keys of a .json object) and at least one key per prefix of per-layer or
+per-k keys."""
 import re
 
 import numpy as np

@@ -37,8 +37,16 @@ class RunDir:
     root: Path
 
     @classmethod
-    def of(cls, workdir: str | Path, dataset: str, model: str, seed: int) -> RunDir:
-        return cls(Path(workdir) / safe_name(dataset) / safe_name(model) / f"rnd{int(seed)}")
+    def of(cls, workdir: str | Path, dataset: str, model: str, seed: int, variant: str = "") -> RunDir:
+        """<workdir>/<dataset>/<model>[@<variant>]/rnd<seed> (`run_variant` names the variant)."""
+        folder = safe_name(model) + (f"{VARIANT_MARK}{variant}" if variant else "")
+        return cls(Path(workdir) / safe_name(dataset) / folder / f"rnd{int(seed)}")
+
+    @classmethod
+    def from_args(cls, args, seed: int | None = None) -> RunDir:
+        """The run named by --workdir, --traindata, --model-name, --seed (or `seed`) and the run-defining flags."""
+        return cls.of(args.workdir, args.traindata, args.model_name, args.seed if seed is None else seed,
+                      variant_of(args))
 
     @property
     def config(self) -> Path:
@@ -81,6 +89,34 @@ class RunDir:
         return self.root.parent
 
 
+VARIANT_MARK = "@"
+DEFAULT_PTR = 1024   # twopoints training points (seed004 §2.8)
+
+
+def run_variant(dataset: str, corruption: float = 0.0, ptr: int = DEFAULT_PTR) -> str:
+    """The folder suffix of a run whose run-defining flags beyond dataset, model and seed differ from the defaults,
+    so that such runs coexist in one workdir (a seed004 sigma sweep): "" by default, "sigma10" for a Gaussian
+    corruption of 10 (seed004 §2.7), "ptr2048" for twopoints with 2048 training points, joined by "-".
+    Width and recipe are not part of the path: a second width or recipe at the same path is refused by
+    train_classifier.py (its run flags differ), never silently mixed."""
+    parts = [f"sigma{corruption:g}"] if corruption else []
+    if dataset == "twopoints" and ptr != DEFAULT_PTR:
+        parts.append(f"ptr{ptr}")
+    return "-".join(parts)
+
+
+def variant_of(args) -> str:
+    """`run_variant` of parsed flags (utils.cli.add_run_flags)."""
+    return run_variant(args.traindata, getattr(args, "gaussian_corruption_std", 0.0) or 0.0,
+                       getattr(args, "ptr", DEFAULT_PTR))
+
+
+def split_variant(folder: str) -> tuple[str, str]:
+    """A model folder name -> (model folder, variant): "vgg11@sigma10" -> ("vgg11", "sigma10")."""
+    model, _, variant = folder.partition(VARIANT_MARK)
+    return model, variant
+
+
 def safe_name(name: str) -> str:
     """A folder name for a dataset or model name (e.g. 'torchvision:resnet50' -> 'torchvision_resnet50')."""
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name))
@@ -111,9 +147,9 @@ def report_dir(workdir: str | Path) -> Path:
     return Path(workdir) / "report"
 
 
-def seed_dirs(workdir: str | Path, dataset: str, model: str) -> list[RunDir]:
-    """Every rnd<seed> run of one (dataset, model), ordered by seed."""
-    group = Path(workdir) / safe_name(dataset) / safe_name(model)
+def seed_dirs(workdir: str | Path, dataset: str, model: str, variant: str = "") -> list[RunDir]:
+    """Every rnd<seed> run of one (dataset, model folder), ordered by seed."""
+    group = RunDir.of(workdir, dataset, model, 0, variant).group
     runs = [p for p in group.glob("rnd*") if _is_run_folder(p)]
     return [RunDir(p) for p in sorted(runs, key=lambda p: int(p.name[3:]))]
 
