@@ -32,7 +32,9 @@ error), in float64, with the data on the device; every random draw comes from a 
    covariance) or "random" (Haar); d on --clip_points values from 0 to D_l; test accuracy, other layers intact.
 6. Gaussianity (§2), layers 0..L-2: Marchenko-Pastur outlier fraction of net 1's aligned weight before and
    after whitening by C_l (NaN when M N <= D_flat: then exactly white), and KS p-values (scipy.stats.kstest
-   against N(0, 1)) of the M nets' weights whitened by C_l along the principal directions --ks_ranks (1-based).
+   against N(0, 1)) of the M nets' weights whitened by C_l along the principal directions --ks_ranks, read as
+   the original's 0-based columns r (r = 0: the top direction; the spec's r = 1, 10, 100 are the 2nd, 11th and
+   101st). Until issue 18 the ranks were 1-based (column r - 1): the KS p-values and whitened samples moved.
 
 Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seeds, K samples, ll = two-digit
 0-based layer index 00..L-1, D_l as above):
@@ -48,7 +50,7 @@ Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seed
   clipping     bases (3,) "weight", "activation", "random"; reference_accuracy () net 1's; for ll = 01..L-1:
                d_ll (G,) kept dimensions, accuracy_ll (3, G) test accuracy per basis
   gaussianity  mp_colored (L-1,), mp_white (L-1,) fractions outside the MP bulk; ks_ranks (R,); ks_pvalue
-               (L-1, R) (NaN where the rank exceeds C_l's); for ll = 00..L-2: mp_eigs_colored_ll,
+               (L-1, R) (NaN where column r does not exist: r >= C_l's rank); for ll = 00..L-2: mp_eigs_colored_ll,
                mp_eigs_white_ll eigenvalues normalised to mean 1, mp_q_ll (2,) their aspect ratios q,
                whitened_ll (M N, R) the whitened weights along those directions (NaN-padded)
   summary      dataset, model, seeds, epochs, layers, dims, trained_accuracy {seed}, rainbow_accuracy (K,)
@@ -98,7 +100,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_iters", type=int, default=2, help="refinements of the mean alignment (§5.2)")
     parser.add_argument("--clip_points", type=int, default=51, help="values of d from 0 to D_j (§5.5: 51)")
     parser.add_argument("--ks_ranks", type=int, nargs="+", default=[1, 10, 100],
-                        help="principal directions (1-based) whose whitened marginals are KS-tested (§2)")
+                        help="principal directions whose whitened marginals are KS-tested (§2), as the original's "
+                             "0-based columns (r = 0: the top direction)")
     parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass of the M nets")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most N images of each split")
     args = parser.parse_args(argv)
@@ -106,8 +109,8 @@ def parse_args(argv=None):
                                ("--batchsize", args.batchsize, 1), ("--max-samples", args.max_samples, 1)):
         if value is not None and value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
-    if min(args.ks_ranks) < 1 or args.num_iters < 0:
-        parser.error("--ks_ranks must be >= 1 and --num_iters >= 0")
+    if min(args.ks_ranks) < 0 or args.num_iters < 0:
+        parser.error("--ks_ranks must be >= 0 and --num_iters >= 0")
     return args
 
 
@@ -358,7 +361,7 @@ def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvec
 
     As in the spec, net 1 is whitened by the C_j of all M nets, its own rows included; this biases it towards
     white for small M and makes it exactly white when M N <= D (its rows are then part of an orthogonal
-    matrix), so mp_white is NaN there.
+    matrix), so mp_white is NaN there. ks_ranks are 0-based columns of the whitened weights, as the original's r.
     """
     values, vectors = al.positive_eigenpairs(eigenvalues, eigenvectors)
     single = rows(aligned[0])
@@ -370,8 +373,8 @@ def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvec
     samples = np.full((whitened.shape[0], len(ks_ranks)), np.nan)
     pvalues = np.full(len(ks_ranks), np.nan)
     for i, rank in enumerate(ks_ranks):
-        if rank <= whitened.shape[1]:
-            samples[:, i] = whitened[:, rank - 1].cpu().numpy()
+        if rank < whitened.shape[1]:  # the original's 0-based column r
+            samples[:, i] = whitened[:, rank].cpu().numpy()
             pvalues[i] = stats.kstest(samples[:, i], "norm").pvalue
     return {"mp_colored": float(al.marchenko_pastur_fraction(colored, q_colored)),
             "mp_white": float("nan") if degenerate else float(al.marchenko_pastur_fraction(white, q_white)),

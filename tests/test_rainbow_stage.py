@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 import averaging
@@ -164,3 +165,23 @@ def test_a_width_that_differs_from_the_runs_is_one_line_exit_2(workdir, capsys):
         run_main(rainbow.main, [*MODEL, "--workdir", str(workdir), *FAST, "--width", "0.5"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--width" in err, err
+
+
+def test_ks_ranks_are_the_original_0_based_columns_of_the_whitened_weights():
+    """r = 0 is the top principal direction of C (the spec's KS table reads r = 1, 10, 100 as the original's
+    columns); a rank beyond C's gives NaN."""
+    generator = torch.Generator().manual_seed(0)
+    aligned = [torch.randn(40, 6, generator=generator, dtype=torch.float64) * torch.linspace(3.0, 0.5, 6)
+               for _ in range(3)]
+    eigenvalues, eigenvectors = rainbow.al.weight_spectrum(aligned)
+    result = rainbow.gaussianity(aligned, eigenvalues, eigenvectors, [0, 1, 5, 6])
+    rows = torch.cat(aligned)
+    for column, rank in enumerate([0, 1, 5]):     # independent whitening: project on the rank-th eigenvector of C
+        vector = np.linalg.eigh((rows.T @ rows / len(rows)).numpy())[1][:, ::-1][:, rank]
+        projected = rows.numpy() @ vector
+        expected = projected / np.sqrt(np.mean(projected ** 2))
+        sign = np.sign(result["whitened"][0, column] * expected[0])
+        np.testing.assert_allclose(result["whitened"][:, column], sign * expected, rtol=1e-8, atol=1e-10)
+        assert result["ks_pvalue"][column] == pytest.approx(scipy.stats.kstest(sign * expected, "norm").pvalue,
+                                                            rel=1e-6)
+    assert np.isnan(result["ks_pvalue"][3]) and np.isnan(result["whitened"][:, 3]).all()
