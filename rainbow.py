@@ -29,7 +29,9 @@ error), in float64, with the data on the device; every random draw comes from a 
 5. Clipping (§5.5): net 1's layer l (l >= 1; layer 0 sees the image, identical across nets) replaced by
    W A^T P_d A for the first d vectors of a channel basis of mean space: "weight" (C_l's eigenvectors; for
    k x k kernels the channel covariance of the kernel taps), "activation" (the mean net's activation
-   covariance) or "random" (Haar); d on --clip_points values from 0 to D_l; test accuracy, other layers intact.
+   covariance) or "random" (Haar); d on the original's grid of --clip_points values, np.arange(0, D_l + 1,
+   D_l / (clip_points - 1)) truncated (measures.alignment.clipping_grid; until issue 18 a rounded linspace, so
+   the d values of clipping.npz and clip_within_1pct moved); test accuracy, other layers intact.
 6. Gaussianity (§2), layers 0..L-2: Marchenko-Pastur outlier fraction of net 1's aligned weight before and
    after whitening by C_l (NaN when M N <= D_flat: then exactly white), and KS p-values (scipy.stats.kstest
    against N(0, 1)) of the M nets' weights whitened by C_l along the principal directions --ks_ranks, read as
@@ -98,7 +100,8 @@ def parse_args(argv=None):
                         help="seed of the rainbow weights' generator (the random bases use seed + 1)")
     parser.add_argument("--num_samples", type=int, default=5, help="rainbow networks drawn (K)")
     parser.add_argument("--num_iters", type=int, default=2, help="refinements of the mean alignment (§5.2)")
-    parser.add_argument("--clip_points", type=int, default=51, help="values of d from 0 to D_j (§5.5: 51)")
+    parser.add_argument("--clip_points", type=int, default=51,
+                        help="values of d from 0 to D_l, step D_l / (points - 1), truncated (§5.5: 51)")
     parser.add_argument("--ks_ranks", type=int, nargs="+", default=[1, 10, 100],
                         help="principal directions whose whitened marginals are KS-tested (§2), as the original's "
                              "0-based columns (r = 0: the top direction)")
@@ -340,7 +343,7 @@ def clipping_curves(net: Net, alignment: torch.Tensor, bases: dict[str, torch.Te
                     points: int, data: Data) -> tuple[np.ndarray, np.ndarray]:
     """(d grid, accuracy (bases, grid)) for net 1 with layer j clipped in each basis (§5.5)."""
     dim = bases[BASES[0]].shape[0]
-    grid = np.unique(np.round(np.linspace(0, dim, points)).astype(int))
+    grid = al.clipping_grid(dim, points)
     work, original = net.copy(), net.weight(j)
     curves = np.zeros((len(BASES), len(grid)))
     for b, name in enumerate(BASES):

@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "weight_covariance", "principal_components", "weight_spectrum", "whiten_weights",
     "random_basis", "sample_rainbow_weights", "sample_from_spectrum",
     "recompute_standardization", "rescale_cross_covariance",
-    "clipping_projector", "clip_weight",
+    "clipping_projector", "clipping_grid", "clip_weight",
     "marchenko_pastur_edges", "marchenko_pastur_density", "marchenko_pastur_fraction", "positive_eigenpairs",
     "excess_kurtosis",
 ]
@@ -632,6 +633,24 @@ def clipping_projector(basis: torch.Tensor, d: int) -> torch.Tensor:
         raise ValueError(f"d must be in [0, {basis.shape[1]}], got {d}")
     kept = basis[:, :d].to(torch.float64)
     return kept @ kept.T
+
+
+def clipping_grid(dim: int, points: int = 51) -> np.ndarray:
+    """The kept dimensions d of a clipping curve, as the original: np.arange(0, D + 1, D / (points - 1)) truncated
+    to int (seed002 §5.5: 51 values from 0 to D, step D / 50), duplicates (D < points - 1) dropped.
+
+    Truncation, not rounding: for D = 320 the grid is 0, 6, 12, 19, 25, ... (the spec's §6 table reads d = 19, 25,
+    217 at D = 320). As in the original, floating point makes the last value D - 1 instead of D for some D
+    (e.g. 57, 113).
+
+    Args:
+      dim: D >= 1.
+      points: number of grid values before deduplication, >= 2.
+
+    Returns:
+      (G,) int64 ascending values in [0, D].
+    """
+    return np.unique(np.arange(0, dim + 1, dim / (points - 1)).astype(np.int64))
 
 
 def clip_weight(weight: torch.Tensor, alignment: torch.Tensor | None, basis: torch.Tensor, d: int) -> torch.Tensor:

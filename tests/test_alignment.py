@@ -17,6 +17,7 @@ from measures.alignment import (
     alignment_r2,
     as_samples,
     clip_weight,
+    clipping_grid,
     clipping_projector,
     cross_covariance,
     excess_kurtosis,
@@ -444,6 +445,24 @@ def test_clip_weight_matches_the_spec_formula():
     np.testing.assert_allclose(clip_weight(W, Q, basis, 2).numpy(), W.numpy() @ spec_A @ P.numpy() @ spec_A.T,
                                atol=1e-12)
     np.testing.assert_allclose(clip_weight(W, None, basis, 2).numpy(), W.numpy() @ P.numpy(), atol=1e-12)
+
+
+# The spec's §6 table (J8 CIFAR net, 51-point grids): smallest grid d within 1% per D and basis, read off the
+# original's precomputed clipping files, so each lies on the original's grid of that D.
+SPEC_CLIPPING_D = {320: [19, 25, 217], 640: [64, 89, 448], 1280: [51, 76, 793], 2560: [51, 153, 204, 1689, 1945, 1894]}
+
+
+def test_clipping_grid_truncates_like_the_original():
+    for dim, found in SPEC_CLIPPING_D.items():
+        grid = clipping_grid(dim, 51)
+        assert len(grid) == 51 and grid[0] == 0 and grid[-1] == dim
+        assert set(found) <= set(grid.tolist()), dim
+    rounded = np.round(np.linspace(0, 320, 51)).astype(int)                 # 25 (= int(25.6)) is not on it
+    assert 25 not in rounded
+    assert clipping_grid(128, 51)[:5].tolist() == [0, 2, 5, 7, 10]           # 2.56 k truncated
+    assert clipping_grid(64, 3).tolist() == [0, 32, 64]
+    small = clipping_grid(15, 51)                                            # step 0.3: duplicates dropped
+    assert small.tolist() == list(range(16))
 
 
 def test_bases_are_orthonormal_and_sorted():

@@ -19,7 +19,7 @@ from utils.rundir import DONE_FILE, RunDir
 
 SEEDS = 5
 MODEL = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
-FAST = ["--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"]
+FAST = ["--num_samples", "2", "--clip_points", "6", "--ks_ranks", "1", "10"]
 TRAIN = ("--width", "0.25", "--epochs", "4", "--recipe", "seed002_tutorial")
 
 
@@ -70,6 +70,9 @@ def test_a_rainbow_net_of_five_digits_mlps_classifies_far_above_chance(workdir):
 def test_clipping_at_d_equal_d_keeps_the_accuracy_and_at_zero_loses_it(workdir):
     clipping = load(workdir, "clipping")
     reference = float(clipping["reference_accuracy"])
+    # the original's grid, np.arange(0, D + 1, D / 5) truncated (a rounded linspace gives 26, 77 and 13, 26)
+    assert clipping["d_01"].tolist() == [0, 25, 51, 76, 102, 128]
+    assert clipping["d_02"].tolist() == [0, 12, 25, 38, 51, 64]
     for key in ("01", "02"):
         assert clipping[f"d_{key}"][-1] == {"01": 128, "02": 64}[key]
         assert np.allclose(clipping[f"accuracy_{key}"][:, -1], reference)
