@@ -139,13 +139,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
               "finetune": _f("finetune.json"),
               "finetuned": _f("finetuned_k{k}.pt"),
           }),
-    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={
+    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={   # layer keys 00..L-1 (0-based)
         "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
         "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),
         "rainbow": _f("rainbow.npz", "trained_accuracy", "seeds", "rainbow_accuracy"),
         "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy")),
-        "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue"),
-        "summary": _f("summary.json", "seeds", "trained_accuracy", "rainbow_accuracy", "seconds"),
+        "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue",
+                          prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened")),
+        "summary": _f("summary.json", "dataset", "model", "seeds", "epochs", "layers", "dims", "trained_accuracy",
+                      "rainbow_accuracy", "rainbow_by_layer", "r2", "alignment_error", "unexplained_variance",
+                      "clip_within_1pct", "mp_colored", "mp_white", "ks_pvalue", "seconds"),
     }),
     Stage("extract", "extractor.py", "extract", files={
         "summary": _f("summary.json"),
