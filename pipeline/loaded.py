@@ -198,10 +198,14 @@ class LoadedRun:
 
     def dataset(self, split: str, data_root: str = "data", name: str | None = None):
         """A split of the run's dataset (or of `name`, e.g. an OOD set) as the network sees it: grey sets with the
-        run's channel count, folder datasets with the validation transform (no augmentation)."""
+        run's channel count, folder datasets with the validation transform (no augmentation), and twopoints as the
+        run was trained on it (its --ptr sets the test size, its seed the train subset; config.json "flags")."""
         name = name or self.dataset_name
-        grey = self.config["model"]["in_channels"] == 1 and name in GREY_SETS
-        return build_dataset(name, split, data_root, augment=False, **({"channels": 1} if grey else {}))
+        options = {"channels": 1} if self.config["model"]["in_channels"] == 1 and name in GREY_SETS else {}
+        if name == "twopoints" == self.dataset_name:
+            flags = self.config.get("flags", {})
+            options.update({key: flags[key] for key in ("ptr", "seed") if flags.get(key) is not None})
+        return build_dataset(name, split, data_root, augment=False, **options)
 
     def batches(self, data, batch_size: int, max_samples: int | None = None, desc: str | None = None):
         """(first index, normalised inputs, labels on the device) per batch, in order, with a progress bar."""
