@@ -27,12 +27,12 @@ def stage_parser(doc: str) -> ToolkitParser:
     """The flags of a seed000 stage: the run (seed000 README), --start_epoch/--resume/--force, batch and caps.
 
     --num_classes and --width only locate and check the run (LoadedRun.from_args): --width defaults to the run's
-    own, so a run trained at another width needs no flag, and a --width that disagrees with it is an error.
+    own (utils.cli.add_run_flags), so a run trained at another width needs no flag, and a --width that disagrees
+    with it is an error.
     """
     parser = ToolkitParser(description=doc.split("\n\n")[0])
     add_run_flags(parser)
     add_stage_flags(parser)
-    parser.set_defaults(width=None)
     parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="use at most the first N images of every evaluation set (default: all)")

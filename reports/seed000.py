@@ -43,13 +43,12 @@ from measures.classification import accuracy, predictions
 from measures.ood import detection_metrics, dims_exp, log_sensitivity_score, msp_score
 from measures.spectra import residual_params, stable_rank
 from pipeline import contract
-from pipeline.contract import TRAIN_SET, done, done_record, load, stage_path
+from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, stage_path
 from pipeline.evaluation import detection_sets, test_set_tag
 from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
 from utils.errors import ToolkitError
-from utils.io import save_npz
 from utils.rundir import RunDir
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
@@ -164,7 +163,7 @@ def _kernels(run: RunDir) -> dict:
     return {"cka_sets": np.array(sets), "cka": np.array(cka)}
 
 
-def extract(run: RunDir) -> dict:
+def extract(run: RunDir, out: StageOutput) -> dict:
     """Write extract/seed000.npz (module docstring) from the stages that have finished; return a short summary."""
     config = load_config(run)
     dataset = test_set_tag(config["data"]["name"])  # the stages' file-name tag of the test split
@@ -176,7 +175,7 @@ def extract(run: RunDir) -> dict:
     if done(run, "kernels"):
         arrays.update(_kernels(run))
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
-    save_npz(stage_path(run, "extract", "seed000"), **arrays)
+    out.save("seed000", arrays)
     summary = {"stages": [stage for stage in STAGES if done(run, stage)]}
     if "accuracy" in arrays:
         summary["test_accuracy"] = float(arrays["accuracy"][0, 1])
