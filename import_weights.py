@@ -49,7 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--normalization", choices=["dataset", "imagenet"], default="dataset",
                         help="input normalisation the weights were trained with (default: the dataset's own)")
     parser.add_argument("--force", action="store_true", help="replace an existing run at the same place")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.width = 1.0 if args.width is None else args.width  # the architecture's width (add_run_flags: stages)
+    return args
 
 
 def sha256_of(path: Path) -> str:
