@@ -8,6 +8,10 @@ analysis layers, its input normalisation, predictions (hinge head included) and 
 
 "Layer l" is the input of the l-th analysis weight layer (DESIGN.md "Layers"; `loaded.layers`, 0-based), found by
 `models.layers.analysis_layers` from the model's own input shape.
+
+A weights file of a registry architecture that was not trained here (akamaster's ResNet-20, torchvision's weights)
+is loaded the same way with `LoadedRun.from_weights` (decompose.py --weights), with a config built by
+`weights_config`.
 """
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from tqdm import tqdm
 
 from datasets import build_dataset
 from datasets.base import normalize
+from datasets.normalization import normalization_for
 from datasets.registry import GREY_SETS
 from measures.classification import accuracy, predictions
 from models import build_model
 from models.layers import analysis_layers
+from models.weights import load_weights
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import CHECKPOINT_FORMAT, RunDir
@@ -35,6 +41,9 @@ CONFIG_SECTIONS = {  # the keys the stages read from each section of config.json
     "data": ("name", "mean", "std"),
     "recipe": ("name", "loss"),
 }
+IMPORTED_RECIPE = {"name": "imported", "loss": "cross_entropy"}   # the recipe section of a weights file's config
+NORMALIZATIONS = ("dataset", "imagenet")   # --normalization: the dataset's default statistics, or ImageNet's
+WEIGHTS_EPOCH = -1                         # LoadedRun.epoch of a weights file: no epoch of a run of ours
 
 
 def load_config(run: RunDir) -> dict:
@@ -94,6 +103,29 @@ def load_run_model(run: RunDir, epoch: int | None = None, best: bool = False,
     return model.to(device).eval(), config, int(ckpt["epoch"])
 
 
+def normalization_stats(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a NORMALIZATIONS name for `dataset`."""
+    if name not in NORMALIZATIONS:
+        raise ToolkitError(f"unknown normalisation {name!r}; use one of {', '.join(NORMALIZATIONS)}")
+    return normalization_for(None if name == "dataset" else name, dataset)
+
+
+def weights_config(model_name: str, dataset: str, data_root: str = "data", num_classes: int | None = None,
+                   width: float | None = None, mean=None, std=None) -> dict:
+    """The config.json sections (model, data, recipe) of a weights file of a registry architecture: num_classes
+    from the dataset unless given, the channels and image size of its test split, width 1 unless given, the
+    cross-entropy IMPORTED_RECIPE, and data mean/std as given (default: the dataset's)."""
+    test = build_dataset(dataset, "test", data_root)
+    num_classes = test.num_classes if num_classes is None else int(num_classes)
+    images, _ = test.take([0])
+    _, channels, height, _ = images.shape
+    return {"model": {"name": model_name, "outputs": num_classes, "num_classes": num_classes,
+                      "in_channels": channels, "image_size": height, "width": 1.0 if width is None else width},
+            "data": {"name": dataset, "mean": list(test.mean if mean is None else mean),
+                     "std": list(test.std if std is None else std)},
+            "recipe": dict(IMPORTED_RECIPE)}
+
+
 def check_run_flags(args, config: dict, where: RunDir) -> None:
     """--num_classes and --width, when given, must agree with the run's config: a one-line error otherwise
     (a stage measures the trained network as it is; these flags only locate and check it)."""
@@ -114,6 +146,7 @@ class LoadedRun:
     config: dict
     epoch: int
     checkpoint: str                 # "epoch" (a kept epoch), "best" (best.pt), "init" (epoch 0) or "weights"
+                                    # (a weights file, `from_weights`; epoch WEIGHTS_EPOCH)
     device: torch.device
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -133,6 +166,19 @@ class LoadedRun:
         check_run_flags(args, load_config(run), run)
         options.setdefault("epoch", getattr(args, "start_epoch", None))
         return cls.open(run, device=device, **options)
+
+    @classmethod
+    def from_weights(cls, run: RunDir, path, model_name: str, dataset: str, data_root: str = "data",
+                     num_classes: int | None = None, width: float | None = None, normalization: str = "dataset",
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedRun:
+        """A weights file (any layout models.weights.load_weights reads) in the registry architecture
+        `model_name`, as a LoadedRun whose outputs go to `run`: its config is `weights_config` with the
+        statistics of `normalization` (a NORMALIZATIONS name); epoch WEIGHTS_EPOCH, checkpoint "weights"."""
+        mean, std = normalization_stats(normalization, dataset)
+        config = weights_config(model_name, dataset, data_root, num_classes, width, mean, std)
+        model = load_weights(build_run_model(config), path)
+        return cls(run, model.to(device, dtype).eval(), config, WEIGHTS_EPOCH, "weights", torch.device(device),
+                   extras={"normalization": normalization})
 
     # ---- what the run is ---------------------------------------------------------------------------------------
     @property

@@ -1,6 +1,7 @@
 """seed003 (class-specific filters): per-run extraction and the across-seed report section.
 
-extract(run) reads decompose/{indices,validate,essential,finetune}/ and writes extract/seed003.json:
+extract(run) reads the decompose-{indices,validate,essential,finetune} stages (pipeline.contract) and writes the
+extract stage's seed003 file:
   full_acc, decomposed_acc {k: acc}, finetune {k: [acc before, after epoch 1, ...]},
   essential {k: {"inf": [fraction per class], "noninf": [...]}}, mutual_info {k}, mutual_info_offdiag {k},
   fc_topk_overlap {k}, psi_selectivity, class_selectivity_index.
@@ -11,52 +12,49 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import contract
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, new_figure, save_figure
-from utils.io import load_json, save_json
-from utils.rundir import DONE_FILE, RunDir
+from utils.io import save_json
+from utils.rundir import RunDir
 
 TITLE = "Decomposing the Deep: class-specific filters (seed003)"
-STAGES = ("indices", "validate", "essential", "finetune")
-
-
-def _stage(run: RunDir, name: str) -> Path:
-    return run.stage(f"decompose/{name}")
+STAGES = ("decompose-indices", "decompose-validate", "decompose-essential", "decompose-finetune")
 
 
 def has_outputs(run: RunDir) -> bool:
-    return any((_stage(run, name) / DONE_FILE).is_file() for name in STAGES)
+    return any(contract.done(run, name) for name in STAGES)
 
 
 def extract(run: RunDir) -> dict:
     summary: dict = {}
-    if (_stage(run, "validate") / DONE_FILE).is_file():
-        validate = load_json(_stage(run, "validate") / "validate.json")
+    if contract.done(run, "decompose-validate"):
+        validate = contract.load(run, "decompose-validate", "validate")
         summary["full_acc"] = validate["full"]
         summary["decomposed_acc"] = validate["decomposed"]
-    if (_stage(run, "indices") / DONE_FILE).is_file():
-        indices = load_json(_stage(run, "indices") / "summary.json")
+    if contract.done(run, "decompose-indices"):
+        indices = contract.load(run, "decompose-indices", "summary")
         ks = [k for k, v in indices.items() if isinstance(v, dict)]
         summary["mutual_info"] = {k: indices[k]["mutual_info"] for k in ks}
         summary["mutual_info_offdiag"] = {k: indices[k]["mutual_info_offdiag"] for k in ks}
         summary["fc_topk_overlap"] = {k: indices[k]["fc_topk_overlap_mean"] for k in ks}
         summary["psi_selectivity"] = indices["psi_selectivity_0.5"]
         summary["class_selectivity_index"] = indices["class_selectivity_index"]
-    if (_stage(run, "essential") / DONE_FILE).is_file():
-        essential = load_json(_stage(run, "essential") / "essential.json")
+    if contract.done(run, "decompose-essential"):
+        essential = contract.load(run, "decompose-essential", "essential")
         summary["essential"] = {k: {"inf": (np.array(v["noise_at_inf"]) / np.array(v["n"])).tolist(),
                                     "noninf": (np.array(v["noise_at_noninf"]) / np.array(v["n"])).tolist()}
                                 for k, v in essential.items()}
-    if (_stage(run, "finetune") / DONE_FILE).is_file():
-        finetune = load_json(_stage(run, "finetune") / "finetune.json")
+    if contract.done(run, "decompose-finetune"):
+        finetune = contract.load(run, "decompose-finetune", "finetune")
         summary["finetune"] = {k: [v["before"], *v["after_epoch"]] for k, v in finetune.items()}
-    save_json(run.extract / "seed003.json", summary)
+    save_json(contract.stage_path(run, "extract", "seed003"), summary)
     return summary
 
 
 def _runs(group: Group) -> list[dict]:
-    paths = [run.extract / "seed003.json" for run in group.runs]
-    return [load_json(p) for p in paths if p.is_file()]
+    return [contract.load(run, "extract", "seed003") for run in group.runs
+            if contract.stage_path(run, "extract", "seed003").is_file()]
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:

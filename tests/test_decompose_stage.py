@@ -2,27 +2,26 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 import averaging
 import decompose
 import extractor
-import train_classifier
 from models import build_model
-from utils.io import load_json, save_torch
+from pipeline.contract import done_record, load, stage_path
+from pipeline.loaded import LoadedRun
+from utils.errors import ToolkitError
+from utils.io import save_torch
 from utils.rundir import RunDir
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     workdir = tmp_path_factory.mktemp("decompose")
-    train_classifier.main(["--model-name", "resnet20", "--traindata", "digits", "--width", "0.5", "--epochs", "3",
-                           "--no-progress", "--device", "cpu", "--workdir", str(workdir)])
+    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
     return workdir
 
 
@@ -32,24 +31,30 @@ def flags(workdir, *extra):
 
 def test_indices_validate_essential_finetune(workdir):
     run = RunDir.of(workdir, "digits", "resnet20", 0)
+    log_before = run.train_log.read_text()
     assert decompose.main(["indices", *flags(workdir, "-k", "5", "32")]) == 0
-    sets = load_json(run.stage("decompose/indices") / "indices.json")
+    sets = load(run, "decompose-indices", "indices")
     assert sorted(sets) == ["32", "5"] and all(len(v) == 5 for v in sets["5"].values())
-    summary = load_json(run.stage("decompose/indices") / "summary.json")
+    summary = load(run, "decompose-indices", "summary")
     assert 0 <= summary["5"]["mutual_info_offdiag"] <= summary["5"]["mutual_info"]
 
     assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0
-    result = load_json(run.stage("decompose/validate") / "validate.json")
+    result = load(run, "decompose-validate", "validate")
     assert result["decomposed"]["32"] == pytest.approx(result["full"])  # k = D keeps every weight
     assert max(result["max_form_gap"].values()) < 1e-5  # gathered and masked forms agree
+    loaded = LoadedRun.open(run)
+    assert result["full"] == pytest.approx(loaded.logged_test_accuracy(), abs=1e-6)  # what training logged
 
     assert decompose.main(["essential", *flags(workdir, "-k", "5")]) == 0
-    essential = load_json(run.stage("decompose/essential") / "essential.json")["5"]
+    essential = load(run, "decompose-essential", "essential")["5"]
     assert len(essential["n"]) == 10 and sum(essential["n"]) == 360
 
     assert decompose.main(["finetune", *flags(workdir, "-k", "5", "--epochs", "1")]) == 0
-    curve = load_json(run.stage("decompose/finetune") / "finetune.json")["5"]
+    curve = load(run, "decompose-finetune", "finetune")["5"]
     assert curve["before"] == pytest.approx(result["decomposed"]["5"]) and len(curve["after_epoch"]) == 1
+    assert stage_path(run, "decompose-finetune", "finetuned", k="5").is_file()
+    assert run.train_log.read_text() == log_before and run.saved_epochs() == loaded.run.saved_epochs()
+    assert done_record(run, "decompose-finetune")["epoch"] == loaded.epoch
 
     assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0  # done: skipped
     assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(workdir)]) == 0
@@ -68,8 +73,16 @@ def test_akamaster_weights_and_an_indices_file(workdir, tmp_path):
     assert decompose.main(["validate", "--model-name", "resnet20", "--traindata", "digits", "--workdir", str(out),
                            "--device", "cpu", "--weights", str(weights), "--normalization", "imagenet",
                            "--indices", str(indices), "-k", "5"]) == 0
-    result = load_json(RunDir.of(out, "digits", "resnet20", 0).stage("decompose/validate") / "validate.json")
+    result = load(RunDir.of(out, "digits", "resnet20", 0), "decompose-validate", "validate")
     assert set(result["decomposed"]) == {"5"}
+
+
+def test_a_one_output_hinge_head_is_refused(tmp_path, trained_run):
+    trained_run(tmp_path, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
+    with pytest.raises(ToolkitError, match="needs a multi-class head") as error:
+        decompose.main(["validate", "--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path),
+                        "--device", "cpu", "-k", "5"])
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("argv, message", [
