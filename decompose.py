@@ -10,10 +10,12 @@
 The network is a trained run (<workdir>/<dataset>/<model>/rnd<seed>, pipeline.loaded.LoadedRun.from_args) or,
 with --weights, any checkpoint file of a registered architecture (the akamaster `{"state_dict"}` format included;
 LoadedRun.from_weights, epoch -1 in the stage's _done.json); outputs go to the run folder's decompose/<subcommand>/
-either way (names: pipeline.contract, stages decompose-<subcommand>). The head must have one output per class (a
-one-output hinge head has no class-specific sets). The features are the global-average-pooled input of the
-classifier (the output of --layer for `indices`). Finetuning runs the training loop's epochs
-(training.loop.Trainer, writing nothing into the run). Files written (documented here only):
+either way (names: pipeline.contract, stages decompose-<subcommand>). Filter sets of CSG (--csg-gates, or
+--source csg) are kept apart from ours: the same files under decompose/csg/<subcommand>/ (stages
+decompose-csg-<subcommand>); validate, essential and finetune read the indices of --source (default ours).
+The head must have one output per class (a one-output hinge head has no class-specific sets). The features are
+the global-average-pooled input of the classifier (the output of --layer for `indices`). Finetuning runs the
+training loop's epochs (training.loop.Trainer, writing nothing into the run). Files written (documented here only):
 - indices/indices.json      {"<k>": {"<class>": [filter, ...]}}: S_c per k (§4; from --indices or --csg-gates if given)
 - indices/indices.npz       histograms_<k> (classes, D) top-k vote counts the sets were read from (computed sets
                             only), fc_topk_overlap_<k> (classes,)
@@ -70,6 +72,9 @@ def parse_args(argv=None):
                         help="a (classes, filters) CSG gate matrix (.npy/.pt); sets = the k largest gates (§8)")
     parser.add_argument("--csg-smallest", action="store_true",
                         help="take the k SMALLEST gates, as the original code did (§8, §12.2)")
+    parser.add_argument("--source", choices=contract.DECOMPOSE_SOURCES, default=None,
+                        help="whose filter sets: ours (computed, or --indices) or csg (--csg-gates, or --indices "
+                             "with CSG sets); each has its own outputs (default: csg with --csg-gates, else ours)")
     parser.add_argument("--epochs", type=int, default=10, help="finetune: epochs")
     parser.add_argument("--lr", type=float, default=2e-4, help="finetune: Adam learning rate")
     parser.add_argument("--batchsize", type=int, default=64, help="finetune: batch size")
@@ -77,6 +82,13 @@ def parse_args(argv=None):
                         help="use at most this many images of each split (streamed ImageNet-scale data)")
     parser.add_argument("--noise-seed", type=int, default=0, help="essential/finetune: generator seed")
     args = parser.parse_args(argv)
+    if args.indices and args.csg_gates:
+        parser.error("give the filter sets by --indices or by --csg-gates, not both")
+    if args.csg_gates and args.source == "ours":
+        parser.error("--csg-gates gives CSG filter sets; drop --source ours")
+    args.source = args.source or ("csg" if args.csg_gates else "ours")
+    if args.command == "indices" and args.source == "csg" and not (args.csg_gates or args.indices):
+        parser.error("indices --source csg reads the CSG sets from --csg-gates FILE (or --indices FILE)")
     if any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
         parser.error("-k takes integers >= 1 or fractions in (0, 1)")
     return args
@@ -165,15 +177,16 @@ def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, lis
 
 
 def stored_sets(args, loaded: LoadedRun, n_filters: int) -> dict[str, list]:
-    """The filter sets given by --indices or --csg-gates, else those written by `decompose.py indices`."""
+    """The filter sets given by --indices or --csg-gates, else those `decompose.py indices` wrote for --source."""
     if args.indices:
         return sets_from_json(args.indices, loaded.num_classes, n_filters, args.k)
     if args.csg_gates:
         return sets_from_gates(args.csg_gates, args.k, args.csg_smallest)
-    run, stage = loaded.run, contract.stage("decompose-indices")
+    run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
     if not contract.done(run, stage.name):
+        given = "--indices FILE" if args.source == "ours" else "--csg-gates FILE"
         raise ToolkitError(f"no filter sets in {stage.dir(run)}; run `python {stage.script} {stage.subcommand[0]}` "
-                           f"with the same run flags first (`{stage.command(run)}`), or pass --indices FILE")
+                           f"with the same run flags first (`{stage.command(run)}`), or pass {given}")
     return sets_from_data(contract.load(run, stage.name, "indices"), stage.path(run, "indices"), loaded.num_classes,
                           n_filters, args.k)
 
@@ -296,7 +309,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    out = contract.open_stage(run, f"decompose-{args.command}", recorded_flags(args), args.force)
+    out = contract.open_stage(run, contract.decompose_stage(args.command, args.source), recorded_flags(args),
+                              args.force)
     if out is None:
         return 0
     loaded = open_network(args, device)

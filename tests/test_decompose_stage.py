@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT
@@ -61,6 +62,37 @@ def test_indices_validate_essential_finetune(workdir):
     assert averaging.main(["--workdir", str(workdir)]) == 0
     report = (workdir / "report" / "report.md").read_text()
     assert "class-specific filters" in report and "decomposed acc" in report
+
+
+def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, trained_run):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    gates = np.random.default_rng(0).random((10, 32)).astype(np.float32)  # (classes, filters at the head: 32)
+    np.save(tmp_path / "gates.npy", gates)
+    csg_flags = ["--csg-gates", str(tmp_path / "gates.npy")]
+    for command in ("indices", "validate", "essential"):
+        assert decompose.main([command, *flags(tmp_path, "-k", "5")]) == 0
+    ours = {name: load(run, f"decompose-{name}", name) for name in ("indices", "validate", "essential")}
+
+    assert decompose.main(["indices", *flags(tmp_path, "-k", "5"), *csg_flags]) == 0
+    for command in ("validate", "essential"):
+        assert decompose.main([command, *flags(tmp_path, "-k", "5", "--source", "csg")]) == 0
+    assert {name: load(run, f"decompose-{name}", name) for name in ours} == ours  # CSG wrote beside ours
+    csg_sets = load(run, "decompose-csg-indices", "indices")["5"]
+    assert csg_sets == {str(c): np.argsort(-gates[c])[:5].tolist() for c in range(10)}  # the 5 largest gates
+    assert csg_sets != ours["indices"]["5"]
+
+    assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path)]) == 0
+    extract = load(run, "extract", "seed003")
+    csg_summary = load(run, "decompose-csg-indices", "summary")
+    assert extract["decomposed_acc"] == ours["validate"]["decomposed"]
+    assert extract["csg"]["decomposed_acc"] == load(run, "decompose-csg-validate", "validate")["decomposed"]
+    assert extract["csg"]["mutual_info"]["5"] == csg_summary["5"]["mutual_info"]
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    comparison = report[report.index("Ours against CSG"):]
+    assert "MI CSG" in comparison and "S_c replaced: CSG" in comparison and "decomposed acc CSG" in comparison
+    row = next(line for line in comparison.splitlines() if line.startswith("| digits/resnet20 | 5 |"))
+    assert f"| {csg_summary['5']['mutual_info']:.4g} |" in row
 
 
 def test_akamaster_weights_and_an_indices_file(workdir, tmp_path):
