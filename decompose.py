@@ -5,17 +5,20 @@
     python decompose.py essential --model-name resnet20 --traindata cifar10 --seed 0
     python decompose.py finetune  --model-name resnet20 --traindata cifar10 --seed 0 -k 5 --epochs 10 --lr 1e-4
     python decompose.py validate  --model-name resnet20 --traindata cifar10 --weights resnet20-12fca82f.th \\
-        --normalization imagenet --indices resnet20_cifar-10_indices.json
+        --indices resnet20_cifar-10_indices.json    # akamaster's file: ImageNet statistics, as it was trained
 
 The network is a trained run (<workdir>/<dataset>/<model>/rnd<seed>, pipeline.loaded.LoadedRun.from_args) or,
 with --weights, any checkpoint file of a registered architecture (the akamaster `{"state_dict"}` format included;
-LoadedRun.from_weights, epoch -1 in the stage's _done.json); outputs go to the run folder's decompose/<subcommand>/
-either way (names: pipeline.contract, stages decompose-<subcommand>). Filter sets of CSG (--csg-gates, or
---source csg) are kept apart from ours: the same files under decompose/csg/<subcommand>/ (stages
-decompose-csg-<subcommand>); validate, essential and finetune read the indices of --source (default ours).
-The head must have one output per class (a one-output hinge head has no class-specific sets). The features are
-the global-average-pooled input of the classifier (the output of --layer for `indices`). Finetuning runs the
-training loop's epochs (training.loop.Trainer, writing nothing into the run). Files written (documented here only):
+LoadedRun.from_weights, epoch -1 in the stage's _done.json). It is fed with the statistics it was trained with
+(config.json "data"; for --weights ImageNet's for akamaster's files, as akamaster's trainer used, else the
+dataset's) unless --normalization asks for others (stated on stderr); every stage's _done.json records the mean and
+std it used. Outputs go to the run folder's decompose/<subcommand>/ either way (names: pipeline.contract, stages
+decompose-<subcommand>). Filter sets of CSG (--csg-gates, or --source csg) are kept apart from ours: the same
+files under decompose/csg/<subcommand>/ (stages decompose-csg-<subcommand>); validate, essential and finetune
+read the indices of --source (default ours). The head must have one output per class (a one-output hinge head
+has no class-specific sets). The features are the global-average-pooled input of the classifier (the output of
+--layer for `indices`). Finetuning runs the training loop's epochs (training.loop.Trainer, writing nothing into
+the run). Files written (documented here only):
 - indices/indices.json      {"<k>": {"<class>": [filter, ...]}}: S_c per k (§4; from --indices or --csg-gates if given)
 - indices/indices.npz       histograms_<k> (classes, D) top-k vote counts the sets were read from (computed sets
                             only), fc_topk_overlap_<k> (classes,)
@@ -40,7 +43,7 @@ from tqdm import tqdm
 
 from measures import decomposition as dec
 from pipeline import contract
-from pipeline.loaded import NORMALIZATIONS, LoadedRun
+from pipeline.loaded import NORMALIZATIONS, LoadedRun, choose_normalization
 from training.loop import TrainData, Trainer, evaluate
 from training.recipes import Recipe
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
@@ -65,8 +68,10 @@ def parse_args(argv=None):
     parser.add_argument("--layer", default=None,
                         help="indices only: module whose GAP output is analysed (default: the classifier input)")
     parser.add_argument("--weights", default=None, help="a checkpoint file instead of the run's own weights")
-    parser.add_argument("--normalization", choices=NORMALIZATIONS, default="dataset",
-                        help="with --weights: input normalisation the checkpoint was trained with")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                        help="input statistics to use instead of those the network was trained with (the run's "
+                             "config.json; with --weights ImageNet's for akamaster's files, else the dataset's); "
+                             "a mismatch is stated on stderr")
     parser.add_argument("--indices", default=None, help="JSON file of filter sets to use instead of computing them")
     parser.add_argument("--csg-gates", default=None,
                         help="a (classes, filters) CSG gate matrix (.npy/.pt); sets = the k largest gates (§8)")
@@ -96,10 +101,16 @@ def parse_args(argv=None):
 
 # ---- the network and its data ------------------------------------------------------------------------
 def open_network(args, device) -> LoadedRun:
-    """The run's trained model (its flags checked), or --weights loaded into the registry architecture with the
-    --normalization statistics; outputs go to the run folder either way. Decomposition needs a multi-class head."""
+    """The run's trained model (its flags checked), or --weights loaded into the registry architecture; fed with
+    the statistics it was trained with unless --normalization (stated on stderr) asks for others; outputs go to
+    the run folder either way. Decomposition needs a multi-class head."""
     if args.weights is None:
         loaded = LoadedRun.from_args(args, device=device)
+        data = loaded.config["data"]
+        if args.normalization is not None:
+            data["mean"], data["std"] = choose_normalization(args.normalization, (data["mean"], data["std"]),
+                                                             loaded.dataset("test", args.data_root),
+                                                             str(loaded.run.config))
     else:
         run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
         loaded = LoadedRun.from_weights(run, args.weights, args.model_name, args.traindata, args.data_root,
@@ -315,7 +326,8 @@ def main(argv=None) -> int:
         return 0
     loaded = open_network(args, device)
     result = COMMANDS[args.command](args, loaded, out)
-    out.done(epoch=loaded.epoch, checkpoint=loaded.checkpoint)
+    data = loaded.config["data"]
+    out.done(epoch=loaded.epoch, checkpoint=loaded.checkpoint, mean=data["mean"], std=data["std"])
     print(f"{out.dir}: {json.dumps(result)[:300]}")
     return 0
 

@@ -11,9 +11,11 @@ from conftest import ROOT
 import averaging
 import decompose
 import extractor
+import import_weights
+from datasets.normalization import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD
 from models import build_model
 from pipeline.contract import done_record, load, stage_path
-from pipeline.loaded import LoadedRun
+from pipeline.loaded import LoadedRun, load_config
 from utils.errors import ToolkitError
 from utils.io import save_torch
 from utils.rundir import RunDir
@@ -95,18 +97,67 @@ def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, traine
     assert f"| {csg_summary['5']['mutual_info']:.4g} |" in row
 
 
-def test_akamaster_weights_and_an_indices_file(workdir, tmp_path):
+def akamaster_file(path):
+    """A file in the layout of akamaster's resnet20-12fca82f.th (seed003 §3): {"best_prec1", "state_dict"}."""
     model = build_model("resnet20", 10)
     state = {f"module.{k}": v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
-    weights = save_torch(tmp_path / "resnet20-12fca82f.th", {"best_prec1": 91.7, "state_dict": state})
+    return save_torch(path, {"best_prec1": 91.7, "state_dict": state})
+
+
+def test_akamaster_weights_and_an_indices_file(workdir, tmp_path, capsys):
+    weights = akamaster_file(tmp_path / "resnet20-12fca82f.th")
     indices = tmp_path / "resnet20_cifar-10_indices.json"
     indices.write_text(json.dumps({str(c): [c, c + 10, c + 20, c + 30, c + 40] for c in range(10)}))
     out = tmp_path / "runs"
     assert decompose.main(["validate", "--model-name", "resnet20", "--traindata", "digits", "--workdir", str(out),
                            "--device", "cpu", "--weights", str(weights), "--normalization", "imagenet",
                            "--indices", str(indices), "-k", "5"]) == 0
-    result = load(RunDir.of(out, "digits", "resnet20", 0), "decompose-validate", "validate")
+    run = RunDir.of(out, "digits", "resnet20", 0)
+    result = load(run, "decompose-validate", "validate")
     assert set(result["decomposed"]) == {"5"}
+    assert "note:" not in capsys.readouterr().err  # ImageNet statistics are what akamaster's file was trained with
+    assert done_record(run, "decompose-validate")["epoch"] == -1
+
+
+def two_filter_sets(path):
+    path.write_text(json.dumps({str(c): [c, c + 1] for c in range(10)}))
+    return str(path)
+
+
+def test_akamaster_weights_get_imagenet_statistics_and_a_mismatch_is_stated(tmp_path, capsys):
+    weights = akamaster_file(tmp_path / "resnet20-12fca82f.th")
+    run = RunDir.of(tmp_path, "digits", "resnet20", 0)
+    argv = ["validate", *flags(tmp_path, "--weights", str(weights), "--indices", two_filter_sets(tmp_path / "s.json"))]
+    assert decompose.main(argv) == 0
+    record = done_record(run, "decompose-validate")
+    assert (record["mean"], record["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert capsys.readouterr().err == ""
+    assert decompose.main([*argv, "--normalization", "dataset"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--normalization dataset" in err and "differs" in err
+    record = done_record(run, "decompose-validate")
+    assert (record["mean"], record["std"]) == (list(DIGITS_MEAN), list(DIGITS_STD))
+
+    imported = ["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path / "imported"),
+                "--weights", str(weights)]
+    assert import_weights.main(imported) == 0
+    config = load_config(RunDir.of(tmp_path / "imported", "digits", "resnet20", 0))
+    assert (config["data"]["mean"], config["data"]["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert config["imported"]["normalization"] == "imagenet" and capsys.readouterr().err == ""
+    assert import_weights.main([*imported, "--normalization", "dataset", "--force"]) == 0
+    assert "differs" in capsys.readouterr().err
+    assert load_config(RunDir.of(tmp_path / "imported", "digits", "resnet20", 0))["data"]["mean"] == list(DIGITS_MEAN)
+
+
+def test_a_run_fed_other_statistics_than_it_was_trained_with_is_stated(tmp_path, trained_run, capsys):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    argv = ["validate", *flags(tmp_path, "--indices", two_filter_sets(tmp_path / "s.json"), "--max-samples", "50")]
+    assert decompose.main([*argv, "--normalization", "dataset"]) == 0  # what the run was trained with
+    assert capsys.readouterr().err == ""
+    assert decompose.main([*argv, "--normalization", "imagenet"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.json" in err and "using imagenet as asked" in err
+    assert done_record(run, "decompose-validate")["mean"] == list(IMAGENET_MEAN)
 
 
 def test_a_one_output_hinge_head_is_refused(tmp_path, trained_run):
