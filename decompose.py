@@ -1,6 +1,6 @@
 """Class-specific filters (seed003, "Decomposing the Deep"): indices, validate, finetune, essential.
 
-    python decompose.py indices   --model-name resnet20 --traindata cifar10 --seed 0 -k 5 10 20
+    python decompose.py indices   --model-name resnet20 --traindata cifar10 --seed 0    # k = 5, 10, ..., 30
     python decompose.py validate  --model-name resnet20 --traindata cifar10 --seed 0
     python decompose.py essential --model-name resnet20 --traindata cifar10 --seed 0
     python decompose.py finetune  --model-name resnet20 --traindata cifar10 --seed 0 -k 5 --epochs 10 --lr 1e-4
@@ -63,8 +63,10 @@ def parse_args(argv=None):
     add_run_flags(parser, default_model="resnet20")
     parser.set_defaults(width=None)  # the run's own (checked against config.json); 1 for --weights
     add_stage_flags(parser)
-    parser.add_argument("-k", type=float, nargs="+", default=[5, 10, 20],
-                        help="filters per class: integers, or fractions in (0, 1) of the L1 mass (§4)")
+    parser.add_argument("-k", type=float, nargs="+", default=None,
+                        help="filters per class: integers, or fractions in (0, 1) of the L1 mass (§4) (default: the "
+                             "paper's grid, 5..30 for CIFAR-10 and other small sets, 10..100 for ImageNet, 5..50 "
+                             "for Tiny-ImageNet)")
     parser.add_argument("--layer", default=None,
                         help="indices only: module whose GAP output is analysed (default: the classifier input)")
     parser.add_argument("--weights", default=None, help="a checkpoint file instead of the run's own weights")
@@ -94,9 +96,23 @@ def parse_args(argv=None):
     args.source = args.source or ("csg" if args.csg_gates else "ours")
     if args.command == "indices" and args.source == "csg" and not (args.csg_gates or args.indices):
         parser.error("indices --source csg reads the CSG sets from --csg-gates FILE (or --indices FILE)")
-    if any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
+    if args.k is not None and any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
         parser.error("-k takes integers >= 1 or fractions in (0, 1)")
     return args
+
+
+def default_k_grid(dataset: str) -> list[float]:
+    """The paper's k grid (l1_norm.py, spec §4): ImageNet 10, 20, ..., 100; Tiny-ImageNet 5, 10, ..., 50;
+    CIFAR-10 5, 10, ..., 30, also for every other (small) dataset. Folder datasets are told by name."""
+    name = dataset.lower()
+    if "imagenet" in name:
+        return [float(k) for k in (range(5, 51, 5) if "tiny" in name else range(10, 101, 10))]
+    return [float(k) for k in range(5, 31, 5)]
+
+
+def requested_ks(args) -> list[float]:
+    """-k as given, else the default grid of the dataset."""
+    return list(args.k) if args.k is not None else default_k_grid(args.traindata)
 
 
 # ---- the network and its data ------------------------------------------------------------------------
@@ -190,16 +206,16 @@ def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, lis
 def stored_sets(args, loaded: LoadedRun, n_filters: int) -> dict[str, list]:
     """The filter sets given by --indices or --csg-gates, else those `decompose.py indices` wrote for --source."""
     if args.indices:
-        return sets_from_json(args.indices, loaded.num_classes, n_filters, args.k)
+        return sets_from_json(args.indices, loaded.num_classes, n_filters, requested_ks(args))
     if args.csg_gates:
-        return sets_from_gates(args.csg_gates, args.k, args.csg_smallest)
+        return sets_from_gates(args.csg_gates, requested_ks(args), args.csg_smallest)
     run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
     if not contract.done(run, stage.name):
         given = "--indices FILE" if args.source == "ours" else "--csg-gates FILE"
         raise ToolkitError(f"no filter sets in {stage.dir(run)}; run `python {stage.script} {stage.subcommand[0]}` "
                            f"with the same run flags first (`{stage.command(run)}`), or pass {given}")
     return sets_from_data(contract.load(run, stage.name, "indices"), stage.path(run, "indices"), loaded.num_classes,
-                          n_filters, args.k)
+                          n_filters, requested_ks(args))
 
 
 # ---- subcommands ---------------------------------------------------------------------------------------
@@ -213,7 +229,7 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     if args.indices or args.csg_gates:
         sets_by_k = stored_sets(args, loaded, features.shape[1])
     else:
-        for k in args.k:
+        for k in requested_ks(args):
             sets, counts = dec.class_filters(features, labels, int(k) if k >= 1 else k, num_classes,
                                              return_histograms=True)
             sets_by_k[k_label(k)] = sets

@@ -97,6 +97,21 @@ def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, traine
     assert f"| {csg_summary['5']['mutual_info']:.4g} |" in row
 
 
+@pytest.mark.parametrize("dataset, grid", [
+    ("cifar10", range(5, 31, 5)), ("digits", range(5, 31, 5)), ("imagenet", range(10, 101, 10)),
+    ("imagefolder:/data/tiny-imagenet-200", range(5, 51, 5)),
+])
+def test_the_default_k_grid_is_the_papers(dataset, grid):
+    assert decompose.requested_ks(decompose.parse_args(["indices", "--traindata", dataset])) == list(grid)
+    assert decompose.requested_ks(decompose.parse_args(["indices", "--traindata", dataset, "-k", "7"])) == [7]
+
+
+def test_indices_without_k_take_the_default_grid(tmp_path, trained_run):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    assert decompose.main(["indices", *flags(tmp_path, "--max-samples", "300")]) == 0
+    assert sorted(load(run, "decompose-indices", "indices"), key=float) == ["5", "10", "15", "20", "25", "30"]
+
+
 def akamaster_file(path):
     """A file in the layout of akamaster's resnet20-12fca82f.th (seed003 §3): {"best_prec1", "state_dict"}."""
     model = build_model("resnet20", 10)
