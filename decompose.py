@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,36 +201,88 @@ def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, lis
     gates = torch.as_tensor(load_torch(path) if path.endswith(".pt") else np.load(path, allow_pickle=False)).float()
     if gates.dim() != 2:
         raise ToolkitError(f"{path}: expected a (classes, filters) gate matrix, got shape {tuple(gates.shape)}")
-    return {k_label(k): list(gates.topk(int(k), dim=1, largest=not smallest).indices) for k in ks if k >= 1}
+    if any(k < 1 for k in ks):
+        raise ToolkitError("CSG filter sets take integer k (the k largest gates); drop the fractions from -k")
+    too_many = [k_label(k) for k in ks if k > gates.shape[1]]
+    if too_many:
+        raise ToolkitError(f"{path} gates {gates.shape[1]} filters; -k {' '.join(too_many)} does not fit")
+    return {k_label(k): list(gates.topk(int(k), dim=1, largest=not smallest).indices) for k in ks}
 
 
-def stored_sets(args, loaded: LoadedRun, n_filters: int) -> dict[str, list]:
-    """The filter sets given by --indices or --csg-gates, else those `decompose.py indices` wrote for --source."""
+def fitting_ks(args, n_filters: int, where: str, note: bool = True) -> tuple[list[float], list[str]]:
+    """(the ks to measure, the default-grid ks skipped): a k larger than the `n_filters` filters of the analysed
+    layer (`where`) is skipped, with a one-line note on stderr (unless `note` is False: the sets were chosen
+    before), when it comes from the default grid, and is a one-line error when -k asked for it."""
+    ks = requested_ks(args)
+    too_many = [k for k in ks if k > n_filters]
+    if too_many and args.k is not None:
+        raise ToolkitError(f"-k {' '.join(map(k_label, too_many))} exceeds the {n_filters} filters of {where}; "
+                           f"pick k <= {n_filters} (or a fraction in (0, 1))")
+    if too_many and note:
+        print(f"note: k = {', '.join(map(k_label, too_many))} of the default grid skipped: {where} has "
+              f"{n_filters} filters", file=sys.stderr)
+    return [k for k in ks if k <= n_filters], [k_label(k) for k in too_many]
+
+
+def stored_sets(args, loaded: LoadedRun, n_filters: int, where: str) -> tuple[dict[str, list], list[str]]:
+    """(filter sets by k, default-grid ks skipped): those given by --indices or --csg-gates, else those that
+    `decompose.py indices` wrote for --source (those of -k only, when given; the skipped ks are the indices
+    stage's)."""
+    ks, skipped = fitting_ks(args, n_filters, where, note=bool(args.csg_gates))
     if args.indices:
-        return sets_from_json(args.indices, loaded.num_classes, n_filters, requested_ks(args))
-    if args.csg_gates:
-        return sets_from_gates(args.csg_gates, requested_ks(args), args.csg_smallest)
-    run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
-    if not contract.done(run, stage.name):
-        given = "--indices FILE" if args.source == "ours" else "--csg-gates FILE"
-        raise ToolkitError(f"no filter sets in {stage.dir(run)}; run `python {stage.script} {stage.subcommand[0]}` "
-                           f"with the same run flags first (`{stage.command(run)}`), or pass {given}")
-    return sets_from_data(contract.load(run, stage.name, "indices"), stage.path(run, "indices"), loaded.num_classes,
-                          n_filters, requested_ks(args))
+        found, skipped = sets_from_json(args.indices, loaded.num_classes, n_filters, ks), []
+        where_sets = args.indices
+    elif args.csg_gates:
+        return sets_from_gates(args.csg_gates, ks, args.csg_smallest), skipped
+    else:
+        run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
+        if not contract.done(run, stage.name):
+            given = "--indices FILE" if args.source == "ours" else "--csg-gates FILE"
+            raise ToolkitError(f"no filter sets in {stage.dir(run)}; run `python {stage.script} "
+                               f"{stage.subcommand[0]}` with the same run flags first (`{stage.command(run)}`), or "
+                               f"pass {given}")
+        where_sets = stage.path(run, "indices")
+        found = sets_from_data(contract.load(run, stage.name, "indices"), where_sets, loaded.num_classes,
+                               n_filters, ks)
+        skipped = contract.done_record(run, stage.name).get("skipped_k", [])
+    if args.k is None:
+        return found, skipped
+    missing = [k_label(k) for k in ks if k_label(k) not in found]
+    if missing:
+        raise ToolkitError(f"{where_sets} holds no filter sets for k = {', '.join(missing)} (only for "
+                           f"{', '.join(found)}); compute them with `decompose.py indices -k ...`, or drop -k")
+    return {k_label(k): found[k_label(k)] for k in ks}, []
+
+
+def filters_at(loaded: LoadedRun, module: nn.Module, capture: str) -> int:
+    """The number of filters (channels, or features) `module` takes in or gives out, from one zero image."""
+    with torch.no_grad(), LayerTaps([module], reduce=_pooled, capture=capture) as taps:
+        loaded.model(loaded.example_input())
+    return int(taps.values[0].shape[1])
+
+
+def head_name(loaded: LoadedRun) -> str:
+    return f"the classifier input of {loaded.config['model']['name']}"
 
 
 # ---- subcommands ---------------------------------------------------------------------------------------
 def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     train = loaded.dataset("train", args.data_root)  # sets from unaugmented images
     module = named_module(loaded.model, args.layer) if args.layer else classifier_of(loaded)
-    features, _, labels = gap_features(loaded, module, train, args.max_samples, "output" if args.layer else "input")
+    capture = "output" if args.layer else "input"
+    n_filters = filters_at(loaded, module, capture)
+    where = f"--layer {args.layer}" if args.layer else head_name(loaded)
+    if args.indices or args.csg_gates:
+        sets_by_k, skipped = stored_sets(args, loaded, n_filters, where)
+    else:
+        ks, skipped = fitting_ks(args, n_filters, where)
+    features, _, labels = gap_features(loaded, module, train, args.max_samples, capture)
     num_classes = loaded.num_classes
     weight = classifier_of(loaded).weight.detach().cpu()
-    arrays, summary, sets_by_k = {}, {}, {}
-    if args.indices or args.csg_gates:
-        sets_by_k = stored_sets(args, loaded, features.shape[1])
-    else:
-        for k in requested_ks(args):
+    arrays, summary = {}, {}
+    if not (args.indices or args.csg_gates):
+        sets_by_k = {}
+        for k in ks:
             sets, counts = dec.class_filters(features, labels, int(k) if k >= 1 else k, num_classes,
                                              return_histograms=True)
             sets_by_k[k_label(k)] = sets
@@ -246,18 +299,19 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
         }
     summary["psi_selectivity_0.5"] = float(dec.psi_selectivity(features, labels, 0.5))
     summary["class_selectivity_index"] = float(dec.class_selectivity_index(features, labels).mean())
+    summary["skipped_k"], summary["filters"] = skipped, n_filters
     out.save("indices", {k: {str(c): s.tolist() for c, s in enumerate(sets)} for k, sets in sets_by_k.items()})
     out.save("histograms", arrays)
     out.save("summary", summary)
-    return summary
+    return summary, skipped
 
 
 def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     test = loaded.dataset("test", args.data_root)
     head = classifier_of(loaded)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
     features, logits, labels = gap_features(loaded, head, test, args.max_samples)
     weight, bias = head.weight.detach().cpu().float(), head.bias.detach().cpu().float()
-    sets_by_k = stored_sets(args, loaded, features.shape[1])
     result = {"full": loaded.accuracy(logits, labels), "decomposed": {}, "max_form_gap": {}}
     for k, sets in sets_by_k.items():
         gathered = dec.decomposed_logits(features, weight, bias, sets)
@@ -265,17 +319,18 @@ def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
         result["decomposed"][k] = loaded.accuracy(gathered, labels)
         result["max_form_gap"][k] = float((gathered - masked).abs().max())
     out.save("validate", result)
-    return result
+    return result, skipped
 
 
 def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     test = loaded.dataset("test", args.data_root)
     head = classifier_of(loaded)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
     features, _, labels = gap_features(loaded, head, test, args.max_samples)
     head_cpu = copy.deepcopy(head).cpu().float().eval()
     generator = torch.Generator().manual_seed(args.noise_seed)
     result = {}
-    for k, sets in stored_sets(args, loaded, features.shape[1]).items():
+    for k, sets in sets_by_k.items():
         counts = {"noise_at_inf": [], "noise_at_noninf": [], "n": []}
         for c, chosen in enumerate(sets):
             f = features[labels == c]
@@ -286,7 +341,7 @@ def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
             counts["n"].append(len(f))
         result[k] = counts
     out.save("essential", result)
-    return result
+    return result, skipped
 
 
 def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
@@ -297,7 +352,7 @@ def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
         raise ToolkitError(f"finetune needs an in-memory dataset; {args.traindata} is streamed (not supported yet)")
     model, device = loaded.model, loaded.device
     head = classifier_of(loaded)
-    sets_by_k = stored_sets(args, loaded, head.in_features)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
     take = slice(args.max_samples)
     data = TrainData(train.images[take].to(device), train.labels[take].to(device), test.images[take].to(device),
                      test.labels[take].to(device), inputs=loaded.inputs)
@@ -318,7 +373,7 @@ def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
         setattr(parent, attr, head)
     model.load_state_dict(original)
     out.save("finetune", result)
-    return result
+    return result, skipped
 
 
 def _parent_of(model: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
@@ -341,9 +396,9 @@ def main(argv=None) -> int:
     if out is None:
         return 0
     loaded = open_network(args, device)
-    result = COMMANDS[args.command](args, loaded, out)
+    result, skipped = COMMANDS[args.command](args, loaded, out)
     data = loaded.config["data"]
-    out.done(epoch=loaded.epoch, checkpoint=loaded.checkpoint, mean=data["mean"], std=data["std"])
+    out.done(epoch=loaded.epoch, checkpoint=loaded.checkpoint, mean=data["mean"], std=data["std"], skipped_k=skipped)
     print(f"{out.dir}: {json.dumps(result)[:300]}")
     return 0
 

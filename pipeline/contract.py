@@ -108,7 +108,7 @@ DECOMPOSE_FOLDERS = {"ours": "decompose/", "csg": "decompose/csg/"}
 _DECOMPOSE = {
     "indices": {"indices": _f("indices.json"),
                 "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
-                "summary": _f("summary.json")},
+                "summary": _f("summary.json", "skipped_k", "filters")},
     "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
     "essential": {"essential": _f("essential.json")},
     "finetune": {"finetune": _f("finetune.json"), "finetuned": _f("finetuned_k{k}.pt")},

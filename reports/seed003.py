@@ -4,7 +4,8 @@ extract(run) reads the decompose-{indices,validate,essential,finetune} stages (p
 extract stage's seed003 file:
   full_acc, decomposed_acc {k: acc}, finetune {k: [acc before, after epoch 1, ...]},
   essential {k: {"inf": [fraction per class], "noninf": [...]}}, mutual_info {k}, mutual_info_offdiag {k},
-  fc_topk_overlap {k}, psi_selectivity, class_selectivity_index;
+  fc_topk_overlap {k}, psi_selectivity, class_selectivity_index, skipped_k [k of the default grid skipped for
+  exceeding the layer's filters], filters;
   csg {the same keys}: from the decompose-csg-* stages, when CSG filter sets were measured (--csg-gates).
 The report shows ours against CSG side by side (MI, essentiality, decomposed accuracy) when a run has both.
 """
@@ -47,6 +48,7 @@ def _extract_source(run: RunDir, source: str) -> dict:
         summary["fc_topk_overlap"] = {k: indices[k]["fc_topk_overlap_mean"] for k in ks}
         summary["psi_selectivity"] = indices["psi_selectivity_0.5"]
         summary["class_selectivity_index"] = indices["class_selectivity_index"]
+        summary["skipped_k"], summary["filters"] = indices["skipped_k"], indices["filters"]
     if contract.done(run, _stage("essential", source)):
         essential = contract.load(run, _stage("essential", source), "essential")
         summary["essential"] = {k: {"inf": (np.array(v["noise_at_inf"]) / np.array(v["n"])).tolist(),
@@ -73,7 +75,7 @@ def _runs(group: Group) -> list[dict]:
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
-    rows, sections, csg_rows = [], [], []
+    rows, sections, csg_rows, skipped = [], [], [], []
     for group in groups:
         runs = _runs(group)
         if not runs:
@@ -122,6 +124,10 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                          float(np.median([pick("fc_topk_overlap", r) for r in runs])),
                          float(np.median([r.get("psi_selectivity", np.nan) for r in runs]))])
         csg_rows += _csg_rows(group, runs)
+        for run in runs:
+            if run.get("skipped_k"):
+                skipped.append(f"{group.label}: k = {', '.join(run['skipped_k'])} of the default grid skipped "
+                               f"(more than the {run['filters']} filters of the analysed layer)")
     if not sections:
         return ""
     table = markdown_table(["group", "k", "seeds", "full acc", "decomposed acc", "finetuned acc", "MI (self)",
@@ -129,6 +135,8 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     text = (f"## {TITLE}\n\nMedians over seeds. Decomposed = each class's logit restricted to its k most "
             f"influential filters (§5); MI in nats, lower = more class-specific (§9); top-k FC overlap = filters "
             f"shared with the k largest classifier weights of the class (§4).\n\n{table}\n\n")
+    if skipped:
+        text += "".join(f"- {line}\n" for line in dict.fromkeys(skipped)) + "\n"
     if csg_rows:
         comparison = markdown_table(["group", "k", "seeds", "MI ours", "MI CSG", "S_c replaced: ours",
                                      "S_c replaced: CSG", "others replaced: ours", "others replaced: CSG",

@@ -16,6 +16,7 @@ from datasets.normalization import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGE
 from models import build_model
 from pipeline.contract import done_record, load, stage_path
 from pipeline.loaded import LoadedRun, load_config
+from utils.cli import run_main
 from utils.errors import ToolkitError
 from utils.io import save_torch
 from utils.rundir import RunDir
@@ -110,6 +111,33 @@ def test_indices_without_k_take_the_default_grid(tmp_path, trained_run):
     run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
     assert decompose.main(["indices", *flags(tmp_path, "--max-samples", "300")]) == 0
     assert sorted(load(run, "decompose-indices", "indices"), key=float) == ["5", "10", "15", "20", "25", "30"]
+
+
+def test_a_narrow_network_skips_the_default_ks_it_cannot_hold(tmp_path, trained_run, capsys):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")  # 16 filters at the head
+    small = flags(tmp_path, "--max-samples", "300")
+    for command in ("indices", "validate", "essential", "finetune"):
+        assert decompose.main([command, *small, *(["--epochs", "1"] if command == "finetune" else [])]) == 0
+        assert done_record(run, f"decompose-{command}")["skipped_k"] == ["20", "25", "30"]
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes == ["note: k = 20, 25, 30 of the default grid skipped: the classifier input of resnet20 has 16 "
+                     "filters"]  # once, where the grid meets the layer
+    summary = load(run, "decompose-indices", "summary")
+    assert summary["skipped_k"] == ["20", "25", "30"] and summary["filters"] == 16
+    assert sorted(load(run, "decompose-validate", "validate")["decomposed"], key=float) == ["5", "10", "15"]
+    assert sorted(load(run, "decompose-finetune", "finetune"), key=float) == ["5", "10", "15"]
+
+    with pytest.raises(SystemExit) as exit_info:  # an explicit k that does not fit: one line, exit 2
+        run_main(decompose.main, ["validate", *small, "-k", "5", "20", "--force"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "-k 20 exceeds the 16 filters" in err
+    with pytest.raises(ToolkitError, match="no filter sets for k = 7"):  # -k picks among the stored sets
+        decompose.main(["validate", *small, "-k", "7", "--force"])
+
+    assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path)]) == 0
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "digits/resnet20: k = 20, 25, 30 of the default grid skipped (more than the 16 filters" in report
 
 
 def akamaster_file(path):
