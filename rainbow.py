@@ -21,11 +21,19 @@ error), in float64, with the data on the device; every random draw comes from a 
 3. Weight covariance (§5.3): the M nets' weights brought to mean space (conv kernels contract A over input
    channels, then rows are flattened over (C, k, k)), C_l = W^T W / (M N). Spectra: C_l, net 1's alone, net
    1's initialisation (epoch 0, unaligned), and the activation covariance of the mean net ("KPCA").
-4. Rainbow nets (§5.4), --num_samples of them, starting from a copy of net 1: for l = 0..L-1, stream the train
-   set through the M trained nets and the new one, recompute the new net's standardisation feeding layer l
-   (models with `standardizations()`, l >= 1), A_new = procrustes(E[phi_mean phi_new^T]); evaluate the net whose
-   layers 0..l-1 are rainbow layers and whose layer l is net 1's weight transported by A_new (for l = L-1 the
-   mean aligned trained classifier, §5.4), then (l < L-1) draw W_l ~ N(0, C_l) row-wise and install W_l A_new.
+4. Rainbow nets (§5.4), --num_samples K of them, each starting from a copy of net 1, sampled in lockstep: for
+   l = 0..L-1, one stream of the train set through the M trained nets (stopped at layer l; their mean
+   representation is computed once per batch and shared by the K rainbow nets) and the K rainbow nets; each
+   recomputes its standardisation feeding layer l (models with `standardizations()`, l >= 1) and A_new =
+   procrustes(E[phi_mean phi_new^T]); it is evaluated (top-1 and top-5) with layers 0..l-1 resampled and layer l
+   net 1's weight transported by A_new (for l = L-1 the mean aligned trained classifier, §5.4), then (l < L-1)
+   draws W_l ~ N(0, C_l) row-wise and installs W_l A_new. Two readings are reported, each labelled: column L-2,
+   every layer but the last block and the classifier resampled, those two trained-then-aligned (the paper's
+   CIFAR reading at j = 7 of 8, §5.4: its 91.6 / 81.4 is that reading of the skip variant; the plain J8 net's
+   trained reference is 88.36), and column L-1, the full rainbow net (every layer but the classifier resampled,
+   the mean classifier aligned). Until issue 18 only the full reading was reported, beside the paper's numbers.
+   --retrain_epochs E > 0: the first --retrain_samples full rainbow nets get their last block and classifier
+   retrained for E epochs with the run's recipe, the other layers frozen (§4 "retrained classifier").
 5. Clipping (§5.5): net 1's layer l (l >= 1; layer 0 sees the image, identical across nets) replaced by
    W A^T P_d A for the first d vectors of a channel basis of mean space: "weight" (C_l's eigenvectors; for
    k x k kernels the channel covariance of the kernel taps), "activation" (the mean net's activation
@@ -38,25 +46,40 @@ error), in float64, with the data on the device; every random draw comes from a 
    the original's 0-based columns r (r = 0: the top direction; the spec's r = 1, 10, 100 are the 2nd, 11th and
    101st). Until issue 18 the ranks were 1-based (column r - 1): the KS p-values and whitened samples moved.
 
+7. Covariance convergence (§2 "covariance_convergence"): C_l also from the first N nets for N in --cov_nets
+   below M (spectra, relative operator-norm distance to C_l of all M, clipping net 1 in each one's basis).
+8. Training dynamics (§5.6): net 1's weight at each kept epoch t (train_classifier.py --save-epochs 0 1 2 5 10
+   20 50 100) along the eigenvectors e_r of the final C_l brought to net 1's input space: a_r(t) = ||W(t) e_r|| /
+   ||W(0) e_r||, c_r(t) = cos(W(t) e_r, W(0) e_r) (measures.alignment.weight_dynamics; W(0): epoch 0).
+
 Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seeds, K samples, ll = two-digit
-0-based layer index 00..L-1, D_l as above):
+0-based layer index 00..L-1, D_l as above, D_flat the fan-in of layer l's rows):
   alignment    dims (L,) D_l; r2 (L, M-1) train r2 of net k vs net 1; error (L, M-1) test alignment error;
                unexplained_variance (L, num_iters + 1) of the mean representation after each pass (layer 0:
                r2 1, error 0, unexplained variance 0, the identity alignment)
-  spectra      weight_ll C_l eigenvalues (descending, D_flat = fan-in); weight_single_ll net 1's alone and
+  spectra      weight_ll C_l eigenvalues (descending, D_flat); weight_single_ll net 1's alone and
                weight_init_ll its initialisation's (min(N, D_flat) values of W^T W / N); for ll >= 01
                activation_ll (D_l,) eigenvalues of the mean net's activation covariance
-  rainbow      trained_accuracy (M,) test accuracy of each seed; seeds (M,); rainbow_accuracy (K, L): column
-               r = test accuracy with layers 0..r-1 resampled (r = 0: net 1 through its transported layer 0;
-               r = L-1: the full rainbow net, every layer but the classifier resampled)
+  rainbow      trained_accuracy, trained_top5 (M,) test top-1 / top-5 of each seed; seeds (M,);
+               rainbow_accuracy, rainbow_top5 (K, L): column r = test accuracy with layers 0..r-1 resampled
+               (r = 0: net 1 itself, its layer 0 transported by the identity; r = L-2: the paper's reading;
+               r = L-1: the full rainbow net); retrained_accuracy, retrained_top5 (K,) after retraining the
+               last block and the classifier (NaN for the nets not retrained)
   clipping     bases (3,) "weight", "activation", "random"; reference_accuracy () net 1's; for ll = 01..L-1:
                d_ll (G,) kept dimensions, accuracy_ll (3, G) test accuracy per basis
+  convergence  nets (P,) the numbers of nets N (the --cov_nets below M, then M); operator_error (P, L)
+               ||C_l(N) - C_l(M)||_2 / ||C_l(M)||_2; spectrum_ll (P, D_flat) eigenvalues of C_l(N) (zero-padded);
+               for ll = 01..L-1: d_ll (G,), accuracy_ll (P, G) net 1 clipped in C_l(N)'s basis
+  dynamics     epochs (T,) net 1's kept epochs; amplification_ll, cosine_ll (T, R_l) a_r(t), c_r(t) for the R_l
+               = rank(C_l) eigenvectors, largest eigenvalue first
   gaussianity  mp_colored (L-1,), mp_white (L-1,) fractions outside the MP bulk; ks_ranks (R,); ks_pvalue
                (L-1, R) (NaN where column r does not exist: r >= C_l's rank); for ll = 00..L-2: mp_eigs_colored_ll,
                mp_eigs_white_ll eigenvalues normalised to mean 1, mp_q_ll (2,) their aspect ratios q,
                whitened_ll (M N, R) the whitened weights along those directions (NaN-padded)
-  summary      dataset, model, seeds, epochs, layers, dims, trained_accuracy {seed}, rainbow_accuracy (K,)
-               of the full rainbow nets, rainbow_by_layer (L,) medians over samples, r2 and
+  summary      dataset, model, seeds, epochs, layers, dims, trained_accuracy, trained_top5 {seed};
+               rainbow_accuracy, rainbow_top5 (K,) of the full rainbow nets; rainbow_last_trained,
+               rainbow_last_trained_top5 (K,) the paper's reading (column L-2); retrained_accuracy,
+               retrained_top5 (the retrained nets only); rainbow_by_layer (L,) medians over samples, r2 and
                alignment_error (L,) medians over pairs, unexplained_variance (L,), clip_within_1pct
                {basis: [smallest grid d with accuracy >= reference - 0.01, per layer 1..L-1]},
                mp_colored, mp_white, ks_pvalue {ll: {rank: p}}, seconds
@@ -66,7 +89,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -76,12 +99,15 @@ from torch import nn
 from tqdm import tqdm
 
 from measures import alignment as al
+from measures.classification import top_k_accuracy
 from pipeline.contract import open_stage
 from pipeline.loaded import LoadedRun, check_run_flags
+from training.loop import TrainData, Trainer
+from training.recipes import Recipe, get_recipe
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.rundir import RunDir, safe_name, seed_dirs
+from utils.rundir import RunDir, safe_name, seed_dirs, variant_of
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -105,16 +131,28 @@ def parse_args(argv=None):
     parser.add_argument("--ks_ranks", type=int, nargs="+", default=[1, 10, 100],
                         help="principal directions whose whitened marginals are KS-tested (§2), as the original's "
                              "0-based columns (r = 0: the top direction)")
+    parser.add_argument("--cov_nets", type=int, nargs="+", default=[1, 10, 50],
+                        help="covariance convergence (§2): C_l also estimated from the first N nets, for each N < M")
+    parser.add_argument("--retrain_epochs", type=int, default=0,
+                        help="retrain the last block and the classifier of rainbow nets for this many epochs with "
+                             "the run's recipe (§4 'retrained classifier'; 0: not done)")
+    parser.add_argument("--retrain_samples", type=int, default=1, help="how many rainbow nets to retrain")
     parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass of the M nets")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most N images of each split")
     args = parser.parse_args(argv)
     for flag, value, least in (("--num_samples", args.num_samples, 1), ("--clip_points", args.clip_points, 2),
-                               ("--batchsize", args.batchsize, 1), ("--max-samples", args.max_samples, 1)):
+                               ("--batchsize", args.batchsize, 1), ("--max-samples", args.max_samples, 1),
+                               ("--cov_nets", min(args.cov_nets), 1), ("--retrain_epochs", args.retrain_epochs, 0),
+                               ("--retrain_samples", args.retrain_samples, 1)):
         if value is not None and value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
     if min(args.ks_ranks) < 0 or args.num_iters < 0:
         parser.error("--ks_ranks must be >= 0 and --num_iters >= 0")
     return args
+
+
+class _Reached(Exception):
+    """Raised by Net.layer_input's hook once the layer's input is captured: nothing after it runs."""
 
 
 # ---- the M trained networks and their data ----------------------------------------------------------------------
@@ -157,6 +195,24 @@ class Net:
     def set_weight(self, j: int, weight: torch.Tensor) -> None:
         self.layers[j].weight.copy_(weight.reshape(self.layers[j].weight.shape))
 
+    @torch.no_grad()
+    def layer_input(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """The input of layer j alone, in channel form: the forward pass of normalised x stops at layer j."""
+        found = []
+
+        def stop(module, inputs):
+            found.append(inputs[0].detach())
+            raise _Reached
+
+        handle = self.layers[j].register_forward_pre_hook(stop)
+        try:
+            self.model(x)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        return self.channel_view(j, found[0])
+
     def layer_inputs(self, x: torch.Tensor, only: int | None = None) -> list[torch.Tensor]:
         """Inputs of every weight layer (or of layer `only`) in channel form, one forward pass of normalised x."""
         layers = self.layers if only is None else [self.layers[only]]
@@ -186,12 +242,11 @@ class Data:
 
 def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]:
     """(runs, trained nets, net 1's initialisation), after every check of the input."""
-    found = seed_dirs(args.workdir, args.traindata, args.model_name)
-    runs = found if args.seeds is None else [RunDir.of(args.workdir, args.traindata, args.model_name, s)
-                                             for s in args.seeds]
+    found = seed_dirs(args.workdir, args.traindata, args.model_name, variant_of(args))
+    runs = found if args.seeds is None else [RunDir.from_args(args, seed=s) for s in args.seeds]
     if len(runs) < 2:
         raise ToolkitError(f"rainbow.py combines at least 2 seeds; found {len(runs)} under "
-                           f"{RunDir.of(args.workdir, args.traindata, args.model_name, 0).group}; train more with "
+                           f"{RunDir.from_args(args, seed=0).group}; train more with "
                            "`python train_classifier.py --seed N` or pass --seeds")
     nets = []
     for run in runs:
@@ -236,10 +291,20 @@ def load_data(args, loaded: LoadedRun) -> Data:
 
 
 @torch.no_grad()
+def evaluate(net: Net, data: Data) -> tuple[float, float]:
+    """(top-1, top-5) test accuracy; top-1 through the run's own predictions (argmax, or the sign of a one-output
+    hinge head), top-5 through measures.classification.top_k_accuracy."""
+    correct, top5 = 0, 0.0
+    for x, y in data.batches("test"):
+        output = net.model(x)
+        correct += int((net.loaded.predictions(output) == y).sum())
+        top5 += top_k_accuracy(output, y, 5, net.loaded.loss) * len(y)
+    return correct / data.size("test"), top5 / data.size("test")
+
+
 def accuracy(net: Net, data: Data) -> float:
-    """Test accuracy, through the run's own predictions (argmax, or the sign of a one-output hinge head)."""
-    correct = sum(int((net.loaded.predictions(net.model(x)) == y).sum()) for x, y in data.batches("test"))
-    return correct / data.size("test")
+    """Top-1 test accuracy."""
+    return evaluate(net, data)[0]
 
 
 # ---- 1-2. alignment --------------------------------------------------------------------------------------------
@@ -300,13 +365,9 @@ def channel_covariance(weights: list[torch.Tensor]) -> torch.Tensor:
 
 
 # ---- 4. rainbow networks --------------------------------------------------------------------------------------
-def new_alignment(nets: list[Net], aligner: al.MeanAlignment, new: Net, data: Data, j: int) -> torch.Tensor:
-    """A_new (D_mean, D_new) at layer j >= 1 from one train pass, re-standardising the new net first (§5.4 c)."""
-    acc = al.CovarianceAccumulator()
-    for x, _ in data.batches("train"):
-        mean = aligner.mean_activation([net.layer_inputs(x)[j] for net in nets])
-        acc.update(mean, al.as_samples(new.layer_inputs(x)[j]))
-    moments = acc.compute()
+def restandardise(new: Net, j: int, moments: al.Moments) -> torch.Tensor:
+    """A_new (D_mean, D_new) = procrustes(E[phi_mean phi_new^T]), after resetting the running statistics of the BN
+    feeding layer j to the new net's own moments and rescaling the cross-covariance accordingly (§5.4 c)."""
     std = new.standardizations[j]
     if std is None:
         return al.procrustes(moments.cross)
@@ -319,38 +380,133 @@ def new_alignment(nets: list[Net], aligner: al.MeanAlignment, new: Net, data: Da
     return al.procrustes(cross)
 
 
-def rainbow_accuracies(nets: list[Net], aligners: list[al.MeanAlignment | None], draws: list[torch.Tensor],
-                       mean_classifier: torch.Tensor, data: Data) -> list[float]:
-    """Test accuracy after resampling layers 0..r-1, r = 0..L-1, for one rainbow net (§5.4)."""
-    new, last = nets[0].copy(), len(nets[0].layers) - 1
-    accuracies = []
-    for j in range(last + 1):
-        if j == 0:
-            transport = lambda weight: weight  # noqa: E731 - layer 0: A_new = I
-        else:
-            A_new = new_alignment(nets, aligners[j], new, data, j)
-            transport = lambda weight: al.weight_from_reference(weight, A_new)  # noqa: E731,B023
+def new_alignments(nets: list[Net], aligner: al.MeanAlignment, news: list[Net], data: Data, j: int) \
+        -> list[torch.Tensor]:
+    """A_new at layer j >= 1 for every rainbow net of `news`, from ONE train pass (§5.4 c).
+
+    The mean representation of the M trained nets at layer j does not depend on the rainbow net, so each batch's
+    is computed once and shared by the K rainbow nets (the nets are sampled in lockstep, layer by layer), and
+    every forward pass stops at layer j: M + K truncated passes per layer instead of K (M + 1) full ones. Nothing
+    is stored beyond one batch; each rainbow net's statistics are its own accumulator (issue 18 item 7;
+    benchmarks/bench_rainbow.py checks the outputs against the per-net passes)."""
+    accumulators = [al.CovarianceAccumulator() for _ in news]
+    for x, _ in data.batches("train"):
+        mean = aligner.mean_activation([net.layer_input(x, j) for net in nets])
+        for accumulator, new in zip(accumulators, news):
+            accumulator.update(mean, al.as_samples(new.layer_input(x, j)))
+    return [restandardise(new, j, accumulator.compute()) for new, accumulator in zip(news, accumulators)]
+
+
+def rainbow_networks(nets: list[Net], aligners: list[al.MeanAlignment | None], draws: list[list[torch.Tensor]],
+                     mean_classifier: torch.Tensor, data: Data) -> tuple[np.ndarray, np.ndarray, list[Net]]:
+    """(top-1 (K, L), top-5 (K, L), the K rainbow nets) for K = len(draws) rainbow nets sampled in lockstep (§5.4).
+
+    Column r: test accuracy with layers 0..r-1 resampled, layer r net 1's trained weight (for r = L-1 the mean
+    aligned classifier) transported to the rainbow net by A_new, layers after r net 1's own. draws[k][j] is
+    rainbow net k's (N_j, D_j flat) weight of layer j in mean space. The returned nets are full rainbow nets.
+    """
+    last, shape = len(nets[0].layers) - 1, [nets[0].weight(j).shape for j in range(len(nets[0].layers))]
+    news = [nets[0].copy() for _ in draws]
+    top1, top5 = np.zeros((len(news), last + 1)), np.zeros((len(news), last + 1))
+    for j in tqdm(range(last + 1), desc="rainbow layers", unit="layer", disable=None, leave=False):
+        alignments = [None] * len(news) if j == 0 else new_alignments(nets, aligners[j], news, data, j)
         reference = mean_classifier if j == last else aligned_weights(nets[:1], aligners, j)[0]
-        new.set_weight(j, transport(reference))
-        accuracies.append(accuracy(new, data))
-        if j < last:
-            new.set_weight(j, transport(draws[j].reshape(nets[0].weight(j).shape)))
-    return accuracies
+        for k, (new, A_new) in enumerate(zip(news, alignments)):
+            def transport(weight, A_new=A_new):  # layer 0: A_new = I
+                return weight if A_new is None else al.weight_from_reference(weight, A_new)
+
+            new.set_weight(j, transport(reference))
+            top1[k, j], top5[k, j] = evaluate(new, data)
+            if j < last:
+                new.set_weight(j, transport(draws[k][j].reshape(shape[j])))
+    return top1, top5, news
+
+
+def run_recipe(config: dict) -> Recipe:
+    """The recipe a run was trained with (config.json "flags", with its overrides; else the named recipe)."""
+    stored = config.get("flags", {}).get("recipe")
+    if isinstance(stored, dict):
+        names = {f.name for f in fields(Recipe)}
+        return Recipe(**{key: tuple(value) if isinstance(value, list) else value for key, value in stored.items()
+                         if key in names})
+    return get_recipe(config["recipe"]["name"])
+
+
+def retrain_last_block(news: list[Net], data: Data, epochs: int, seed: int) -> np.ndarray:
+    """(top-1, top-5) per net, (R, 2), after retraining the last block and the classifier of rainbow nets (§4).
+
+    As the original's "retrained classifier" runs: every weight layer but the last two frozen (P_1..P_{J-1} of
+    the scattering net; the MLP's first layer), the last two trained from the rainbow net's weights with the run's
+    own recipe (optimiser, learning rate and schedule restarted at epoch 0, over `epochs` epochs, augmentation),
+    BN running statistics updating in train mode; test accuracy in eval mode afterwards."""
+    results = []
+    for index, new in enumerate(news):
+        loaded = new.loaded
+        recipe = replace(run_recipe(loaded.config), epochs=epochs)
+        train, test = data.splits["train"], data.splits["test"]
+        train_data = TrainData(train.images, train.labels, test.images, test.labels, inputs=loaded.inputs)
+        for parameter in new.model.parameters():
+            parameter.requires_grad_(False)
+        for layer in new.layers[-2:]:
+            layer.weight.requires_grad_(True)
+        trainer = Trainer(new.model, train_data, recipe, None, make_generator(loaded.device, seed + index),
+                          progress=False)
+        for _ in tqdm(range(epochs), desc=f"retrain rainbow net {index}", unit="epoch", disable=None, leave=False):
+            trainer.train_epoch()
+        new.model.eval()
+        results.append(evaluate(new, data))
+    return np.array(results).reshape(len(news), 2)
 
 
 # ---- 5. clipping -----------------------------------------------------------------------------------------------
-def clipping_curves(net: Net, alignment: torch.Tensor, bases: dict[str, torch.Tensor], j: int,
+def weight_basis(aligned: list[torch.Tensor], eigenvectors: torch.Tensor) -> torch.Tensor:
+    """A complete basis of layer l's input channels by decreasing weight variance: C_l's eigenvectors (for k x k
+    kernels the channel covariance of the kernel taps), completed when C_l is rank-deficient."""
+    if aligned[0].dim() > 2:
+        return al.principal_components(channel_covariance(aligned))[1]
+    dim, rank = eigenvectors.shape
+    return eigenvectors if rank == dim else al.principal_components(al.weight_covariance(aligned))[1]
+
+
+def clipping_curves(net: Net, alignment: torch.Tensor, bases: list[torch.Tensor], j: int,
                     points: int, data: Data) -> tuple[np.ndarray, np.ndarray]:
     """(d grid, accuracy (bases, grid)) for net 1 with layer j clipped in each basis (§5.5)."""
-    dim = bases[BASES[0]].shape[0]
-    grid = al.clipping_grid(dim, points)
+    grid = al.clipping_grid(bases[0].shape[0], points)
     work, original = net.copy(), net.weight(j)
-    curves = np.zeros((len(BASES), len(grid)))
-    for b, name in enumerate(BASES):
+    curves = np.zeros((len(bases), len(grid)))
+    for b, basis in enumerate(bases):
         for g, d in enumerate(grid):
-            work.set_weight(j, al.clip_weight(original, alignment, bases[name], int(d)))
+            work.set_weight(j, al.clip_weight(original, alignment, basis, int(d)))
             curves[b, g] = accuracy(work, data)
     return grid, curves
+
+
+# ---- covariance convergence (§2 "covariance_convergence") and training dynamics (§5.6) -----------------------
+def convergence_counts(requested: list[int], nets: int) -> list[int]:
+    """The numbers of nets C_l is estimated from: the requested ones below M, then M."""
+    return sorted({count for count in requested if count < nets} | {nets})
+
+
+def dynamics(run: RunDir, aligners: list[al.MeanAlignment | None], vectors: list[torch.Tensor], last_epoch: int,
+             device: torch.device) -> dict:
+    """a_r(t), c_r(t) of net 1 at every kept epoch t <= the loaded one (§5.6), along C_l's eigenvectors e_r brought
+    to net 1's input space (A_1^T e_r; conv kernels: over input channels)."""
+    epochs = [epoch for epoch in run.saved_epochs() if epoch <= last_epoch]
+    weights = []
+    for epoch in epochs:
+        net = Net(LoadedRun.open(run, epoch, device=device))
+        weights.append([net.weight(j).to(torch.float64) for j in range(len(net.layers))])
+    result = {"epochs": np.array(epochs)}
+    for j, basis in enumerate(vectors):
+        shape = weights[0][j].shape
+        directions = basis.T.reshape(basis.shape[1], *shape[1:])
+        if aligners[j] is not None:
+            directions = al.weight_from_reference(directions, aligners[j].alignments[0])
+        directions = directions.reshape(basis.shape[1], -1).T
+        curves = [al.weight_dynamics(per_layer[j], weights[0][j], directions) for per_layer in weights]
+        result[f"amplification_{layer_key(j)}"] = torch.stack([a for a, _ in curves]).cpu().numpy()
+        result[f"cosine_{layer_key(j)}"] = torch.stack([c for _, c in curves]).cpu().numpy()
+    return result
 
 
 # ---- 6. Gaussianity --------------------------------------------------------------------------------------------
@@ -406,13 +562,14 @@ def main(argv=None) -> int:
     epochs = [net.loaded.epoch for net in nets]
     flags = {"seeds": seeds, "epochs": epochs, "num_samples": args.num_samples, "num_iters": args.num_iters,
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,
-             "max_samples": args.max_samples}
+             "max_samples": args.max_samples, "cov_nets": args.cov_nets, "retrain_epochs": args.retrain_epochs,
+             "retrain_samples": args.retrain_samples}
     out = open_stage(runs[0], "rainbow", flags, args.force)
     if out is None:
         return 0
     started = time.perf_counter()
     data = load_data(args, nets[0].loaded)
-    L = len(nets[0].layers)
+    L, M = len(nets[0].layers), len(nets)
 
     aligners = align_nets(nets, data, args.num_iters)
     train_pairs, mean_cov = pair_moments(nets, data, "train", aligners)
@@ -420,13 +577,15 @@ def main(argv=None) -> int:
     r2, error = pairwise_quality(train_pairs, test_pairs)
     dims = np.array([nets[0].layer_inputs(nets[0].loaded.example_input(), only=0)[0].shape[1]]
                     + [m.cross.shape[0] for m in mean_cov])
-    out.save("alignment", {"dims": dims, "r2": np.vstack([np.ones((1, len(nets) - 1)), r2]),
-                           "error": np.vstack([np.zeros((1, len(nets) - 1)), error]),
+    out.save("alignment", {"dims": dims, "r2": np.vstack([np.ones((1, M - 1)), r2]),
+                           "error": np.vstack([np.zeros((1, M - 1)), error]),
                            "unexplained_variance": np.array([[0.0] * (args.num_iters + 1)]
                                                             + [[float(v) for v in a.unexplained_variance]
                                                                for a in aligners[1:]])})
 
+    counts = convergence_counts(args.cov_nets, M)
     spectra, weight_spectra, gauss, bases = {}, [], [], {}
+    convergence = {"nets": np.array(counts), "operator_error": np.zeros((len(counts), L))}
     random_generator = make_generator(device, args.seed + 1)
     for j in range(L):
         aligned = aligned_weights(nets, aligners, j)
@@ -439,36 +598,51 @@ def main(argv=None) -> int:
         spectra[f"weight_single_{layer_key(j)}"] = al.weight_spectrum(rows(aligned[0]))[0]
         spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
         weight_spectra.append((eigenvalues, eigenvectors))
+        spectrum = np.zeros((len(counts), dim))
+        for c, count in enumerate(counts):
+            values = eigenvalues if count == M else al.weight_spectrum(aligned[:count])[0]
+            spectrum[c, :values.numel()] = values.cpu().numpy()
+            convergence["operator_error"][c, j] = float(al.relative_operator_error(aligned[:count], aligned))
+        convergence[f"spectrum_{layer_key(j)}"] = spectrum
         if j < L - 1:
             gauss.append(gaussianity(aligned, eigenvalues, eigenvectors, args.ks_ranks))
         if j > 0:
             activation_values, activation_vectors = al.principal_components(mean_cov[j - 1].cross)
             spectra[f"activation_{layer_key(j)}"] = activation_values
-            if aligned[0].dim() > 2:
-                weight_basis = al.principal_components(channel_covariance(aligned))[1]
-            else:  # clipping needs a complete basis of the D inputs
-                weight_basis = eigenvectors if rank == dim else \
-                    al.principal_components(al.weight_covariance(aligned))[1]
-            bases[j] = {"weight": weight_basis, "activation": activation_vectors,
-                        "random": al.random_basis(int(dims[j]), random_generator, device)}
+            bases[j] = {"weight": weight_basis(aligned, eigenvectors), "activation": activation_vectors,
+                        "random": al.random_basis(int(dims[j]), random_generator, device),
+                        "convergence": [weight_basis(aligned[:count], al.weight_spectrum(aligned[:count])[1])
+                                        for count in counts[:-1]]}
     out.save("spectra", spectra)
 
-    trained = [accuracy(net, data) for net in nets]
-    mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / len(nets)
+    trained = np.array([evaluate(net, data) for net in nets])             # (M, 2): top-1, top-5
+    mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / M
     sample_generator = make_generator(device, args.seed)
     draws = [al.sample_from_spectrum(*weight_spectra[j], args.num_samples * nets[0].layers[j].weight.shape[0],
                                      sample_generator).chunk(args.num_samples) for j in range(L - 1)]
-    samples = np.array([rainbow_accuracies(nets, aligners, [d[k] for d in draws], mean_classifier, data)
-                        for k in tqdm(range(args.num_samples), desc="rainbow nets", unit="net", disable=None,
-                                      leave=False)])
-    out.save("rainbow", {"trained_accuracy": np.array(trained), "seeds": np.array(seeds),
-                         "rainbow_accuracy": samples})
+    top1, top5, rainbows = rainbow_networks(nets, aligners, [[d[k] for d in draws] for k in range(args.num_samples)],
+                                            mean_classifier, data)
+    retrained = np.full((args.num_samples, 2), np.nan)
+    if args.retrain_epochs:
+        count = min(args.retrain_samples, args.num_samples)
+        retrained[:count] = retrain_last_block(rainbows[:count], data, args.retrain_epochs, args.seed + 2)
+    del rainbows
+    out.save("rainbow", {"trained_accuracy": trained[:, 0], "trained_top5": trained[:, 1], "seeds": np.array(seeds),
+                         "rainbow_accuracy": top1, "rainbow_top5": top5, "retrained_accuracy": retrained[:, 0],
+                         "retrained_top5": retrained[:, 1]})
 
-    clipping = {"bases": np.array(BASES), "reference_accuracy": np.array(trained[0])}
+    clipping = {"bases": np.array(BASES), "reference_accuracy": np.array(trained[0, 0])}
     for j in range(1, L):
+        A = alignment_of(aligners, j, 0)
         clipping[f"d_{layer_key(j)}"], clipping[f"accuracy_{layer_key(j)}"] = clipping_curves(
-            nets[0], alignment_of(aligners, j, 0), bases[j], j, args.clip_points, data)
+            nets[0], A, [bases[j][name] for name in BASES], j, args.clip_points, data)
+        convergence[f"d_{layer_key(j)}"] = clipping[f"d_{layer_key(j)}"]
+        own = clipping_curves(nets[0], A, bases[j]["convergence"], j, args.clip_points, data)[1] \
+            if bases[j]["convergence"] else np.zeros((0, len(convergence[f"d_{layer_key(j)}"])))
+        convergence[f"accuracy_{layer_key(j)}"] = np.vstack([own, clipping[f"accuracy_{layer_key(j)}"][:1]])
     out.save("clipping", clipping)
+    out.save("convergence", convergence)
+    out.save("dynamics", dynamics(runs[0], aligners, [vectors for _, vectors in weight_spectra], epochs[0], device))
 
     gaussian_arrays = {"mp_colored": np.array([g["mp_colored"] for g in gauss]),
                        "mp_white": np.array([g["mp_white"] for g in gauss]), "ks_ranks": np.array(args.ks_ranks),
@@ -480,15 +654,22 @@ def main(argv=None) -> int:
     out.save("gaussianity", gaussian_arrays)
 
     seconds = time.perf_counter() - started
+    last_trained = L - 2 if L > 1 else 0   # the paper's reading: all but the last block and the classifier resampled
     summary = {
         "dataset": nets[0].loaded.dataset_name, "model": safe_name(args.model_name), "seeds": seeds,
         "epochs": epochs, "layers": [type(layer).__name__ for layer in nets[0].layers], "dims": dims.tolist(),
-        "trained_accuracy": {str(s): a for s, a in zip(seeds, trained)},
-        "rainbow_accuracy": samples[:, -1].tolist(), "rainbow_by_layer": np.median(samples, 0).tolist(),
+        "trained_accuracy": {str(s): float(a) for s, a in zip(seeds, trained[:, 0])},
+        "trained_top5": {str(s): float(a) for s, a in zip(seeds, trained[:, 1])},
+        "rainbow_accuracy": top1[:, -1].tolist(), "rainbow_top5": top5[:, -1].tolist(),
+        "rainbow_last_trained": top1[:, last_trained].tolist(),
+        "rainbow_last_trained_top5": top5[:, last_trained].tolist(),
+        "retrained_accuracy": [float(a) for a in retrained[:, 0] if np.isfinite(a)],
+        "retrained_top5": [float(a) for a in retrained[:, 1] if np.isfinite(a)],
+        "rainbow_by_layer": np.median(top1, 0).tolist(),
         "r2": [1.0, *np.median(r2, 1).tolist()], "alignment_error": [0.0, *np.median(error, 1).tolist()],
         "unexplained_variance": [0.0, *[float(a.unexplained_variance[-1]) for a in aligners[1:]]],
         "clip_within_1pct": {name: [within_one_percent(clipping[f"d_{layer_key(j)}"],
-                                                       clipping[f"accuracy_{layer_key(j)}"][b], trained[0])
+                                                       clipping[f"accuracy_{layer_key(j)}"][b], trained[0, 0])
                                     for j in range(1, L)] for b, name in enumerate(BASES)},
         "mp_colored": gaussian_arrays["mp_colored"].tolist(), "mp_white": gaussian_arrays["mp_white"].tolist(),
         "ks_pvalue": {layer_key(j): {str(r): float(p) for r, p in zip(args.ks_ranks, g["ks_pvalue"])}
@@ -497,8 +678,11 @@ def main(argv=None) -> int:
     }
     out.save("summary", summary)
     out.done(seconds=seconds)
-    print(f"{out.dir}: trained {np.median(trained):.4f}, rainbow {np.median(samples[:, -1]):.4f} (median of "
-          f"{args.num_samples}), r2 {np.round(summary['r2'], 3).tolist()} in {seconds:.1f} s")
+    print(f"{out.dir}: trained {np.median(trained[:, 0]):.4f} (top-5 {np.median(trained[:, 1]):.4f}); rainbow, "
+          f"median of {args.num_samples}: layers 0..{last_trained - 1} resampled, layer {last_trained} and the "
+          f"classifier trained-then-aligned (the paper's reading) {np.median(top1[:, last_trained]):.4f} (top-5 "
+          f"{np.median(top5[:, last_trained]):.4f}); every layer resampled {np.median(top1[:, -1]):.4f} (top-5 "
+          f"{np.median(top5[:, -1]):.4f}); r2 {np.round(summary['r2'], 3).tolist()} in {seconds:.1f} s")
     return 0
 
 

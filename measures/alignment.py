@@ -37,7 +37,8 @@ __all__ = [
     "as_samples", "Moments", "CovarianceAccumulator", "cross_covariance",
     "procrustes", "alignment_r2", "alignment_error", "MeanAlignment", "align_to_mean",
     "weight_to_reference", "weight_from_reference",
-    "weight_covariance", "principal_components", "weight_spectrum", "whiten_weights",
+    "weight_covariance", "principal_components", "weight_spectrum", "whiten_weights", "relative_operator_error",
+    "weight_dynamics",
     "random_basis", "sample_rainbow_weights", "sample_from_spectrum",
     "recompute_standardization", "rescale_cross_covariance",
     "clipping_projector", "clipping_grid", "clip_weight",
@@ -480,6 +481,63 @@ def whiten_weights(weight: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors
       (N, r) float64 whitened weight.
     """
     return _stack_rows(weight) @ eigenvectors.to(torch.float64) / eigenvalues.to(torch.float64).sqrt()
+
+
+def relative_operator_error(weights: torch.Tensor | Sequence[torch.Tensor],
+                            reference: torch.Tensor | Sequence[torch.Tensor], scale: float = 1.0,
+                            reference_scale: float = 1.0) -> torch.Tensor:
+    """Relative operator-norm distance of two weight covariances, ||s C - s_ref C_ref||_2 / ||s_ref C_ref||_2.
+
+    C = weight_covariance(weights) and C_ref = weight_covariance(reference), both in the same (reference) space;
+    seed002 §2 "covariance_convergence" compares C_j of nets of width s with the widest nets' (scales s = D_j, the
+    fan-in of each, "eigenvalues multiplied by D to be comparable"), and C_j from 1 or 10 nets with that of all
+    M. No D x D matrix is formed: with U = [sqrt(s / n) R; sqrt(s_ref / n_ref) R_ref] (rows R stacked, n of them)
+    and the signs S = diag(1.., -1..), s C - s_ref C_ref = U^T S U = Q (T S T^T) Q^T for the thin QR U^T = Q T, so
+    its eigenvalues are those of the small symmetric T S T^T (when there are fewer rows than D; else directly).
+
+    Args:
+      weights, reference: (N, D) weights (or lists of them, e.g. M nets'), (N, D, k, k) flattened to D k^2.
+      scale, reference_scale: the factors s and s_ref.
+
+    Returns:
+      0-d float64 tensor >= 0 (0 for identical covariances).
+    """
+    rows, ref_rows = _stack_rows(weights), _stack_rows(reference)
+    if rows.shape[1] != ref_rows.shape[1]:
+        raise ValueError(f"the weights act on {rows.shape[1]} inputs and the reference on {ref_rows.shape[1]}")
+    stacked = torch.cat([rows * math.sqrt(scale / rows.shape[0]), ref_rows * math.sqrt(reference_scale /
+                                                                                          ref_rows.shape[0])])
+    signs = torch.cat([stacked.new_ones(rows.shape[0]), -stacked.new_ones(ref_rows.shape[0])])
+    if stacked.shape[0] < stacked.shape[1]:
+        _, triangle = torch.linalg.qr(stacked.T)                       # U^T = Q T, T (n, n)
+        difference = (triangle * signs) @ triangle.T
+    else:
+        difference = (stacked.T * signs) @ stacked
+    reference_norm = torch.linalg.eigvalsh(ref_rows.T @ ref_rows * (reference_scale / ref_rows.shape[0])
+                                           if ref_rows.shape[0] >= ref_rows.shape[1] else
+                                           ref_rows @ ref_rows.T * (reference_scale / ref_rows.shape[0]))[-1]
+    return torch.linalg.eigvalsh(difference).abs().max() / reference_norm
+
+
+def weight_dynamics(weight: torch.Tensor, initial: torch.Tensor, directions: torch.Tensor) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """How training moved a weight along fixed input directions (seed002 §5.6): for each direction e_r,
+
+        a_r = ||W(t) e_r|| / ||W(0) e_r||        amplification
+        c_r = cos(W(t) e_r, W(0) e_r)            cosine of the two vectors in neuron space R^N
+
+    with e_r the eigenvectors of the final C_j (a_r ~ 1 and c_r ~ 1: the initialisation is kept along e_r).
+
+    Args:
+      weight, initial: (N, D) or (N, C, k, k) weights W(t) and W(0) of the same layer (flattened to D = C k^2).
+      directions: (D, R) unit vectors e_r, one per column.
+
+    Returns:
+      (amplification (R,), cosine (R,)), float64.
+    """
+    now, start = _stack_rows(weight) @ directions.to(torch.float64), _stack_rows(initial) @ directions.to(torch.float64)
+    norm_now, norm_start = now.norm(dim=0), start.norm(dim=0)
+    return norm_now / norm_start, (now * start).sum(0) / (norm_now * norm_start)
 
 
 # ----------------------------------------------------------------------------------------------------------------

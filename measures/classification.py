@@ -22,3 +22,19 @@ def accuracy(output: torch.Tensor, labels: torch.Tensor, loss: str) -> float:
     """Fraction of samples whose predicted label equals `labels` (numpy arrays are accepted too)."""
     output, labels = torch.as_tensor(output), torch.as_tensor(labels)
     return float((predictions(output, loss) == labels.to(output.device)).double().mean())
+
+
+def top_k_accuracy(output: torch.Tensor, labels: torch.Tensor, k: int, loss: str = "cross_entropy") -> float:
+    """Fraction of samples whose label is among the k highest outputs (top-5 for k = 5, as seed002 §5.4 reports).
+
+    With k at least the number of classes every sample counts (1.0); a one-output hinge head has two classes, so its
+    top-1 is `accuracy` and its top-k for k >= 2 is 1.0.
+    """
+    output, labels = torch.as_tensor(output), torch.as_tensor(labels).to(output.device)
+    classes = 2 if loss == "hinge" else output.shape[1]
+    if k >= classes:
+        return 1.0
+    if k == 1:
+        return accuracy(output, labels, loss)
+    top = output.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).double().mean())

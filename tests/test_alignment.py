@@ -29,10 +29,12 @@ from measures.alignment import (
     procrustes,
     random_basis,
     recompute_standardization,
+    relative_operator_error,
     rescale_cross_covariance,
     sample_from_spectrum,
     sample_rainbow_weights,
     weight_covariance,
+    weight_dynamics,
     weight_from_reference,
     weight_spectrum,
     weight_to_reference,
@@ -536,3 +538,44 @@ def test_excess_kurtosis_matches_scipy_and_known_values():
     np.testing.assert_allclose(kurtosis.numpy(), scipy.stats.kurtosis(samples.numpy(), axis=0), rtol=1e-10)
     assert abs(kurtosis[0].item()) < 0.1
     assert kurtosis[1].item() == pytest.approx(-1.2, abs=0.05)
+
+
+@pytest.mark.parametrize("rows_a, rows_b, dim", [(7, 9, 30), (40, 60, 12), (5, 50, 20)])
+def test_relative_operator_error_matches_numpy_on_the_full_covariances(rows_a, rows_b, dim):
+    """||s C_a - s_ref C_b||_2 / ||s_ref C_b||_2 from the D x D matrices (numpy), thin (rows < D) or not."""
+    g = rng(rows_a + dim)
+    a = [torch.randn(rows_a, dim, generator=g, dtype=torch.float64) for _ in range(2)]
+    b = torch.randn(rows_b, dim, generator=g, dtype=torch.float64) * torch.linspace(2, 0.1, dim)
+    A, B = torch.cat(a).numpy(), b.numpy()
+    C_a, C_b = A.T @ A / len(A), B.T @ B / len(B)
+    for scale, ref_scale in ((1.0, 1.0), (3.0, 0.5)):
+        expected = np.linalg.norm(scale * C_a - ref_scale * C_b, 2) / np.linalg.norm(ref_scale * C_b, 2)
+        assert float(relative_operator_error(a, b, scale, ref_scale)) == pytest.approx(expected, rel=1e-9)
+    assert float(relative_operator_error(b, [b[:3], b[3:]])) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_relative_operator_error_of_sampled_weights_shrinks_like_one_over_sqrt_n():
+    """Rows drawn from N(0, C): the estimate's operator-norm error falls as the sample grows (about sqrt(D / n))."""
+    g = rng(3)
+    dim = 16
+    cov = torch.diag(torch.linspace(4, 0.25, dim, dtype=torch.float64))
+    reference = cov.sqrt()                     # dim rows whose W^T W / dim is C / dim: scaled by dim below
+    errors = [float(relative_operator_error(sample_rainbow_weights(cov, n, g), reference, 1.0, dim))
+              for n in (100, 10000)]
+    assert errors[1] < errors[0] / 5 and errors[1] < 0.1
+
+
+def test_weight_dynamics_matches_numpy_norms_and_cosines():
+    g = rng(4)
+    start = torch.randn(6, 3, 2, 2, generator=g, dtype=torch.float64)
+    now = start * 2 + 0.3 * torch.randn(6, 3, 2, 2, generator=g, dtype=torch.float64)
+    directions = torch.linalg.qr(torch.randn(12, 5, generator=g, dtype=torch.float64))[0]
+    amplification, cosine = weight_dynamics(now, start, directions)
+    W, W0, E = now.reshape(6, -1).numpy(), start.reshape(6, -1).numpy(), directions.numpy()
+    for r in range(5):
+        u, v = W @ E[:, r], W0 @ E[:, r]
+        assert float(amplification[r]) == pytest.approx(np.linalg.norm(u) / np.linalg.norm(v), rel=1e-12)
+        assert float(cosine[r]) == pytest.approx(u @ v / np.linalg.norm(u) / np.linalg.norm(v), rel=1e-12)
+    same = weight_dynamics(start, start, directions)
+    ones = torch.ones(5, dtype=torch.float64)
+    assert torch.allclose(same[0], ones) and torch.allclose(same[1], ones)

@@ -51,20 +51,34 @@ def test_outputs_have_the_documented_keys_and_shapes(workdir):
     assert spectra["weight_init_01"].shape == (64,) and "activation_00" not in spectra
     assert np.all(np.diff(spectra["weight_01"]) <= 1e-12)
     result = load(workdir, "rainbow")
-    assert result["rainbow_accuracy"].shape == (2, L) and result["seeds"].tolist() == list(range(M))
+    assert result["rainbow_accuracy"].shape == result["rainbow_top5"].shape == (2, L)
+    assert result["seeds"].tolist() == list(range(M)) and result["trained_top5"].shape == (M,)
+    assert np.all(result["rainbow_top5"] >= result["rainbow_accuracy"])
+    assert np.isnan(result["retrained_accuracy"]).all()                    # --retrain_epochs 0: not retrained
+    convergence = load(workdir, "convergence")
+    assert convergence["nets"].tolist() == [1, M] and convergence["operator_error"].shape == (2, L)
+    assert np.allclose(convergence["operator_error"][-1], 0) and np.all(convergence["operator_error"][0] > 0)
+    assert convergence["spectrum_01"].shape == (2, 128) and convergence["accuracy_02"].shape == (2, 6)
+    dynamics = load(workdir, "dynamics")
+    assert dynamics["epochs"].tolist() == [0, 4]                            # the kept checkpoints
+    assert np.allclose(dynamics["amplification_01"][0], 1) and np.allclose(dynamics["cosine_01"][0], 1)
     gauss = load(workdir, "gaussianity")
     assert gauss["ks_pvalue"].shape == (L - 1, 2) and gauss["whitened_01"].shape == (M * 64, 2)
     assert np.isnan(gauss["mp_white"][0]) and 0 <= gauss["mp_white"][1] <= 1   # M N <= D at layer 0: white
     summary = load(workdir, "summary")
     assert set(summary["clip_within_1pct"]) == {"weight", "activation", "random"}
+    assert summary["rainbow_last_trained"] == result["rainbow_accuracy"][:, L - 2].tolist()   # the paper's reading
+    assert summary["rainbow_accuracy"] == result["rainbow_accuracy"][:, L - 1].tolist()       # the full rainbow
     for seed in range(M):  # the stage's trained accuracy is the training's last test accuracy
         log = load_json(RunDir.of(workdir, "digits", "rainbow_mlp", seed).root / DONE_FILE)
         assert summary["trained_accuracy"][str(seed)] == pytest.approx(log["test_acc"])
 
 
 def test_a_rainbow_net_of_five_digits_mlps_classifies_far_above_chance(workdir):
-    accuracy = load(workdir, "rainbow")["rainbow_accuracy"]
+    result = load(workdir, "rainbow")
+    accuracy = result["rainbow_accuracy"]
     assert accuracy[:, -1].min() > 0.5                      # 10 classes: chance is 0.1
+    assert np.all(accuracy[:, 0] == result["trained_accuracy"][0])   # column 0: net 1 itself
 
 
 def test_clipping_at_d_equal_d_keeps_the_accuracy_and_at_zero_loses_it(workdir):
@@ -114,10 +128,11 @@ def test_extract_and_average_write_the_seed002_section(workdir):
     report = workdir / "report"
     text = (report / "report.md").read_text()
     assert "A Rainbow in Deep Network Black Boxes (seed002)" in text and "rainbow / trained" in text
+    assert "the paper's reading" in text and "full rainbow" in text and "top-5" in text   # both readings
     for stem in ("", "_clipping", "_gaussian"):
         for ext in ("png", "pdf"):
             assert (report / f"seed002_digits_rainbow_mlp{stem}.{ext}").stat().st_size > 1000
-    assert (report / "seed002_accuracy.csv").read_text().startswith("group,seeds M")
+    assert (report / "seed002_accuracy.csv").read_text().startswith("group,reading,seeds M")
 
 
 @pytest.mark.parametrize("case, message", [
@@ -141,7 +156,8 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys, trained_run, ca
     else:  # twopoints lenet (one-output hinge head): its layers have biases, so it cannot be rainbow-sampled
         for seed in (0, 1):
             trained_run(tmp_path, "lenet", "twopoints", seed, "--ptr", "256", "--epochs", "1")
-        argv = ["--model-name", "lenet", "--traindata", "twopoints", "--device", "cpu", "--workdir", str(tmp_path)]
+        argv = ["--model-name", "lenet", "--traindata", "twopoints", "--ptr", "256", "--device", "cpu", "--workdir",
+                str(tmp_path)]   # the runs live in lenet@ptr256/
     with pytest.raises(SystemExit) as exit_info:
         run_main(rainbow.main, argv)
     err = capsys.readouterr().err.strip()
