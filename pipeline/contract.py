@@ -166,6 +166,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                       "alignment_error", "unexplained_variance", "clip_within_1pct", "mp_colored", "mp_white",
                       "ks_pvalue", "seconds"),
     }),
+    Stage("rainbow-width", "rainbow.py", "rainbow-width", scope="group", requires=("rainbow",), paper="002",
+          files={   # rainbow.py --sweep_workdirs DIR...: nets of several widths (one workdir each) vs the widest
+              "widths": _f("widths.npz", "widths", "dims", "seeds", "alignment_error", "operator_error",
+                           "trained_accuracy", "rainbow_last_trained", "rainbow_full", "rainbow_retrained",
+                           prefixed=("weight", "activation")),
+              "summary": _f("summary.json", "dataset", "model", "widths", "reference_width", "workdirs", "seeds",
+                            "trained_accuracy", "rainbow_last_trained", "rainbow_full", "rainbow_retrained",
+                            "alignment_error", "operator_error", "seconds"),
+          }),
     Stage("extract", "extractor.py", "extract", files={
         "summary": _f("summary.json"),
         "seed000": _f("seed000.npz"),

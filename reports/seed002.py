@@ -34,6 +34,7 @@ from utils.rundir import RunDir
 TITLE = "A Rainbow in Deep Network Black Boxes (seed002)"
 BASIS_LABELS = {"weight": "$C_l$ PCA", "activation": "activation PCA", "random": "random"}
 STAGE = "rainbow"
+WIDTH_STAGE = "rainbow-width"
 
 
 def _key(prefix: str, layer: int) -> str:
@@ -123,7 +124,9 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
         q = gauss[_key("mp_q", shown)][0 if stage == "colored" else 1]
         q = min(q, 1 / q)
         fraction = gauss[f"mp_{stage}"][shown]
-        ax.hist(eigenvalues, bins=int(np.clip(eigenvalues.size // 4, 10, 60)), density=True,
+        low, high = float(eigenvalues.min()), float(eigenvalues.max())
+        span = (low, high) if high - low > 1e-6 * max(high, 1.0) else (low - 0.5, high + 0.5)   # all equal: white
+        ax.hist(eigenvalues, bins=int(np.clip(eigenvalues.size // 4, 10, 60)), range=span, density=True,
                 color="C0" if stage == "colored" else "C1", alpha=0.7,
                 label=f"layer {shown}, {100 * fraction:.1f}% outside" if np.isfinite(fraction)
                 else f"layer {shown} (white by construction)")
@@ -178,6 +181,167 @@ def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_gaussian")
 
 
+def _shown_layers(layers: list[int], most: int = 4) -> list[int]:
+    """At most `most` of `layers`, evenly spread, first and last included."""
+    if len(layers) <= most:
+        return list(layers)
+    return [layers[i] for i in sorted(set(np.linspace(0, len(layers) - 1, most).round().astype(int)))]
+
+
+def _width_axis(ax, widths: np.ndarray) -> None:
+    """A log2 width axis ticked at the widths of the sweep only."""
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set_xticks(widths, [f"{w:g}" for w in widths])
+
+
+def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
+    """Resampling against width, alignment convergence (all layers) and the activation spectra of each width."""
+    sweep = contract.load(run, WIDTH_STAGE, "widths")
+    widths, layers = sweep["widths"], sweep["alignment_error"].shape[1]
+    colors = _layer_colors(layers)
+    shown = _shown_layers(list(range(1, layers)), 3)
+    fig, axes = new_figure(ncols=3, nrows=2, width=3.3, height=2.6)
+    ax = axes[0, 0]
+    for key, label, marker in (("trained_accuracy", "trained", "o"),
+                               ("rainbow_last_trained", "rainbow, last block + classifier trained-then-aligned", "s"),
+                               ("rainbow_full", "rainbow, every layer resampled", "^"),
+                               ("rainbow_retrained", "rainbow + retrained last block & classifier", "D")):
+        values = sweep[key]
+        measured = np.isfinite(values).any(axis=1)                     # widths where this reading was computed
+        if measured.any():
+            median_band(ax, widths[measured], values[measured].T, label=label, marker=marker)
+    ax.set(xlabel="width $s$", ylabel="test accuracy", title="resampling against width (§2)")
+    _width_axis(ax, widths)
+    ax.legend(fontsize=6)
+    ax = axes[0, 1]
+    for layer in range(layers):
+        finite = np.isfinite(sweep["operator_error"][:, layer])
+        ax.plot(widths[finite], sweep["operator_error"][finite, layer], marker="o", color=colors[layer],
+                label=f"layer {layer}")
+    ax.set(xlabel="width $s$", ylabel="$\\|C_l(s) - C_l(ref)\\|_2 / \\|C_l(ref)\\|_2$",
+           title=f"weight covariance vs the widest (s = {widths[-1]:g})", ylim=(0, None))
+    _width_axis(ax, widths)
+    ax.legend(ncol=2)
+    ax = axes[0, 2]
+    for layer in range(1, layers):
+        ax.plot(widths, np.nanmedian(sweep["alignment_error"][:, layer], axis=1), marker="o", color=colors[layer],
+                label=f"layer {layer}")
+    ax.set(xlabel="width $s$", ylabel="alignment error (test, median over nets)",
+           title="alignment convergence, all layers", ylim=(0, None))
+    _width_axis(ax, widths)
+    if layers > 1:
+        ax.legend(ncol=2)
+    width_colors = _layer_colors(len(widths))
+    for ax, layer in zip(axes[1], shown):
+        for w, (width, values) in enumerate(zip(widths, sweep[_key("activation", layer)])):
+            values = positive_eigenpairs(values[np.isfinite(values)])
+            ax.loglog(np.arange(1, values.size + 1), values, color=width_colors[w], label=f"s = {width:g}")
+        ax.set(xlabel="rank", ylabel="eigenvalue / trace", title=f"activation spectra, layer {layer} (net 1)")
+        ax.legend()
+    for ax in list(axes[1])[len(shown):]:
+        ax.axis("off")
+    fig.suptitle(f"{group.label}: nets of widths {', '.join(f'{w:g}' for w in widths)} aligned to the widest",
+                 y=1.01)
+    return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_width")
+
+
+def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
+    """Covariance convergence (§2): C_l from N = 1, 10, ..., M nets (spectra x D_flat, beside net 1's
+    initialisation), clipping net 1 in each one's basis, and the operator-norm distances (to C_l of all M nets;
+    against width when the width sweep is done)."""
+    convergence, spectra = contract.load(run, STAGE, "convergence"), contract.load(run, STAGE, "spectra")
+    nets, errors = convergence["nets"], convergence["operator_error"]
+    layers = errors.shape[1]
+    shown = _shown_layers(list(range(1, layers)), 3) or [0]
+    colors = _layer_colors(len(nets))
+    fig, axes = new_figure(ncols=len(shown) + 1, nrows=2, width=3.0, height=2.5)
+    ax = axes[0, 0]
+    layer_colors = _layer_colors(layers)
+    for layer in range(layers):
+        ax.plot(nets[:-1], errors[:-1, layer], marker="o", color=layer_colors[layer], label=f"layer {layer}")
+    ax.set(xscale="log", xlabel="nets N", ylabel=f"$\\|C_l(N) - C_l({nets[-1]})\\|_2$ / norm",
+           title="$C_l$ from N nets vs all", ylim=(0, None))
+    ax.legend(ncol=2)
+    ax = axes[1, 0]
+    if contract.done(run, WIDTH_STAGE):
+        sweep = contract.load(run, WIDTH_STAGE, "widths")
+        for layer in range(layers):
+            finite = np.isfinite(sweep["operator_error"][:, layer])
+            ax.plot(sweep["widths"][finite], sweep["operator_error"][finite, layer], marker="o",
+                    color=layer_colors[layer], label=f"layer {layer}")
+        ax.set(xlabel="width $s$", ylabel="operator-norm error vs the widest", ylim=(0, None),
+               title="$C_l$ against width")
+        _width_axis(ax, sweep["widths"])
+    else:
+        ax.axis("off")
+    for column, layer in enumerate(shown, start=1):
+        ax = axes[0, column]
+        dim = convergence[_key("spectrum", layer)].shape[1]
+        for c, count in enumerate(nets):
+            values = positive_eigenpairs(convergence[_key("spectrum", layer)][c])
+            ax.semilogy(np.arange(1, values.size + 1), values * dim, color=colors[c], label=f"N = {count}")
+        init = positive_eigenpairs(spectra[_key("weight_init", layer)])
+        ax.semilogy(np.arange(1, init.size + 1), init * dim, color="k", linestyle=":", label="init (net 1)")
+        ax.set(xlabel="rank", ylabel="eigenvalue $\\times D$", title=f"$C_{{{layer}}}$ from N nets")
+        ax.legend()
+        ax = axes[1, column]
+        if layer > 0:
+            clipping = contract.load(run, STAGE, "clipping")
+            reference = float(clipping["reference_accuracy"])
+            for c, count in enumerate(nets):
+                ax.plot(convergence[_key("d", layer)], convergence[_key("accuracy", layer)][c], marker=".",
+                        color=colors[c], label=f"$C_l$ from {count}")
+            ax.axhline(reference, color="k", linestyle="--", linewidth=1)
+            ax.axhspan(reference - 0.01, reference, color="k", alpha=0.08, linewidth=0)
+            ax.set(xlabel="kept dimensions $d$", ylabel="test accuracy", title=f"clipping layer {layer}")
+            ax.legend()
+        else:
+            ax.axis("off")
+    fig.suptitle(f"{group.label}: covariance convergence (§2)", y=1.01)
+    return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_covariance")
+
+
+def _dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
+    """Training dynamics (§5.6): a_r(t) and c_r(t) of net 1 along the eigenvectors of the final C_l."""
+    dynamics = contract.load(run, STAGE, "dynamics")
+    epochs = dynamics["epochs"]
+    layers = sorted(int(key.rsplit("_", 1)[1]) for key in dynamics if key.startswith("amplification_"))
+    shown = _shown_layers(layers, 4)
+    colors = _layer_colors(len(epochs))
+    fig, axes = new_figure(ncols=len(shown), nrows=2, width=2.9, height=2.4)
+    for column, layer in enumerate(shown):
+        for row, (name, label) in enumerate((("amplification", "$a_r(t)$"), ("cosine", "$c_r(t)$"))):
+            ax = axes[row, column]
+            curves = dynamics[_key(name, layer)]
+            for t, epoch in enumerate(epochs):
+                if t > 0:
+                    ax.plot(np.arange(1, curves.shape[1] + 1), curves[t], color=colors[t], label=f"t = {epoch}")
+            ax.set(xscale="log", xlabel="rank r of $C_l$'s eigenvector", ylabel=label, title=f"layer {layer}")
+            if row == 1:
+                ax.set_ylim(min(0.0, float(np.nanmin(curves))), 1.02)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(f"{group.label}: training dynamics of net 1 along $C_l$'s eigenvectors (§5.6)", y=1.01)
+    return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_dynamics")
+
+
+def _width_rows(group: Group, run: RunDir) -> list[list]:
+    sweep = contract.load(run, WIDTH_STAGE, "widths")
+    rows = []
+    def median(key, s):
+        values = sweep[key][s]
+        return float(np.nanmedian(values)) if np.isfinite(values).any() else ""
+
+    for s, width in enumerate(sweep["widths"]):
+        errors = np.nanmedian(sweep["alignment_error"][s, 1:], axis=1)
+        operator = sweep["operator_error"][s]
+        rows.append([group.label, float(width), median("trained_accuracy", s), median("rainbow_last_trained", s),
+                     median("rainbow_full", s), median("rainbow_retrained", s),
+                     " ".join(f"{e:.3f}" for e in errors),
+                     "reference" if np.isnan(operator).all() else " ".join(f"{e:.3f}" for e in operator)])
+    return rows
+
+
 READINGS = (("rainbow_last_trained", "rainbow_last_trained_top5",
              "layers 0..L-3 resampled; last block + classifier trained-then-aligned (the paper's reading)"),
             ("rainbow_accuracy", "rainbow_top5", "full rainbow: every layer resampled, mean classifier aligned"),
@@ -201,7 +365,7 @@ def _accuracy_rows(group: Group, summary: dict) -> list[list]:
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """The seed002 section; `options` (seed000's oracle choice) does not concern it."""
-    accuracy_rows, clipping_rows, figures = [], [], []
+    accuracy_rows, clipping_rows, width_rows, figures = [], [], [], []
     for group in groups:
         run = group.runs[0]
         summary = _summary(run)
@@ -211,7 +375,13 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
         for layer, dim in enumerate(summary["dims"][1:], start=1):
             clipping_rows.append([group.label, layer, layer + 1, dim,
                                   *[summary["clip_within_1pct"][name][layer - 1] for name in BASIS_LABELS]])
-        pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out)]
+        pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out),
+                _convergence_figure(group, run, out)]
+        if len(contract.load(run, STAGE, "dynamics")["epochs"]) > 1:
+            pngs.append(_dynamics_figure(group, run, out))
+        if contract.done(run, WIDTH_STAGE):
+            pngs.append(_width_figure(group, run, out))
+            width_rows += _width_rows(group, run)
         figures += [f"![{group.label}]({png.name})" for png in pngs]
     if not accuracy_rows:
         return ""
@@ -220,6 +390,17 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     clipping_header = ["group", "layer l", "paper j", "D_l", "C_l PCA d", "activation PCA d", "random d"]
     write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
     write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
+    width_header = ["group", "width", "trained", "rainbow (paper's reading)", "rainbow (full)", "rainbow retrained",
+                    "alignment error per layer 1..L-1", "operator-norm error of C_l per layer 0..L-1"]
+    width_text = ""
+    if width_rows:
+        write_csv(out / "seed002_width.csv", width_header, width_rows)
+        width_text = ("Width sweep (rainbow.py --sweep_workdirs): nets of each width aligned to the widest nets' "
+                      "mean representation; test accuracy medians of each width's own rainbow stage; alignment "
+                      "error on test (median over nets); operator-norm error of the width's C_l (scaled by its fan-in) "
+                      "against the widest's. The paper (CIFAR-10, skip variant, widths 1/8..4): trained 88.0 -> "
+                      "91.9, rainbow 54.8 -> 84.7, retrained 67.15 -> 88.72; C_l error ~0.7 -> 0.14 (j = 2)."
+                      f"\n\n{markdown_table(width_header, width_rows)}\n\n")
     return (f"## {TITLE}\n\nTest accuracy (top-1 and top-5, medians) of the M trained seeds and of K Gaussian "
             "rainbow networks (weights drawn from the aligned weight covariances, §5.4), in two readings, each "
             "labelled: the paper's, every block resampled but the last, which with the classifier is the trained "
@@ -231,4 +412,4 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
             f"40.3 (§6).\n\n{markdown_table(accuracy_header, accuracy_rows)}\n\nClipping one layer of net 1 "
             "to d directions (§5.5): the smallest d on the grid whose accuracy is within 1% of the trained one "
             "(-1: none); layer l is the input of weight layer l (0-based), the paper's layer j = l + 1."
-            f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\n" + "\n\n".join(figures))
+            f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\n" + width_text + "\n\n".join(figures))

@@ -59,6 +59,19 @@ def csg_gates(workdir: Path) -> list[str]:
     np.save(path, np.random.default_rng(0).random((10, 16)))
     return ["--csg-gates", str(path)]
 
+def narrow_rainbow(workdir: Path) -> list[str]:
+    """Two rainbow MLPs of width 0.125 (and their rainbow stage) in <workdir>/narrow, for the width sweep."""
+    import rainbow
+    import train_classifier
+
+    narrow = workdir / "narrow"
+    for seed in (0, 1):
+        assert train_classifier.main([*RAINBOW, "--seed", str(seed), "--width", "0.125", "--epochs", "1", "--recipe",
+                                      "seed002_tutorial", "--no-progress", "--workdir", str(narrow)]) == 0
+    assert rainbow.main([*RAINBOW, "--workdir", str(narrow), "--num_samples", "1", "--clip_points", "3"]) == 0
+    return ["--sweep_workdirs", str(narrow)]
+
+
 STAGES = {
     "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
     "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
@@ -83,6 +96,8 @@ STAGES = {
     "laplacian": Stage(["stability.py", *RUN, "--laplacian"], "laplacian"),
     "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
                      "rainbow", model=MLP),
+    "rainbow width": Stage(["rainbow.py", *RAINBOW, *SMALL], "rainbow-width", model=MLP, needs=["rainbow"],
+                           inputs=narrow_rainbow),
     "extractor": Stage(["extractor.py", *RUN], "extract",
                        needs=["analyzing", "features", "kernels", "stability", "stability init", "stability shuffled",
                               "laplacian", "decompose validate", "decompose essential", "decompose finetune"]),
