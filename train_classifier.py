@@ -5,8 +5,8 @@
     python train_classifier.py --model-name resnet20 --traindata cifar10 --recipe akamaster              # seed003
 
 Writes config.json, train_log.csv, checkpoints/epoch_XXXX.pt (epoch 0 = the initialisation, every
---save-every epochs and the last), checkpoints/last.pt (every epoch, for --resume) and best.pt for the
-seed004 recipes, then _done.json. `--resume` continues exactly where an interrupted run stopped.
+--save-every epochs, the --save-epochs and the last), checkpoints/last.pt (every epoch, for --resume) and best.pt
+for the seed004 recipes, then _done.json. `--resume` continues exactly where an interrupted run stopped.
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--batchsize", type=int, default=None, help="batch size (default: the recipe's, 128)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="keep checkpoints/epoch_XXXX.pt every N epochs (0: only the first and the last)")
+    parser.add_argument("--save-epochs", type=int, nargs="+", default=[], metavar="EPOCH",
+                        help="also keep checkpoints/epoch_XXXX.pt at these epochs (seed002 §4: 0 1 2 5 10 20 50 100)")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
     parser.add_argument("--channels-last", action="store_true",
@@ -108,6 +110,7 @@ def main(argv=None) -> int:
         pytorch_default_init_(model)
     model = model.to(device)
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
+                      save_epochs=tuple(args.save_epochs),
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
                       speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""))
     resume_from(trainer, run, args, flags)

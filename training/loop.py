@@ -143,7 +143,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir | None,
                  generator: torch.Generator,
-                 save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed()):
+                 save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed(),
+                 save_epochs: tuple[int, ...] = ()):
         self.speed = speed
         self.model = speed.prepare(model)
         self.forward = speed.forward(self.model)
@@ -152,6 +153,7 @@ class Trainer:
         self.run_dir = run
         self.generator = generator
         self.save_every = save_every
+        self.save_epochs = set(save_epochs)     # kept besides every save_every-th, the first and the last
         self.corruption_std = corruption_std
         self.progress = progress
         self.optimizer = build_optimizer(model, recipe)
@@ -279,7 +281,8 @@ class Trainer:
         if recipe.keep_best and test_acc > state.best_acc:
             state.best_acc = test_acc
             self.save_weights(self.run_dir.best)
-        if (self.save_every and state.epoch % self.save_every == 0) or state.epoch == recipe.epochs:
+        if ((self.save_every and state.epoch % self.save_every == 0) or state.epoch == recipe.epochs
+                or state.epoch in self.save_epochs):
             self.save_weights(self.run_dir.epoch_checkpoint(state.epoch))
         self.save_last()
         self.write_log()
