@@ -107,7 +107,8 @@ DECOMPOSE_SOURCES = ("ours", "csg")
 DECOMPOSE_FOLDERS = {"ours": "decompose/", "csg": "decompose/csg/"}
 _DECOMPOSE = {
     "indices": {"indices": _f("indices.json"),
-                "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
+                "histograms": _f("indices.npz", prefixed=("fc_topk_overlap",),
+                                 doc="histograms_<k> (classes, D) for computed sets only (not --indices/--csg-gates)"),
                 "summary": _f("summary.json", "skipped_k", "filters")},
     "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
     "essential": {"essential": _f("essential.json")},
