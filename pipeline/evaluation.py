@@ -15,7 +15,7 @@ the rank threshold at averaging time. The OOD sets are `datasets.ood_choice.choo
 MNIST without the CIFAR/SVHN files an offline stand-in (with a note), or the user's (any registered dataset or
 `imagefolder:PATH`, a class-less folder of images of the network's size), each built by `build_ood_set` (labels -1).
 An OOD set's tag is `set_tag(name)`: the name made folder-safe (utils.rundir.safe_name; imagefolder:/data/x ->
-imagefolder__data_x, cut to 80 characters plus a hash when longer); the stages record the mapping tag -> name in
+imagefolder__data_x, cut to 120 characters plus a hash when longer); the stages record the mapping tag -> name in
 their _done.json (`ood_tags`). A dataset without OOD sets (imagenet, imagefolder:PATH, twopoints) and no --ood-sets
 gets only its train and test splits. Images stay in pixel space; `LoadedRun.inputs` normalises each batch with the
 run's constants. The readers (reports/seed000.py) tell the detection sets among the evaluated tags with
@@ -36,7 +36,7 @@ from utils.errors import ToolkitError
 from utils.rundir import safe_name
 
 BATCH = 500
-TAG_LENGTH = 80   # longer tags (deep imagefolder paths) are cut and end in a hash of the name
+TAG_LENGTH = 120  # longer tags (deep imagefolder paths) are cut and end in a hash of the name
 
 
 def stage_parser(doc: str, ood: bool = True) -> ToolkitParser:
