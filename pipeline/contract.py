@@ -101,6 +101,27 @@ _STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "
               "summary": _f("summary.json", "epoch", "checkpoint", "test_accuracy", "probe_accuracy", "P",
                             "deformation", "temperature", "cut", "delta", "corruption_std", "output", "seconds")}
 
+# seed003 (decompose.py): one stage per subcommand and per source of the filter sets, "ours" (computed, or an
+# --indices file) and "csg" (a CSG gate matrix, spec §8), side by side so that neither overwrites the other.
+DECOMPOSE_SOURCES = ("ours", "csg")
+DECOMPOSE_FOLDERS = {"ours": "decompose/", "csg": "decompose/csg/"}
+_DECOMPOSE = {
+    "indices": {"indices": _f("indices.json"),
+                "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
+                "summary": _f("summary.json", "skipped_k", "filters")},
+    "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
+    "essential": {"essential": _f("essential.json")},
+    "finetune": {"finetune": _f("finetune.json"), "finetuned": _f("finetuned_k{k}.pt")},
+}
+
+
+def decompose_stage(subcommand: str, source: str = "ours") -> str:
+    """The stage name of a decompose.py subcommand for filter sets of `source` (DECOMPOSE_SOURCES)."""
+    if source not in DECOMPOSE_SOURCES:
+        raise KeyError(f"unknown source of filter sets {source!r} (known: {DECOMPOSE_SOURCES})")
+    return f"decompose-{subcommand}" if source == "ours" else f"decompose-{source}-{subcommand}"
+
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("analysis", "analyzing.py", "analysis", paper="000", files={   # docstring of analyzing.py
         "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "same_as", "fan_in", "fan_out",
@@ -139,20 +160,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
         "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
     }),
-    Stage("decompose-indices", "decompose.py", "decompose/indices", subcommand=("indices",), paper="003", files={
-        "indices": _f("indices.json"),
-        "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
-        "summary": _f("summary.json"),
-    }),
-    Stage("decompose-validate", "decompose.py", "decompose/validate", subcommand=("validate",),
-          requires=("decompose-indices",), paper="003", files={"validate": _f("validate.json")}),
-    Stage("decompose-essential", "decompose.py", "decompose/essential", subcommand=("essential",),
-          requires=("decompose-indices",), paper="003", files={"essential": _f("essential.json")}),
-    Stage("decompose-finetune", "decompose.py", "decompose/finetune", subcommand=("finetune",),
-          requires=("decompose-indices",), paper="003", files={
-              "finetune": _f("finetune.json"),
-              "finetuned": _f("finetuned_k{k}.pt"),
-          }),
+    *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
+            requires=() if sub == "indices" else (decompose_stage("indices", source),),
+            flags=() if source == "ours" else ("--source", source), paper="003", files=files)
+      for source in DECOMPOSE_SOURCES for sub, files in _DECOMPOSE.items()),
     Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={   # layer keys 00..L-1 (0-based)
         "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
         "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),

@@ -1,14 +1,13 @@
-"""The run-directory contract between stages (DESIGN.md, "The run directory").
+"""Run directories: where a run lives and its done marks (DESIGN.md, "The run directory").
 
-    <workdir>/<dataset>/<model>/rnd<seed>/
+    <workdir>/<dataset>/<model>[@<variant>]/rnd<seed>/
         config.json  train_log.csv  checkpoints/epoch_XXXX.pt  checkpoints/last.pt  checkpoints/best.pt
-        <stage>/ ... <stage>/_done.json        one folder per measurement stage
-        extract/                                compact per-run results
-    <workdir>/<dataset>/<model>/<group stage>/  stages that combine seeds (rainbow)
+        <stage folders>/ ... _done.json         measurement stages and extract/ (pipeline.contract names them)
+    <workdir>/<dataset>/<model>[@<variant>]/<group stage>/   stages that combine seeds (rainbow)
     <workdir>/report/                           figures, tables and report.md
 
-Every path a stage uses comes from here; `_done.json` records the flags a stage ran with, so that a rerun
-with the same flags is skipped unless `--force`.
+`_done.json` records the flags a stage ran with, so that a rerun with the same flags is skipped unless `--force`;
+the stages' own folders and files are named in pipeline/contract.py, nowhere else.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from utils.errors import ToolkitError
-from utils.io import before_first_write, load_json, save_json
+from utils.io import load_json, save_json
 
 DONE_FILE = "_done.json"
 CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
@@ -75,13 +74,6 @@ class RunDir:
         """Epochs with a kept checkpoint, ascending."""
         found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in self.checkpoints.glob("epoch_*.pt"))
         return sorted(int(m.group(1)) for m in found if m)
-
-    def stage(self, name: str) -> Path:
-        return self.root / name
-
-    @property
-    def extract(self) -> Path:
-        return self.root / "extract"
 
     @property
     def group(self) -> Path:
@@ -168,20 +160,6 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
         return load_json(marker).get("flags") == jsonable(flags)
     except ToolkitError:
         return False
-
-
-def skip_if_done(stage_dir: str | Path, flags: dict, force: bool) -> bool:
-    """Print one line and return True when the stage already ran with these flags (and no --force).
-
-    Otherwise the stage is about to be (re)done: its old `_done.json` goes just before the stage's first file is
-    written, so that a rerun killed part-way, with some files new and some old, is never taken for finished,
-    while a rerun stopped by bad input before it writes anything leaves the finished stage as it was.
-    """
-    if is_done(stage_dir, flags) and not force:
-        print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
-        return True
-    before_first_write(stage_dir, lambda: clear_done(stage_dir))
-    return False
 
 
 def clear_done(stage_dir: str | Path) -> None:
