@@ -45,6 +45,7 @@ class Scheduled:
     stage: contract.Stage
     demo: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
+    ood: bool = False   # takes the grid's --ood-sets, --near-ood and --validation-ood (pipeline.evaluation)
 
     @property
     def name(self) -> str:
@@ -55,14 +56,20 @@ class Scheduled:
         return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
 
 
-def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = ()) -> Scheduled:
-    return Scheduled(contract.stage(name), demo, full)
+def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False) -> Scheduled:
+    return Scheduled(contract.stage(name), demo, full, ood)
 
 
+# seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
+# perturbed, batches of 128 (BN in eval mode: the batch size changes nothing but the speed); the demo caps them
+# (each stage records its caps in _done.json)
+SEED000_FULL = ("--batchsize", "128")
 STAGES: tuple[Scheduled, ...] = (
     _scheduled("analysis", demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100",
-                                 "--stability_variants", "original")),
-    _scheduled("features"),
+                                 "--stability_variants", "original"),
+               full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
+                     "--stability_variants", "every"), ood=True),
+    _scheduled("features", full=SEED000_FULL, ood=True),
     _scheduled("kernels"),
     _scheduled("stability", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
     _scheduled("stability-init", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
@@ -223,6 +230,12 @@ def parse_args(argv=None):
     parser.add_argument("--gaussian_corruption_std", type=non_negative_float, nargs="+", default=None, metavar="STD",
                         help="train one run per std of Gaussian corruption (seed004 §2.7: a sigma sweep; each lives in "
                              "<model>@sigma<std>/; default: 0, or the paper's sweep with --paper 004 --full)")
+    parser.add_argument("--ood-sets", nargs="+", default=None, metavar="NAME",
+                        help="seed000: the reported OOD sets, passed to analyzing.py and features.py (registered "
+                             "datasets or imagefolder:PATH; default: the paper's)")
+    parser.add_argument("--near-ood", default=None, metavar="NAME", help="seed000: the near-OOD set among them")
+    parser.add_argument("--validation-ood", default=None, metavar="NAME",
+                        help="seed000: the set that chooses d and the rank threshold (default: <dataset>_vflip)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
@@ -359,11 +372,22 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str,
         script, *rest = scheduled.argv(mode)
         argv = [script, *rest[:len(scheduled.stage.subcommand)], *ident, "--data-root", args.data_root,
                 *rest[len(scheduled.stage.subcommand):]]
+        if scheduled.ood:
+            argv += ood_flags(args)
         chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
                                       run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
         chain.commands.append(_extract_command(args, cell, common))
     return chain
+
+
+def ood_flags(args) -> list[str]:
+    """The grid's OOD-set flags, as the seed000 stages take them (only those given)."""
+    flags = ["--ood-sets", *args.ood_sets] if args.ood_sets else []
+    for flag, value in (("--near-ood", args.near_ood), ("--validation-ood", args.validation_ood)):
+        if value:
+            flags += [flag, value]
+    return flags
 
 
 def _extract_command(args, cell: Cell, common: list[str]) -> Command:

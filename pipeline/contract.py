@@ -124,20 +124,34 @@ def decompose_stage(subcommand: str, source: str = "ours") -> str:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("analysis", "analyzing.py", "analysis", paper="000", files={
-        "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "fan_in", "fan_out"),
-        "projections": _f("projections_{tag}_{ds}.npz", "norm00", "norm0", "norm1", "logits", "labels", "ranks"),
-        "sensitivity": _f("sensitivity_{tag}_{ds}.npz", "chi", "noise_layers", "eta"),
+    Stage("analysis", "analyzing.py", "analysis", paper="000", files={   # docstring of analyzing.py
+        "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "same_as", "fan_in", "fan_out",
+                    doc="ratio_index (R,): positions among the 53 thresholds, the same for every seed "
+                        "(analyzing.ratio_positions(R)); same_as (R,): the column whose network (and numbers) a "
+                        "threshold shares; every threshold has its own projections/sensitivity files"),
+        "projections": _f("projections_{tag}_{ds}.npz", "norm00", "norm0", "norm1", "norm00_bn", "logits", "labels",
+                          "ranks",
+                          doc="tag: all or a ratio position q (three digits); ds: traindata, the dataset's test set "
+                              "or an OOD set's tag (pipeline.evaluation.set_tag; _done.json ood_tags maps tags to "
+                              "names); norm00_bn (N, L): ||BN output of weight layer l||^2 (seed000 k_bn), NaN where "
+                              "no BatchNorm follows layer l"),
+        "sensitivity": _f("sensitivity_{tag}_{ds}.npz", "chi", "noise_layers", "eta",
+                          doc="every set, traindata included; chi (n, P, L + 1)"),
         "grams": _f("grams_{ds}.npz", prefixed=("feat", "gram")),
     }),
-    Stage("features", "features.py", "features", paper="000", files={
+    Stage("features", "features.py", "features", paper="000", files={   # docstring of features.py
         "eigenvalues": _f("eigenvalues.npz", "eigenvalues", "dims", "counts"),
         "mahalanobis": _f("mahalanobis_{layer}_{ds}.npz", "distance_exp", "inferred_exp", "distance_eps",
-                          "inferred_eps", "dims_exp", "dims_eps"),
+                          "inferred_eps", "dims_exp", "dims_eps", "distance_full", "inferred_full", "dims_full",
+                          doc="distance_full/inferred_full (N,): at d = dims_full = D, the directions of non-zero "
+                              "variance (= dims_eps[-1])"),
     }),
-    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={
+    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={   # docstring of kernels.py
         "kernels": _f("kernels_{ds}.npz", "gram_eigenvalues", "gram_lengths", "cka",
-                      *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")]),
+                      *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")],
+                      doc="gram_eigenvalues (L, r) centred-Gram eigenvalues (gram_lengths valid); spectrum_<kind> "
+                          "(L, L, r) with length_<kind> valid values, sum_<kind> (L, L), for kind in cka, cca, reg0, "
+                          "reg1; cka (L, L) = sum_cka"),
     }),
     Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY),
     Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY),
