@@ -79,3 +79,13 @@ def test_a_chain_held_by_another_process_is_left_alone(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 left to another running process" in out
     assert not (RunDir.of(tmp_path, "digits", "lenet", 0).root / "_done.json").exists()
+
+
+def test_slurm_launcher_without_slurm_is_one_line_naming_the_local_way(tmp_path):
+    """No sbatch on PATH (a laptop): one line, exit 2, pointing at --launcher submitit-local; nothing submitted."""
+    result = subprocess.run([sys.executable, "reproduce.py", "--paper", "004", *GRID, "--workdir", str(tmp_path),
+                             "--launcher", "slurm"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": str(tmp_path / "no-slurm-here"), "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--launcher submitit-local" in result.stderr
+    assert not (tmp_path / "digits").exists()

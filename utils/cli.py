@@ -8,6 +8,9 @@ from collections.abc import Callable
 from utils.errors import ToolkitError
 
 EXIT_USAGE = 2
+# 128 + SIGTERM, as a shell reports a process SIGTERM ended: a script stopped by SIGTERM (Slurm's requeue,
+# pre-emption or time limit) after saving what it had; the same command continues the work.
+EXIT_INTERRUPTED = 143
 
 
 class ToolkitParser(argparse.ArgumentParser):
