@@ -154,6 +154,7 @@ class Chain:
     label: str
     lock: Path
     commands: list[Command] = field(default_factory=list)
+    since: float = field(default_factory=time.time)  # stages finished after this were done by this grid
 
     def __post_init__(self):
         self._running: subprocess.Popen | None = None  # the stage in progress, for checkpoint()
@@ -242,8 +243,9 @@ def exclusive(path: Path):
 
 
 def run_command(command: Command, chain: Chain | None = None) -> None:
-    if command.is_done():
-        command.status = "skipped"
+    if command.is_done():  # done before this grid began, or by an earlier attempt of this chain (requeued)
+        finished = (command.done_dir / DONE_FILE).stat().st_mtime
+        command.status = "done" if chain is not None and finished >= chain.since else "skipped"
         return
     command.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
