@@ -6,8 +6,8 @@
 #   scripts/slurm_cluster.sh stop      # cancel the cluster's jobs, stop exactly the daemons `start` started
 #
 # Made for Debian (bookworm), run as root, without systemd or cgroups: proctrack/linuxproc, task/none, no
-# accounting database (submitit then reads job states from the result files alone). One partition `debug`
-# (default, no time limit) with this host as its only node: all its CPUs (nproc) and its memory (`free -m`)
+# accounting database (reproduce.py follows jobs through their result files and squeue). One partition `debug`
+# (default, no time limit) with this host as its only node: all its CPUs (nproc) and its memory (free -m)
 # minus SLURM_CLUSTER_MEM_MARGIN_MB (default 1024). Jobs that ask for no memory get their share per CPU.
 # Requeued jobs may start again after AuthInfo cred_expire (Slurm's default: 120 s; here 5 s).
 #
@@ -58,7 +58,7 @@ write_config() {
     local host cpus mem_mb real_mb defmem
     host=$(hostname -s)
     cpus=$(nproc)
-    mem_mb=$(free -m | awk '/^Mem:/ {print $2}')
+    mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)  # what `free -m` shows as total
     real_mb=$((mem_mb - MARGIN_MB))
     [ "$real_mb" -gt 256 ] || die "only ${mem_mb} MB of memory: too little for a cluster"
     defmem=$((real_mb / cpus))
