@@ -195,11 +195,21 @@ class Chain:
         if running is not None:
             with contextlib.suppress(ProcessLookupError):
                 running.send_signal(signal.SIGTERM)
+        if _in_slurm_job():
+            _survive_own_requeue()
         return submitit.helpers.DelayedSubmission(self)
 
 
 def _in_slurm_job() -> bool:
     return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ
+
+
+def _survive_own_requeue() -> None:
+    """Requeueing a job SIGTERMs all its processes, the `scontrol requeue` that asked for it included: when
+    scontrol is slow to exit (a busy machine) it dies, and submitit takes that for a failed requeue and writes an
+    error as the chain's result. Ignored signals are inherited, so ignoring SIGTERM here lets the scontrol
+    started next finish; this process ends right after anyway (submitit exits, Slurm kills what is left)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _end_interrupted_attempt() -> None:
@@ -219,6 +229,7 @@ def _end_interrupted_attempt() -> None:
     except (OSError, subprocess.TimeoutExpired):
         state = ""
     if state == "RUNNING":
+        _survive_own_requeue()
         requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
         state = f"RUNNING, requeued: {(requeue.stdout + requeue.stderr).strip() or 'ok'}"
     print(f"a stage was stopped by SIGTERM; ending this attempt of job {job_id} ({state or 'state unknown'})",
