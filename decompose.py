@@ -306,7 +306,7 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     return summary, skipped
 
 
-def test_features(args, loaded: LoadedRun):
+def features_of_test_split(args, loaded: LoadedRun):
     """(classifier, the stored sets by k, skipped ks, GAP features, logits, labels of the test split): what validate
     and essential both start from."""
     head = classifier_of(loaded)
@@ -316,7 +316,7 @@ def test_features(args, loaded: LoadedRun):
 
 
 def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
-    head, sets_by_k, skipped, features, logits, labels = test_features(args, loaded)
+    head, sets_by_k, skipped, features, logits, labels = features_of_test_split(args, loaded)
     weight, bias = head.weight.detach().cpu().float(), head.bias.detach().cpu().float()
     result = {"full": loaded.accuracy(logits, labels), "decomposed": {}, "max_form_gap": {}}
     for k, sets in sets_by_k.items():
@@ -329,7 +329,7 @@ def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
 
 
 def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
-    head, sets_by_k, skipped, features, _, labels = test_features(args, loaded)
+    head, sets_by_k, skipped, features, _, labels = features_of_test_split(args, loaded)
     head_cpu = copy.deepcopy(head).cpu().float().eval()
     generator = torch.Generator().manual_seed(args.noise_seed)
     result = {}
