@@ -11,7 +11,8 @@ rank-k(r) truncation W_k, leaving BN, biases and shortcuts untouched; a threshol
 threshold below it gives the same network and is not evaluated again (`ratio_positions`). Evaluation sets:
 "traindata" (the train split, no augmentation), the in-distribution test set (named after the dataset),
 datasets.ood_sets(dataset) (the reported OOD sets) and datasets.validation_ood(dataset) (the set that chooses d
-and the rank threshold later).
+and the rank threshold later); a dataset without OOD sets (imagenet, imagefolder:PATH, twopoints) gets only its
+train and test splits (pipeline/evaluation.py).
 
 Per variant and evaluation set, one forward pass per batch captures every layer and reduces each sample (§6.3):
   norm00 = ||x||^2 of the whole feature;
@@ -38,17 +39,18 @@ Files in <run>/analysis/ (L layers, R ratios, N samples of a set, n = the sample
   svals.npz                   svals (L, max_len) singular values, descending, zero-padded; lengths (L,);
                               ratios (R,); ratio_index (R,) their positions among the 53 thresholds; ndims (L, R);
                               fan_in, fan_out (L,) the weight matrix shapes (for the residual parameter count)
-  projections_<tag>_<ds>.npz  norm00, norm0, norm1 (N, L) float64; logits (N, classes); labels (N,) (-1 for OOD);
+  projections_<tag>_<ds>.npz  norm00, norm0, norm1 (N, L) float64; logits (N, outputs); labels (N,) (-1 for OOD);
                               ranks (L,) the k of every layer's projector
   sensitivity_<tag>_<ds>.npz  chi (n, P, L + 1) float64: chi[i, p, m] at layer m (m = L: the logits) when layer
                               noise_layers[p] is perturbed, NaN for m < noise_layers[p]; noise_layers (P,); eta ()
                               (for the perturbed variants and the test and OOD sets)
   grams_<ds>.npz              per layer ll = 00..L-1 either feat_<ll> (n, d) or gram_<ll> (n, n), float64
-  _done.json                  flags, argv, variants, datasets, test accuracy of every variant, seconds
+  _done.json                  flags, argv, variants, datasets, test accuracy of every variant (the hinge head
+                              of a twopoints run included: measures.classification), seconds
 where <tag> is "all" or a three-digit ratio position q, and <ds> is traindata, the dataset, or an OOD set.
 
-The helpers in the first section (flags, the run's network, evaluation sets, normalised batches) are shared with
-features.py and kernels.py.
+Flags and evaluation sets are shared with features.py and kernels.py (pipeline/evaluation.py); file names
+come from pipeline/contract.py.
 """
 from __future__ import annotations
 
@@ -60,132 +62,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from datasets import build_dataset, has_ood_sets, ood_sets, validation_ood
 from measures.ood import patch_energy, projection_energy
 from measures.similarity import gram_linear
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
-from models.layers import analysis_layers
-from pipeline.loaded import load_run_model
-from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
+from pipeline.contract import TRAIN_SET, StageOutput, open_stage
+from pipeline.evaluation import check_positive, evaluation_sets, set_size, stage_parser, test_set_tag
+from pipeline.loaded import LoadedRun
+from utils.cli import run_main
 from utils.device import make_generator, resolve_device
-from utils.errors import ToolkitError
-from utils.io import save_npz
-from utils.rundir import RunDir, mark_done, safe_name, skip_if_done
 from utils.taps import LayerTaps
 
-BATCH = 500
 ETA = 0.1
-TRAIN_SET = "traindata"
 DEFAULT_GRAMS = 1000
 DEFAULT_STABILITY = 1000
 
 
-# ---- shared by analyzing.py, features.py and kernels.py ----------------------------------------------------------
-def stage_parser(doc: str) -> ToolkitParser:
-    """The flags of a seed000 stage: the run (seed000 README), --start_epoch/--resume/--force, batch and caps."""
-    parser = ToolkitParser(description=doc.split("\n\n")[0])
-    add_run_flags(parser)
-    add_stage_flags(parser)
-    parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass")
-    parser.add_argument("--max-samples", type=int, default=None,
-                        help="use at most the first N images of every evaluation set (default: all)")
-    return parser
-
-
-def check_positive(parser: ToolkitParser, args, *flags: str) -> None:
-    """A one-line usage error when an integer flag that must be >= 1 is not."""
-    for flag in flags:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be >= 1, got {value}")
-
-
-@dataclass
-class Network:
-    """A trained run's network in eval mode, its analysis layers and its input normalisation."""
-
-    run: RunDir
-    model: nn.Module
-    names: list[str]           # qualified names of the analysis weight layers, in forward order
-    layers: list[nn.Module]
-    config: dict
-    epoch: int
-    device: torch.device
-
-    def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """Pixel-space images -> normalised network inputs on the device (the run's own mean and std)."""
-        data = self.config["data"]
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(data["mean"], device=self.device).reshape(shape)
-        std = torch.tensor(data["std"], device=self.device).reshape(shape)
-        return (images.to(self.device, torch.float32) - mean) / std
-
-    def layers_of(self, model: nn.Module) -> list[nn.Module]:
-        """The analysis layers of a copy of the model (same names)."""
-        modules = dict(model.named_modules())
-        return [modules[name] for name in self.names]
-
-
-def open_network(args) -> Network:
-    """Load the run's checkpoint (--start_epoch, default the last) and find its analysis layers."""
-    device = resolve_device(args.device)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    model, config, epoch = load_run_model(run, args.start_epoch, device=device)
-    classes = config["model"]["num_classes"]
-    if args.num_classes is not None and args.num_classes != classes:
-        raise ToolkitError(f"--num_classes {args.num_classes} does not match the run at {run.root}, "
-                           f"which was trained with {classes} classes")
-    spec = config["model"]
-    example = torch.zeros(1, spec["in_channels"], spec["image_size"], spec["image_size"], device=device)
-    names, layers = analysis_layers(model, example)
-    return Network(run, model, names, layers, config, epoch, device)
-
-
-def evaluation_sets(args, network: Network, with_train: bool = True) -> dict:
-    """{"traindata": train split, <dataset>: its test split, <ood>: test split of every OOD set (seed000 §3),
-    then the validation OOD set (datasets.validation_ood)}, keyed by file-name tags (`test_set_tag`).
-
-    A dataset without OOD sets (imagenet, imagefolder:PATH) gets only its train and test splits.
-    Images stay in pixel space; `Network.inputs` normalises each batch with the run's constants.
-    """
-    name = network.config["data"]["name"]
-    options = {"channels": 1} if network.config["model"]["in_channels"] == 1 else {}
-    sets = {TRAIN_SET: build_dataset(name, "train", args.data_root, augment=False, **options)} if with_train else {}
-    sets[test_set_tag(network)] = build_dataset(name, "test", args.data_root, **options)
-    for ood in defined_ood_sets(name):
-        sets[ood] = build_dataset(ood, "test", args.data_root, **options)
-    return sets
-
-
-def test_set_tag(network: Network) -> str:
-    """The in-distribution test set's name in file names: the dataset name, made folder-safe
-    (imagefolder:/data/x -> imagefolder__data_x)."""
-    return safe_name(network.config["data"]["name"])
-
-
-def defined_ood_sets(name: str) -> list[str]:
-    """datasets.ood_sets(name) then datasets.validation_ood(name), or [] for a dataset with none defined."""
-    return [*ood_sets(name), validation_ood(name)] if has_ood_sets(name) else []
-
-
-def set_size(data, max_samples: int | None) -> int:
-    return len(data) if max_samples is None else min(len(data), max_samples)
-
-
-def batches(data, network: Network, batch_size: int, max_samples: int | None, desc: str
-            ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(first index, normalised inputs, labels) per batch, in order, with a progress bar."""
-    start = 0
-    total = -(-set_size(data, max_samples) // batch_size)
-    for images, labels in tqdm(data.batches(batch_size, max_samples), desc=desc, total=total, unit="batch",
-                               disable=None, leave=False):
-        yield start, network.inputs(images), labels
-        start += len(labels)
-
-
-# ---- analyzing.py -------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--ratios", type=int, default=53,
@@ -224,15 +116,16 @@ def ratio_positions(ranks: torch.Tensor, count: int) -> list[int]:
     return [distinct[i] for i in sorted({int(round(i)) for i in np.linspace(0, len(distinct) - 1, count)})]
 
 
-def noise_layers(network: Network) -> list[int]:
+def noise_layers(loaded: LoadedRun) -> list[int]:
     """Perturbed layers: block boundaries of residual networks (seed000 `layers0`), else every layer."""
-    blocks = [name for name, module in network.model.named_modules()
+    blocks = [name for name, module in loaded.model.named_modules()
               if name and (hasattr(module, "shortcut") or hasattr(module, "downsample"))]
     if not blocks:
-        return list(range(len(network.layers)))
-    starts = {next(i for i, layer in enumerate(network.names) if layer.startswith(block + "."))
-              for block in blocks if any(layer.startswith(block + ".") for layer in network.names)}
-    return sorted(starts | {0, len(network.layers) - 1})
+        return list(range(len(loaded.layers)))
+    names = loaded.layer_names
+    starts = {next(i for i, layer in enumerate(names) if layer.startswith(block + "."))
+              for block in blocks if any(layer.startswith(block + ".") for layer in names)}
+    return sorted(starts | {0, len(loaded.layers) - 1})
 
 
 @dataclass
@@ -319,7 +212,7 @@ def sensitivities(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, cl
 
 
 @torch.no_grad()
-def measure_set(model: nn.Module, layers: list[nn.Module], variant: Variant, data, network: Network, args,
+def measure_set(model: nn.Module, layers: list[nn.Module], variant: Variant, data, loaded: LoadedRun, args,
                 ds: str, perturbed: list[int]) -> tuple[dict, torch.Tensor | None, list | None]:
     """One pass over an evaluation set: energies, logits, labels; chi on the first samples (None for traindata or
     when this variant is not perturbed); the first samples' features of every layer for the Gram data of "all"."""
@@ -327,10 +220,10 @@ def measure_set(model: nn.Module, layers: list[nn.Module], variant: Variant, dat
     noisy = ds != TRAIN_SET and (original or args.stability_variants == "every")
     n_stab = min(args.num_stability, set_size(data, args.max_samples)) if noisy else 0
     n_gram = min(args.num_grams, set_size(data, args.max_samples)) if original else 0
-    generator = make_generator(network.device, args.seed)
+    generator = make_generator(loaded.device, args.seed)
     columns = {"norm00": [], "norm0": [], "norm1": [], "logits": [], "labels": []}
     chi, gram_rows = [], [[] for _ in layers] if original else None
-    for start, x, labels in batches(data, network, args.batchsize, args.max_samples, f"{variant.tag} {ds}"):
+    for start, x, labels in loaded.batches(data, args.batchsize, args.max_samples, f"{variant.tag} {ds}"):
         keep = max(0, min(len(x), max(n_stab, n_gram) - start))
         with LayerTaps(layers, reduce=BatchReducer(layers, variant, keep)) as taps:
             logits = model(x)
@@ -361,56 +254,57 @@ def gram_arrays(rows: list[list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return arrays
 
 
-def save_spectra(out, layers: list[nn.Module], svds: list[WeightSVD], ranks: torch.Tensor, positions: list[int]
-                 ) -> None:
+def save_spectra(out: StageOutput, layers: list[nn.Module], svds: list[WeightSVD], ranks: torch.Tensor,
+                 positions: list[int]) -> None:
     lengths = [svd.S.numel() for svd in svds]
     svals = torch.zeros(len(svds), max(lengths), dtype=torch.float64)
     for row, svd in zip(svals, svds):
         row[:svd.S.numel()] = svd.S.cpu()
-    save_npz(out / "svals.npz", svals=svals, lengths=np.array(lengths), ratios=threshold_ratios()[positions],
-             ratio_index=np.array(positions), ndims=ranks.cpu(),
-             fan_in=np.array([layer.weight[0].numel() for layer in layers]),
-             fan_out=np.array([layer.weight.shape[0] for layer in layers]))
+    out.save("svals", {"svals": svals, "lengths": np.array(lengths), "ratios": threshold_ratios()[positions],
+                       "ratio_index": np.array(positions), "ndims": ranks.cpu(),
+                       "fan_in": np.array([layer.weight[0].numel() for layer in layers]),
+                       "fan_out": np.array([layer.weight.shape[0] for layer in layers])})
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    network = open_network(args)
-    out = network.run.stage("analysis")
+    loaded = LoadedRun.from_args(args, device=resolve_device(args.device))
     started = time.perf_counter()
-    svds = [weight_svd(layer.weight) for layer in network.layers]
+    svds = [weight_svd(layer.weight) for layer in loaded.layers]
     every = threshold_ratios()
     all_ranks = torch.stack([rank_at_ratio(svd.S, every.to(svd.S.device)) for svd in svds]).cpu()  # (L, 53)
     positions = ratio_positions(all_ranks, args.ratios)
     ranks = all_ranks[:, positions]                                                                # (L, R)
-    flags = {"epoch": network.epoch, "ratio_index": positions, "num_grams": args.num_grams,
+    flags = {"epoch": loaded.epoch, "ratio_index": positions, "num_grams": args.num_grams,
              "num_stability": args.num_stability, "stability_variants": args.stability_variants,
              "max_samples": args.max_samples, "eta": args.eta, "seed": args.seed}
-    if skip_if_done(out, flags, args.force):
+    out = open_stage(loaded.run, "analysis", flags, args.force)
+    if out is None:
         return 0
-    save_spectra(out, network.layers, svds, ranks, positions)
+    save_spectra(out, loaded.layers, svds, ranks, positions)
 
-    sets = evaluation_sets(args, network)
-    perturbed = noise_layers(network)
-    model = copy.deepcopy(network.model)
-    layers = network.layers_of(model)
-    originals = [layer.weight.detach().clone() for layer in network.layers]
+    sets = evaluation_sets(loaded, args.data_root)
+    test_set = test_set_tag(loaded.dataset_name)
+    perturbed = noise_layers(loaded)
+    model = copy.deepcopy(loaded.model)
+    layers = loaded.layers_of(model)
+    originals = [layer.weight.detach().clone() for layer in loaded.layers]
     accuracy = {}
     for variant in variants(svds, ranks, positions):
         install(layers, originals, svds, variant)
         for ds, data in sets.items():
-            arrays, chi, gram_rows = measure_set(model, layers, variant, data, network, args, ds, perturbed)
-            save_npz(out / f"projections_{variant.tag}_{ds}.npz", **arrays, ranks=np.array(variant.ranks))
+            arrays, chi, gram_rows = measure_set(model, layers, variant, data, loaded, args, ds, perturbed)
+            out.save("projections", {**arrays, "ranks": np.array(variant.ranks)}, tag=variant.tag, ds=ds)
             if chi is not None:
-                save_npz(out / f"sensitivity_{variant.tag}_{ds}.npz", chi=chi, noise_layers=np.array(perturbed),
-                         eta=np.array(args.eta))
+                out.save("sensitivity", {"chi": chi, "noise_layers": np.array(perturbed), "eta": np.array(args.eta)},
+                         tag=variant.tag, ds=ds)
             if gram_rows is not None:
-                save_npz(out / f"grams_{ds}.npz", **gram_arrays(gram_rows))
-            if ds == test_set_tag(network):
-                accuracy[variant.tag] = float((arrays["logits"].argmax(1) == arrays["labels"]).double().mean())
+                out.save("grams", gram_arrays(gram_rows), ds=ds)
+            if ds == test_set:
+                accuracy[variant.tag] = loaded.accuracy(arrays["logits"], arrays["labels"])
     seconds = time.perf_counter() - started
-    mark_done(out, flags, variants=list(accuracy), datasets=list(sets), test_accuracy=accuracy, seconds=seconds)
-    print(f"{out}: {len(accuracy)} networks x {len(sets)} sets, test accuracy {accuracy['all']:.4f} "
+    out.done(variants=list(accuracy), datasets=list(sets), test_accuracy=accuracy, seconds=seconds)
+    print(f"{out.dir}: {len(accuracy)} networks x {len(sets)} sets, test accuracy {accuracy['all']:.4f} "
           f"(rank-truncated: {min(accuracy.values()):.4f} .. {max(accuracy.values()):.4f}) in {seconds:.1f} s")
     return 0
 

@@ -1,16 +1,24 @@
 """Class-specific filters (seed003, "Decomposing the Deep"): indices, validate, finetune, essential.
 
-    python decompose.py indices   --model-name resnet20 --traindata cifar10 --seed 0 -k 5 10 20
+    python decompose.py indices   --model-name resnet20 --traindata cifar10 --seed 0    # k = 5, 10, ..., 30
     python decompose.py validate  --model-name resnet20 --traindata cifar10 --seed 0
     python decompose.py essential --model-name resnet20 --traindata cifar10 --seed 0
     python decompose.py finetune  --model-name resnet20 --traindata cifar10 --seed 0 -k 5 --epochs 10 --lr 1e-4
     python decompose.py validate  --model-name resnet20 --traindata cifar10 --weights resnet20-12fca82f.th \\
-        --normalization imagenet --indices resnet20_cifar-10_indices.json
+        --indices resnet20_cifar-10_indices.json    # akamaster's file: ImageNet statistics, as it was trained
 
-The network is a trained run (<workdir>/<dataset>/<model>/rnd<seed>) or, with --weights, any checkpoint file
-of a registered architecture (the akamaster `{"state_dict"}` format included); outputs go to the run folder's
-decompose/<subcommand>/ either way. The features are the global-average-pooled input of the classifier
-(the output of --layer for `indices`). Files written (documented here only):
+The network is a trained run (<workdir>/<dataset>/<model>/rnd<seed>, pipeline.loaded.LoadedRun.from_args) or,
+with --weights, any checkpoint file of a registered architecture (the akamaster `{"state_dict"}` format included;
+LoadedRun.from_weights, epoch -1 in the stage's _done.json). It is fed with the statistics it was trained with
+(config.json "data"; for --weights ImageNet's for akamaster's files, as akamaster's trainer used, else the
+dataset's) unless --normalization asks for others (stated on stderr); every stage's _done.json records the mean and
+std it used. Outputs go to the run folder's decompose/<subcommand>/ either way (names: pipeline.contract, stages
+decompose-<subcommand>). Filter sets of CSG (--csg-gates, or --source csg) are kept apart from ours: the same
+files under decompose/csg/<subcommand>/ (stages decompose-csg-<subcommand>); validate, essential and finetune
+read the indices of --source (default ours). The head must have one output per class (a one-output hinge head
+has no class-specific sets). The features are the global-average-pooled input of the classifier (the output of
+--layer for `indices`). Finetuning runs the training loop's epochs (training.loop.Trainer, writing nothing into
+the run). Files written (documented here only):
 - indices/indices.json      {"<k>": {"<class>": [filter, ...]}}: S_c per k (§4; from --indices or --csg-gates if given)
 - indices/indices.npz       histograms_<k> (classes, D) top-k vote counts the sets were read from (computed sets
                             only), fc_topk_overlap_<k> (classes,)
@@ -24,8 +32,9 @@ decompose/<subcommand>/ either way. The features are the global-average-pooled i
 """
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +42,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from datasets import build_dataset
-from datasets.augment import random_crop_flip
-from datasets.normalization import normalization_for
 from measures import decomposition as dec
-from models import build_model
-from models.layers import analysis_layers
-from models.weights import load_weights
-from pipeline.loaded import load_run_model
+from pipeline import contract
+from pipeline.loaded import NORMALIZATIONS, LoadedRun, choose_normalization
+from training.loop import TrainData, Trainer, evaluate
+from training.recipes import Recipe
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.io import load_json, load_torch, save_json, save_npz, save_torch
-from utils.rundir import RunDir, mark_done, recorded_flags, skip_if_done
+from utils.io import load_json, load_torch
+from utils.rundir import RunDir, recorded_flags
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -56,19 +62,27 @@ def parse_args(argv=None):
     parser = ToolkitParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=SUBCOMMANDS, help="what to compute")
     add_run_flags(parser, default_model="resnet20")
+    parser.set_defaults(width=None)  # the run's own (checked against config.json); 1 for --weights
     add_stage_flags(parser)
-    parser.add_argument("-k", type=float, nargs="+", default=[5, 10, 20],
-                        help="filters per class: integers, or fractions in (0, 1) of the L1 mass (§4)")
+    parser.add_argument("-k", type=float, nargs="+", default=None,
+                        help="filters per class: integers, or fractions in (0, 1) of the L1 mass (§4) (default: the "
+                             "paper's grid, 5..30 for CIFAR-10 and other small sets, 10..100 for ImageNet, 5..50 "
+                             "for Tiny-ImageNet)")
     parser.add_argument("--layer", default=None,
                         help="indices only: module whose GAP output is analysed (default: the classifier input)")
     parser.add_argument("--weights", default=None, help="a checkpoint file instead of the run's own weights")
-    parser.add_argument("--normalization", choices=["dataset", "imagenet"], default="dataset",
-                        help="with --weights: input normalisation the checkpoint was trained with")
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, default=None,
+                        help="input statistics to use instead of those the network was trained with (the run's "
+                             "config.json; with --weights ImageNet's for akamaster's files, else the dataset's); "
+                             "a mismatch is stated on stderr")
     parser.add_argument("--indices", default=None, help="JSON file of filter sets to use instead of computing them")
     parser.add_argument("--csg-gates", default=None,
                         help="a (classes, filters) CSG gate matrix (.npy/.pt); sets = the k largest gates (§8)")
     parser.add_argument("--csg-smallest", action="store_true",
                         help="take the k SMALLEST gates, as the original code did (§8, §12.2)")
+    parser.add_argument("--source", choices=contract.DECOMPOSE_SOURCES, default=None,
+                        help="whose filter sets: ours (computed, or --indices) or csg (--csg-gates, or --indices "
+                             "with CSG sets); each has its own outputs (default: csg with --csg-gates, else ours)")
     parser.add_argument("--epochs", type=int, default=10, help="finetune: epochs")
     parser.add_argument("--lr", type=float, default=2e-4, help="finetune: Adam learning rate")
     parser.add_argument("--batchsize", type=int, default=64, help="finetune: batch size")
@@ -76,43 +90,60 @@ def parse_args(argv=None):
                         help="use at most this many images of each split (streamed ImageNet-scale data)")
     parser.add_argument("--noise-seed", type=int, default=0, help="essential/finetune: generator seed")
     args = parser.parse_args(argv)
-    if any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
+    if args.indices and args.csg_gates:
+        parser.error("give the filter sets by --indices or by --csg-gates, not both")
+    if args.csg_gates and args.source == "ours":
+        parser.error("--csg-gates gives CSG filter sets; drop --source ours")
+    args.source = args.source or ("csg" if args.csg_gates else "ours")
+    if args.command == "indices" and args.source == "csg" and not (args.csg_gates or args.indices):
+        parser.error("indices --source csg reads the CSG sets from --csg-gates FILE (or --indices FILE)")
+    if args.k is not None and any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
         parser.error("-k takes integers >= 1 or fractions in (0, 1)")
     return args
 
 
+def default_k_grid(dataset: str) -> list[float]:
+    """The paper's k grid (l1_norm.py, spec §4): ImageNet 10, 20, ..., 100; Tiny-ImageNet 5, 10, ..., 50;
+    CIFAR-10 5, 10, ..., 30, also for every other (small) dataset. Folder datasets are told by name."""
+    name = dataset.lower()
+    if "imagenet" in name:
+        return [float(k) for k in (range(5, 51, 5) if "tiny" in name else range(10, 101, 10))]
+    return [float(k) for k in range(5, 31, 5)]
+
+
+def requested_ks(args) -> list[float]:
+    """-k as given, else the default grid of the dataset."""
+    return list(args.k) if args.k is not None else default_k_grid(args.traindata)
+
+
 # ---- the network and its data ------------------------------------------------------------------------
-@dataclass
-class Network:
-    """The analysed network, its input normalisation and where its results go."""
-
-    model: nn.Module
-    mean: tuple
-    std: tuple
-    num_classes: int
-    device: torch.device
-    run: RunDir
-
-
-def load_network(args, device) -> Network:
-    """The run's trained model, or --weights loaded into the registry architecture."""
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+def open_network(args, device) -> LoadedRun:
+    """The run's trained model (its flags checked), or --weights loaded into the registry architecture; fed with
+    the statistics it was trained with unless --normalization (stated on stderr) asks for others; outputs go to
+    the run folder either way. Decomposition needs a multi-class head."""
     if args.weights is None:
-        model, config, _ = load_run_model(run, args.start_epoch, device=device)
-        data = config["data"]
-        return Network(model, tuple(data["mean"]), tuple(data["std"]), config["model"]["num_classes"], device, run)
-    num_classes = build_dataset(args.traindata, "test", args.data_root).num_classes
-    model = build_model(args.model_name, num_classes, width=args.width)
-    load_weights(model, args.weights)
-    mean, std = normalization_for(None if args.normalization == "dataset" else "imagenet", args.traindata)
-    return Network(model.to(device).eval(), mean, std, num_classes, device, run)
+        loaded = LoadedRun.from_args(args, device=device)
+        data = loaded.config["data"]
+        if args.normalization is not None:
+            data["mean"], data["std"] = choose_normalization(args.normalization, (data["mean"], data["std"]),
+                                                             loaded.dataset("test", args.data_root),
+                                                             str(loaded.run.config))
+    else:
+        run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+        loaded = LoadedRun.from_weights(run, args.weights, args.model_name, args.traindata, args.data_root,
+                                        num_classes=args.num_classes, width=args.width,
+                                        normalization=args.normalization, device=device)
+    if loaded.loss == "hinge" or loaded.config["model"]["outputs"] < 2:
+        raise ToolkitError(f"decomposition needs a multi-class head (one output per class); {loaded.run.root} has "
+                           "a one-output hinge head, for which class-specific filter sets are undefined")
+    return loaded
 
 
-def classifier_of(model: nn.Module) -> nn.Linear:
-    layers = model.weight_layers() if hasattr(model, "weight_layers") else None
-    last = layers[-1] if layers else analysis_layers(model, torch.zeros(1, 3, 32, 32))[1][-1]
+def classifier_of(loaded: LoadedRun) -> nn.Linear:
+    """The classifier: the last analysis weight layer, which must be a Linear layer."""
+    last = loaded.layers[-1]
     if not isinstance(last, nn.Linear):
-        raise ToolkitError(f"the last weight layer of {type(model).__name__} is not a Linear classifier")
+        raise ToolkitError(f"the last weight layer of {type(loaded.model).__name__} is not a Linear classifier")
     return last
 
 
@@ -123,28 +154,21 @@ def named_module(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
+def _pooled(index: int, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.mean(dim=(2, 3)) if tensor.dim() == 4 else tensor
+
+
 @torch.no_grad()
-def gap_features(net: Network, module, data, max_samples=None, capture="input"):
+def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="input"):
     """(GAP features (N, D), logits (N, classes), labels (N,)): one forward pass per batch, eval mode, no
     augmentation; in-memory or streamed data alike (the first `max_samples`)."""
-    model, device = net.model, net.device
-    mean_t, std_t = normalization_tensors(net)
-    pooled = lambda i, t: t.mean(dim=(2, 3)) if t.dim() == 4 else t  # noqa: E731
     feats, logits, labels = [], [], []
-    for images, batch_labels in tqdm(data.batches(BATCH, max_samples), desc=f"features {data.name}", unit="batch",
-                                     disable=None, leave=False):
-        x = (images.to(device) - mean_t) / std_t
-        with LayerTaps([module], reduce=pooled, capture=capture) as taps:
-            logits.append(model(x).float().cpu())
+    for _, x, batch_labels in loaded.batches(data, BATCH, max_samples, desc=f"features {data.name}"):
+        with LayerTaps([module], reduce=_pooled, capture=capture) as taps:
+            logits.append(loaded.model(x).float().cpu())
         feats.append(taps.values[0].float().cpu())
-        labels.append(batch_labels)
+        labels.append(batch_labels.cpu())
     return torch.cat(feats), torch.cat(logits), torch.cat(labels)
-
-
-def normalization_tensors(net: Network) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, -1, 1, 1)
-    return (torch.tensor(net.mean, device=net.device).reshape(shape),
-            torch.tensor(net.std, device=net.device).reshape(shape))
 
 
 # ---- filter sets ---------------------------------------------------------------------------------------
@@ -154,16 +178,20 @@ def k_label(k: float) -> str:
 
 def sets_from_json(path: str | Path, num_classes: int, n_filters: int, ks: list[float]) -> dict[str, list]:
     """Validate a JSON file of sets: {"<class>": [...]} or {"<k>": {"<class>": [...]}}."""
-    data = load_json(path)
+    return sets_from_data(load_json(path), path, num_classes, n_filters, ks)
+
+
+def sets_from_data(data: dict, where, num_classes: int, n_filters: int, ks: list[float]) -> dict[str, list]:
+    """Filter sets read from JSON (`where` names the file in errors): {"<k>": [LongTensor per class]}."""
     if all(isinstance(v, list) for v in data.values()):
         data = {k_label(ks[0]): data}
     out = {}
     for k, sets in data.items():
         if not isinstance(sets, dict) or sorted(sets, key=int) != [str(c) for c in range(num_classes)]:
-            raise ToolkitError(f"{path}: the sets for k={k} must map every class 0..{num_classes - 1} to a list")
+            raise ToolkitError(f"{where}: the sets for k={k} must map every class 0..{num_classes - 1} to a list")
         for c, filters in sets.items():
             if not all(isinstance(f, int) and 0 <= f < n_filters for f in filters):
-                raise ToolkitError(f"{path}: class {c} lists filters outside 0..{n_filters - 1}")
+                raise ToolkitError(f"{where}: class {c} lists filters outside 0..{n_filters - 1}")
         out[k] = [torch.tensor(sets[str(c)], dtype=torch.long) for c in range(num_classes)]
     return out
 
@@ -173,35 +201,88 @@ def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, lis
     gates = torch.as_tensor(load_torch(path) if path.endswith(".pt") else np.load(path, allow_pickle=False)).float()
     if gates.dim() != 2:
         raise ToolkitError(f"{path}: expected a (classes, filters) gate matrix, got shape {tuple(gates.shape)}")
-    return {k_label(k): list(gates.topk(int(k), dim=1, largest=not smallest).indices) for k in ks if k >= 1}
+    if any(k < 1 for k in ks):
+        raise ToolkitError("CSG filter sets take integer k (the k largest gates); drop the fractions from -k")
+    too_many = [k_label(k) for k in ks if k > gates.shape[1]]
+    if too_many:
+        raise ToolkitError(f"{path} gates {gates.shape[1]} filters; -k {' '.join(too_many)} does not fit")
+    return {k_label(k): list(gates.topk(int(k), dim=1, largest=not smallest).indices) for k in ks}
 
 
-def stored_sets(args, net: Network, n_filters: int) -> dict[str, list]:
-    """The filter sets given by --indices or --csg-gates, else those written by `decompose.py indices`."""
-    num_classes, run = net.num_classes, net.run
+def fitting_ks(args, n_filters: int, where: str, note: bool = True) -> tuple[list[float], list[str]]:
+    """(the ks to measure, the default-grid ks skipped): a k larger than the `n_filters` filters of the analysed
+    layer (`where`) is skipped, with a one-line note on stderr (unless `note` is False: the sets were chosen
+    before), when it comes from the default grid, and is a one-line error when -k asked for it."""
+    ks = requested_ks(args)
+    too_many = [k for k in ks if k > n_filters]
+    if too_many and args.k is not None:
+        raise ToolkitError(f"-k {' '.join(map(k_label, too_many))} exceeds the {n_filters} filters of {where}; "
+                           f"pick k <= {n_filters} (or a fraction in (0, 1))")
+    if too_many and note:
+        print(f"note: k = {', '.join(map(k_label, too_many))} of the default grid skipped: {where} has "
+              f"{n_filters} filters", file=sys.stderr)
+    return [k for k in ks if k <= n_filters], [k_label(k) for k in too_many]
+
+
+def stored_sets(args, loaded: LoadedRun, n_filters: int, where: str) -> tuple[dict[str, list], list[str]]:
+    """(filter sets by k, default-grid ks skipped): those given by --indices or --csg-gates, else those that
+    `decompose.py indices` wrote for --source (those of -k only, when given; the skipped ks are the indices
+    stage's)."""
+    ks, skipped = fitting_ks(args, n_filters, where, note=bool(args.csg_gates))
     if args.indices:
-        return sets_from_json(args.indices, num_classes, n_filters, args.k)
-    if args.csg_gates:
-        return sets_from_gates(args.csg_gates, args.k, args.csg_smallest)
-    path = run.stage("decompose/indices") / "indices.json"
-    if not path.is_file():
-        raise ToolkitError(f"no filter sets at {path}; run `python decompose.py indices` with the same run flags "
-                           "first, or pass --indices FILE")
-    return sets_from_json(path, num_classes, n_filters, args.k)
+        found, skipped = sets_from_json(args.indices, loaded.num_classes, n_filters, ks), []
+        where_sets = args.indices
+    elif args.csg_gates:
+        return sets_from_gates(args.csg_gates, ks, args.csg_smallest), skipped
+    else:
+        run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
+        if not contract.done(run, stage.name):
+            given = "--indices FILE" if args.source == "ours" else "--csg-gates FILE"
+            raise ToolkitError(f"no filter sets in {stage.dir(run)}; run `python {stage.script} "
+                               f"{stage.subcommand[0]}` with the same run flags first (`{stage.command(run)}`), or "
+                               f"pass {given}")
+        where_sets = stage.path(run, "indices")
+        found = sets_from_data(contract.load(run, stage.name, "indices"), where_sets, loaded.num_classes,
+                               n_filters, ks)
+        skipped = contract.done_record(run, stage.name).get("skipped_k", [])
+    if args.k is None:
+        return found, skipped
+    missing = [k_label(k) for k in ks if k_label(k) not in found]
+    if missing:
+        raise ToolkitError(f"{where_sets} holds no filter sets for k = {', '.join(missing)} (only for "
+                           f"{', '.join(found)}); compute them with `decompose.py indices -k ...`, or drop -k")
+    return {k_label(k): found[k_label(k)] for k in ks}, []
+
+
+def filters_at(loaded: LoadedRun, module: nn.Module, capture: str) -> int:
+    """The number of filters (channels, or features) `module` takes in or gives out, from one zero image."""
+    with torch.no_grad(), LayerTaps([module], reduce=_pooled, capture=capture) as taps:
+        loaded.model(loaded.example_input())
+    return int(taps.values[0].shape[1])
+
+
+def head_name(loaded: LoadedRun) -> str:
+    return f"the classifier input of {loaded.config['model']['name']}"
 
 
 # ---- subcommands ---------------------------------------------------------------------------------------
-def cmd_indices(args, net: Network, out: Path) -> dict:
-    train = build_dataset(args.traindata, "train", args.data_root, augment=False)  # sets from unaugmented images
-    module = named_module(net.model, args.layer) if args.layer else classifier_of(net.model)
-    features, _, labels = gap_features(net, module, train, args.max_samples, "output" if args.layer else "input")
-    num_classes = net.num_classes
-    weight = classifier_of(net.model).weight.detach().cpu()
-    arrays, summary, sets_by_k = {}, {}, {}
+def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
+    train = loaded.dataset("train", args.data_root)  # sets from unaugmented images
+    module = named_module(loaded.model, args.layer) if args.layer else classifier_of(loaded)
+    capture = "output" if args.layer else "input"
+    n_filters = filters_at(loaded, module, capture)
+    where = f"--layer {args.layer}" if args.layer else head_name(loaded)
     if args.indices or args.csg_gates:
-        sets_by_k = stored_sets(args, net, features.shape[1])
+        sets_by_k, skipped = stored_sets(args, loaded, n_filters, where)
     else:
-        for k in args.k:
+        ks, skipped = fitting_ks(args, n_filters, where)
+    features, _, labels = gap_features(loaded, module, train, args.max_samples, capture)
+    num_classes = loaded.num_classes
+    weight = classifier_of(loaded).weight.detach().cpu()
+    arrays, summary = {}, {}
+    if not (args.indices or args.csg_gates):
+        sets_by_k = {}
+        for k in ks:
             sets, counts = dec.class_filters(features, labels, int(k) if k >= 1 else k, num_classes,
                                              return_histograms=True)
             sets_by_k[k_label(k)] = sets
@@ -218,89 +299,81 @@ def cmd_indices(args, net: Network, out: Path) -> dict:
         }
     summary["psi_selectivity_0.5"] = float(dec.psi_selectivity(features, labels, 0.5))
     summary["class_selectivity_index"] = float(dec.class_selectivity_index(features, labels).mean())
-    as_json = {k: {str(c): s.tolist() for c, s in enumerate(sets)} for k, sets in sets_by_k.items()}
-    save_json(out / "indices.json", as_json)
-    save_npz(out / "indices.npz", **arrays)
-    save_json(out / "summary.json", summary)
-    return summary
+    summary["skipped_k"], summary["filters"] = skipped, n_filters
+    out.save("indices", {k: {str(c): s.tolist() for c, s in enumerate(sets)} for k, sets in sets_by_k.items()})
+    out.save("histograms", arrays)
+    out.save("summary", summary)
+    return summary, skipped
 
 
-def cmd_validate(args, net: Network, out: Path) -> dict:
-    test = build_dataset(args.traindata, "test", args.data_root)
-    head = classifier_of(net.model)
-    features, logits, labels = gap_features(net, head, test, args.max_samples)
+def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
+    test = loaded.dataset("test", args.data_root)
+    head = classifier_of(loaded)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
+    features, logits, labels = gap_features(loaded, head, test, args.max_samples)
     weight, bias = head.weight.detach().cpu().float(), head.bias.detach().cpu().float()
-    sets_by_k = stored_sets(args, net, features.shape[1])
-    result = {"full": accuracy(logits, labels), "decomposed": {}, "max_form_gap": {}}
+    result = {"full": loaded.accuracy(logits, labels), "decomposed": {}, "max_form_gap": {}}
     for k, sets in sets_by_k.items():
         gathered = dec.decomposed_logits(features, weight, bias, sets)
         masked = dec.decomposed_logits_masked(features, weight, bias, sets)
-        result["decomposed"][k] = accuracy(gathered, labels)
+        result["decomposed"][k] = loaded.accuracy(gathered, labels)
         result["max_form_gap"][k] = float((gathered - masked).abs().max())
-    save_json(out / "validate.json", result)
-    return result
+    out.save("validate", result)
+    return result, skipped
 
 
-def cmd_essential(args, net: Network, out: Path) -> dict:
-    test = build_dataset(args.traindata, "test", args.data_root)
-    head = classifier_of(net.model)
-    features, _, labels = gap_features(net, head, test, args.max_samples)
-    head_cpu = nn.Linear(head.in_features, head.out_features).eval()
-    head_cpu.load_state_dict({k: v.cpu().float() for k, v in head.state_dict().items()})
+def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
+    test = loaded.dataset("test", args.data_root)
+    head = classifier_of(loaded)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
+    features, _, labels = gap_features(loaded, head, test, args.max_samples)
+    head_cpu = copy.deepcopy(head).cpu().float().eval()
     generator = torch.Generator().manual_seed(args.noise_seed)
     result = {}
-    for k, sets in stored_sets(args, net, features.shape[1]).items():
+    for k, sets in sets_by_k.items():
         counts = {"noise_at_inf": [], "noise_at_noninf": [], "n": []}
         for c, chosen in enumerate(sets):
             f = features[labels == c]
             with torch.no_grad():
                 for name, complement in (("noise_at_inf", False), ("noise_at_noninf", True)):
                     noisy = dec.replace_features(f, chosen, generator, complement=complement)
-                    counts[name].append(int((head_cpu(noisy).argmax(1) == c).sum()))
+                    counts[name].append(int((loaded.predictions(head_cpu(noisy)) == c).sum()))
             counts["n"].append(len(f))
         result[k] = counts
-    save_json(out / "essential.json", result)
-    return result
+    out.save("essential", result)
+    return result, skipped
 
 
-def cmd_finetune(args, net: Network, out: Path) -> dict:
-    """Adam over the whole backbone and the decomposed head, plain cross-entropy, train mode (§6)."""
-    train = build_dataset(args.traindata, "train", args.data_root)
-    test = build_dataset(args.traindata, "test", args.data_root)
+def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
+    """Adam over the whole backbone and the decomposed head, plain cross-entropy, train mode, crop + flip (§6):
+    the training loop's own epochs (training.loop.Trainer, writing nothing), test accuracy before and after each."""
+    train, test = loaded.dataset("train", args.data_root), loaded.dataset("test", args.data_root)
     if not hasattr(train, "images"):
         raise ToolkitError(f"finetune needs an in-memory dataset; {args.traindata} is streamed (not supported yet)")
-    model, device = net.model, net.device
-    head = classifier_of(model)
-    sets_by_k = stored_sets(args, net, head.in_features)
-    mean_t, std_t = normalization_tensors(net)
+    model, device = loaded.model, loaded.device
+    head = classifier_of(loaded)
+    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
+    take = slice(args.max_samples)
+    data = TrainData(train.images[take].to(device), train.labels[take].to(device), test.images[take].to(device),
+                     test.labels[take].to(device), inputs=loaded.inputs)
+    recipe = Recipe("decompose-finetune", epochs=args.epochs, lr=args.lr, batchsize=args.batchsize,
+                    optimizer="adam", wdecay=0.0, schedule="constant", loss=loaded.loss)
     original = {k: v.clone() for k, v in model.state_dict().items()}
+    parent, attr = _parent_of(model, head)
     result = {}
     for k, sets in sets_by_k.items():
         model.load_state_dict(original)
-        decomposed = dec.DecomposedHead(head.weight.detach(), head.bias.detach(), sets).to(device)
-        parent, attr = _parent_of(model, head)
-        setattr(parent, attr, decomposed)
-        curve = [evaluate(model, test, mean_t, std_t, device)]
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
-        generator = make_generator(device, args.noise_seed)
-        x_all, y_all = train.images.to(device), train.labels.to(device)
-        for _ in tqdm(range(args.epochs), desc=f"finetune k={k}", unit="epoch", disable=None):
-            model.train()
-            perm = torch.randperm(len(y_all), generator=generator, device=device)
-            for start in range(0, len(perm), args.batchsize):
-                index = perm[start:start + args.batchsize]
-                x = (random_crop_flip(x_all[index], generator) - mean_t) / std_t
-                loss = nn.functional.cross_entropy(model(x), y_all[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            curve.append(evaluate(model, test, mean_t, std_t, device))
+        setattr(parent, attr, dec.DecomposedHead(head.weight.detach(), head.bias.detach(), sets).to(device))
+        trainer = Trainer(model, data, recipe, None, make_generator(device, args.noise_seed), progress=False)
+        curve = [evaluate(model, data, recipe)]
+        for _ in tqdm(range(args.epochs), desc=f"finetune k={k}", unit="epoch", disable=None, leave=False):
+            curve.append(trainer.train_epoch()["test_acc"])
         result[k] = {"before": curve[0], "after_epoch": curve[1:]}
-        save_torch(out / f"finetuned_k{k}.pt", {k2: v.cpu() for k2, v in model.state_dict().items()})
+        out.save("finetuned", {name: v.cpu() for name, v in model.state_dict().items()}, k=k)
         setattr(parent, attr, head)
     model.load_state_dict(original)
-    save_json(out / "finetune.json", result)
-    return result
+    out.save("finetune", result)
+    return result, skipped
 
 
 def _parent_of(model: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
@@ -311,18 +384,6 @@ def _parent_of(model: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
     raise ToolkitError("the classifier is not a submodule of the model")
 
 
-@torch.no_grad()
-def evaluate(model, data, mean_t, std_t, device) -> float:
-    model.eval()
-    logits = torch.cat([model((data.images[s:s + BATCH].to(device) - mean_t) / std_t).cpu()
-                        for s in range(0, len(data.images), BATCH)])
-    return accuracy(logits, data.labels)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((logits.argmax(1) == labels).float().mean())
-
-
 COMMANDS = {"indices": cmd_indices, "validate": cmd_validate, "finetune": cmd_finetune, "essential": cmd_essential}
 
 
@@ -330,13 +391,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    out = run.stage(f"decompose/{args.command}")
-    flags = recorded_flags(args)
-    if skip_if_done(out, flags, args.force):
+    out = contract.open_stage(run, contract.decompose_stage(args.command, args.source), recorded_flags(args),
+                              args.force)
+    if out is None:
         return 0
-    result = COMMANDS[args.command](args, load_network(args, device), out)
-    mark_done(out, flags)
-    print(f"{out}: {json.dumps(result)[:300]}")
+    loaded = open_network(args, device)
+    result, skipped = COMMANDS[args.command](args, loaded, out)
+    data = loaded.config["data"]
+    out.done(epoch=loaded.epoch, checkpoint=loaded.checkpoint, mean=data["mean"], std=data["std"], skipped_k=skipped)
+    print(f"{out.dir}: {json.dumps(result)[:300]}")
     return 0
 
 

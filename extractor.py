@@ -25,7 +25,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     load_config(run)  # a clear error when the run does not exist
     papers = [paper for paper in paper_modules() if paper.has_outputs(run)]
     if not papers:

@@ -12,6 +12,8 @@ on the leading d eigen-directions, M_d(z) = min_c sum_{j<=d} (v_j^T (z - mu_c))^
 class, for d on two grids: dims_exp (0..9 then geometric steps of 10^0.05, as counts d) and dims_eps (the number of
 normalised eigenvalues lambda / lambda_max above each of 21 thresholds 0.5 .. 1e-7). Directions with zero variance
 (lambda / lambda_max <= 1e-7, e.g. channels a ReLU never opens) are never used: dims_exp stops at dims_eps[-1].
+A layer without any direction of non-zero variance (the input of a twopoints run, whose images all have the same
+pixel sum) has an empty dims_exp and dims_eps all 0; a count d = 0 measures nothing: distance NaN, class -1.
 One forward pass per batch captures every layer.
 
 Files in <run>/features/ (L layers, D_l dimensions of layer l, N samples of a set):
@@ -29,19 +31,12 @@ import time
 import numpy as np
 import torch
 
-from analyzing import (
-    TRAIN_SET,
-    Network,
-    batches,
-    check_positive,
-    evaluation_sets,
-    open_network,
-    stage_parser,
-)
 from measures.ood import ClassGaussians, dims_eps, dims_exp, mahalanobis
+from pipeline.contract import TRAIN_SET, StageOutput, open_stage
+from pipeline.evaluation import check_positive, evaluation_sets, stage_parser
+from pipeline.loaded import LoadedRun
 from utils.cli import run_main
-from utils.io import save_npz
-from utils.rundir import mark_done, skip_if_done
+from utils.device import resolve_device
 from utils.taps import LayerTaps
 
 
@@ -58,19 +53,18 @@ def summed(index: int, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_vectors(network: Network, data, args, desc: str):
+def layer_vectors(loaded: LoadedRun, data, args, desc: str):
     """Per batch: (spatially summed features of every layer, labels), one forward pass each."""
-    for _, x, labels in batches(data, network, args.batchsize, args.max_samples, desc):
-        with LayerTaps(network.layers, reduce=summed) as taps:
-            network.model(x)
-        yield taps.values, labels.to(network.device)
+    for _, x, labels in loaded.batches(data, args.batchsize, args.max_samples, desc):
+        with LayerTaps(loaded.layers, reduce=summed) as taps:
+            loaded.model(x)
+        yield taps.values, labels
 
 
-def fit_gaussians(network: Network, data, args) -> list[ClassGaussians]:
+def fit_gaussians(loaded: LoadedRun, data, args) -> list[ClassGaussians]:
     """Pass 1: class means and tied covariance of every layer on the train split."""
-    classes = network.config["model"]["num_classes"]
-    gaussians = [ClassGaussians(classes) for _ in network.layers]
-    for vectors, labels in layer_vectors(network, data, args, "fit"):
+    gaussians = [ClassGaussians(loaded.num_classes) for _ in loaded.layers]
+    for vectors, labels in layer_vectors(loaded, data, args, "fit"):
         for gaussian, z in zip(gaussians, vectors):
             gaussian.update(z, labels)
     return [gaussian.finalize() for gaussian in gaussians]
@@ -83,41 +77,54 @@ def grids(gaussian: ClassGaussians) -> tuple[torch.Tensor, torch.Tensor]:
     return exp[exp <= eps[-1]], eps
 
 
-def save_eigenvalues(out, gaussians: list[ClassGaussians]) -> None:
+def distances(z: torch.Tensor, gaussian: ClassGaussians, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """measures.ood.mahalanobis on the counts d >= 1 of `dims`; NaN distances and class -1 where d = 0."""
+    distance = torch.full((len(z), len(dims)), float("nan"), dtype=torch.float64, device=z.device)
+    inferred = torch.full((len(z), len(dims)), -1, dtype=torch.long, device=z.device)
+    valid = dims >= 1
+    if len(dims) and bool(valid.all()):
+        return mahalanobis(z, gaussian, dims)
+    if bool(valid.any()):
+        distance[:, valid], inferred[:, valid] = mahalanobis(z, gaussian, dims[valid])
+    return distance, inferred
+
+
+def save_eigenvalues(out: StageOutput, gaussians: list[ClassGaussians]) -> None:
     dims = [g.eigenvalues.numel() for g in gaussians]
     eigenvalues = torch.zeros(len(gaussians), max(dims), dtype=torch.float64)
     for row, gaussian in zip(eigenvalues, gaussians):
         row[:gaussian.eigenvalues.numel()] = gaussian.eigenvalues.cpu()
-    save_npz(out / "eigenvalues.npz", eigenvalues=eigenvalues, dims=np.array(dims), counts=gaussians[0].counts)
+    out.save("eigenvalues", {"eigenvalues": eigenvalues, "dims": np.array(dims), "counts": gaussians[0].counts})
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    network = open_network(args)
-    out = network.run.stage("features")
-    flags = {"epoch": network.epoch, "max_samples": args.max_samples}
-    if skip_if_done(out, flags, args.force):
+    loaded = LoadedRun.from_args(args, device=resolve_device(args.device))
+    flags = {"epoch": loaded.epoch, "max_samples": args.max_samples}
+    out = open_stage(loaded.run, "features", flags, args.force)
+    if out is None:
         return 0
     started = time.perf_counter()
-    sets = evaluation_sets(args, network)
-    gaussians = fit_gaussians(network, sets.pop(TRAIN_SET), args)
+    sets = evaluation_sets(loaded, args.data_root)
+    gaussians = fit_gaussians(loaded, sets.pop(TRAIN_SET), args)
     save_eigenvalues(out, gaussians)
     layer_grids = [grids(gaussian) for gaussian in gaussians]
     for ds, data in sets.items():
         parts = [{"distance_exp": [], "inferred_exp": [], "distance_eps": [], "inferred_eps": []}
                  for _ in gaussians]
-        for vectors, _ in layer_vectors(network, data, args, ds):
+        for vectors, _ in layer_vectors(loaded, data, args, ds):
             for store, z, gaussian, (exp, eps) in zip(parts, vectors, gaussians, layer_grids):
                 for suffix, dims in (("exp", exp), ("eps", eps)):
-                    distance, inferred = mahalanobis(z, gaussian, dims)
+                    distance, inferred = distances(z, gaussian, dims)
                     store[f"distance_{suffix}"].append(distance.cpu())
                     store[f"inferred_{suffix}"].append(inferred.cpu())
         for index, (store, (exp, eps)) in enumerate(zip(parts, layer_grids)):
-            save_npz(out / f"mahalanobis_{index:02d}_{ds}.npz", dims_exp=exp, dims_eps=eps,
-                     **{key: torch.cat(values) for key, values in store.items()})
+            out.save("mahalanobis", {"dims_exp": exp, "dims_eps": eps,
+                                     **{key: torch.cat(values) for key, values in store.items()}},
+                     layer=f"{index:02d}", ds=ds)
     seconds = time.perf_counter() - started
-    mark_done(out, flags, datasets=list(sets), seconds=seconds)
-    print(f"{out}: tied covariance of {len(gaussians)} layers, Mahalanobis distances on {len(sets)} sets "
+    out.done(datasets=list(sets), seconds=seconds)
+    print(f"{out.dir}: tied covariance of {len(gaussians)} layers, Mahalanobis distances on {len(sets)} sets "
           f"in {seconds:.1f} s")
     return 0
 

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from analyzing import stage_parser
 from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
-from pipeline.loaded import load_config
+from pipeline.contract import done_record, load, open_stage, require, stage_dir
+from pipeline.evaluation import stage_parser
+from pipeline.loaded import check_run_flags, load_config
 from utils.cli import run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
-from utils.io import load_json, load_npz, save_npz
-from utils.rundir import DONE_FILE, RunDir, mark_done, require_done, skip_if_done
+from utils.rundir import RunDir
 
 KINDS = ("cka", "cca", "reg0", "reg1")
 SWAPPED = {"cka": "cka", "cca": "cca", "reg0": "reg1", "reg1": "reg0"}
@@ -90,34 +90,36 @@ def similarity_arrays(factors: list[GramFactor], desc: str) -> dict[str, np.ndar
 
 
 def analysis_flags(run: RunDir, args) -> dict:
-    """The flags analyzing.py ran with; errors when it has not run or ran on another epoch."""
-    analysis = run.stage("analysis")
-    require_done(analysis, "analyzing.py", f"python analyzing.py --model-name {args.model_name} "
-                                           f"--traindata {args.traindata} --seed {args.seed} --workdir {args.workdir}")
-    done = load_json(analysis / DONE_FILE, required=["flags", "datasets"])
+    """The analysis stage's done record (its flags and datasets); errors when it has not run or ran on another
+    epoch."""
+    require(run, "analysis")
+    done = done_record(run, "analysis")
+    if "datasets" not in done:
+        raise ToolkitError(f"the analysis stage's done record of {run.root} lists no datasets; rerun analyzing.py "
+                           "with --force")
     if args.start_epoch is not None and args.start_epoch != done["flags"]["epoch"]:
-        raise ToolkitError(f"analysis/ holds epoch {done['flags']['epoch']}, not --start_epoch {args.start_epoch}; "
-                           f"rerun analyzing.py --start_epoch {args.start_epoch} first")
+        raise ToolkitError(f"{stage_dir(run, 'analysis')} holds epoch {done['flags']['epoch']}, not --start_epoch "
+                           f"{args.start_epoch}; rerun analyzing.py --start_epoch {args.start_epoch} first")
     return done
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
-    load_config(run)  # a clear error when the run does not exist
+    check_run_flags(args, load_config(run), run)  # a clear error when the run does not exist or the flags disagree
     analysis = analysis_flags(run, args)
-    out = run.stage("kernels")
     flags = {"analysis": analysis["flags"]}
-    if skip_if_done(out, flags, args.force):
+    out = open_stage(run, "kernels", flags, args.force)
+    if out is None:
         return 0
     started = time.perf_counter()
     device = resolve_device(args.device)
     for ds in analysis["datasets"]:
-        grams = load_npz(run.stage("analysis") / f"grams_{ds}.npz")
-        save_npz(out / f"kernels_{ds}.npz", **similarity_arrays(layer_factors(grams, device), ds))
+        grams = load(run, "analysis", "grams", ds=ds)
+        out.save("kernels", similarity_arrays(layer_factors(grams, device), ds), ds=ds)
     seconds = time.perf_counter() - started
-    mark_done(out, flags, datasets=analysis["datasets"], seconds=seconds)
-    print(f"{out}: Gram spectra and layer-pair CKA on {len(analysis['datasets'])} sets in {seconds:.1f} s")
+    out.done(datasets=analysis["datasets"], seconds=seconds)
+    print(f"{out.dir}: Gram spectra and layer-pair CKA on {len(analysis['datasets'])} sets in {seconds:.1f} s")
     return 0
 
 

@@ -5,61 +5,69 @@ weight covariances, sample Gaussian rainbow networks, clip layers and test the G
     python rainbow.py --model-name scattering --traindata cifar10 --seeds $(seq 0 49) --num_samples 10 --batchsize 64
 
 The M runs <workdir>/<dataset>/<model>/rnd<seed> (--seeds, default every one found; at least 2, one
-architecture) are combined into <workdir>/<dataset>/<model>/rainbow/. "Layer j" is the input of weight layer j
-(DESIGN.md "Layers"), with space as samples (§5.1): a conv input (B, C, H, W) has D_j = C, a Linear input its
-width; a classifier on flattened (C, H, W) features (models with `classifier_input_shape`) is aligned over C.
-Every statistic streams over the train split (test split for accuracies and the alignment error), in float64,
-with the data on the device; every random draw comes from a torch.Generator seeded with --seed (the rainbow
-weights) or --seed + 1 (the random clipping bases).
+architecture), each opened as a pipeline.loaded.LoadedRun (its inputs() is the normalisation, its predictions()
+the accuracy, hinge heads included), are combined into the group stage "rainbow" of pipeline.contract
+(<dataset>/<model>/rainbow/). "Layer l" (0-based, l = 0..L-1) is the input of weight layer l (DESIGN.md
+"Layers"; the paper's layer j is l + 1), with space as samples (§5.1): a conv input (B, C, H, W) has D_l = C, a
+Linear input its width; a classifier on flattened (C, H, W) features (models with `classifier_input_shape`) is
+aligned over C. Every statistic streams over the train split (test split for accuracies and the alignment
+error), in float64, with the data on the device; every random draw comes from a torch.Generator seeded with
+--seed (the rainbow weights) or --seed + 1 (the random clipping bases).
 
-1. Mean alignment (§5.2): --num_iters + 1 passes align every net to the mean representation, A_k (D_j, D_j),
-   for j >= 2. Layer 1 sees the image (or its fixed scattering), the same in every net: A_1 = I, as the spec's
-   pairwise alignment forces (§5.2).
-2. Alignment quality (§5.2), j >= 2: net k = 2..M against net 1, A fitted on train; r2 on train, error on test.
+1. Mean alignment (§5.2): --num_iters + 1 passes align every net to the mean representation, A_k (D_l, D_l),
+   for l >= 1 (measures.alignment.align_to_mean, every layer from the same forward passes). Layer 0 sees the
+   image (or its fixed scattering), the same in every net: A = I, as the spec's pairwise alignment forces (§5.2).
+2. Alignment quality (§5.2), l >= 1: net k = 2..M against net 1, A fitted on train; r2 on train, error on test.
 3. Weight covariance (§5.3): the M nets' weights brought to mean space (conv kernels contract A over input
-   channels, then rows are flattened over (C, k, k)), C_j = W^T W / (M N). Spectra: C_j, net 1's alone, net
+   channels, then rows are flattened over (C, k, k)), C_l = W^T W / (M N). Spectra: C_l, net 1's alone, net
    1's initialisation (epoch 0, unaligned), and the activation covariance of the mean net ("KPCA").
-4. Rainbow nets (§5.4), --num_samples of them, starting from a copy of net 1: for j = 1..L, stream the train
-   set through the M trained nets and the new one, recompute the new net's standardisation feeding layer j
-   (models with `standardizations()`, j >= 2), A_new = procrustes(E[phi_mean phi_new^T]); evaluate the net whose
-   layers 1..j-1 are rainbow layers and whose layer j is net 1's weight transported by A_new (for j = L the mean
-   aligned trained classifier, §5.4), then (j < L) draw W_j ~ N(0, C_j) row-wise and install W_j A_new.
-5. Clipping (§5.5): net 1's layer j (j >= 2; layer 1 sees the image, identical across nets) replaced by
-   W A^T P_d A for the first d vectors of a channel basis of mean space: "weight" (C_j's eigenvectors; for
+4. Rainbow nets (§5.4), --num_samples of them, starting from a copy of net 1: for l = 0..L-1, stream the train
+   set through the M trained nets and the new one, recompute the new net's standardisation feeding layer l
+   (models with `standardizations()`, l >= 1), A_new = procrustes(E[phi_mean phi_new^T]); evaluate the net whose
+   layers 0..l-1 are rainbow layers and whose layer l is net 1's weight transported by A_new (for l = L-1 the
+   mean aligned trained classifier, §5.4), then (l < L-1) draw W_l ~ N(0, C_l) row-wise and install W_l A_new.
+5. Clipping (§5.5): net 1's layer l (l >= 1; layer 0 sees the image, identical across nets) replaced by
+   W A^T P_d A for the first d vectors of a channel basis of mean space: "weight" (C_l's eigenvectors; for
    k x k kernels the channel covariance of the kernel taps), "activation" (the mean net's activation
-   covariance) or "random" (Haar); d on --clip_points values from 0 to D_j; test accuracy, other layers intact.
-6. Gaussianity (§2), layers 1..L-1: Marchenko-Pastur outlier fraction of net 1's aligned weight before and
-   after whitening by C_j (NaN when M N <= D_flat: then exactly white), and KS p-values (scipy.stats.kstest
-   against N(0, 1)) of the M nets' weights whitened by C_j along the principal directions --ks_ranks (1-based).
+   covariance) or "random" (Haar); d on the original's grid of --clip_points values, np.arange(0, D_l + 1,
+   D_l / (clip_points - 1)) truncated (measures.alignment.clipping_grid; until issue 18 a rounded linspace, so
+   the d values of clipping.npz and clip_within_1pct moved); test accuracy, other layers intact.
+6. Gaussianity (§2), layers 0..L-2: Marchenko-Pastur outlier fraction of net 1's aligned weight before and
+   after whitening by C_l (NaN when M N <= D_flat: then exactly white), and KS p-values (scipy.stats.kstest
+   against N(0, 1)) of the M nets' weights whitened by C_l along the principal directions --ks_ranks, read as
+   the original's 0-based columns r (r = 0: the top direction; the spec's r = 1, 10, 100 are the 2nd, 11th and
+   101st). Until issue 18 the ranks were 1-based (column r - 1): the KS p-values and whitened samples moved.
 
-Files in rainbow/ (L weight layers, M seeds, K samples, jj = two-digit layer index 01..L, D_j as above):
-  alignment.npz    dims (L,) D_j; r2 (L, M-1) train r2 of net k vs net 1; error (L, M-1) test alignment error;
-                   unexplained_variance (L, num_iters + 1) of the mean representation after each pass (layer 1:
-                   r2 1, error 0, unexplained variance 0, the identity alignment)
-  spectra.npz      weight_jj C_j eigenvalues (descending, D_flat = fan-in); weight_single_jj net 1's alone and
-                   weight_init_jj its initialisation's (min(N, D_flat) values of W^T W / N); for jj >= 02
-                   activation_jj (D_j,) eigenvalues of the mean net's activation covariance
-  rainbow.npz      trained_accuracy (M,) test accuracy of each seed; seeds (M,); rainbow_accuracy (K, L): column
-                   r = test accuracy with layers 1..r resampled (r = 0: net 1 through its transported layer 1;
-                   r = L-1: the full rainbow net)
-  clipping.npz     bases (3,) "weight", "activation", "random"; reference_accuracy () net 1's; for jj = 02..L:
-                   d_jj (G,) kept dimensions, accuracy_jj (3, G) test accuracy per basis
-  gaussianity.npz  mp_colored (L-1,), mp_white (L-1,) fractions outside the MP bulk; ks_ranks (R,); ks_pvalue
-                   (L-1, R) (NaN where the rank exceeds C_j's); for jj = 01..L-1: mp_eigs_colored_jj,
-                   mp_eigs_white_jj eigenvalues normalised to mean 1, mp_q_jj (2,) their aspect ratios q,
-                   whitened_jj (M N, R) the whitened weights along those directions (NaN-padded)
-  summary.json     dataset, model, seeds, epochs, layers, dims, trained_accuracy {seed}, rainbow_accuracy (K,)
-                   of the full rainbow nets, rainbow_by_layer (L,) medians over samples, r2 and
-                   alignment_error (L,) medians over pairs, unexplained_variance (L,), clip_within_1pct
-                   {basis: [smallest grid d with accuracy >= reference - 0.01, per layer 2..L]},
-                   mp_colored, mp_white, ks_pvalue {layer: {rank: p}}, seconds
-  _done.json       flags, argv, seconds
+Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seeds, K samples, ll = two-digit
+0-based layer index 00..L-1, D_l as above):
+  alignment    dims (L,) D_l; r2 (L, M-1) train r2 of net k vs net 1; error (L, M-1) test alignment error;
+               unexplained_variance (L, num_iters + 1) of the mean representation after each pass (layer 0:
+               r2 1, error 0, unexplained variance 0, the identity alignment)
+  spectra      weight_ll C_l eigenvalues (descending, D_flat = fan-in); weight_single_ll net 1's alone and
+               weight_init_ll its initialisation's (min(N, D_flat) values of W^T W / N); for ll >= 01
+               activation_ll (D_l,) eigenvalues of the mean net's activation covariance
+  rainbow      trained_accuracy (M,) test accuracy of each seed; seeds (M,); rainbow_accuracy (K, L): column
+               r = test accuracy with layers 0..r-1 resampled (r = 0: net 1 through its transported layer 0;
+               r = L-1: the full rainbow net, every layer but the classifier resampled)
+  clipping     bases (3,) "weight", "activation", "random"; reference_accuracy () net 1's; for ll = 01..L-1:
+               d_ll (G,) kept dimensions, accuracy_ll (3, G) test accuracy per basis
+  gaussianity  mp_colored (L-1,), mp_white (L-1,) fractions outside the MP bulk; ks_ranks (R,); ks_pvalue
+               (L-1, R) (NaN where column r does not exist: r >= C_l's rank); for ll = 00..L-2: mp_eigs_colored_ll,
+               mp_eigs_white_ll eigenvalues normalised to mean 1, mp_q_ll (2,) their aspect ratios q,
+               whitened_ll (M N, R) the whitened weights along those directions (NaN-padded)
+  summary      dataset, model, seeds, epochs, layers, dims, trained_accuracy {seed}, rainbow_accuracy (K,)
+               of the full rainbow nets, rainbow_by_layer (L,) medians over samples, r2 and
+               alignment_error (L,) medians over pairs, unexplained_variance (L,), clip_within_1pct
+               {basis: [smallest grid d with accuracy >= reference - 0.01, per layer 1..L-1]},
+               mp_colored, mp_white, ks_pvalue {ll: {rank: p}}, seconds
+  _done.json   flags, argv, seconds
 """
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -67,14 +75,13 @@ from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
-from datasets import build_dataset
 from measures import alignment as al
-from pipeline.loaded import load_run_model
+from pipeline.contract import open_stage
+from pipeline.loaded import LoadedRun, check_run_flags
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.io import save_json, save_npz
-from utils.rundir import RunDir, mark_done, safe_name, seed_dirs, skip_if_done
+from utils.rundir import RunDir, safe_name, seed_dirs
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -83,6 +90,7 @@ NORMALIZATIONS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn
 
 
 def parse_args(argv=None):
+    # "resolve": --seed (add_run_flags: the run's seed) is redeclared below; the runs are chosen by --seeds
     parser = ToolkitParser(description=__doc__.split("\n\n")[0], conflict_handler="resolve")
     add_run_flags(parser, default_model="rainbow_mlp")
     add_stage_flags(parser)
@@ -90,12 +98,13 @@ def parse_args(argv=None):
                         help="the runs rnd<seed> to combine (default: every one found; at least 2)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the rainbow weights' generator (the random bases use seed + 1)")
-    parser.add_argument("--width", type=float, default=None, help="when given, the width the runs must have")
     parser.add_argument("--num_samples", type=int, default=5, help="rainbow networks drawn (K)")
     parser.add_argument("--num_iters", type=int, default=2, help="refinements of the mean alignment (§5.2)")
-    parser.add_argument("--clip_points", type=int, default=51, help="values of d from 0 to D_j (§5.5: 51)")
+    parser.add_argument("--clip_points", type=int, default=51,
+                        help="values of d from 0 to D_l, step D_l / (points - 1), truncated (§5.5: 51)")
     parser.add_argument("--ks_ranks", type=int, nargs="+", default=[1, 10, 100],
-                        help="principal directions (1-based) whose whitened marginals are KS-tested (§2)")
+                        help="principal directions whose whitened marginals are KS-tested (§2), as the original's "
+                             "0-based columns (r = 0: the top direction)")
     parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass of the M nets")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most N images of each split")
     args = parser.parse_args(argv)
@@ -103,31 +112,36 @@ def parse_args(argv=None):
                                ("--batchsize", args.batchsize, 1), ("--max-samples", args.max_samples, 1)):
         if value is not None and value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
-    if min(args.ks_ranks) < 1 or args.num_iters < 0:
-        parser.error("--ks_ranks must be >= 1 and --num_iters >= 0")
+    if min(args.ks_ranks) < 0 or args.num_iters < 0:
+        parser.error("--ks_ranks must be >= 0 and --num_iters >= 0")
     return args
 
 
 # ---- the M trained networks and their data ----------------------------------------------------------------------
 @dataclass
 class Net:
-    """One trained (or rainbow) network in eval mode with its weight layers and input standardisations."""
+    """A LoadedRun (a trained seed, its initialisation or a rainbow copy) seen as rainbow sampling needs it: the
+    weight and the input of each analysis layer in channel form, and the standardisation feeding each layer."""
 
-    model: nn.Module
-    layers: list[nn.Module]
-    standardizations: list[nn.Module | None]
+    loaded: LoadedRun
 
-    @classmethod
-    def of(cls, model: nn.Module) -> Net:
-        if not hasattr(model, "weight_layers"):
-            raise ToolkitError(f"rainbow.py needs a registry model listing its weight_layers(), not "
-                               f"{type(model).__name__}; use rainbow_mlp, rainbow_cnn, scattering or scattering4")
-        layers = list(model.weight_layers())
-        stds = list(model.standardizations()) if hasattr(model, "standardizations") else [None] * len(layers)
-        return cls(model, layers, stds)
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        return self.loaded.layers
+
+    @cached_property
+    def standardizations(self) -> list[nn.Module | None]:
+        """The non-affine BatchNorm whose output is each layer's input (models with `standardizations()`)."""
+        model = self.model
+        return list(model.standardizations()) if hasattr(model, "standardizations") else [None] * len(self.layers)
 
     def copy(self) -> Net:
-        return Net.of(copy.deepcopy(self.model))
+        """A new net with a deep copy of the model (same run, config and normalisation)."""
+        return Net(replace(self.loaded, model=copy.deepcopy(self.model), extras={}))
 
     def channel_view(self, j: int, tensor: torch.Tensor) -> torch.Tensor:
         """A layer input (B, D) or weight (N, D) of a classifier on flattened (C, H, W) as (., C, H, W)."""
@@ -143,8 +157,8 @@ class Net:
     def set_weight(self, j: int, weight: torch.Tensor) -> None:
         self.layers[j].weight.copy_(weight.reshape(self.layers[j].weight.shape))
 
-    def inputs(self, x: torch.Tensor, only: int | None = None) -> list[torch.Tensor]:
-        """Inputs of every weight layer (or of layer `only`) in channel form, one forward pass."""
+    def layer_inputs(self, x: torch.Tensor, only: int | None = None) -> list[torch.Tensor]:
+        """Inputs of every weight layer (or of layer `only`) in channel form, one forward pass of normalised x."""
         layers = self.layers if only is None else [self.layers[only]]
         with torch.no_grad(), LayerTaps(layers) as taps:
             self.model(x)
@@ -154,22 +168,24 @@ class Net:
 
 @dataclass
 class Data:
-    """Train and test images on the device and the runs' normalisation."""
+    """The train and test splits held on the device, fed to every net through net 1's LoadedRun.batches (its
+    inputs() is the normalisation; open_runs checks that the M runs share it)."""
 
-    train: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]
-    mean: torch.Tensor
-    std: torch.Tensor
+    loaded: LoadedRun
+    splits: dict
     batchsize: int
 
-    def batches(self, split: str):
-        images, labels = self.train if split == "train" else self.test
-        for start in range(0, len(labels), self.batchsize):
-            yield (images[start:start + self.batchsize] - self.mean) / self.std, labels[start:start + self.batchsize]
+    def batches(self, split: str, desc: str | None = None):
+        """(normalised inputs, labels) of `split`, in order."""
+        for _, x, labels in self.loaded.batches(self.splits[split], self.batchsize, desc=desc):
+            yield x, labels
+
+    def size(self, split: str) -> int:
+        return len(self.splits[split])
 
 
-def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net, dict, list[int]]:
-    """(runs, trained nets, net 1's initialisation, net 1's config, epochs), after every check of the input."""
+def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]:
+    """(runs, trained nets, net 1's initialisation), after every check of the input."""
     found = seed_dirs(args.workdir, args.traindata, args.model_name)
     runs = found if args.seeds is None else [RunDir.of(args.workdir, args.traindata, args.model_name, s)
                                              for s in args.seeds]
@@ -177,29 +193,25 @@ def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net,
         raise ToolkitError(f"rainbow.py combines at least 2 seeds; found {len(runs)} under "
                            f"{RunDir.of(args.workdir, args.traindata, args.model_name, 0).group}; train more with "
                            "`python train_classifier.py --seed N` or pass --seeds")
-    nets, configs, epochs = [], [], []
+    nets = []
     for run in runs:
-        model, config, epoch = load_run_model(run, args.start_epoch, device=device)
-        nets.append(Net.of(model))
-        configs.append(config)
-        epochs.append(epoch)
-    first = configs[0]
-    for run, config in zip(runs[1:], configs[1:]):
+        nets.append(Net(LoadedRun.open(run, args.start_epoch, device=device)))
+        check_run_flags(args, nets[-1].loaded.config, run)
+    first = nets[0].loaded.config
+    for run, net in zip(runs[1:], nets[1:]):
+        config = net.loaded.config
         if config["model"] != first["model"] or config["data"]["mean"] != first["data"]["mean"]:
             raise ToolkitError(f"{run.root} has another architecture or normalisation than {runs[0].root} "
                                f"({config['model']} vs {first['model']}); combine runs of one architecture")
-    if args.width is not None and args.width != first["model"]["width"]:
-        raise ToolkitError(f"--width {args.width} does not match the runs, trained with width "
-                           f"{first['model']['width']}")
-    if args.num_classes is not None and args.num_classes != first["model"]["num_classes"]:
-        raise ToolkitError(f"--num_classes {args.num_classes} does not match the runs, trained with "
-                           f"{first['model']['num_classes']} classes")
     check_supported(nets[0], args.model_name)
-    return runs, nets, Net.of(load_run_model(runs[0], 0, device=device)[0]), first, epochs
+    return runs, nets, Net(LoadedRun.open(runs[0], init=True, device=device))
 
 
 def check_supported(net: Net, name: str) -> None:
     """Rainbow sampling replaces weights only: biases and affine normalisations would not be resampled."""
+    if not hasattr(net.model, "weight_layers"):
+        raise ToolkitError(f"rainbow.py needs a registry model listing its weight_layers(), not "
+                           f"{type(net.model).__name__}; use rainbow_mlp, rainbow_cnn, scattering or scattering4")
     declared = {id(m) for m in net.standardizations if m is not None}
     biased = [layer for layer in net.layers if getattr(layer, "bias", None) is not None]
     norms = [m for m in net.model.modules() if isinstance(m, NORMALIZATIONS) and id(m) not in declared]
@@ -210,51 +222,50 @@ def check_supported(net: Net, name: str) -> None:
                            "rainbow_cnn, scattering or scattering4")
 
 
-def load_data(args, config: dict, device: torch.device) -> Data:
-    options = {"channels": 1} if config["model"]["in_channels"] == 1 else {}
-    splits = []
+def load_data(args, loaded: LoadedRun) -> Data:
+    """The run's train and test splits (the first --max-samples of each), moved to the device once."""
+    splits = {}
     for split in ("train", "test"):
-        data = build_dataset(config["data"]["name"], split, args.data_root, **options)
+        data = loaded.dataset(split, args.data_root)
         if not hasattr(data, "images"):
-            raise ToolkitError(f"{config['data']['name']} is streamed; rainbow.py needs an in-memory dataset")
+            raise ToolkitError(f"{loaded.dataset_name} is streamed; rainbow.py needs an in-memory dataset")
         n = len(data.labels) if args.max_samples is None else min(args.max_samples, len(data.labels))
-        splits.append((data.images[:n].to(device), data.labels[:n].to(device)))
-    shape = (1, -1, 1, 1)
-    return Data(splits[0], splits[1], torch.tensor(config["data"]["mean"], device=device).reshape(shape),
-                torch.tensor(config["data"]["std"], device=device).reshape(shape), args.batchsize)
+        splits[split] = replace(data, images=data.images[:n].to(loaded.device),
+                                labels=data.labels[:n].to(loaded.device))
+    return Data(loaded, splits, args.batchsize)
 
 
 @torch.no_grad()
 def accuracy(net: Net, data: Data) -> float:
-    correct = sum(int((net.model(x).argmax(1) == y).sum()) for x, y in data.batches("test"))
-    return correct / len(data.test[1])
+    """Test accuracy, through the run's own predictions (argmax, or the sign of a one-output hinge head)."""
+    correct = sum(int((net.loaded.predictions(net.model(x)) == y).sum()) for x, y in data.batches("test"))
+    return correct / data.size("test")
 
 
 # ---- 1-2. alignment --------------------------------------------------------------------------------------------
 def align_nets(nets: list[Net], data: Data, num_iters: int) -> list[al.MeanAlignment | None]:
-    """One MeanAlignment per layer j >= 2 (None for layer 1: the identity), fed by the same forward passes."""
-    aligners = [None] + [al.MeanAlignment() for _ in nets[0].layers[1:]]
-    for _ in tqdm(range(num_iters + 1), desc="mean alignment", unit="pass", disable=None, leave=False):
-        for x, _ in data.batches("train"):
-            inputs = [net.inputs(x) for net in nets]
-            for j, aligner in enumerate(aligners[1:], start=1):
-                aligner.update([acts[j] for acts in inputs])
-        for aligner in aligners[1:]:
-            aligner.finish_pass()
-    return aligners
+    """One MeanAlignment per layer l >= 1 (None for layer 0: the identity), all fed by the same forward passes."""
+    count = len(nets[0].layers)
+
+    def batches():
+        for x, _ in data.batches("train", desc="mean alignment"):
+            inputs = [net.layer_inputs(x) for net in nets]
+            yield [[acts[layer] for acts in inputs] for layer in range(1, count)]
+
+    return [None, *al.align_to_mean(batches, num_iters)] if count > 1 else [None]
 
 
 def alignment_of(aligners: list[al.MeanAlignment | None], j: int, k: int) -> torch.Tensor | None:
-    """A_k at layer j (None: the identity of layer 1)."""
+    """A_k at layer j (None: the identity of layer 0)."""
     return None if aligners[j] is None else aligners[j].alignments[k]
 
 
 def pair_moments(nets: list[Net], data: Data, split: str, aligners: list[al.MeanAlignment | None] | None = None):
-    """Per layer j >= 2, the Moments of (net 1, net k) for k >= 2; with aligners also the mean net's covariance."""
+    """Per layer l >= 1, the Moments of (net 1, net k) for k >= 2; with aligners also the mean net's covariance."""
     pairs = [al.CovarianceAccumulator() for _ in nets[1:]]
     mean_cov = al.CovarianceAccumulator()
     for x, _ in data.batches(split):
-        inputs = [net.inputs(x)[1:] for net in nets]
+        inputs = [net.layer_inputs(x)[1:] for net in nets]
         for acc, acts in zip(pairs, inputs[1:]):
             acc.update(inputs[0], acts)
         if aligners is not None:
@@ -290,11 +301,11 @@ def channel_covariance(weights: list[torch.Tensor]) -> torch.Tensor:
 
 # ---- 4. rainbow networks --------------------------------------------------------------------------------------
 def new_alignment(nets: list[Net], aligner: al.MeanAlignment, new: Net, data: Data, j: int) -> torch.Tensor:
-    """A_new (D_mean, D_new) at layer j >= 2 from one train pass, re-standardising the new net first (§5.4 c)."""
+    """A_new (D_mean, D_new) at layer j >= 1 from one train pass, re-standardising the new net first (§5.4 c)."""
     acc = al.CovarianceAccumulator()
     for x, _ in data.batches("train"):
-        mean = aligner.mean_activation([net.inputs(x)[j] for net in nets])
-        acc.update(mean, al.as_samples(new.inputs(x)[j]))
+        mean = aligner.mean_activation([net.layer_inputs(x)[j] for net in nets])
+        acc.update(mean, al.as_samples(new.layer_inputs(x)[j]))
     moments = acc.compute()
     std = new.standardizations[j]
     if std is None:
@@ -310,12 +321,12 @@ def new_alignment(nets: list[Net], aligner: al.MeanAlignment, new: Net, data: Da
 
 def rainbow_accuracies(nets: list[Net], aligners: list[al.MeanAlignment | None], draws: list[torch.Tensor],
                        mean_classifier: torch.Tensor, data: Data) -> list[float]:
-    """Test accuracy after resampling layers 1..r, r = 0..L-1, for one rainbow net (§5.4)."""
+    """Test accuracy after resampling layers 0..r-1, r = 0..L-1, for one rainbow net (§5.4)."""
     new, last = nets[0].copy(), len(nets[0].layers) - 1
     accuracies = []
     for j in range(last + 1):
         if j == 0:
-            transport = lambda weight: weight  # noqa: E731 - layer 1: A_new = I
+            transport = lambda weight: weight  # noqa: E731 - layer 0: A_new = I
         else:
             A_new = new_alignment(nets, aligners[j], new, data, j)
             transport = lambda weight: al.weight_from_reference(weight, A_new)  # noqa: E731,B023
@@ -332,7 +343,7 @@ def clipping_curves(net: Net, alignment: torch.Tensor, bases: dict[str, torch.Te
                     points: int, data: Data) -> tuple[np.ndarray, np.ndarray]:
     """(d grid, accuracy (bases, grid)) for net 1 with layer j clipped in each basis (§5.5)."""
     dim = bases[BASES[0]].shape[0]
-    grid = np.unique(np.round(np.linspace(0, dim, points)).astype(int))
+    grid = al.clipping_grid(dim, points)
     work, original = net.copy(), net.weight(j)
     curves = np.zeros((len(BASES), len(grid)))
     for b, name in enumerate(BASES):
@@ -343,12 +354,6 @@ def clipping_curves(net: Net, alignment: torch.Tensor, bases: dict[str, torch.Te
 
 
 # ---- 6. Gaussianity --------------------------------------------------------------------------------------------
-def positive(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eigenpairs above numerical zero (eps D lambda_max), for whitening."""
-    keep = eigenvalues > eigenvalues[0] * eigenvalues.numel() * torch.finfo(torch.float64).eps
-    return eigenvalues[keep], eigenvectors[:, keep]
-
-
 def normalised(eigenvalues: torch.Tensor) -> np.ndarray:
     return (eigenvalues / eigenvalues.mean()).cpu().numpy()
 
@@ -359,9 +364,9 @@ def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvec
 
     As in the spec, net 1 is whitened by the C_j of all M nets, its own rows included; this biases it towards
     white for small M and makes it exactly white when M N <= D (its rows are then part of an orthogonal
-    matrix), so mp_white is NaN there.
+    matrix), so mp_white is NaN there. ks_ranks are 0-based columns of the whitened weights, as the original's r.
     """
-    values, vectors = positive(eigenvalues, eigenvectors)
+    values, vectors = al.positive_eigenpairs(eigenvalues, eigenvectors)
     single = rows(aligned[0])
     colored = al.weight_spectrum(single)[0]
     white = al.weight_spectrum(al.whiten_weights(single, values, vectors))[0]
@@ -371,8 +376,8 @@ def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvec
     samples = np.full((whitened.shape[0], len(ks_ranks)), np.nan)
     pvalues = np.full(len(ks_ranks), np.nan)
     for i, rank in enumerate(ks_ranks):
-        if rank <= whitened.shape[1]:
-            samples[:, i] = whitened[:, rank - 1].cpu().numpy()
+        if rank < whitened.shape[1]:  # the original's 0-based column r
+            samples[:, i] = whitened[:, rank].cpu().numpy()
             pvalues[i] = stats.kstest(samples[:, i], "norm").pvalue
     return {"mp_colored": float(al.marchenko_pastur_fraction(colored, q_colored)),
             "mp_white": float("nan") if degenerate else float(al.marchenko_pastur_fraction(white, q_white)),
@@ -387,8 +392,8 @@ def within_one_percent(grid: np.ndarray, curve: np.ndarray, reference: float) ->
 
 
 def layer_key(j: int) -> str:
-    """0-based layer index -> the two-digit file key 01..L."""
-    return f"{j + 1:02d}"
+    """0-based layer index -> the two-digit file key 00..L-1."""
+    return f"{j:02d}"
 
 
 # ---- the stage --------------------------------------------------------------------------------------------------
@@ -396,27 +401,30 @@ def layer_key(j: int) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    runs, nets, init, config, epochs = open_runs(args, device)
-    out = runs[0].group / "rainbow"
+    runs, nets, init = open_runs(args, device)
     seeds = [int(run.root.name[3:]) for run in runs]
+    epochs = [net.loaded.epoch for net in nets]
     flags = {"seeds": seeds, "epochs": epochs, "num_samples": args.num_samples, "num_iters": args.num_iters,
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,
              "max_samples": args.max_samples}
-    if skip_if_done(out, flags, args.force):
+    out = open_stage(runs[0], "rainbow", flags, args.force)
+    if out is None:
         return 0
     started = time.perf_counter()
-    data = load_data(args, config, device)
+    data = load_data(args, nets[0].loaded)
     L = len(nets[0].layers)
 
     aligners = align_nets(nets, data, args.num_iters)
     train_pairs, mean_cov = pair_moments(nets, data, "train", aligners)
     test_pairs, _ = pair_moments(nets, data, "test")
     r2, error = pairwise_quality(train_pairs, test_pairs)
-    dims = np.array([nets[0].inputs(data.test[0][:1])[0].shape[1]] + [m.cross.shape[0] for m in mean_cov])
-    save_npz(out / "alignment.npz", dims=dims, r2=np.vstack([np.ones((1, len(nets) - 1)), r2]),
-             error=np.vstack([np.zeros((1, len(nets) - 1)), error]),
-             unexplained_variance=np.array([[0.0] * (args.num_iters + 1)]
-                                           + [[float(v) for v in a.unexplained_variance] for a in aligners[1:]]))
+    dims = np.array([nets[0].layer_inputs(nets[0].loaded.example_input(), only=0)[0].shape[1]]
+                    + [m.cross.shape[0] for m in mean_cov])
+    out.save("alignment", {"dims": dims, "r2": np.vstack([np.ones((1, len(nets) - 1)), r2]),
+                           "error": np.vstack([np.zeros((1, len(nets) - 1)), error]),
+                           "unexplained_variance": np.array([[0.0] * (args.num_iters + 1)]
+                                                            + [[float(v) for v in a.unexplained_variance]
+                                                               for a in aligners[1:]])})
 
     spectra, weight_spectra, gauss, bases = {}, [], [], {}
     random_generator = make_generator(device, args.seed + 1)
@@ -443,7 +451,7 @@ def main(argv=None) -> int:
                     al.principal_components(al.weight_covariance(aligned))[1]
             bases[j] = {"weight": weight_basis, "activation": activation_vectors,
                         "random": al.random_basis(int(dims[j]), random_generator, device)}
-    save_npz(out / "spectra.npz", **spectra)
+    out.save("spectra", spectra)
 
     trained = [accuracy(net, data) for net in nets]
     mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / len(nets)
@@ -453,14 +461,14 @@ def main(argv=None) -> int:
     samples = np.array([rainbow_accuracies(nets, aligners, [d[k] for d in draws], mean_classifier, data)
                         for k in tqdm(range(args.num_samples), desc="rainbow nets", unit="net", disable=None,
                                       leave=False)])
-    save_npz(out / "rainbow.npz", trained_accuracy=np.array(trained), seeds=np.array(seeds),
-             rainbow_accuracy=samples)
+    out.save("rainbow", {"trained_accuracy": np.array(trained), "seeds": np.array(seeds),
+                         "rainbow_accuracy": samples})
 
     clipping = {"bases": np.array(BASES), "reference_accuracy": np.array(trained[0])}
     for j in range(1, L):
         clipping[f"d_{layer_key(j)}"], clipping[f"accuracy_{layer_key(j)}"] = clipping_curves(
             nets[0], alignment_of(aligners, j, 0), bases[j], j, args.clip_points, data)
-    save_npz(out / "clipping.npz", **clipping)
+    out.save("clipping", clipping)
 
     gaussian_arrays = {"mp_colored": np.array([g["mp_colored"] for g in gauss]),
                        "mp_white": np.array([g["mp_white"] for g in gauss]), "ks_ranks": np.array(args.ks_ranks),
@@ -469,12 +477,12 @@ def main(argv=None) -> int:
         key = layer_key(j)
         gaussian_arrays.update({f"mp_eigs_colored_{key}": g["eigs_colored"], f"mp_eigs_white_{key}": g["eigs_white"],
                                 f"mp_q_{key}": g["q"], f"whitened_{key}": g["whitened"]})
-    save_npz(out / "gaussianity.npz", **gaussian_arrays)
+    out.save("gaussianity", gaussian_arrays)
 
     seconds = time.perf_counter() - started
     summary = {
-        "dataset": config["data"]["name"], "model": safe_name(args.model_name), "seeds": seeds, "epochs": epochs,
-        "layers": [type(layer).__name__ for layer in nets[0].layers], "dims": dims.tolist(),
+        "dataset": nets[0].loaded.dataset_name, "model": safe_name(args.model_name), "seeds": seeds,
+        "epochs": epochs, "layers": [type(layer).__name__ for layer in nets[0].layers], "dims": dims.tolist(),
         "trained_accuracy": {str(s): a for s, a in zip(seeds, trained)},
         "rainbow_accuracy": samples[:, -1].tolist(), "rainbow_by_layer": np.median(samples, 0).tolist(),
         "r2": [1.0, *np.median(r2, 1).tolist()], "alignment_error": [0.0, *np.median(error, 1).tolist()],
@@ -487,9 +495,9 @@ def main(argv=None) -> int:
                       for j, g in enumerate(gauss)},
         "seconds": seconds,
     }
-    save_json(out / "summary.json", summary)
-    mark_done(out, flags, seconds=seconds)
-    print(f"{out}: trained {np.median(trained):.4f}, rainbow {np.median(samples[:, -1]):.4f} (median of "
+    out.save("summary", summary)
+    out.done(seconds=seconds)
+    print(f"{out.dir}: trained {np.median(trained):.4f}, rainbow {np.median(samples[:, -1]):.4f} (median of "
           f"{args.num_samples}), r2 {np.round(summary['r2'], 3).tolist()} in {seconds:.1f} s")
     return 0
 

@@ -23,15 +23,16 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import product
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline import contract
-from utils.cli import ToolkitParser, run_main
+from utils.cli import ToolkitParser, non_negative_float, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
-from utils.rundir import DONE_FILE, RunDir, report_dir
+from utils.rundir import DONE_FILE, RunDir, report_dir, run_variant
 
 ROOT = Path(__file__).resolve().parent
 
@@ -87,6 +88,7 @@ class GridPart:
     width: float
     recipe: str | None
     papers: tuple[str, ...]
+    corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe
@@ -124,6 +126,7 @@ class Command:
     argv: list[str]
     done_dir: Path | None  # None: always run (averaging)
     log: Path
+    group: Path | None = None  # the <dataset>/<model> folder a group stage or its extraction needs complete
     status: str = "pending"  # done | skipped | failed | busy (another process holds the chain)
     seconds: float = 0.0
 
@@ -144,7 +147,7 @@ class Command:
 
 @dataclass
 class Chain:
-    """The commands of one (dataset, model, seed), run in order; a failure stops the chain."""
+    """The commands of one run (lock: <run>/logs/.lock), in order; a failure stops the chain."""
 
     label: str
     lock: Path
@@ -217,6 +220,9 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=float, default=None,
                         help="channel-width multiplier (demo: 0.25; 1 for 003 alone and 002)")
     parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")
+    parser.add_argument("--gaussian_corruption_std", type=non_negative_float, nargs="+", default=None, metavar="STD",
+                        help="train one run per std of Gaussian corruption (seed004 §2.7: a sigma sweep; each lives in "
+                             "<model>@sigma<std>/; default: 0, or the paper's sweep with --paper 004 --full)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
@@ -249,7 +255,8 @@ def resolve_grid(args) -> list[GridPart]:
     else:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
-                 "recipe": args.recipe, "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
+                 "recipe": args.recipe, "corruptions": args.gaussian_corruption_std,
+                 "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
     overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
                  if value is not None}
     merged: list[GridPart] = []
@@ -271,7 +278,8 @@ def resolve_grid(args) -> list[GridPart]:
 
 
 def _shares_runs(a: GridPart, b: GridPart) -> bool:
-    return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds))
+    return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds)
+                and set(a.corruptions) & set(b.corruptions))
 
 
 def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
@@ -293,21 +301,21 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
         stages = available_stages(list(part.papers), args.stages)
         group_stages = [s for s in stages if s.stage.scope == "group"]
         extract = wanted is None or "extract" in wanted
-        for dataset in part.traindata:
-            for model in part.models:
-                for seed in part.seeds:
-                    chains.append(_chain(args, part, stages, dataset, model, seed, mode, common,
-                                         wanted, extract and not group_stages))
-                first = RunDir.of(args.workdir, dataset, model, part.seeds[0])
-                seeds = [str(s) for s in part.seeds]
-                for scheduled in group_stages:
-                    script, *rest = scheduled.argv(mode)
-                    argv = [script, "--model-name", model, "--traindata", dataset, "--seeds", *seeds, *common,
-                            "--data-root", args.data_root, *rest]
-                    group_cmds.append(Command(scheduled.name, argv, scheduled.stage.dir(first),
-                                              first.group / "logs" / f"{scheduled.name}.log"))
-                if group_stages and extract:  # extraction reads the group stages' outputs too
-                    group_cmds += [_extract_command(args, dataset, model, seed, common) for seed in part.seeds]
+        for dataset, model, sigma in product(part.traindata, part.models, part.corruptions):
+            for seed in part.seeds:
+                chains.append(_chain(args, part, stages, Cell(dataset, model, seed, sigma), mode, common,
+                                     wanted, extract and not group_stages))
+            first = Cell(dataset, model, part.seeds[0], sigma)
+            seeds = [str(s) for s in part.seeds]
+            for scheduled in group_stages:
+                script, *rest = scheduled.argv(mode)
+                argv = [script, *first.identity(common, seeds=seeds), "--data-root", args.data_root, *rest]
+                group = first.run(args.workdir)
+                group_cmds.append(Command(scheduled.name, argv, scheduled.stage.dir(group),
+                                          group.group / "logs" / f"{scheduled.name}.log", group.group))
+            if group_stages and extract:  # extraction reads the group stages' outputs too
+                group_cmds += [replace(_extract_command(args, replace(first, seed=seed), common), group=group.group)
+                               for seed in part.seeds]
     final = []
     if wanted is None or "average" in wanted:
         seeds = sorted({seed for part in parts for seed in part.seeds})
@@ -316,12 +324,31 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     return chains, group_cmds, final
 
 
-def _chain(args, part: GridPart, stages: list[Scheduled], dataset: str, model: str, seed: int, mode: str,
-           common: list[str], wanted: set[str] | None, extract: bool) -> Chain:
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: dataset, model, seed and the run-defining corruption std (utils.rundir.run_variant)."""
+
+    dataset: str
+    model: str
+    seed: int
+    corruption: float = 0.0
+
+    def run(self, workdir: str) -> RunDir:
+        return RunDir.of(workdir, self.dataset, self.model, self.seed, run_variant(self.dataset, self.corruption))
+
+    def identity(self, common: list[str], seeds: list[str] | None = None) -> list[str]:
+        """The flags that name the run (or, with `seeds`, the group of those seeds), plus the workdir and device."""
+        who = ["--seeds", *seeds] if seeds is not None else ["--seed", str(self.seed)]
+        sigma = ["--gaussian_corruption_std", f"{self.corruption:g}"] if self.corruption else []
+        return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
+
+
+def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str, common: list[str],
+           wanted: set[str] | None, extract: bool) -> Chain:
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
-    run = RunDir.of(args.workdir, dataset, model, seed)
-    ident = _run_identity(dataset, model, seed, common)
-    chain = Chain(f"{dataset}/{model}/rnd{seed}", run.root / "logs" / ".lock")
+    run = cell.run(args.workdir)
+    ident = cell.identity(common)
+    chain = Chain(str(run.root.relative_to(args.workdir)), run.root / "logs" / ".lock")
     if wanted is None or "train" in wanted:
         train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
                  "--data-root", args.data_root, "--resume", "--no-progress"]
@@ -335,19 +362,14 @@ def _chain(args, part: GridPart, stages: list[Scheduled], dataset: str, model: s
         chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
                                       run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
-        chain.commands.append(_extract_command(args, dataset, model, seed, common))
+        chain.commands.append(_extract_command(args, cell, common))
     return chain
 
 
-def _run_identity(dataset: str, model: str, seed: int, common: list[str]) -> list[str]:
-    """The flags that name one run, plus the workdir and device."""
-    return ["--model-name", model, "--traindata", dataset, "--seed", str(seed), *common]
-
-
-def _extract_command(args, dataset: str, model: str, seed: int, common: list[str]) -> Command:
-    run = RunDir.of(args.workdir, dataset, model, seed)
+def _extract_command(args, cell: Cell, common: list[str]) -> Command:
+    run = cell.run(args.workdir)
     extract = contract.stage("extract")
-    return Command(extract.name, [extract.script, *_run_identity(dataset, model, seed, common)], extract.dir(run),
+    return Command(extract.name, [extract.script, *cell.identity(common)], extract.dir(run),
                    run.root / "logs" / "extract.log")
 
 
@@ -407,12 +429,12 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
     chains = launch(chains, args)
-    failed_groups = {c.label.rsplit("/", 1)[0] for c in chains if any(x.status == "failed" for x in c.commands)}
+    failed_groups = {c.lock.parents[2] for c in chains if any(x.status == "failed" for x in c.commands)}
     for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
-        if _group_label(command) not in failed_groups:
+        if command.group not in failed_groups:
             run_command(command)
             if command.status == "failed":
-                failed_groups.add(_group_label(command))
+                failed_groups.add(command.group)
     ran = [c for chain in chains for c in chain.commands] + group_cmds
     report = report_dir(args.workdir) / "report.md"
     if any(c.status == "done" for c in ran) or not report.is_file():
@@ -422,11 +444,6 @@ def main(argv=None) -> int:
     if report.is_file():
         print(f"report: {report}")
     return status
-
-
-def _group_label(command: Command) -> str:
-    argv = command.argv
-    return f"{argv[argv.index('--traindata') + 1]}/{argv[argv.index('--model-name') + 1]}"
 
 
 def _union(sequences) -> tuple:

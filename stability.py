@@ -213,7 +213,7 @@ def open_network(args, device: torch.device) -> LoadedRun:
     """The measured net in float64 (module docstring): best.pt when kept (and no --start_epoch), else the last
     epoch trained or --start_epoch; epoch 0 with --init; a fresh draw with --init fresh; shuffled channels with
     --shuffle_channels; batch-statistics BatchNorm at init."""
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     best = not args.init and args.start_epoch is None and run.best.is_file()
     loaded = LoadedRun.from_args(args, device=device, dtype=torch.float64, best=best, init=bool(args.init))
     if args.init == "fresh":
@@ -548,7 +548,7 @@ def measure_scale1d(args, out: StageOutput) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     out = open_stage(run, stage_of(args), recorded_flags(args), args.force)
     if out is None:
         return 0

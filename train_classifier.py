@@ -39,9 +39,6 @@ def parse_args(argv=None):
     parser.add_argument("--batchsize", type=int, default=None, help="batch size (default: the recipe's, 128)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="keep checkpoints/epoch_XXXX.pt every N epochs (0: only the first and the last)")
-    parser.add_argument("--gaussian_corruption_std", type=non_negative_float, default=0.0,
-                        help="std of Gaussian noise added to normalised train and test images (seed004 §2.7)")
-    parser.add_argument("--ptr", type=int, default=1024, help="twopoints only: number of training points")
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
     parser.add_argument("--channels-last", action="store_true",
@@ -95,7 +92,7 @@ def main(argv=None) -> int:
     recipe = get_recipe(args.recipe or default_recipe, epochs=args.epochs, lr=args.lr, wdecay=args.wdecay,
                         batchsize=args.batchsize)
     device = resolve_device(args.device)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     flags = run_flags(args, recipe)
     if is_done(run.root, flags) and not args.force:
         print(f"{run.root} is already trained with these flags; nothing to do (use --force to retrain)")

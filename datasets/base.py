@@ -49,9 +49,13 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def to_rgb32(images: torch.Tensor, channels: int = 3) -> torch.Tensor:
-    """Grey (N, 1, H, W) images bilinearly resized to 32x32 and repeated to `channels` channels."""
+    """Grey (N, 1, H, W) images bilinearly resized to 32x32 and shown as `channels` channels.
+
+    Three channels are a broadcast view of the one grey channel (`expand`, no copy): MNIST's 60,000 training images
+    take 245 MB instead of 737 MB. Indexing a batch (`images[idx]`) materialises it; never write into the view."""
     if images.shape[-1] != 32:
         images = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = images.clamp(0, 1).contiguous()
     if images.shape[1] == 1 and channels == 3:
-        images = images.repeat(1, 3, 1, 1)
-    return images.clamp(0, 1).contiguous()
+        images = images.expand(-1, 3, -1, -1)
+    return images

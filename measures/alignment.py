@@ -30,6 +30,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -39,8 +40,9 @@ __all__ = [
     "weight_covariance", "principal_components", "weight_spectrum", "whiten_weights",
     "random_basis", "sample_rainbow_weights", "sample_from_spectrum",
     "recompute_standardization", "rescale_cross_covariance",
-    "clipping_projector", "clip_weight",
-    "marchenko_pastur_edges", "marchenko_pastur_fraction", "excess_kurtosis",
+    "clipping_projector", "clipping_grid", "clip_weight",
+    "marchenko_pastur_edges", "marchenko_pastur_density", "marchenko_pastur_fraction", "positive_eigenpairs",
+    "excess_kurtosis",
 ]
 
 
@@ -339,25 +341,35 @@ class MeanAlignment:
         self._acc = CovarianceAccumulator()
 
 
-def align_to_mean(batches: Callable[[], Iterable[Sequence[torch.Tensor]]], num_iters: int = 2) -> MeanAlignment:
+def align_to_mean(batches: Callable[[], Iterable[Sequence]], num_iters: int = 2) -> MeanAlignment | list[MeanAlignment]:
     """Align M networks to their mean in num_iters + 1 passes over the data (seed002 §5.2).
 
     Args:
-      batches: called once per pass; returns an iterable of batches, each a sequence of M activations
-        (B, C_k, H, W) or (n, D_k) of the same inputs (the same inputs in every pass), e.g.
-        `lambda: ([net(x) for net in nets] for x, _ in loader)`.
+      batches: called once per pass; returns an iterable of batches (the same inputs in every pass). A batch is
+        either one layer's M activations (B, C_k, H, W) or (n, D_k) of the same inputs, e.g.
+        `lambda: ([net(x) for net in nets] for x, _ in loader)`, or, to align several layers from the same
+        forward passes, a sequence over layers of such M-sequences (the same layers in every batch).
       num_iters: refinements after the pass that aligns everything to net 1 (spec default 2, i.e. 3 passes).
 
     Returns:
-      The MeanAlignment: .alignments[k] is (D_1, D_k) with A_k phi_k ~ phi_mean, .unexplained_variance[-1] the
-      unexplained variance of the mean the final alignments were fitted to.
+      The MeanAlignment (a list of them, one per layer, for batches of layers): .alignments[k] is (D_1, D_k) with
+      A_k phi_k ~ phi_mean, .unexplained_variance[-1] the unexplained variance of the mean the final alignments
+      were fitted to.
     """
-    aligner = MeanAlignment()
+    aligners: list[MeanAlignment] | None = None
+    layered = False
     for _ in range(num_iters + 1):
-        for activations in batches():
-            aligner.update(activations)
-        aligner.finish_pass()
-    return aligner
+        for batch in batches():
+            if aligners is None:
+                layered = not isinstance(batch[0], torch.Tensor)
+                aligners = [MeanAlignment() for _ in (batch if layered else [batch])]
+            for aligner, activations in zip(aligners, batch if layered else [batch], strict=True):
+                aligner.update(activations)
+        if aligners is None:
+            raise ValueError("align_to_mean got no batch")
+        for aligner in aligners:
+            aligner.finish_pass()
+    return aligners if layered else aligners[0]
 
 
 def _contract_channels(weight: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -623,6 +635,24 @@ def clipping_projector(basis: torch.Tensor, d: int) -> torch.Tensor:
     return kept @ kept.T
 
 
+def clipping_grid(dim: int, points: int = 51) -> np.ndarray:
+    """The kept dimensions d of a clipping curve, as the original: np.arange(0, D + 1, D / (points - 1)) truncated
+    to int (seed002 §5.5: 51 values from 0 to D, step D / 50), duplicates (D < points - 1) dropped.
+
+    Truncation, not rounding: for D = 320 the grid is 0, 6, 12, 19, 25, ... (the spec's §6 table reads d = 19, 25,
+    217 at D = 320). As in the original, floating point makes the last value D - 1 instead of D for some D
+    (e.g. 57, 113).
+
+    Args:
+      dim: D >= 1.
+      points: number of grid values before deduplication, >= 2.
+
+    Returns:
+      (G,) int64 ascending values in [0, D].
+    """
+    return np.unique(np.arange(0, dim + 1, dim / (points - 1)).astype(np.int64))
+
+
 def clip_weight(weight: torch.Tensor, alignment: torch.Tensor | None, basis: torch.Tensor, d: int) -> torch.Tensor:
     """Clip a weight to d directions of the mean space, W A^T P_d A (seed002 §5.5).
 
@@ -651,6 +681,44 @@ def clip_weight(weight: torch.Tensor, alignment: torch.Tensor | None, basis: tor
 def marchenko_pastur_edges(q: float) -> tuple[float, float]:
     """Edges ((1 - sqrt q)^2, (1 + sqrt q)^2) of the Marchenko-Pastur bulk with aspect ratio q <= 1 (mean 1)."""
     return (1 - math.sqrt(q)) ** 2, (1 + math.sqrt(q)) ** 2
+
+
+def marchenko_pastur_density(x, q: float):
+    """Marchenko-Pastur density of the mean-1 eigenvalues of W^T W / N for an (N, D) weight with i.i.d. entries,
+    aspect ratio q = D / N <= 1 (the curve of seed002 §2's "marchenko_pastur" figure):
+
+        p(x) = sqrt((x_+ - x)(x - x_-)) / (2 pi q x)  on (x_-, x_+) = marchenko_pastur_edges(q), 0 elsewhere.
+
+    Args:
+      x: array-like of eigenvalues (numpy array or tensor).
+      q: aspect ratio in (0, 1].
+
+    Returns:
+      The density at x, same type and shape (float64).
+    """
+    low, high = marchenko_pastur_edges(q)
+    values = torch.as_tensor(x, dtype=torch.float64)
+    inside = (values > low) & (values < high)
+    density = torch.zeros_like(values)
+    density[inside] = torch.sqrt((high - values[inside]) * (values[inside] - low)) / (2 * math.pi * q * values[inside])
+    return density if isinstance(x, torch.Tensor) else density.numpy()
+
+
+def positive_eigenpairs(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor | None = None):
+    """The eigenvalues above numerical zero, lambda > lambda_max D eps (D = number of eigenvalues, eps of float64),
+    e.g. before whitening by a rank-deficient C (whiten_weights) or drawing a spectrum on log axes.
+
+    Args:
+      eigenvalues: (D,) descending eigenvalues (tensor or numpy array).
+      eigenvectors: optional (., D) matching eigenvectors, one per column.
+
+    Returns:
+      The kept eigenvalues, or (eigenvalues, eigenvectors) with the matching columns when eigenvectors are given.
+    """
+    values = torch.as_tensor(eigenvalues)
+    keep = values > values.max() * values.numel() * torch.finfo(torch.float64).eps
+    kept = values[keep] if isinstance(eigenvalues, torch.Tensor) else eigenvalues[keep.numpy()]
+    return kept if eigenvectors is None else (kept, eigenvectors[:, keep])
 
 
 def marchenko_pastur_fraction(eigenvalues: torch.Tensor, q: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ the positive class. A distance (Mahalanobis) is turned into a score by negating 
     dist, cls = mahalanobis(z_test, g, dims_exp(D))           # partial distances on the top-d components
     detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05
     projection_ratio(x, fc, k)                                # ||V_k^T x||^2 / ||x||^2, the proposed score
+    msp_score(logits); log_sensitivity_score(chi)             # -log(1 - max softmax + 1e-7); -log(chi + 1e-7)
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import torch.nn.functional as F
 from measures.spectra import WeightSVD, weight_svd
 
 __all__ = ["ClassGaussians", "mahalanobis", "dims_exp", "dims_eps", "patch_energy", "projection_energy",
-           "projection_ratio", "detection_metrics"]
+           "projection_ratio", "msp_score", "log_sensitivity_score", "detection_metrics"]
 
+MSP_EPS = 1e-7            # seed000 §9: -log(1 - max softmax + 1e-7)
+SENSITIVITY_EPS = 1e-7    # seed000 §9: log(chi + 1e-7)
 DIMS_EPSILONS = (5e-1, 2e-1, 1e-1, 5e-2, 2e-2, 1e-2, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4,
                  5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6, 5e-7, 2e-7, 1e-7)  # seed000 §7
 
@@ -209,6 +212,38 @@ def projection_ratio(x: torch.Tensor, layer: nn.Module, k: int | Sequence[int], 
     energies = directions.reshape(*directions.shape[:2], -1).sum(-1).cumsum(1)           # (B, m)
     ratios = energies / patch_energy(x, layer)[:, None]
     return ratios[:, ks - 1]
+
+
+def msp_score(logits: torch.Tensor, eps: float = MSP_EPS) -> torch.Tensor:
+    """The maximum-softmax-probability score -log(1 - max_c softmax(logits)_c + eps) (seed000 §9, `detection`).
+
+    Increasing in the maximum softmax probability p, so higher = more in-distribution; the log spreads p close
+    to 1 (1 - p down to eps = 1e-7, where float64 still resolves it). Computed in float64.
+
+    Args:
+      logits: (N, classes) network outputs (a tensor or an array).
+
+    Returns:
+      (N,) float64 scores.
+    """
+    p = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).amax(1)
+    return -torch.log(1 - p + eps)
+
+
+def log_sensitivity_score(chi: torch.Tensor, eps: float = SENSITIVITY_EPS) -> torch.Tensor:
+    """The noise-sensitivity score -log(chi + eps) of seed000 §9 (`sensitivity ... scored on log(chi + 1e-7)`).
+
+    chi = ||f(x~) - f(x)||^2 / ||f(x)||^2 is the relative change of a feature when an earlier layer is perturbed
+    (seed000 §6.5); OOD samples are expected to be more sensitive, so the log is negated to make higher = more
+    in-distribution. Element-wise, in float64; NaN (layers before the perturbed one) stays NaN.
+
+    Args:
+      chi: sensitivities of any shape (a tensor or an array).
+
+    Returns:
+      float64 scores of the same shape.
+    """
+    return -torch.log(torch.as_tensor(chi, dtype=torch.float64) + eps)
 
 
 def _average_precision(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

@@ -594,7 +594,7 @@ def constant_filter_stabilities(
 def pooling_model_prediction(depth: int, size: int) -> list[dict[str, float]]:
     """Closed form of `constant_filter_stabilities(depth, 2, 2, size)` (s = F = 2, filter value s/F = 1: layer k sums
     blocks of 2^k sites; every input is >= 0 so the ReLUs never act), on N = size one-hot inputs, N a multiple of
-    2^depth (seed004 §2.11):
+    2^depth with at least two blocks left at the last layer (seed004 §2.11):
 
       den_k  = 2 (1 - 2^k / N)                               two one-hots share a block with probability 2^k / N
       Dnum_k = 2^(1-k)                                       the roll by one leaves the block for N / 2^k inputs
@@ -607,13 +607,13 @@ def pooling_model_prediction(depth: int, size: int) -> list[dict[str, float]]:
 
     Args:
       depth: number of layers L.
-      size: N, a multiple of 2^depth.
+      size: N, a multiple of 2^depth, at least 2^(depth + 1) (one block left would make den 0).
 
     Returns:
       list of L dicts {"D", "G", "R", "den"} for k = 1..L.
     """
-    if size % 2**depth:
-        raise ValueError(f"size must be a multiple of 2^depth = {2**depth}, got {size}")
+    if size % 2**depth or size < 2 ** (depth + 1):
+        raise ValueError(f"size must be a multiple of 2^depth = {2**depth} and at least twice that, got {size}")
     out = []
     for k in range(1, depth + 1):
         den = 2 * (1 - 2**k / size)

@@ -17,8 +17,11 @@ theta_t = (int(L - L/2 - 1) - t) pi / L, periodised spatial filters whose FFTs a
   (Fourier periodisation, then 1 pixel cropped); both use phi with sigma 0.8 / sqrt 2. N = [64, 128, 256, 512,
   512, 512, 512, 512] x width; spatial sizes 32 -> 32 -> 16 -> 16 -> 8 -> 8 -> 4 -> 4 -> 2 and D = 15, 320, 640,
   1280, 2560, ... for RGB inputs at width 1 (the classifier sees 512 x 2 x 2).
-- `scattering4` (the 4-block "paperexps" net): the standard J = 1 Morlet (psi sigma 0.8, xi 3 pi / 4, phi sigma
-  1.6) with subsampling in every block, N = [64, 128, 256, 512] x width; 32 -> 16 -> 8 -> 4 -> 2.
+- `scattering4` (the 4-block "paperexps" net): the standard J = 1 Morlet (psi sigma 0.8, xi 3 pi / 4) and the
+  original's low-pass phi with sigma 0.8 2^(J - 1) = 0.8 for J = 1, with subsampling in every block; N = [64 w,
+  128 w, 256 w, 512]: width w scales N_1..N_3 only, as the original's scale-width experiments (N_4 = 512 stays);
+  32 -> 16 -> 8 -> 4 -> 2. (Until this fix phi had sigma 1.6 and the width scaled N_4 too: scattering4 runs
+  trained before it have other filters, or another N_4, and must be trained again.)
 Not built: the complex "skip" variant ('Fw rho Std Pr N', D_j = 2 (1 + L) N_{j-1}) and ImageNet's Scattering-11.
 Analysis layers: the J projections Pr then the classifier. `standardizations()` lists the non-affine BatchNorm
 whose output IS the input of each of them, for the statistics recomputation of rainbow sampling (§5.4 c).
@@ -51,7 +54,8 @@ class FilterBank:
 
 FACTORIZED = (FilterBank(0.8, 3 * math.pi / 4, 0.8 / math.sqrt(2), False),
               FilterBank(0.8 * math.sqrt(1.5), math.pi / math.sqrt(2), 0.8 / math.sqrt(2), True))
-STANDARD = FilterBank(0.8, 3 * math.pi / 4, 1.6, True)
+J_STANDARD = 1                                     # one scale per block: the original's filter_bank(J=1)
+STANDARD = FilterBank(0.8, 3 * math.pi / 4, 0.8 * 2 ** (J_STANDARD - 1), True)   # phi: sigma 0.8 2^(J-1)
 
 
 def padded_size(size: int) -> int:
@@ -154,9 +158,11 @@ class LearnedScattering(nn.Module):
     """J scattering blocks and a standardised linear classifier: (B, in_channels, S, S) -> (B, num_classes)."""
 
     def __init__(self, channels: list[int], banks: list[FilterBank], num_classes: int, in_channels: int = 3,
-                 width: float = 1.0, image_size: int = 32):
+                 width: float = 1.0, image_size: int = 32, scaled_blocks: int | None = None):
+        """`width` multiplies the channels of the first `scaled_blocks` blocks (default: every block)."""
         super().__init__()
-        widths = [scaled(c, width) for c in channels]
+        scaled_blocks = len(channels) if scaled_blocks is None else scaled_blocks
+        widths = [scaled(c, width) if j < scaled_blocks else c for j, c in enumerate(channels)]
         blocks, size, previous = [], image_size, in_channels
         for out_channels, bank in zip(widths, banks):
             blocks.append(ScatteringBlock(previous, out_channels, size, bank))
@@ -187,4 +193,4 @@ def scattering(**kwargs) -> LearnedScattering:
 
 @register_model("scattering4")
 def scattering4(**kwargs) -> LearnedScattering:
-    return LearnedScattering([64, 128, 256, 512], [STANDARD] * 4, **kwargs)
+    return LearnedScattering([64, 128, 256, 512], [STANDARD] * 4, scaled_blocks=3, **kwargs)

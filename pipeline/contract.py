@@ -102,6 +102,27 @@ _STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "
                             "deformation", "temperature", "cut", "delta", "interp", "noise_magnitude", "statistic",
                             "corruption_std", "train_corruption_std", "output", "seconds")}
 
+# seed003 (decompose.py): one stage per subcommand and per source of the filter sets, "ours" (computed, or an
+# --indices file) and "csg" (a CSG gate matrix, spec §8), side by side so that neither overwrites the other.
+DECOMPOSE_SOURCES = ("ours", "csg")
+DECOMPOSE_FOLDERS = {"ours": "decompose/", "csg": "decompose/csg/"}
+_DECOMPOSE = {
+    "indices": {"indices": _f("indices.json"),
+                "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
+                "summary": _f("summary.json", "skipped_k", "filters")},
+    "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
+    "essential": {"essential": _f("essential.json")},
+    "finetune": {"finetune": _f("finetune.json"), "finetuned": _f("finetuned_k{k}.pt")},
+}
+
+
+def decompose_stage(subcommand: str, source: str = "ours") -> str:
+    """The stage name of a decompose.py subcommand for filter sets of `source` (DECOMPOSE_SOURCES)."""
+    if source not in DECOMPOSE_SOURCES:
+        raise KeyError(f"unknown source of filter sets {source!r} (known: {DECOMPOSE_SOURCES})")
+    return f"decompose-{subcommand}" if source == "ours" else f"decompose-{source}-{subcommand}"
+
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("analysis", "analyzing.py", "analysis", paper="000", files={
         "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "fan_in", "fan_out"),
@@ -137,27 +158,20 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         "summary": _f("summary.json", "seed", "length", "xi", "channels", "depth", "ptr", "epochs", "converged",
                       "train_loss", "test_error", "probes", "seconds"),
     }),
-    Stage("decompose-indices", "decompose.py", "decompose/indices", subcommand=("indices",), paper="003", files={
-        "indices": _f("indices.json"),
-        "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
-        "summary": _f("summary.json"),
-    }),
-    Stage("decompose-validate", "decompose.py", "decompose/validate", subcommand=("validate",),
-          requires=("decompose-indices",), paper="003", files={"validate": _f("validate.json")}),
-    Stage("decompose-essential", "decompose.py", "decompose/essential", subcommand=("essential",),
-          requires=("decompose-indices",), paper="003", files={"essential": _f("essential.json")}),
-    Stage("decompose-finetune", "decompose.py", "decompose/finetune", subcommand=("finetune",),
-          requires=("decompose-indices",), paper="003", files={
-              "finetune": _f("finetune.json"),
-              "finetuned": _f("finetuned_k{k}.pt"),
-          }),
-    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={
+    *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
+            requires=() if sub == "indices" else (decompose_stage("indices", source),),
+            flags=() if source == "ours" else ("--source", source), paper="003", files=files)
+      for source in DECOMPOSE_SOURCES for sub, files in _DECOMPOSE.items()),
+    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={   # layer keys 00..L-1 (0-based)
         "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
         "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),
         "rainbow": _f("rainbow.npz", "trained_accuracy", "seeds", "rainbow_accuracy"),
         "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy")),
-        "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue"),
-        "summary": _f("summary.json", "seeds", "trained_accuracy", "rainbow_accuracy", "seconds"),
+        "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue",
+                          prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened")),
+        "summary": _f("summary.json", "dataset", "model", "seeds", "epochs", "layers", "dims", "trained_accuracy",
+                      "rainbow_accuracy", "rainbow_by_layer", "r2", "alignment_error", "unexplained_variance",
+                      "clip_within_1pct", "mp_colored", "mp_white", "ks_pvalue", "seconds"),
     }),
     Stage("extract", "extractor.py", "extract", files={
         "summary": _f("summary.json"),

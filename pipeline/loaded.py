@@ -8,10 +8,17 @@ analysis layers, its input normalisation, predictions (hinge head included) and 
 
 "Layer l" is the input of the l-th analysis weight layer (DESIGN.md "Layers"; `loaded.layers`, 0-based), found by
 `models.layers.analysis_layers` from the model's own input shape.
+
+A weights file of a registry architecture that was not trained here (akamaster's ResNet-20, torchvision's weights)
+is loaded the same way with `LoadedRun.from_weights` (decompose.py --weights, import_weights.py): its config holds
+the normalisation the file was trained with (`checkpoint_normalization`), unless --normalization asks for another,
+which is then stated on stderr (`choose_normalization`).
 """
 from __future__ import annotations
 
 import csv
+import math
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,10 +29,12 @@ from tqdm import tqdm
 
 from datasets import build_dataset
 from datasets.base import normalize
+from datasets.normalization import normalization_for
 from datasets.registry import GREY_SETS
 from measures.classification import accuracy, predictions
 from models import build_model
 from models.layers import analysis_layers
+from models.weights import load_weights
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import CHECKPOINT_FORMAT, RunDir
@@ -35,6 +44,9 @@ CONFIG_SECTIONS = {  # the keys the stages read from each section of config.json
     "data": ("name", "mean", "std"),
     "recipe": ("name", "loss"),
 }
+IMPORTED_RECIPE = {"name": "imported", "loss": "cross_entropy"}   # the recipe section of a weights file's config
+NORMALIZATIONS = ("dataset", "imagenet")   # --normalization: the dataset's default statistics, or ImageNet's
+WEIGHTS_EPOCH = -1                         # LoadedRun.epoch of a weights file: no epoch of a run of ours
 
 
 def load_config(run: RunDir) -> dict:
@@ -94,6 +106,63 @@ def load_run_model(run: RunDir, epoch: int | None = None, best: bool = False,
     return model.to(device).eval(), config, int(ckpt["epoch"])
 
 
+def checkpoint_normalization(checkpoint: object) -> str:
+    """The normalisation (a NORMALIZATIONS name) a checkpoint file's content says its weights were trained with.
+
+    akamaster's ResNet files, {"best_prec1", "state_dict"}, were trained on CIFAR-10 normalised with ImageNet
+    statistics (seed003 §3): "imagenet". Any other layout says nothing: "dataset", the dataset's default
+    (datasets.normalization).
+    """
+    if isinstance(checkpoint, dict) and "best_prec1" in checkpoint and isinstance(checkpoint.get("state_dict"), dict):
+        return "imagenet"
+    return "dataset"
+
+
+def normalization_stats(name: str, data) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of a NORMALIZATIONS name for a split `data` of a dataset: the dataset's own statistics
+    (`data.mean/std`) for "dataset", ImageNet's for "imagenet" (twopoints is never normalised)."""
+    if name not in NORMALIZATIONS:
+        raise ToolkitError(f"unknown normalisation {name!r}; use one of {', '.join(NORMALIZATIONS)}")
+    return (tuple(data.mean), tuple(data.std)) if name == "dataset" else normalization_for(name, data.name)
+
+
+def choose_normalization(asked: str | None, recorded: tuple, data, where: str) -> tuple[list, list]:
+    """(mean, std) to feed a network with: `recorded`, the statistics its weights were trained with (as `where`
+    records them), unless --normalization `asked` names other statistics (of the split `data`); those are then
+    used and one line on stderr says so, so that a mismatch is never applied silently."""
+    recorded = ([float(v) for v in recorded[0]], [float(v) for v in recorded[1]])
+    if asked is None:
+        return recorded
+    mean, std = ([float(v) for v in stats] for stats in normalization_stats(asked, data))
+    same = len(mean) == len(recorded[0]) and all(
+        math.isclose(a, b, rel_tol=1e-6) for a, b in zip([*mean, *std], [*recorded[0], *recorded[1]]))
+    if not same:
+        print(f"note: --normalization {asked} (mean {_stats(mean)}, std {_stats(std)}) differs from what {where} "
+              f"records (mean {_stats(recorded[0])}, std {_stats(recorded[1])}); using {asked} as asked",
+              file=sys.stderr)
+    return mean, std
+
+
+def _stats(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def weights_config(model_name: str, test, num_classes: int | None = None, width: float | None = None,
+                   mean=None, std=None) -> dict:
+    """The config.json sections (model, data, recipe) of a weights file of a registry architecture for the
+    dataset whose test split is `test`: num_classes from the dataset unless given, the channels and image size of
+    its images, width 1 unless given, the cross-entropy IMPORTED_RECIPE, and data mean/std as given (default: the
+    dataset's own)."""
+    num_classes = test.num_classes if num_classes is None else int(num_classes)
+    images, _ = test.take([0])
+    _, channels, height, _ = images.shape
+    return {"model": {"name": model_name, "outputs": num_classes, "num_classes": num_classes,
+                      "in_channels": channels, "image_size": height, "width": 1.0 if width is None else width},
+            "data": {"name": test.name, "mean": list(test.mean if mean is None else mean),
+                     "std": list(test.std if std is None else std)},
+            "recipe": dict(IMPORTED_RECIPE)}
+
+
 def check_run_flags(args, config: dict, where: RunDir) -> None:
     """--num_classes and --width, when given, must agree with the run's config: a one-line error otherwise
     (a stage measures the trained network as it is; these flags only locate and check it)."""
@@ -114,6 +183,7 @@ class LoadedRun:
     config: dict
     epoch: int
     checkpoint: str                 # "epoch" (a kept epoch), "best" (best.pt), "init" (epoch 0) or "weights"
+                                    # (a weights file, `from_weights`; epoch WEIGHTS_EPOCH)
     device: torch.device
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -129,10 +199,28 @@ class LoadedRun:
     @classmethod
     def from_args(cls, args, device: torch.device | str = "cpu", **options) -> LoadedRun:
         """The run named by --workdir/--traindata/--model-name/--seed at --start_epoch, its flags checked."""
-        run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+        run = RunDir.from_args(args)
         check_run_flags(args, load_config(run), run)
         options.setdefault("epoch", getattr(args, "start_epoch", None))
         return cls.open(run, device=device, **options)
+
+    @classmethod
+    def from_weights(cls, run: RunDir, path, model_name: str, dataset: str, data_root: str = "data",
+                     num_classes: int | None = None, width: float | None = None, normalization: str | None = None,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedRun:
+        """A weights file (any layout models.weights.load_weights reads) in the registry architecture
+        `model_name`, as a LoadedRun whose outputs go to `run`: its config is `weights_config` with the
+        normalisation the file was trained with (`checkpoint_normalization`) or, with `normalization`, the one
+        asked for (`choose_normalization` states a mismatch); epoch WEIGHTS_EPOCH, checkpoint "weights".
+        extras["normalization"] names the statistics used ("dataset" or "imagenet")."""
+        test = build_dataset(dataset, "test", data_root)
+        trained = checkpoint_normalization(load_torch(path))
+        mean, std = choose_normalization(normalization, normalization_stats(trained, test), test,
+                                         f"the layout of {path} ({trained} statistics)")
+        config = weights_config(model_name, test, num_classes, width, mean, std)
+        model = load_weights(build_run_model(config), path)
+        return cls(run, model.to(device, dtype).eval(), config, WEIGHTS_EPOCH, "weights", torch.device(device),
+                   extras={"normalization": normalization or trained})
 
     # ---- what the run is ---------------------------------------------------------------------------------------
     @property
@@ -198,10 +286,14 @@ class LoadedRun:
 
     def dataset(self, split: str, data_root: str = "data", name: str | None = None):
         """A split of the run's dataset (or of `name`, e.g. an OOD set) as the network sees it: grey sets with the
-        run's channel count, folder datasets with the validation transform (no augmentation)."""
+        run's channel count, folder datasets with the validation transform (no augmentation), and twopoints as the
+        run was trained on it (its --ptr sets the test size, its seed the train subset; config.json "flags")."""
         name = name or self.dataset_name
-        grey = self.config["model"]["in_channels"] == 1 and name in GREY_SETS
-        return build_dataset(name, split, data_root, augment=False, **({"channels": 1} if grey else {}))
+        options = {"channels": 1} if self.config["model"]["in_channels"] == 1 and name in GREY_SETS else {}
+        if name == "twopoints" == self.dataset_name:
+            flags = self.config.get("flags", {})
+            options.update({key: flags[key] for key in ("ptr", "seed") if flags.get(key) is not None})
+        return build_dataset(name, split, data_root, augment=False, **options)
 
     def batches(self, data, batch_size: int, max_samples: int | None = None, desc: str | None = None):
         """(first index, normalised inputs, labels on the device) per batch, in order, with a progress bar."""

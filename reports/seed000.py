@@ -11,12 +11,14 @@ L layers; D detection sets; M metrics; P perturbed layers; K Mahalanobis grid; C
   from analysis/:  variants (V,); ratios (V - 1,); detection_sets (D,); validation_set (); near_set () the
                    reported near-OOD set (datasets.near_ood); weight_stable_rank (L,) sum s^2 / s_max^2;
                    residual_params (V,) seed000 §10's residual parameter fraction of each variant (1 for "all");
-                   accuracy (V, 2) train and test; msp (V, D, M) with score -log(1 - max softmax + 1e-7);
+                   accuracy (V, 2) train and test (measures.classification: a hinge head too); msp (V, D, M) with
+                   score measures.ood.msp_score = -log(1 - max softmax + 1e-7);
                    projection_ratio, projection_norm (V, L, D, M) with scores norm1 / norm0 and norm1;
                    predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
                    as each class by "all"; noise_layers (P,); noise_median (V, P, L + 1, 1 + D) median chi over the
                    samples of the ID test set, then of each detection set; noise_metrics (V, P, L + 1, D, M) with
-                   score -log(chi + 1e-7) (OOD is expected to be more sensitive), NaN where m < the perturbed layer
+                   score measures.ood.log_sensitivity_score = -log(chi + 1e-7) (OOD is expected to be more
+                   sensitive), NaN where m < the perturbed layer
   from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance; mahalanobis_dims (L, K)
                    the counts d of dims_exp(D_l), 0-padded; mahalanobis (L, D, K, M) with score -M_d, NaN where d
                    exceeds the layer's grid or its directions of non-zero variance
@@ -36,29 +38,28 @@ import numpy as np
 import torch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from datasets import has_ood_sets, near_ood, validation_ood
-from measures.ood import detection_metrics, dims_exp
+from datasets import near_ood
+from measures.classification import accuracy, predictions
+from measures.ood import detection_metrics, dims_exp, log_sensitivity_score, msp_score
 from measures.spectra import residual_params, stable_rank
+from pipeline import contract
+from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, stage_path
+from pipeline.evaluation import detection_sets, test_set_tag
 from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
-from utils.io import load_json, load_npz, save_npz
-from utils.rundir import DONE_FILE, RunDir, safe_name
+from utils.errors import ToolkitError
+from utils.rundir import RunDir
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
-STAGES = ("analysis", "features", "kernels")
+STAGES = [name for name, record in contract.STAGES.items() if record.scope == "run" and record.paper == "000"]
 METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TPR05")
-TRAIN_SET = "traindata"
 RESAMPLE_SEED = 0
 CKA_FLOOR = 0.04
 
 
-def _done(run: RunDir, stage: str) -> bool:
-    return (run.stage(stage) / DONE_FILE).is_file()
-
-
 def has_outputs(run: RunDir) -> bool:
-    return any(_done(run, stage) for stage in STAGES)
+    return any(done(run, stage) for stage in STAGES)
 
 
 def _metrics(score_id, score_ood) -> np.ndarray:
@@ -68,60 +69,54 @@ def _metrics(score_id, score_ood) -> np.ndarray:
     return np.array([result[name] for name in METRICS])
 
 
-def _msp_score(logits: np.ndarray) -> np.ndarray:
-    """-log(1 - max softmax + 1e-7): increasing in the maximum softmax probability, so higher = more ID."""
-    msp = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).amax(1)
-    return (-torch.log(1 - msp + 1e-7)).numpy()
+def _done_record(run: RunDir, stage: str, *keys: str) -> dict:
+    """The stage's _done.json, which must hold `keys` (a one-line error otherwise)."""
+    record = done_record(run, stage)
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise ToolkitError(f"{contract.stage_dir(run, stage)}: the done record lacks {missing}; rerun "
+                           f"{contract.stage(stage).script} with --force")
+    return record
 
 
-def _detection_sets(dataset: str, evaluated: list[str]) -> list[str]:
-    """The reported OOD sets in evaluation order, then the validation set; [] for a dataset without OOD sets
-    (imagenet, imagefolder:PATH)."""
-    if not has_ood_sets(dataset):
-        return []
-    validation = validation_ood(dataset)
-    return [ds for ds in evaluated if ds not in (TRAIN_SET, dataset, validation)] + [validation]
-
-
-def _analysis(run: RunDir, dataset: str) -> dict:
-    stage = run.stage("analysis")
-    done = load_json(stage / DONE_FILE, required=["variants", "datasets"])
-    svals = load_npz(stage / "svals.npz", required=["svals", "lengths", "ratios", "fan_in", "fan_out"])
-    tags, sets = done["variants"], _detection_sets(dataset, done["datasets"])
-    proj = {(tag, ds): load_npz(stage / f"projections_{tag}_{ds}.npz", required=["norm0", "norm1", "logits", "ranks"])
-            for tag in tags for ds in done["datasets"]}
+def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
+    record = _done_record(run, "analysis", "variants", "datasets")
+    svals = load(run, "analysis", "svals")
+    tags, sets = record["variants"], detection_sets(dataset, record["datasets"])
+    proj = {(tag, ds): load(run, "analysis", "projections", tag=tag, ds=ds)
+            for tag in tags for ds in record["datasets"]}
     shapes = list(zip(svals["fan_out"].tolist(), svals["fan_in"].tolist()))
     out = {"variants": np.array(tags), "ratios": svals["ratios"],
            "weight_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
                                   for row, n in zip(svals["svals"], svals["lengths"])],
            "residual_params": [float(residual_params(proj[tag, dataset]["ranks"], shapes)) for tag in tags]}
-    out["accuracy"] = [[float((proj[tag, ds]["logits"].argmax(1) == proj[tag, ds]["labels"]).mean())
+    out["accuracy"] = [[accuracy(proj[tag, ds]["logits"], proj[tag, ds]["labels"], loss)
                         for ds in (TRAIN_SET, dataset)] for tag in tags]
     if not sets:
         return out
     out.update(detection_sets=np.array(sets), validation_set=np.array(sets[-1]),
                near_set=np.array(near_ood(dataset)))
-    out["msp"] = [[_metrics(_msp_score(proj[tag, dataset]["logits"]), _msp_score(proj[tag, ds]["logits"]))
+    out["msp"] = [[_metrics(msp_score(proj[tag, dataset]["logits"]), msp_score(proj[tag, ds]["logits"]))
                    for ds in sets] for tag in tags]
     scores = {"projection_ratio": lambda p: p["norm1"] / p["norm0"], "projection_norm": lambda p: p["norm1"]}
     for key, score in scores.items():
         out[key] = [[[_metrics(score(proj[tag, dataset])[:, layer], score(proj[tag, ds])[:, layer]) for ds in sets]
                      for layer in range(len(svals["lengths"]))] for tag in tags]
-    classes = proj["all", dataset]["logits"].shape[1]
-    out["predicted_fraction"] = [np.bincount(proj["all", ds]["logits"].argmax(1), minlength=classes)
-                                 / len(proj["all", ds]["logits"]) for ds in (dataset, *sets)]
-    out.update(_noise(stage, tags, dataset, sets))
+    out["predicted_fraction"] = [np.bincount(predictions(torch.as_tensor(proj["all", ds]["logits"]), loss).numpy(),
+                                             minlength=classes) / len(proj["all", ds]["logits"])
+                                 for ds in (dataset, *sets)]
+    out.update(_noise(run, tags, dataset, sets))
     return out
 
 
-def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
+def _noise(run: RunDir, tags: list[str], dataset: str, sets: list[str]) -> dict:
     """Median chi and the detection metrics of the log-sensitivity, for the variants that were perturbed."""
-    files = {(tag, ds): stage / f"sensitivity_{tag}_{ds}.npz" for tag in tags for ds in (dataset, *sets)}
-    perturbed = [tag for tag in tags if all(files[tag, ds].is_file() for ds in (dataset, *sets))]
+    perturbed = [tag for tag in tags if all(stage_path(run, "analysis", "sensitivity", tag=tag, ds=ds).is_file()
+                                            for ds in (dataset, *sets))]
     if not perturbed:
         return {}
-    loaded = {key: load_npz(path, required=["chi", "noise_layers"]) for key, path in files.items()
-              if key[0] in perturbed}
+    loaded = {(tag, ds): load(run, "analysis", "sensitivity", tag=tag, ds=ds)
+              for tag in perturbed for ds in (dataset, *sets)}
     chi = {key: arrays["chi"] for key, arrays in loaded.items()}
     _, P, M = chi[perturbed[0], dataset].shape
     median = np.full((len(tags), P, M, 1 + len(sets)), np.nan)
@@ -129,7 +124,7 @@ def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
     for v, tag in enumerate(tags):
         if tag not in perturbed:
             continue
-        score = {ds: -np.log(chi[tag, ds] + 1e-7) for ds in (dataset, *sets)}
+        score = {ds: log_sensitivity_score(chi[tag, ds]).numpy() for ds in (dataset, *sets)}
         for s, ds in enumerate((dataset, *sets)):
             median[v, ..., s] = np.median(chi[tag, ds], axis=0)
         for p in range(P):
@@ -141,9 +136,8 @@ def _noise(stage: Path, tags: list[str], dataset: str, sets: list[str]) -> dict:
 
 
 def _features(run: RunDir, dataset: str) -> dict:
-    stage = run.stage("features")
-    sets = _detection_sets(dataset, load_json(stage / DONE_FILE, required=["datasets"])["datasets"])
-    eig = load_npz(stage / "eigenvalues.npz", required=["eigenvalues", "dims"])
+    sets = detection_sets(dataset, _done_record(run, "features", "datasets")["datasets"])
+    eig = load(run, "features", "eigenvalues")
     stable_ranks = [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
                     for row, n in zip(eig["eigenvalues"], eig["dims"])]
     if not sets:
@@ -152,8 +146,7 @@ def _features(run: RunDir, dataset: str) -> dict:
     width = max(len(grid) for grid in grids)
     metrics = np.full((len(grids), len(sets), width, len(METRICS)), np.nan)
     for layer, grid in enumerate(grids):
-        dist = {ds: load_npz(stage / f"mahalanobis_{layer:02d}_{ds}.npz", required=["distance_exp", "dims_exp"])
-                for ds in (dataset, *sets)}
+        dist = {ds: load(run, "features", "mahalanobis", layer=f"{layer:02d}", ds=ds) for ds in (dataset, *sets)}
         columns = np.searchsorted(grid, dist[dataset]["dims_exp"])  # the saved d are a prefix of the full grid
         for o, ds in enumerate(sets):
             for k, column in enumerate(columns):
@@ -165,25 +158,25 @@ def _features(run: RunDir, dataset: str) -> dict:
 
 
 def _kernels(run: RunDir) -> dict:
-    done = load_json(run.stage("kernels") / DONE_FILE, required=["datasets"])
-    sets = done["datasets"]
-    cka = [load_npz(run.stage("kernels") / f"kernels_{ds}.npz", required=["cka"])["cka"] for ds in sets]
+    sets = _done_record(run, "kernels", "datasets")["datasets"]
+    cka = [load(run, "kernels", "kernels", ds=ds)["cka"] for ds in sets]
     return {"cka_sets": np.array(sets), "cka": np.array(cka)}
 
 
-def extract(run: RunDir) -> dict:
+def extract(run: RunDir, out: StageOutput) -> dict:
     """Write extract/seed000.npz (module docstring) from the stages that have finished; return a short summary."""
-    dataset = safe_name(load_config(run)["data"]["name"])  # the stages' file-name tag of the test split
+    config = load_config(run)
+    dataset = test_set_tag(config["data"]["name"])  # the stages' file-name tag of the test split
     arrays: dict = {}
-    if _done(run, "analysis"):
-        arrays.update(_analysis(run, dataset))
-    if _done(run, "features"):
+    if done(run, "analysis"):
+        arrays.update(_analysis(run, dataset, config["recipe"]["loss"], int(config["model"]["num_classes"])))
+    if done(run, "features"):
         arrays.update(_features(run, dataset))
-    if _done(run, "kernels"):
+    if done(run, "kernels"):
         arrays.update(_kernels(run))
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
-    save_npz(run.extract / "seed000.npz", **arrays)
-    summary = {"stages": [stage for stage in STAGES if _done(run, stage)]}
+    out.save("seed000", arrays)
+    summary = {"stages": [stage for stage in STAGES if done(run, stage)]}
     if "accuracy" in arrays:
         summary["test_accuracy"] = float(arrays["accuracy"][0, 1])
     if "detection_sets" in arrays:
@@ -198,8 +191,8 @@ class Seeds:
     """The extracted seed000 arrays of one group's seeds, stacked on a first (seed) axis, and the selection set."""
 
     def __init__(self, group: Group, options: ReportOptions):
-        loaded = [(run, load_npz(run.extract / "seed000.npz")) for run in group.runs
-                  if (run.extract / "seed000.npz").is_file()]
+        loaded = [(run, load(run, "extract", "seed000")) for run in group.runs
+                  if stage_path(run, "extract", "seed000").is_file()]
         common = Counter(frozenset(arrays) for _, arrays in loaded).most_common(1)[0][0] if loaded else frozenset()
         self.runs = [arrays for _, arrays in loaded if frozenset(arrays) == common]
         self.incomplete = [run.root.name for run, arrays in loaded if frozenset(arrays) != common]

@@ -1,9 +1,13 @@
 """seed003 (class-specific filters): per-run extraction and the across-seed report section.
 
-extract(run) reads decompose/{indices,validate,essential,finetune}/ and writes extract/seed003.json:
+extract(run) reads the decompose-{indices,validate,essential,finetune} stages (pipeline.contract) and writes the
+extract stage's seed003 file:
   full_acc, decomposed_acc {k: acc}, finetune {k: [acc before, after epoch 1, ...]},
   essential {k: {"inf": [fraction per class], "noninf": [...]}}, mutual_info {k}, mutual_info_offdiag {k},
-  fc_topk_overlap {k}, psi_selectivity, class_selectivity_index.
+  fc_topk_overlap {k}, psi_selectivity, class_selectivity_index, skipped_k [k of the default grid skipped for
+  exceeding the layer's filters], filters;
+  csg {the same keys}: from the decompose-csg-* stages, when CSG filter sets were measured (--csg-gates).
+The report shows ours against CSG side by side (MI, essentiality, decomposed accuracy) when a run has both.
 """
 from __future__ import annotations
 
@@ -11,56 +15,67 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import contract
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, new_figure, save_figure
-from utils.io import load_json, save_json
-from utils.rundir import DONE_FILE, RunDir
+from utils.io import save_json
+from utils.rundir import RunDir
 
 TITLE = "Decomposing the Deep: class-specific filters (seed003)"
-STAGES = ("indices", "validate", "essential", "finetune")
+SUBCOMMANDS = ("indices", "validate", "essential", "finetune")
 
 
-def _stage(run: RunDir, name: str) -> Path:
-    return run.stage(f"decompose/{name}")
+def _stage(subcommand: str, source: str) -> str:
+    return contract.decompose_stage(subcommand, source)
 
 
 def has_outputs(run: RunDir) -> bool:
-    return any((_stage(run, name) / DONE_FILE).is_file() for name in STAGES)
+    return any(contract.done(run, _stage(sub, source)) for sub in SUBCOMMANDS for source in contract.DECOMPOSE_SOURCES)
 
 
-def extract(run: RunDir) -> dict:
+def _extract_source(run: RunDir, source: str) -> dict:
+    """The compact results of the filter sets of `source` (module docstring)."""
     summary: dict = {}
-    if (_stage(run, "validate") / DONE_FILE).is_file():
-        validate = load_json(_stage(run, "validate") / "validate.json")
+    if contract.done(run, _stage("validate", source)):
+        validate = contract.load(run, _stage("validate", source), "validate")
         summary["full_acc"] = validate["full"]
         summary["decomposed_acc"] = validate["decomposed"]
-    if (_stage(run, "indices") / DONE_FILE).is_file():
-        indices = load_json(_stage(run, "indices") / "summary.json")
+    if contract.done(run, _stage("indices", source)):
+        indices = contract.load(run, _stage("indices", source), "summary")
         ks = [k for k, v in indices.items() if isinstance(v, dict)]
         summary["mutual_info"] = {k: indices[k]["mutual_info"] for k in ks}
         summary["mutual_info_offdiag"] = {k: indices[k]["mutual_info_offdiag"] for k in ks}
         summary["fc_topk_overlap"] = {k: indices[k]["fc_topk_overlap_mean"] for k in ks}
         summary["psi_selectivity"] = indices["psi_selectivity_0.5"]
         summary["class_selectivity_index"] = indices["class_selectivity_index"]
-    if (_stage(run, "essential") / DONE_FILE).is_file():
-        essential = load_json(_stage(run, "essential") / "essential.json")
+        summary["skipped_k"], summary["filters"] = indices["skipped_k"], indices["filters"]
+    if contract.done(run, _stage("essential", source)):
+        essential = contract.load(run, _stage("essential", source), "essential")
         summary["essential"] = {k: {"inf": (np.array(v["noise_at_inf"]) / np.array(v["n"])).tolist(),
                                     "noninf": (np.array(v["noise_at_noninf"]) / np.array(v["n"])).tolist()}
                                 for k, v in essential.items()}
-    if (_stage(run, "finetune") / DONE_FILE).is_file():
-        finetune = load_json(_stage(run, "finetune") / "finetune.json")
+    if contract.done(run, _stage("finetune", source)):
+        finetune = contract.load(run, _stage("finetune", source), "finetune")
         summary["finetune"] = {k: [v["before"], *v["after_epoch"]] for k, v in finetune.items()}
-    save_json(run.extract / "seed003.json", summary)
+    return summary
+
+
+def extract(run: RunDir) -> dict:
+    summary = _extract_source(run, "ours")
+    csg = _extract_source(run, "csg")
+    if csg:
+        summary["csg"] = csg
+    save_json(contract.stage_path(run, "extract", "seed003"), summary)
     return summary
 
 
 def _runs(group: Group) -> list[dict]:
-    paths = [run.extract / "seed003.json" for run in group.runs]
-    return [load_json(p) for p in paths if p.is_file()]
+    return [contract.load(run, "extract", "seed003") for run in group.runs
+            if contract.stage_path(run, "extract", "seed003").is_file()]
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
-    rows, sections = [], []
+    rows, sections, csg_rows, skipped = [], [], [], []
     for group in groups:
         runs = _runs(group)
         if not runs:
@@ -108,10 +123,52 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                          float(np.median([pick("mutual_info_offdiag", r) for r in runs])),
                          float(np.median([pick("fc_topk_overlap", r) for r in runs])),
                          float(np.median([r.get("psi_selectivity", np.nan) for r in runs]))])
+        csg_rows += _csg_rows(group, runs)
+        for run in runs:
+            if run.get("skipped_k"):
+                skipped.append(f"{group.label}: k = {', '.join(run['skipped_k'])} of the default grid skipped "
+                               f"(more than the {run['filters']} filters of the analysed layer)")
     if not sections:
         return ""
     table = markdown_table(["group", "k", "seeds", "full acc", "decomposed acc", "finetuned acc", "MI (self)",
                             "MI (off-diag)", "top-k FC overlap", "psi(0.5)"], rows)
-    return (f"## {TITLE}\n\nMedians over seeds. Decomposed = each class's logit restricted to its k most "
+    text = (f"## {TITLE}\n\nMedians over seeds. Decomposed = each class's logit restricted to its k most "
             f"influential filters (§5); MI in nats, lower = more class-specific (§9); top-k FC overlap = filters "
-            f"shared with the k largest classifier weights of the class (§4).\n\n{table}\n\n" + "\n\n".join(sections))
+            f"shared with the k largest classifier weights of the class (§4).\n\n{table}\n\n")
+    if skipped:
+        text += "".join(f"- {line}\n" for line in dict.fromkeys(skipped)) + "\n"
+    if csg_rows:
+        comparison = markdown_table(["group", "k", "seeds", "MI ours", "MI CSG", "S_c replaced: ours",
+                                     "S_c replaced: CSG", "others replaced: ours", "others replaced: CSG",
+                                     "decomposed acc ours", "decomposed acc CSG"], csg_rows)
+        text += ("### Ours against CSG (§8)\n\nThe same measures for our filter sets and for the CSG gates' sets, "
+                 "medians over seeds; S_c replaced / others replaced = fraction of a class's test images still "
+                 "classified correctly when its set (or every other filter) is replaced by N(0, 1) noise (§7), "
+                 f"mean over classes.\n\n{comparison}\n\n")
+    return text + "\n\n".join(sections)
+
+
+def _csg_rows(group: Group, runs: list[dict]) -> list[list]:
+    """Ours against CSG per k (MI, essentiality, decomposed accuracy), medians over the runs that hold both."""
+    pairs = [(r, r["csg"]) for r in runs if "csg" in r]
+    if not pairs:
+        return []
+
+    def value(result: dict, measure: str, k: str):
+        if measure in ("inf", "noninf"):
+            found = result.get("essential", {}).get(k)
+            return None if found is None else float(np.mean(found[measure]))
+        return result.get(measure, {}).get(k)
+
+    def both(measure: str, k: str) -> list[float]:
+        return [_median([value(part, measure, k) for part in parts]) for parts in zip(*pairs)]
+
+    ks = sorted({k for pair in pairs for part in pair for key in ("mutual_info", "decomposed_acc", "essential")
+                 for k in part.get(key, {})}, key=float)
+    return [[group.label, k, len(pairs), *both("mutual_info", k), *both("inf", k), *both("noninf", k),
+             *both("decomposed_acc", k)] for k in ks]
+
+
+def _median(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else float("nan")

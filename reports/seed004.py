@@ -36,7 +36,7 @@ from pipeline.contract import STABILITY_MODES, StageOutput, done, load, stage_pa
 from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
-from utils.rundir import RunDir
+from utils.rundir import RunDir, split_variant
 
 TITLE = "How deep CNNs lose spatial information: diffeomorphism and noise stability (seed004)"
 MODES = tuple(STABILITY_MODES)  # trained, init, fresh, shuffled, shuffled2
@@ -89,8 +89,8 @@ def _runs(group: Group) -> list[dict]:
 
 def architecture(model_folder: str) -> tuple[str, float | None]:
     """A model folder -> (architecture, sigma of its "@sigma<s>" variant, None without one): "vgg11@sigma10" ->
-    ("vgg11", 10.0). (utils.rundir.split_variant splits folder names; this only reads the sigma part.)"""
-    model, _, variant = model_folder.partition("@")
+    ("vgg11", 10.0); the folder is split by utils.rundir.split_variant, the variant's parts are joined by "-"."""
+    model, variant = split_variant(model_folder)
     for part in variant.split("-") if variant else ():
         if part.startswith(SIGMA_MARK):
             try:

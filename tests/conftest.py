@@ -29,13 +29,13 @@ def trained_run(tmp_path_factory):
 
     def trained(workdir, model: str, traindata: str = "digits", seed: int = 0, *flags: str) -> RunDir:
         key = (model, traindata, seed, flags)
+        argv = ["--model-name", model, "--traindata", traindata, "--seed", str(seed), "--no-progress", "--device",
+                "cpu", *flags]
         if key not in cache:
             source = tmp_path_factory.mktemp("trained")
-            status = train_classifier.main(["--model-name", model, "--traindata", traindata, "--seed", str(seed),
-                                            "--no-progress", "--device", "cpu", "--workdir", str(source), *flags])
-            assert status == 0, f"training {key} failed"
-            cache[key] = RunDir.of(source, traindata, model, seed)
-        target = RunDir.of(workdir, traindata, model, seed)
+            assert train_classifier.main([*argv, "--workdir", str(source)]) == 0, f"training {key} failed"
+            cache[key] = RunDir.from_args(train_classifier.parse_args([*argv, "--workdir", str(source)]))
+        target = RunDir.from_args(train_classifier.parse_args([*argv, "--workdir", str(workdir)]))
         shutil.copytree(cache[key].root, target.root, dirs_exist_ok=True)
         return target
 

@@ -1,8 +1,11 @@
 """The tiny command line of every stage, on one resnet20 and two rainbow MLPs trained on digits, shared by the fault
 tests (tests/test_faults.py) and the contract test (tests/test_contract.py)."""
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from pipeline import contract
 from utils.rundir import RunDir, report_dir
@@ -31,10 +34,15 @@ class Stage:
     model: str = "resnet20"
     needs: list[str] = field(default_factory=list)
     force: bool = True
+    inputs: Callable[[Path], list[str]] | None = None  # writes input files under the workdir, returns their flags
+
+    def command(self, workdir: Path) -> list[str]:
+        """The full command line (script first) for `workdir`."""
+        return [*self.argv, "--workdir", str(workdir), *(self.inputs(workdir) if self.inputs else [])]
 
     def main(self, workdir: Path, *extra: str) -> int:
-        module = importlib.import_module(Path(self.argv[0]).stem)
-        return module.main([*self.argv[1:], "--workdir", str(workdir), *extra])
+        script, *argv = self.command(workdir)
+        return importlib.import_module(Path(script).stem).main([*argv, *extra])
 
     def folder(self, workdir: Path) -> Path:
         if not self.stage:
@@ -43,6 +51,14 @@ class Stage:
 
 
 MLP = "rainbow_mlp"
+
+
+def csg_gates(workdir: Path) -> list[str]:
+    """A CSG gate matrix (classes, filters) for the resnet20 at width 0.25 (16 filters at the classifier input)."""
+    path = workdir / "csg_gates.npy"
+    np.save(path, np.random.default_rng(0).random((10, 16)))
+    return ["--csg-gates", str(path)]
+
 STAGES = {
     "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
     "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
@@ -51,6 +67,11 @@ STAGES = {
                                  needs=["decompose indices"]),
     "decompose finetune": Stage(["decompose.py", "finetune", *RUN, "-k", "3", "--epochs", "2", *SMALL],
                                 "decompose-finetune", needs=["decompose indices"]),
+    "csg indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-csg-indices",
+                         inputs=csg_gates),
+    **{f"csg {sub}": Stage(["decompose.py", sub, *RUN, "-k", "3", "--source", "csg", *SMALL,
+                            *(["--epochs", "1"] if sub == "finetune" else [])], f"decompose-csg-{sub}",
+                           needs=["csg indices"]) for sub in ("validate", "essential", "finetune")},
     "analyzing": Stage(["analyzing.py", *RUN, "--ratios", "3", "--num_grams", "80", "--num_stability", "16", *SMALL],
                        "analysis"),
     "features": Stage(["features.py", *RUN, *SMALL], "features"),

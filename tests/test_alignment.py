@@ -3,6 +3,7 @@ scipy (orthogonal_procrustes, ortho_group, kurtosis), numpy formulas written fro
 known invariances (rotated copies of one representation)."""
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.linalg
 import scipy.stats
 import torch
@@ -16,11 +17,14 @@ from measures.alignment import (
     alignment_r2,
     as_samples,
     clip_weight,
+    clipping_grid,
     clipping_projector,
     cross_covariance,
     excess_kurtosis,
+    marchenko_pastur_density,
     marchenko_pastur_edges,
     marchenko_pastur_fraction,
+    positive_eigenpairs,
     principal_components,
     procrustes,
     random_basis,
@@ -259,6 +263,19 @@ def test_align_to_mean_streams_like_the_in_memory_algorithm():
     assert 0.05 < expected_unexplained[-1] < 0.6                       # noise does not align: the mean shrinks
 
 
+def test_align_to_mean_aligns_several_layers_from_the_same_batches_as_one_layer_each():
+    """Batches of layers (rainbow.py's streamed forward passes) give each layer what it gets alone."""
+    layers = [[correlated((40, 5), 60 + k) for k in range(3)], [correlated((4, 3, 2, 5), 70 + k) for k in range(3)]]
+    together = align_to_mean(lambda: ([[net[i:i + 16] for net in layer] for layer in layers]
+                                      for i in range(0, 40, 16)), num_iters=1)
+    assert isinstance(together, list) and len(together) == 2
+    for layer, aligner in zip(layers, together):
+        alone = align_to_mean(batches_of(layer, 16), num_iters=1)
+        for A, B in zip(aligner.alignments, alone.alignments):
+            assert torch.equal(A, B)
+        assert [u.item() for u in aligner.unexplained_variance] == [u.item() for u in alone.unexplained_variance]
+
+
 def test_transported_weights_give_the_same_outputs():
     Q = rotation(6, 50)
     x_other = correlated((3, 6, 5, 5), 51)
@@ -430,6 +447,24 @@ def test_clip_weight_matches_the_spec_formula():
     np.testing.assert_allclose(clip_weight(W, None, basis, 2).numpy(), W.numpy() @ P.numpy(), atol=1e-12)
 
 
+# The spec's §6 table (J8 CIFAR net, 51-point grids): smallest grid d within 1% per D and basis, read off the
+# original's precomputed clipping files, so each lies on the original's grid of that D.
+SPEC_CLIPPING_D = {320: [19, 25, 217], 640: [64, 89, 448], 1280: [51, 76, 793], 2560: [51, 153, 204, 1689, 1945, 1894]}
+
+
+def test_clipping_grid_truncates_like_the_original():
+    for dim, found in SPEC_CLIPPING_D.items():
+        grid = clipping_grid(dim, 51)
+        assert len(grid) == 51 and grid[0] == 0 and grid[-1] == dim
+        assert set(found) <= set(grid.tolist()), dim
+    rounded = np.round(np.linspace(0, 320, 51)).astype(int)                 # 25 (= int(25.6)) is not on it
+    assert 25 not in rounded
+    assert clipping_grid(128, 51)[:5].tolist() == [0, 2, 5, 7, 10]           # 2.56 k truncated
+    assert clipping_grid(64, 3).tolist() == [0, 32, 64]
+    small = clipping_grid(15, 51)                                            # step 0.3: duplicates dropped
+    assert small.tolist() == list(range(16))
+
+
 def test_bases_are_orthonormal_and_sorted():
     C = trained_like_covariance(136, dim=7)
     eigenvalues, vectors = principal_components(C)
@@ -454,6 +489,43 @@ def test_marchenko_pastur_fraction_is_small_for_noise_and_large_with_spikes():
     spiked[:, :20] *= 5.0                                      # 20 directions with 25x the variance
     spiked_eigenvalues, _ = weight_spectrum(spiked)
     assert marchenko_pastur_fraction(spiked_eigenvalues, 500 / 2000).item() > 0.1
+
+
+@pytest.mark.parametrize("q", [0.1, 0.25, 0.5, 1.0])
+def test_marchenko_pastur_density_is_a_density_with_mean_one_and_variance_q(q):
+    """Moments of the MP law of mean-1 eigenvalues: total mass 1, mean 1, variance q; zero outside the edges."""
+    low, high = marchenko_pastur_edges(q)
+    x = np.linspace(low, high, 400001)
+    density = marchenko_pastur_density(x, q)
+    assert isinstance(density, np.ndarray) and np.all(density >= 0)
+    mass = scipy.integrate.simpson(density, x=x)
+    mean = scipy.integrate.simpson(x * density, x=x)
+    variance = scipy.integrate.simpson((x - 1) ** 2 * density, x=x)
+    assert mass == pytest.approx(1.0, abs=2e-3) and mean == pytest.approx(1.0, abs=2e-3)
+    assert variance == pytest.approx(q, abs=2e-3)
+    outside = torch.tensor([low - 0.01, high + 0.01, 0.0]) if q < 1 else torch.tensor([high + 0.01])
+    assert torch.equal(marchenko_pastur_density(outside, q), torch.zeros_like(outside, dtype=torch.float64))
+
+
+def test_marchenko_pastur_density_matches_a_large_random_matrix():
+    G = torch.randn(4000, 1000, generator=rng(141), dtype=torch.float64)
+    eigenvalues, _ = weight_spectrum(G)
+    normalised = (eigenvalues / eigenvalues.mean()).numpy()
+    counts, edges = np.histogram(normalised, bins=20, range=marchenko_pastur_edges(0.25))
+    centres = (edges[:-1] + edges[1:]) / 2
+    expected = marchenko_pastur_density(centres, 0.25) * (edges[1] - edges[0]) * len(normalised)
+    assert np.abs(counts - expected).max() < 0.2 * expected.max()
+
+
+def test_positive_eigenpairs_drop_the_numerical_zeros_of_a_rank_deficient_covariance():
+    W = correlated((6, 10), 142)                              # rank 6 in D = 10
+    eigenvalues, eigenvectors = principal_components(weight_covariance(W))
+    values, vectors = positive_eigenpairs(eigenvalues, eigenvectors)
+    assert values.shape == (6,) and vectors.shape == (10, 6)
+    np.testing.assert_allclose(values.numpy(), np.linalg.svd(W.numpy(), compute_uv=False) ** 2 / 6, rtol=1e-10)
+    assert torch.equal(vectors, eigenvectors[:, :6])
+    padded = np.concatenate([values.numpy(), np.zeros(4)])    # a numpy spectrum padded with zeros, as spectra.npz
+    assert isinstance(positive_eigenpairs(padded), np.ndarray) and positive_eigenpairs(padded).shape == (6,)
 
 
 def test_excess_kurtosis_matches_scipy_and_known_values():

@@ -136,7 +136,7 @@ CASES = [
     ("analyzing", ["--num_classes", "3"], "--num_classes 3 does not match"),
     ("analyzing", ["--ratios", "60"], "at most the 53"),
     ("features", ["--start_epoch", "7"], "pick --start_epoch"),
-    ("kernels", [], "analyzing.py has not finished"),
+    ("kernels", [], "run `python analyzing.py"),
     ("stability", ["--P", "100000"], "lower --P"),
     ("stability", ["--P", "0"], "--P must be >= 1"),
     ("stability", ["--seed", "9"], "no trained run"),

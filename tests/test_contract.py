@@ -1,7 +1,9 @@
 """Every stage, run on a tiny run, writes exactly what its record in pipeline.contract promises: each file is an
 instance of one of the stage's templates, every template has at least one instance, and each file holds the
-record's keys (the arrays of an .npz, the keys of a .json object) and at least one key per prefix of per-layer or per-k keys."""
+record's keys (the arrays of an .npz, the keys of a .json object) and at least one key per prefix of per-layer or
+per-k keys."""
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,3 +51,42 @@ def _keys(path) -> set[str]:
     if path.suffix == ".json":
         return set(load_json(path))
     return set(load_torch(path))
+
+
+def _spelled(value: str) -> list[str]:
+    """The stage names a string constant spells: a fixed file name or a folder with '/' anywhere in it, or the head
+    of a templated name (the literal part before '{', e.g. "projections_" of an f-string) as the whole constant or
+    followed by the template's extension."""
+    found = []
+    for record in contract.STAGES.values():
+        if "/" in record.folder and record.folder in value:
+            found.append(record.folder)
+        for stage_file in record.files.values():
+            head, braced, _ = stage_file.template.partition("{")
+            if not braced and stage_file.template in value:
+                found.append(stage_file.template)
+            elif braced and (value == head or value.startswith(head) and value.endswith(f".{stage_file.kind}")):
+                found.append(stage_file.template)
+    return found
+
+
+def test_stage_file_names_are_spelled_only_in_the_contract():
+    """No module but pipeline/contract.py holds a stage file or folder name in a string (docstrings aside)."""
+    import ast
+
+    from conftest import ROOT
+
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] in (".git", "runs", "data") or relative == Path("pipeline/contract.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                found += [(str(relative), node.lineno, name) for name in _spelled(node.value)]
+    assert not found, found

@@ -2,27 +2,30 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 import averaging
 import decompose
 import extractor
-import train_classifier
+import import_weights
+from datasets.normalization import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD
 from models import build_model
-from utils.io import load_json, save_torch
+from pipeline.contract import done_record, load, stage_path
+from pipeline.loaded import LoadedRun, load_config
+from utils.cli import run_main
+from utils.errors import ToolkitError
+from utils.io import save_torch
 from utils.rundir import RunDir
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     workdir = tmp_path_factory.mktemp("decompose")
-    train_classifier.main(["--model-name", "resnet20", "--traindata", "digits", "--width", "0.5", "--epochs", "3",
-                           "--no-progress", "--device", "cpu", "--workdir", str(workdir)])
+    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
     return workdir
 
 
@@ -32,24 +35,30 @@ def flags(workdir, *extra):
 
 def test_indices_validate_essential_finetune(workdir):
     run = RunDir.of(workdir, "digits", "resnet20", 0)
+    log_before = run.train_log.read_text()
     assert decompose.main(["indices", *flags(workdir, "-k", "5", "32")]) == 0
-    sets = load_json(run.stage("decompose/indices") / "indices.json")
+    sets = load(run, "decompose-indices", "indices")
     assert sorted(sets) == ["32", "5"] and all(len(v) == 5 for v in sets["5"].values())
-    summary = load_json(run.stage("decompose/indices") / "summary.json")
+    summary = load(run, "decompose-indices", "summary")
     assert 0 <= summary["5"]["mutual_info_offdiag"] <= summary["5"]["mutual_info"]
 
     assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0
-    result = load_json(run.stage("decompose/validate") / "validate.json")
+    result = load(run, "decompose-validate", "validate")
     assert result["decomposed"]["32"] == pytest.approx(result["full"])  # k = D keeps every weight
     assert max(result["max_form_gap"].values()) < 1e-5  # gathered and masked forms agree
+    loaded = LoadedRun.open(run)
+    assert result["full"] == pytest.approx(loaded.logged_test_accuracy(), abs=1e-6)  # what training logged
 
     assert decompose.main(["essential", *flags(workdir, "-k", "5")]) == 0
-    essential = load_json(run.stage("decompose/essential") / "essential.json")["5"]
+    essential = load(run, "decompose-essential", "essential")["5"]
     assert len(essential["n"]) == 10 and sum(essential["n"]) == 360
 
     assert decompose.main(["finetune", *flags(workdir, "-k", "5", "--epochs", "1")]) == 0
-    curve = load_json(run.stage("decompose/finetune") / "finetune.json")["5"]
+    curve = load(run, "decompose-finetune", "finetune")["5"]
     assert curve["before"] == pytest.approx(result["decomposed"]["5"]) and len(curve["after_epoch"]) == 1
+    assert stage_path(run, "decompose-finetune", "finetuned", k="5").is_file()
+    assert run.train_log.read_text() == log_before and run.saved_epochs() == loaded.run.saved_epochs()
+    assert done_record(run, "decompose-finetune")["epoch"] == loaded.epoch
 
     assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0  # done: skipped
     assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(workdir)]) == 0
@@ -58,18 +67,148 @@ def test_indices_validate_essential_finetune(workdir):
     assert "class-specific filters" in report and "decomposed acc" in report
 
 
-def test_akamaster_weights_and_an_indices_file(workdir, tmp_path):
+def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, trained_run):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    gates = np.random.default_rng(0).random((10, 32)).astype(np.float32)  # (classes, filters at the head: 32)
+    np.save(tmp_path / "gates.npy", gates)
+    csg_flags = ["--csg-gates", str(tmp_path / "gates.npy")]
+    for command in ("indices", "validate", "essential"):
+        assert decompose.main([command, *flags(tmp_path, "-k", "5")]) == 0
+    ours = {name: load(run, f"decompose-{name}", name) for name in ("indices", "validate", "essential")}
+
+    assert decompose.main(["indices", *flags(tmp_path, "-k", "5"), *csg_flags]) == 0
+    for command in ("validate", "essential"):
+        assert decompose.main([command, *flags(tmp_path, "-k", "5", "--source", "csg")]) == 0
+    assert {name: load(run, f"decompose-{name}", name) for name in ours} == ours  # CSG wrote beside ours
+    csg_sets = load(run, "decompose-csg-indices", "indices")["5"]
+    assert csg_sets == {str(c): np.argsort(-gates[c])[:5].tolist() for c in range(10)}  # the 5 largest gates
+    assert csg_sets != ours["indices"]["5"]
+
+    assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path)]) == 0
+    extract = load(run, "extract", "seed003")
+    csg_summary = load(run, "decompose-csg-indices", "summary")
+    assert extract["decomposed_acc"] == ours["validate"]["decomposed"]
+    assert extract["csg"]["decomposed_acc"] == load(run, "decompose-csg-validate", "validate")["decomposed"]
+    assert extract["csg"]["mutual_info"]["5"] == csg_summary["5"]["mutual_info"]
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    comparison = report[report.index("Ours against CSG"):]
+    assert "MI CSG" in comparison and "S_c replaced: CSG" in comparison and "decomposed acc CSG" in comparison
+    row = next(line for line in comparison.splitlines() if line.startswith("| digits/resnet20 | 5 |"))
+    assert f"| {csg_summary['5']['mutual_info']:.4g} |" in row
+
+
+@pytest.mark.parametrize("dataset, grid", [
+    ("cifar10", range(5, 31, 5)), ("digits", range(5, 31, 5)), ("imagenet", range(10, 101, 10)),
+    ("imagefolder:/data/tiny-imagenet-200", range(5, 51, 5)),
+])
+def test_the_default_k_grid_is_the_papers(dataset, grid):
+    assert decompose.requested_ks(decompose.parse_args(["indices", "--traindata", dataset])) == list(grid)
+    assert decompose.requested_ks(decompose.parse_args(["indices", "--traindata", dataset, "-k", "7"])) == [7]
+
+
+def test_indices_without_k_take_the_default_grid(tmp_path, trained_run):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    assert decompose.main(["indices", *flags(tmp_path, "--max-samples", "300")]) == 0
+    assert sorted(load(run, "decompose-indices", "indices"), key=float) == ["5", "10", "15", "20", "25", "30"]
+
+
+def test_a_narrow_network_skips_the_default_ks_it_cannot_hold(tmp_path, trained_run, capsys):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")  # 16 filters at the head
+    small = flags(tmp_path, "--max-samples", "300")
+    for command in ("indices", "validate", "essential", "finetune"):
+        assert decompose.main([command, *small, *(["--epochs", "1"] if command == "finetune" else [])]) == 0
+        assert done_record(run, f"decompose-{command}")["skipped_k"] == ["20", "25", "30"]
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes == ["note: k = 20, 25, 30 of the default grid skipped: the classifier input of resnet20 has 16 "
+                     "filters"]  # once, where the grid meets the layer
+    summary = load(run, "decompose-indices", "summary")
+    assert summary["skipped_k"] == ["20", "25", "30"] and summary["filters"] == 16
+    assert sorted(load(run, "decompose-validate", "validate")["decomposed"], key=float) == ["5", "10", "15"]
+    assert sorted(load(run, "decompose-finetune", "finetune"), key=float) == ["5", "10", "15"]
+
+    with pytest.raises(SystemExit) as exit_info:  # an explicit k that does not fit: one line, exit 2
+        run_main(decompose.main, ["validate", *small, "-k", "5", "20", "--force"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "-k 20 exceeds the 16 filters" in err
+    with pytest.raises(ToolkitError, match="no filter sets for k = 7"):  # -k picks among the stored sets
+        decompose.main(["validate", *small, "-k", "7", "--force"])
+
+    assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path)]) == 0
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "digits/resnet20: k = 20, 25, 30 of the default grid skipped (more than the 16 filters" in report
+
+
+def akamaster_file(path):
+    """A file in the layout of akamaster's resnet20-12fca82f.th (seed003 §3): {"best_prec1", "state_dict"}."""
     model = build_model("resnet20", 10)
     state = {f"module.{k}": v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
-    weights = save_torch(tmp_path / "resnet20-12fca82f.th", {"best_prec1": 91.7, "state_dict": state})
+    return save_torch(path, {"best_prec1": 91.7, "state_dict": state})
+
+
+def test_akamaster_weights_and_an_indices_file(workdir, tmp_path, capsys):
+    weights = akamaster_file(tmp_path / "resnet20-12fca82f.th")
     indices = tmp_path / "resnet20_cifar-10_indices.json"
     indices.write_text(json.dumps({str(c): [c, c + 10, c + 20, c + 30, c + 40] for c in range(10)}))
     out = tmp_path / "runs"
     assert decompose.main(["validate", "--model-name", "resnet20", "--traindata", "digits", "--workdir", str(out),
                            "--device", "cpu", "--weights", str(weights), "--normalization", "imagenet",
                            "--indices", str(indices), "-k", "5"]) == 0
-    result = load_json(RunDir.of(out, "digits", "resnet20", 0).stage("decompose/validate") / "validate.json")
+    run = RunDir.of(out, "digits", "resnet20", 0)
+    result = load(run, "decompose-validate", "validate")
     assert set(result["decomposed"]) == {"5"}
+    assert "note:" not in capsys.readouterr().err  # ImageNet statistics are what akamaster's file was trained with
+    assert done_record(run, "decompose-validate")["epoch"] == -1
+
+
+def two_filter_sets(path):
+    path.write_text(json.dumps({str(c): [c, c + 1] for c in range(10)}))
+    return str(path)
+
+
+def test_akamaster_weights_get_imagenet_statistics_and_a_mismatch_is_stated(tmp_path, capsys):
+    weights = akamaster_file(tmp_path / "resnet20-12fca82f.th")
+    run = RunDir.of(tmp_path, "digits", "resnet20", 0)
+    argv = ["validate", *flags(tmp_path, "--weights", str(weights), "--indices", two_filter_sets(tmp_path / "s.json"))]
+    assert decompose.main(argv) == 0
+    record = done_record(run, "decompose-validate")
+    assert (record["mean"], record["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert capsys.readouterr().err == ""
+    assert decompose.main([*argv, "--normalization", "dataset"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--normalization dataset" in err and "differs" in err
+    record = done_record(run, "decompose-validate")
+    assert (record["mean"], record["std"]) == (list(DIGITS_MEAN), list(DIGITS_STD))
+
+    imported = ["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path / "imported"),
+                "--weights", str(weights)]
+    assert import_weights.main(imported) == 0
+    config = load_config(RunDir.of(tmp_path / "imported", "digits", "resnet20", 0))
+    assert (config["data"]["mean"], config["data"]["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert config["imported"]["normalization"] == "imagenet" and capsys.readouterr().err == ""
+    assert import_weights.main([*imported, "--normalization", "dataset", "--force"]) == 0
+    assert "differs" in capsys.readouterr().err
+    assert load_config(RunDir.of(tmp_path / "imported", "digits", "resnet20", 0))["data"]["mean"] == list(DIGITS_MEAN)
+
+
+def test_a_run_fed_other_statistics_than_it_was_trained_with_is_stated(tmp_path, trained_run, capsys):
+    run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    argv = ["validate", *flags(tmp_path, "--indices", two_filter_sets(tmp_path / "s.json"), "--max-samples", "50")]
+    assert decompose.main([*argv, "--normalization", "dataset"]) == 0  # what the run was trained with
+    assert capsys.readouterr().err == ""
+    assert decompose.main([*argv, "--normalization", "imagenet"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.json" in err and "using imagenet as asked" in err
+    assert done_record(run, "decompose-validate")["mean"] == list(IMAGENET_MEAN)
+
+
+def test_a_one_output_hinge_head_is_refused(tmp_path, trained_run):
+    trained_run(tmp_path, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
+    with pytest.raises(ToolkitError, match="needs a multi-class head") as error:
+        decompose.main(["validate", "--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path),
+                        "--device", "cpu", "-k", "5"])
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -90,7 +90,7 @@ def assert_same_files(found: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(STAGES))
+@pytest.mark.parametrize("name", [name for name in STAGES if not name.startswith("csg")])  # CSG: ours' code
 def test_stage_killed_part_way_reruns_to_the_files_of_an_uninterrupted_run(workdir, name, monkeypatch):
     stage = STAGES[name]
     for need in stage.needs:
@@ -102,9 +102,8 @@ def test_stage_killed_part_way_reruns_to_the_files_of_an_uninterrupted_run(workd
     assert writes >= 2 and ((folder / DONE_FILE).is_file() or not stage.force)
 
     middle = (writes + 1) // 2
-    killed = subprocess.run([sys.executable, "tests/kill_at_write.py", str(middle), *stage.argv,
-                             "--workdir", str(workdir), *force], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    killed = subprocess.run([sys.executable, "tests/kill_at_write.py", str(middle), *stage.command(workdir), *force],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (folder / DONE_FILE).exists()  # a killed --force rerun is not taken for finished
     assert list(folder.rglob(".*.tmp")), "the kill should leave the middle file under its temporary name"

@@ -13,10 +13,9 @@ import kernels
 import stability
 from datasets.normalization import IMAGENET_MEAN
 from models import build_model
-from pipeline.contract import load
+from pipeline.contract import done_record, load, stage_path
 from pipeline.loaded import load_run_model
 from utils.cli import run_main
-from utils.io import load_json, load_npz
 from utils.rundir import RunDir, safe_name
 
 CLASSES = ("n01", "n02", "n03")
@@ -111,17 +110,17 @@ def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp
     caps = ["--max-samples", "12", "--batchsize", "6"]
 
     assert features.main([*flags, *caps]) == 0
-    assert load_npz(run.stage("features") / "eigenvalues.npz")["dims"].shape == (18,)
-    assert (run.stage("features") / f"mahalanobis_17_{test_set}.npz").is_file()
+    assert load(run, "features", "eigenvalues")["dims"].shape == (18,)
+    assert stage_path(run, "features", "mahalanobis", layer="17", ds=test_set).is_file()
 
     assert analyzing.main([*flags, *caps, "--ratios", "2", "--num_grams", "8", "--num_stability", "4",
                            "--stability_variants", "original"]) == 0
-    done = load_json(run.stage("analysis") / "_done.json")
+    done = done_record(run, "analysis")
     assert done["datasets"] == ["traindata", test_set]  # a folder dataset has no OOD sets
-    assert load_npz(run.stage("analysis") / f"projections_all_{test_set}.npz")["norm0"].shape == (12, 18)
+    assert load(run, "analysis", "projections", tag="all", ds=test_set)["norm0"].shape == (12, 18)
 
     assert kernels.main(flags) == 0
-    assert load_npz(run.stage("kernels") / f"kernels_{test_set}.npz")["cka"].shape == (18, 18)
+    assert load(run, "kernels", "kernels", ds=test_set)["cka"].shape == (18, 18)
 
     assert stability.main([*flags, "--P", "4", "--by_layer"]) == 0
     summary = load(run, "stability", "summary")
@@ -129,5 +128,5 @@ def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp
 
     assert decompose.main(["indices", *flags, "-k", "2", "--max-samples", "12"]) == 0
     assert decompose.main(["validate", *flags, "-k", "2", "--max-samples", "12"]) == 0
-    result = load_json(run.stage("decompose/validate") / "validate.json")
+    result = load(run, "decompose-validate", "validate")
     assert 0 <= result["decomposed"]["2"] <= 1 and result["max_form_gap"]["2"] < 1e-5

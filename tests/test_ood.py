@@ -1,16 +1,20 @@
 """Tests of measures/ood.py (seed000 §6.3, §7, §9) against numpy covariances and inverses, an explicit patch loop,
-scikit-learn's roc_auc_score / average_precision_score and a brute-force FPR95."""
+scikit-learn's roc_auc_score / average_precision_score, a brute-force FPR95, and scipy's softmax / numpy's log for
+the MSP and log-sensitivity scores."""
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from scipy.special import softmax
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from measures.ood import (
     ClassGaussians,
     dims_eps,
     dims_exp,
+    log_sensitivity_score,
     mahalanobis,
+    msp_score,
     patch_energy,
     projection_energy,
     projection_ratio,
@@ -231,3 +235,37 @@ def test_detection_resampling_is_seeded_and_matches_sklearn():
     labels = np.r_[np.ones(80), np.zeros(80)]
     assert first["AUROC"] == pytest.approx(roc_auc_score(labels, np.r_[s_id.numpy(), resampled]), abs=1e-12)
     assert first != metrics(s_id, s_ood, resample_generator=torch.Generator().manual_seed(8))
+
+
+# ------------------------------------------------------------------------------------- output scores, §9
+
+
+def test_msp_score_matches_scipy_softmax():
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((64, 7)) * np.logspace(-2, 1.5, 64)[:, None]).astype(np.float32)
+    logits[0] = 0.0                                  # uniform: p = 1/7
+    logits[1, 3] = 40.0                              # 1 - p below the 1e-7 floor
+    expected = -np.log(1 - softmax(logits.astype(np.float64), axis=1).max(1) + 1e-7)
+    scores = msp_score(torch.from_numpy(logits))
+    assert scores.dtype == torch.float64 and scores.shape == (64,)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-8)
+    assert float(scores[0]) == pytest.approx(-np.log(6 / 7 + 1e-7), rel=1e-12)
+    assert float(scores[1]) == pytest.approx(-np.log(1e-7), rel=1e-6)         # saturates at -log(1e-7)
+    np.testing.assert_allclose(msp_score(logits).numpy(), scores.numpy())    # arrays are accepted
+    # higher = more in-distribution: the score increases with the maximum softmax probability
+    order = np.argsort(softmax(logits.astype(np.float64), axis=1).max(1))
+    assert (np.diff(scores.numpy()[order]) >= -1e-12).all()
+
+
+def test_log_sensitivity_score_matches_numpy():
+    rng = np.random.default_rng(6)
+    chi = np.exp(rng.uniform(-25, 2, (30, 4, 5)))
+    chi[:, 2, :2] = np.nan                           # layers before the perturbed one
+    chi[0, 0, 0] = 0.0
+    scores = log_sensitivity_score(torch.from_numpy(chi))
+    assert scores.dtype == torch.float64 and scores.shape == chi.shape
+    np.testing.assert_allclose(scores.numpy(), -np.log(chi + 1e-7), rtol=1e-12, equal_nan=True)
+    assert float(scores[0, 0, 0]) == pytest.approx(7 * np.log(10), rel=1e-12)
+    assert np.isnan(scores[:, 2, :2].numpy()).all()
+    # OOD is the more sensitive: a smaller chi scores higher (more in-distribution)
+    assert float(log_sensitivity_score(np.array(1e-3))) > float(log_sensitivity_score(np.array(1e-1)))

@@ -1,6 +1,7 @@
 """models/rainbow_tutorial.py and models/scattering.py (seed002 §3, §7): filters, sizes, D_j, shapes, registry."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,6 +20,20 @@ def test_morlet_filters_have_zero_mean_and_the_lowpass_unit_mean(bank):
     assert hat[0, 0, 0] == pytest.approx(1.0, abs=0.01)
     for theta in orientations():
         assert abs(morlet(36, bank.psi_sigma, theta, bank.psi_xi).sum()) < 1e-12
+
+
+@pytest.mark.parametrize("bank, sigma", [(STANDARD, 0.8 * 2 ** (1 - 1)),          # J = 1: sigma_phi = 0.8 2^(J-1)
+                                         (FACTORIZED[0], 0.8 / math.sqrt(2)), (FACTORIZED[1], 0.8 / math.sqrt(2))])
+def test_lowpass_is_the_spec_gaussian_in_fourier(bank, sigma):
+    """phi = the periodised Gaussian of mass 1, exp(-|u|^2 / (2 sigma^2)) / (2 pi sigma^2); by Poisson summation its
+    DFT is sum_k exp(-sigma^2 |omega + 2 pi k|^2 / 2), omega = 2 pi f (fftfreq), separable in the two axes. sigma
+    from the spec (§3) and the original filter_bank: 0.8 2^(J-1) for the standard J = 1 bank of scattering4, 0.8 /
+    sqrt 2 for the factorised ones."""
+    size = 36
+    omega = np.fft.fftfreq(size) * 2 * np.pi
+    aliases = 2 * np.pi * np.arange(-3, 4)
+    axis = np.exp(-sigma ** 2 * (omega[:, None] + aliases[None, :]) ** 2 / 2).sum(1)
+    np.testing.assert_allclose(filter_bank_hat(size, bank)[0].numpy(), np.outer(axis, axis), atol=2e-6)
 
 
 def test_orientations_and_the_peak_frequency_of_each_morlet():
@@ -51,6 +66,19 @@ def test_scattering_sizes_and_dimensions_follow_the_spec():
     assert [block.dim for block in model.blocks][:4] == [15, 320, 640, 1280]
     assert model.fc.in_features == 2048 and model.classifier_input_shape == (512, 2, 2)
     assert [block.out_size for block in build_model("scattering4", 10).blocks] == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize("width", [0.125, 0.5, 2.0])
+def test_scattering4_width_scales_the_first_three_blocks_only(width):
+    """The original's scale-width experiments (run_exps.py paper_exp): N = [64 s, 128 s, 256 s, 512]."""
+    model = build_model("scattering4", 10, width=width)
+    assert [block.proj.out_channels for block in model.blocks] == [int(64 * width), int(128 * width),
+                                                                   int(256 * width), 512]
+    assert [block.dim for block in model.blocks] == [15, 5 * int(64 * width), 5 * int(128 * width),
+                                                     5 * int(256 * width)]
+    assert model.fc.in_features == 512 * 2 * 2
+    assert [block.proj.out_channels for block in build_model("scattering", 10, width=width).blocks] == \
+        [int(n * width) for n in [64, 128, 256, 512, 512, 512, 512, 512]]   # the J8 net scales every block
 
 
 def test_scattering_layer_inputs_are_the_standardised_modulus_and_outputs_unit_norm():

@@ -1,83 +1,87 @@
 """rainbow.py on five tiny digits MLPs: outputs, self-alignment, clipping at d = D, rainbow accuracy, done-skip,
-determinism, bad input; then extractor.py + averaging.py write the seed002 section and figures."""
-import shutil
+determinism, bad input; the trained accuracies of two seeds against their train_log.csv; then extractor.py +
+averaging.py write the seed002 section and figures. File names and keys come from pipeline.contract (layer keys
+0-based: ll = 00..L-1)."""
+import csv
 
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 import averaging
 import extractor
 import rainbow
-import train_classifier
+from pipeline import contract
 from utils.cli import run_main
-from utils.io import load_json, load_npz
-from utils.rundir import RunDir
+from utils.io import load_json
+from utils.rundir import DONE_FILE, RunDir
 
 SEEDS = 5
 MODEL = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
-FAST = ["--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"]
-
-
-def train(workdir, seed, model="rainbow_mlp", width="0.25", epochs="4"):
-    train_classifier.main(["--model-name", model, "--traindata", "digits", "--device", "cpu", "--width", width,
-                           "--epochs", epochs, "--recipe", "seed002_tutorial", "--seed", str(seed), "--no-progress",
-                           "--workdir", str(workdir)])
+FAST = ["--num_samples", "2", "--clip_points", "6", "--ks_ranks", "1", "10"]
+TRAIN = ("--width", "0.25", "--epochs", "4", "--recipe", "seed002_tutorial")
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     workdir = tmp_path_factory.mktemp("rainbow")
     for seed in range(SEEDS):
-        train(workdir, seed)
+        trained_run(workdir, "rainbow_mlp", "digits", seed, *TRAIN)
     assert rainbow.main([*MODEL, "--workdir", str(workdir), *FAST]) == 0
     return workdir
 
 
-def folder(workdir):
-    return RunDir.of(workdir, "digits", "rainbow_mlp", 0).group / "rainbow"
+def run0(workdir):
+    return RunDir.of(workdir, "digits", "rainbow_mlp", 0)
+
+
+def load(workdir, key):
+    return contract.load(run0(workdir), "rainbow", key)
 
 
 def test_outputs_have_the_documented_keys_and_shapes(workdir):
-    out, L, M = folder(workdir), 3, SEEDS
-    alignment = load_npz(out / "alignment.npz", ["dims", "r2", "error", "unexplained_variance"])
+    L, M = 3, SEEDS
+    alignment = load(workdir, "alignment")
     assert alignment["dims"].tolist() == [3072, 128, 64]
     assert alignment["r2"].shape == alignment["error"].shape == (L, M - 1)
     assert np.all(alignment["r2"][1:] > 0.5) and np.all(alignment["r2"] <= 1 + 1e-9)
-    spectra = load_npz(out / "spectra.npz")
-    assert spectra["weight_01"].shape == (3072,) and spectra["activation_02"].shape == (128,)
-    assert spectra["weight_init_02"].shape == (64,) and "activation_01" not in spectra
-    assert np.all(np.diff(spectra["weight_02"]) <= 1e-12)
-    result = load_npz(out / "rainbow.npz", ["trained_accuracy", "seeds", "rainbow_accuracy"])
+    spectra = load(workdir, "spectra")
+    assert spectra["weight_00"].shape == (3072,) and spectra["activation_01"].shape == (128,)
+    assert spectra["weight_init_01"].shape == (64,) and "activation_00" not in spectra
+    assert np.all(np.diff(spectra["weight_01"]) <= 1e-12)
+    result = load(workdir, "rainbow")
     assert result["rainbow_accuracy"].shape == (2, L) and result["seeds"].tolist() == list(range(M))
-    gauss = load_npz(out / "gaussianity.npz")
-    assert gauss["ks_pvalue"].shape == (L - 1, 2) and gauss["whitened_02"].shape == (M * 64, 2)
-    assert np.isnan(gauss["mp_white"][0]) and 0 <= gauss["mp_white"][1] <= 1   # M N <= D at layer 1: white
-    summary = load_json(out / "summary.json")
+    gauss = load(workdir, "gaussianity")
+    assert gauss["ks_pvalue"].shape == (L - 1, 2) and gauss["whitened_01"].shape == (M * 64, 2)
+    assert np.isnan(gauss["mp_white"][0]) and 0 <= gauss["mp_white"][1] <= 1   # M N <= D at layer 0: white
+    summary = load(workdir, "summary")
     assert set(summary["clip_within_1pct"]) == {"weight", "activation", "random"}
     for seed in range(M):  # the stage's trained accuracy is the training's last test accuracy
-        log = load_json(RunDir.of(workdir, "digits", "rainbow_mlp", seed).root / "_done.json")
+        log = load_json(RunDir.of(workdir, "digits", "rainbow_mlp", seed).root / DONE_FILE)
         assert summary["trained_accuracy"][str(seed)] == pytest.approx(log["test_acc"])
 
 
 def test_a_rainbow_net_of_five_digits_mlps_classifies_far_above_chance(workdir):
-    accuracy = load_npz(folder(workdir) / "rainbow.npz")["rainbow_accuracy"]
+    accuracy = load(workdir, "rainbow")["rainbow_accuracy"]
     assert accuracy[:, -1].min() > 0.5                      # 10 classes: chance is 0.1
 
 
 def test_clipping_at_d_equal_d_keeps_the_accuracy_and_at_zero_loses_it(workdir):
-    clipping = load_npz(folder(workdir) / "clipping.npz")
+    clipping = load(workdir, "clipping")
     reference = float(clipping["reference_accuracy"])
-    for key in ("02", "03"):
-        assert clipping[f"d_{key}"][-1] == {"02": 128, "03": 64}[key]
+    # the original's grid, np.arange(0, D + 1, D / 5) truncated (a rounded linspace gives 26, 77 and 13, 26)
+    assert clipping["d_01"].tolist() == [0, 25, 51, 76, 102, 128]
+    assert clipping["d_02"].tolist() == [0, 12, 25, 38, 51, 64]
+    for key in ("01", "02"):
+        assert clipping[f"d_{key}"][-1] == {"01": 128, "02": 64}[key]
         assert np.allclose(clipping[f"accuracy_{key}"][:, -1], reference)
         assert np.all(clipping[f"accuracy_{key}"][:, 0] < 0.3)
 
 
 def test_aligning_a_network_to_itself_gives_the_identity(workdir):
-    runs, nets, _, config, _ = rainbow.open_runs(rainbow.parse_args([*MODEL, "--workdir", str(workdir)]),
-                                                 torch.device("cpu"))
-    data = rainbow.load_data(rainbow.parse_args([*MODEL, "--max-samples", "300"]), config, torch.device("cpu"))
+    runs, nets, _ = rainbow.open_runs(rainbow.parse_args([*MODEL, "--workdir", str(workdir)]), torch.device("cpu"))
+    data = rainbow.load_data(rainbow.parse_args([*MODEL, "--max-samples", "300"]), nets[0].loaded)
     pairs, _ = rainbow.pair_moments([nets[0], nets[0]], data, "train")
     for (moments,) in pairs:  # A = I on the span of the activations (dead ReLU units leave it free elsewhere)
         A, K = rainbow.al.procrustes(moments.cross), moments.cross
@@ -89,14 +93,14 @@ def test_aligning_a_network_to_itself_gives_the_identity(workdir):
 
 
 def test_done_is_skipped_and_a_fixed_seed_is_deterministic(workdir, capsys):
-    out = folder(workdir)
-    before = {name: load_npz(out / name) for name in ("rainbow.npz", "clipping.npz", "gaussianity.npz")}
-    stamp = (out / "rainbow.npz").stat().st_mtime_ns
+    before = {name: load(workdir, name) for name in ("rainbow", "clipping", "gaussianity")}
+    path = contract.stage_path(run0(workdir), "rainbow", "rainbow")
+    stamp = path.stat().st_mtime_ns
     assert rainbow.main([*MODEL, "--workdir", str(workdir), *FAST]) == 0
-    assert "up to date" in capsys.readouterr().out and (out / "rainbow.npz").stat().st_mtime_ns == stamp
+    assert "up to date" in capsys.readouterr().out and path.stat().st_mtime_ns == stamp
     assert rainbow.main([*MODEL, "--workdir", str(workdir), *FAST, "--force"]) == 0
     for name, arrays in before.items():
-        again = load_npz(out / name)
+        again = load(workdir, name)
         assert all(np.array_equal(arrays[key], again[key], equal_nan=arrays[key].dtype.kind == "f")
                    for key in arrays), name
 
@@ -104,8 +108,8 @@ def test_done_is_skipped_and_a_fixed_seed_is_deterministic(workdir, capsys):
 def test_extract_and_average_write_the_seed002_section(workdir):
     for seed in range(SEEDS):
         assert extractor.main([*MODEL, "--seed", str(seed), "--workdir", str(workdir)]) == 0
-        assert load_json(RunDir.of(workdir, "digits", "rainbow_mlp", seed).extract / "seed002.json")["seeds"] == \
-            list(range(SEEDS))
+        run = RunDir.of(workdir, "digits", "rainbow_mlp", seed)
+        assert contract.load(run, "extract", "seed002")["seeds"] == list(range(SEEDS))
     assert averaging.main(["--workdir", str(workdir)]) == 0
     report = workdir / "report"
     text = (report / "report.md").read_text()
@@ -122,7 +126,7 @@ def test_extract_and_average_write_the_seed002_section(workdir):
     ("mismatch", "another architecture"),
     ("biased model", "bias-free"),
 ])
-def test_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys, case, message):
+def test_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys, trained_run, case, message):
     argv = [*MODEL, "--workdir", str(workdir), *FAST]
     if case == "one seed":
         argv += ["--seeds", "0"]
@@ -130,15 +134,57 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys, case, message):
         argv += ["--seeds", "0", "9"]
     elif case == "mismatch":
         for seed in (0, 1):
-            src = RunDir.of(workdir, "digits", "rainbow_mlp", seed).root
-            shutil.copytree(src, RunDir.of(tmp_path, "digits", "rainbow_mlp", seed).root)
-        train(tmp_path, 2, width="0.5", epochs="1")
+            trained_run(tmp_path, "rainbow_mlp", "digits", seed, *TRAIN)
+        trained_run(tmp_path, "rainbow_mlp", "digits", 2, "--width", "0.5", "--epochs", "1",
+                    "--recipe", "seed002_tutorial")
         argv = [*MODEL, "--workdir", str(tmp_path)]
-    else:
+    else:  # twopoints lenet (one-output hinge head): its layers have biases, so it cannot be rainbow-sampled
         for seed in (0, 1):
-            train(tmp_path, seed, model="lenet", epochs="1")
-        argv = ["--model-name", "lenet", "--traindata", "digits", "--device", "cpu", "--workdir", str(tmp_path)]
+            trained_run(tmp_path, "lenet", "twopoints", seed, "--ptr", "256", "--epochs", "1")
+        argv = ["--model-name", "lenet", "--traindata", "twopoints", "--device", "cpu", "--workdir", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
         run_main(rainbow.main, argv)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+def test_trained_accuracies_of_two_seeds_are_their_logged_test_accuracies(tmp_path, trained_run):
+    """Independent check: each seed's trained accuracy is train_log.csv's test_acc at the epoch the stage loaded."""
+    for seed in (0, 1):
+        trained_run(tmp_path, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
+                    "--recipe", "seed002_tutorial")
+    assert rainbow.main([*MODEL, "--workdir", str(tmp_path), "--seeds", "0", "1", "--width", "0.25", *FAST]) == 0
+    summary = contract.load(run0(tmp_path), "rainbow", "summary")
+    assert summary["seeds"] == [0, 1] and summary["epochs"] == [2, 2]
+    for seed, epoch in zip(summary["seeds"], summary["epochs"]):
+        with RunDir.of(tmp_path, "digits", "rainbow_mlp", seed).train_log.open() as handle:
+            logged = {int(row["epoch"]): float(row["test_acc"]) for row in csv.DictReader(handle)}
+        assert summary["trained_accuracy"][str(seed)] == pytest.approx(logged[epoch], abs=1e-6)
+    assert load(tmp_path, "rainbow")["trained_accuracy"].tolist() == list(summary["trained_accuracy"].values())
+
+
+def test_a_width_that_differs_from_the_runs_is_one_line_exit_2(workdir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(rainbow.main, [*MODEL, "--workdir", str(workdir), *FAST, "--width", "0.5"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--width" in err, err
+
+
+def test_ks_ranks_are_the_original_0_based_columns_of_the_whitened_weights():
+    """r = 0 is the top principal direction of C (the spec's KS table reads r = 1, 10, 100 as the original's
+    columns); a rank beyond C's gives NaN."""
+    generator = torch.Generator().manual_seed(0)
+    aligned = [torch.randn(40, 6, generator=generator, dtype=torch.float64) * torch.linspace(3.0, 0.5, 6)
+               for _ in range(3)]
+    eigenvalues, eigenvectors = rainbow.al.weight_spectrum(aligned)
+    result = rainbow.gaussianity(aligned, eigenvalues, eigenvectors, [0, 1, 5, 6])
+    rows = torch.cat(aligned)
+    for column, rank in enumerate([0, 1, 5]):     # independent whitening: project on the rank-th eigenvector of C
+        vector = np.linalg.eigh((rows.T @ rows / len(rows)).numpy())[1][:, ::-1][:, rank]
+        projected = rows.numpy() @ vector
+        expected = projected / np.sqrt(np.mean(projected ** 2))
+        sign = np.sign(result["whitened"][0, column] * expected[0])
+        np.testing.assert_allclose(result["whitened"][:, column], sign * expected, rtol=1e-8, atol=1e-10)
+        assert result["ks_pvalue"][column] == pytest.approx(scipy.stats.kstest(sign * expected, "norm").pvalue,
+                                                            rel=1e-6)
+    assert np.isnan(result["ks_pvalue"][3]) and np.isnan(result["whitened"][:, 3]).all()

@@ -1,18 +1,19 @@
-"""analyzing.py, features.py, kernels.py and reports/seed000.py on one tiny ResNet-18 run (digits).
+"""analyzing.py, features.py, kernels.py and reports/seed000.py on one tiny ResNet-18 run (digits), and analyzing.py
+on a twopoints run (one-output hinge head, no OOD sets).
 
 The references are computed here from features captured directly with utils.taps and from numpy: patch energies
 through F.unfold, projections through numpy's SVD of the weight matrix, pooled class covariances with numpy,
-linear CKA with measures.similarity.linear_cka on the raw features.
+linear CKA with measures.similarity.linear_cka on the raw features. Every stage path comes from pipeline.contract.
 """
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 from sklearn.metrics import roc_auc_score
 
 import analyzing
@@ -20,23 +21,21 @@ import averaging
 import extractor
 import features
 import kernels
-import train_classifier
 from datasets import build_dataset
 from measures.similarity import linear_cka
-from utils.io import load_json
+from pipeline.contract import TRAIN_SET, done_record, stage, stage_path
+from pipeline.loaded import LoadedRun
 from utils.rundir import RunDir
 from utils.taps import capture_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
 N_SAMPLES, N_GRAMS, N_STABILITY, BATCH = 120, 80, 16, 32
 L = 18  # resnet18: conv1, 16 block convs, fc
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, trained_run):
     workdir = tmp_path_factory.mktemp("seed000")
-    train_classifier.main(["--model-name", "resnet18", "--width", "0.125", "--epochs", "2", "--traindata", "digits",
-                           "--no-progress", "--device", "cpu", "--workdir", str(workdir)])
+    trained_run(workdir, "resnet18", "digits", 0, "--width", "0.125", "--epochs", "2")
     return workdir
 
 
@@ -59,7 +58,7 @@ def run(workdir):
 
 @pytest.fixture(scope="module")
 def network(workdir):
-    return analyzing.open_network(analyzing.parse_args(flags(workdir)))
+    return LoadedRun.from_args(analyzing.parse_args(flags(workdir)))
 
 
 def load(path):
@@ -73,20 +72,19 @@ def captured(network, ds, split, count):
     return capture_inputs(network.model, network.layers, x)
 
 
-SETS = ["traindata", "digits", "photos", "digits_rot90", "uniform", "digits_vflip"]
+SETS = [TRAIN_SET, "digits", "photos", "digits_rot90", "uniform", "digits_vflip"]
 
 
 def test_analysis_files_and_shapes(run):
-    out = run.stage("analysis")
-    done = load_json(out / "_done.json")
+    done = done_record(run, "analysis")
     assert done["datasets"] == SETS and done["variants"] == ["all", "000", "052"]
-    svals = load(out / "svals.npz")
+    svals = load(stage_path(run, "analysis", "svals"))
     assert svals["svals"].shape == (L, 64) and svals["ndims"].shape == (L, 2)
     assert np.allclose(svals["ratios"], [1e-6, 10 ** -0.05]) and svals["ratio_index"].tolist() == [0, 52]
     assert (np.diff(svals["ndims"], axis=1) <= 0).all() and (svals["ndims"] >= 1).all()
     for tag in done["variants"]:
         for ds in SETS:
-            arrays = load(out / f"projections_{tag}_{ds}.npz")
+            arrays = load(stage_path(run, "analysis", "projections", tag=tag, ds=ds))
             assert {k: v.shape for k, v in arrays.items()} == {
                 "norm00": (N_SAMPLES, L), "norm0": (N_SAMPLES, L), "norm1": (N_SAMPLES, L),
                 "logits": (N_SAMPLES, 10), "labels": (N_SAMPLES,), "ranks": (L,)}
@@ -94,18 +92,18 @@ def test_analysis_files_and_shapes(run):
             assert (ratio >= 0).all() and (ratio <= 1 + 1e-9).all()
             assert np.allclose(arrays["norm0"][:, -1], arrays["norm00"][:, -1])  # a Linear has one "patch"
     # seed000's ResNet-18 noise layers: 0, the block inputs, the classifier input
-    chi = load(out / "sensitivity_052_photos.npz")
+    chi = load(stage_path(run, "analysis", "sensitivity", tag="052", ds="photos"))
     assert chi["noise_layers"].tolist() == [0, 1, 3, 5, 7, 9, 11, 13, 15, 17]
     assert chi["chi"].shape == (N_STABILITY, 10, L + 1)
-    assert not (out / "sensitivity_all_traindata.npz").exists()
-    grams = load(out / "grams_digits.npz")
+    assert not stage_path(run, "analysis", "sensitivity", tag="all", ds=TRAIN_SET).exists()
+    grams = load(stage_path(run, "analysis", "grams", ds="digits"))
     assert sorted(grams) == sorted(f"feat_{i:02d}" if i == 17 else f"gram_{i:02d}" for i in range(L))
     assert grams["gram_05"].shape == (N_GRAMS, N_GRAMS) and grams["feat_17"].shape == (N_GRAMS, 64)
 
 
 def test_noise_sensitivity_is_eta_squared_at_the_perturbed_layer(run):
     for tag in ("all", "052"):
-        data = load(run.stage("analysis") / f"sensitivity_{tag}_digits.npz")
+        data = load(stage_path(run, "analysis", "sensitivity", tag=tag, ds="digits"))
         chi, perturbed = data["chi"], data["noise_layers"]
         for p, layer in enumerate(perturbed):
             np.testing.assert_allclose(chi[:, p, layer], 0.01, rtol=1e-5)
@@ -115,7 +113,7 @@ def test_noise_sensitivity_is_eta_squared_at_the_perturbed_layer(run):
 
 def test_energies_match_unfold_and_numpy_svd(run, network):
     feats, logits = captured(network, "digits", "test", BATCH)
-    saved = load(run.stage("analysis") / "projections_all_digits.npz")
+    saved = load(stage_path(run, "analysis", "projections", tag="all", ds="digits"))
     np.testing.assert_allclose(saved["logits"][:BATCH], logits.numpy(), rtol=1e-4, atol=1e-4)
     for index, (layer, x) in enumerate(zip(network.layers, feats)):
         weight = layer.weight.detach().double().reshape(layer.weight.shape[0], -1).numpy()
@@ -132,14 +130,13 @@ def test_energies_match_unfold_and_numpy_svd(run, network):
 
 
 def test_full_rank_variant_equals_the_original_network(run):
-    out = run.stage("analysis")
-    svals = load(out / "svals.npz")
+    svals = load(stage_path(run, "analysis", "svals"))
     assert (svals["ndims"][:, 0] == svals["lengths"]).all()  # ratio 1e-6 keeps every singular value here
-    full, original = load(out / "projections_000_photos.npz"), load(out / "projections_all_photos.npz")
+    full, original = (load(stage_path(run, "analysis", "projections", tag=tag, ds="photos")) for tag in ("000", "all"))
     assert (full["ranks"] == original["ranks"]).all()
     for key in ("norm00", "norm0", "norm1", "logits"):
         np.testing.assert_allclose(full[key], original[key], rtol=1e-3, atol=1e-5)
-    truncated = load(out / "projections_052_photos.npz")
+    truncated = load(stage_path(run, "analysis", "projections", tag="052", ds="photos"))
     assert (truncated["ranks"] <= full["ranks"]).all() and (truncated["ranks"] < full["ranks"]).any()
 
 
@@ -157,8 +154,8 @@ def test_mahalanobis_against_numpy(run, network):
         centred = z - means[labels]
         eigenvalues, vectors = np.linalg.eigh(centred.T @ centred / len(z))
         eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
-        saved = load(run.stage("features") / f"mahalanobis_{index:02d}_digits.npz")
-        np.testing.assert_allclose(load(run.stage("features") / "eigenvalues.npz")["eigenvalues"][index][:5],
+        saved = load(stage_path(run, "features", "mahalanobis", layer=f"{index:02d}", ds="digits"))
+        np.testing.assert_allclose(load(stage_path(run, "features", "eigenvalues"))["eigenvalues"][index][:5],
                                    eigenvalues[:5], rtol=1e-6)
         d = int(saved["dims_exp"][-1])
         offsets = ((zt[:, None, :] - means[None]) @ vectors[:, :d]) ** 2 / eigenvalues[:d]  # (N, classes, d)
@@ -170,7 +167,7 @@ def test_mahalanobis_against_numpy(run, network):
 
 def test_cka_matrix_equals_linear_cka_of_captured_features(run, network):
     feats, _ = captured(network, "photos", "test", N_GRAMS)
-    saved = load(run.stage("kernels") / "kernels_photos.npz")
+    saved = load(stage_path(run, "kernels", "kernels", ds="photos"))
     # the sums of spectra cut at 1e-6 x their largest value: linear CKA up to ~1e-5
     assert saved["cka"].shape == (L, L) and np.allclose(np.diag(saved["cka"]), 1, atol=1e-4)
     np.testing.assert_allclose(saved["cka"], saved["cka"].T, rtol=1e-10)
@@ -183,7 +180,7 @@ def test_cka_matrix_equals_linear_cka_of_captured_features(run, network):
 
 
 def test_done_stages_are_skipped_and_force_redoes(run, workdir, capsys):
-    marker = run.stage("kernels") / "kernels_digits.npz"
+    marker = stage_path(run, "kernels", "kernels", ds="digits")
     before = marker.stat().st_mtime_ns
     assert analyzing.main(flags(workdir, *ANALYSIS)) == 0
     assert features.main(flags(workdir)) == 0
@@ -196,7 +193,8 @@ def test_done_stages_are_skipped_and_force_redoes(run, workdir, capsys):
 
 def test_kernels_before_analyzing_is_one_line(run, tmp_path):
     fresh = RunDir.of(tmp_path, "digits", "resnet18", 0)
-    shutil.copytree(run.root, fresh.root, ignore=shutil.ignore_patterns("analysis", "features", "kernels"))
+    measured = [stage(name).folder for name in ("analysis", "features", "kernels")]
+    shutil.copytree(run.root, fresh.root, ignore=shutil.ignore_patterns(*measured))
     result = subprocess.run([sys.executable, "kernels.py", "--model-name", "resnet18", "--traindata", "digits",
                              "--workdir", str(tmp_path), "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
@@ -212,7 +210,7 @@ def test_bad_flags_exit_2(extra):
 
 def test_extract_and_average_write_the_table(run, workdir):
     assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
-    scores = load(run.extract / "seed000.npz")
+    scores = load(stage_path(run, "extract", "seed000"))
     assert scores["detection_sets"].tolist() == SETS[2:] and str(scores["validation_set"]) == "digits_vflip"
     assert scores["projection_ratio"].shape == (3, L, 4, 5) and scores["msp"].shape == (3, 4, 5)
     assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 5)
@@ -222,7 +220,7 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert scores["residual_params"][0] == 1 and (scores["residual_params"][1:] <= 1).all()
     assert ((scores["projection_ratio"][..., 0] >= 0) & (scores["projection_ratio"][..., 0] <= 1)).all()
     # the stored Mahalanobis AUROC at the largest saved d equals sklearn's on the saved distances
-    dist = {ds: load(run.stage("features") / f"mahalanobis_17_{ds}.npz") for ds in ("digits", "photos")}
+    dist = {ds: load(stage_path(run, "features", "mahalanobis", layer="17", ds=ds)) for ds in ("digits", "photos")}
     k = len(dist["digits"]["dims_exp"]) - 1
     column = int(np.searchsorted(scores["mahalanobis_dims"][17], dist["digits"]["dims_exp"][k]))
     labels = np.r_[np.ones(N_SAMPLES), np.zeros(N_SAMPLES)]
@@ -243,3 +241,25 @@ def test_ratio_positions_skip_thresholds_that_repeat_a_network():
     assert analyzing.ratio_positions(ranks, 53) == [0, 2, 3, 5]
     assert analyzing.ratio_positions(ranks, 3) == [0, 3, 5]
     assert analyzing.ratio_positions(ranks, 2) == [0, 5] and analyzing.ratio_positions(ranks, 1) == [0]
+
+
+def test_twopoints_hinge_run_reports_the_logged_test_accuracy(trained_run, tmp_path):
+    """A one-output hinge head (twopoints, which has no OOD sets): analyzing.py measures the run's own test split
+    (--ptr sets its size) and reports the accuracy training logged; features.py, kernels.py and the extraction run."""
+    run = trained_run(tmp_path, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
+    argv = ["--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path), "--device", "cpu",
+            "--batchsize", "256"]
+    assert analyzing.main([*argv, "--ratios", "1", "--num_grams", "16", "--num_stability", "8",
+                           "--stability_variants", "original"]) == 0
+    loaded = LoadedRun.open(run)
+    assert loaded.loss == "hinge" and loaded.model(loaded.example_input()).shape == (1, 1)
+    done = done_record(run, "analysis")
+    assert done["datasets"] == [TRAIN_SET, "twopoints"]  # no OOD sets
+    logged = loaded.logged_test_accuracy(done["flags"]["epoch"])
+    assert done["test_accuracy"]["all"] == pytest.approx(logged, abs=1e-6)  # train_log.csv keeps 6 decimals
+    projections = load(stage_path(run, "analysis", "projections", tag="all", ds="twopoints"))
+    assert projections["logits"].shape == (4 * 256, 1)
+    assert features.main(argv) == 0 and kernels.main(argv) == 0
+    assert extractor.main(["--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path)]) == 0
+    scores = load(stage_path(run, "extract", "seed000"))
+    assert scores["accuracy"][0, 1] == pytest.approx(logged, abs=1e-6) and "detection_sets" not in scores

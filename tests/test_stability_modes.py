@@ -27,8 +27,9 @@ def workdir(tmp_path_factory, trained_run):
 
 
 def args_of(workdir, *extra, model="vgg11", data="digits"):
+    twopoints = ["--ptr", "256"] if data == "twopoints" else []   # the twopoints run lives in lenet@ptr256/
     return stability.parse_args(["--model-name", model, "--traindata", data, "--workdir", str(workdir), "--device",
-                                 "cpu", *extra])
+                                 "cpu", *twopoints, *extra])
 
 
 def measure(workdir, *extra, model="lenet", data="digits"):

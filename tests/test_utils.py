@@ -71,7 +71,7 @@ def test_rundir_layout_and_done_markers(tmp_path):
     assert run.root == tmp_path / "cifar10" / "torchvision_resnet50" / "rnd3"
     assert run.epoch_checkpoint(12).name == "epoch_0012.pt"
     assert safe_name("a/b c") == "a_b_c"
-    stage = run.stage("analysis")
+    stage = run.root / "some_stage"
     assert not is_done(stage, {"k": 1})
     mark_done(stage, {"k": 1})
     assert is_done(stage, {"k": 1}) and not is_done(stage, {"k": 2})

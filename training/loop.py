@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -59,17 +60,20 @@ class Speed:
 
 @dataclass
 class TrainData:
-    """Train and test tensors on the training device, in pixel space, with their normalisation."""
+    """Train and test tensors on the training device, in pixel space, with their normalisation: per-channel
+    `mean` and `std`, or `inputs`, a function from pixel space to network inputs (e.g. a stage's
+    `pipeline.loaded.LoadedRun.inputs`, when a trained network is trained further)."""
 
     train_x: torch.Tensor  # (N, C, H, W)
     train_y: torch.Tensor  # (N,)
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: torch.Tensor     # (1, C, 1, 1)
-    std: torch.Tensor
+    mean: torch.Tensor | None = None     # (1, C, 1, 1)
+    std: torch.Tensor | None = None
+    inputs: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        return self.inputs(x) if self.inputs is not None else (x - self.mean) / self.std
 
 
 @dataclass
@@ -131,9 +135,14 @@ def evaluate(model: nn.Module, data: TrainData, recipe: Recipe, corruption_std: 
 
 
 class Trainer:
-    """Trains one run into its RunDir; `run()` resumes from `state` and returns the final test accuracy."""
+    """Trains one run into its RunDir; `run()` resumes from `state` and returns the final test accuracy.
 
-    def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir, generator: torch.Generator,
+    With `run=None` the trainer writes nothing (no checkpoints, no log): `train_epoch()` trains and evaluates in
+    memory, for stages that train a copy of a trained network further (decompose.py finetune).
+    """
+
+    def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir | None,
+                 generator: torch.Generator,
                  save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed()):
         self.speed = speed
         self.model = speed.prepare(model)
@@ -201,11 +210,13 @@ class Trainer:
 
     def run(self) -> float:
         """Train until recipe.epochs (or zero loss); returns the last test accuracy."""
-        if self.state.epoch == 0 and self.state.batch == 0 and not self.run_dir.epoch_checkpoint(0).exists():
+        if (self.run_dir is not None and self.state.epoch == 0 and self.state.batch == 0
+                and not self.run_dir.epoch_checkpoint(0).exists()):
             self.save_weights(self.run_dir.epoch_checkpoint(0))  # the initialisation, for init baselines
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         test_acc = self.state.log[-1]["test_acc"] if self.state.log else float("nan")
-        bar = tqdm(total=self.recipe.epochs, initial=self.state.epoch, desc=f"train {self.run_dir.root}",
+        where = self.run_dir.root if self.run_dir is not None else "in memory"
+        bar = tqdm(total=self.recipe.epochs, initial=self.state.epoch, desc=f"train {where}",
                    disable=not self.progress, unit="epoch", dynamic_ncols=True)
         try:
             while self.state.epoch < self.recipe.epochs:
@@ -245,13 +256,15 @@ class Trainer:
             loss_sum += loss.detach().double() * len(y)
             correct += (predictions(output.detach(), recipe.loss) == y).sum()
             seen += len(y)
-            if self._stop_requested:
+            if self._stop_requested and self.run_dir is not None:
                 state.batch = batch + 1
                 state.partial = {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen}
                 self.save_last()
                 return None
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
+            if self.run_dir is None:
+                raise ToolkitError(f"training loss became {train_loss} in epoch {state.epoch + 1}; lower --lr")
             kept = self.run_dir.last if self.run_dir.last.is_file() else self.run_dir.epoch_checkpoint(state.epoch)
             raise ToolkitError(f"training loss became {train_loss} in epoch {state.epoch + 1}; the last good "
                                f"checkpoint {kept} (epoch {state.epoch}) is kept; lower --lr")
@@ -261,6 +274,8 @@ class Trainer:
         row = {"epoch": state.epoch, "lr": lr, "train_loss": train_loss, "train_acc": correct.item() / seen,
                "test_acc": test_acc, "seconds": time.perf_counter() - started}
         state.log.append(row)
+        if self.run_dir is None:
+            return row
         if recipe.keep_best and test_acc > state.best_acc:
             state.best_acc = test_acc
             self.save_weights(self.run_dir.best)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from utils.errors import ToolkitError
+from utils.rundir import DEFAULT_PTR
 
 EXIT_USAGE = 2
 
@@ -47,6 +48,13 @@ def add_run_flags(parser: argparse.ArgumentParser, default_model: str = "resnet1
                         help="channel-width multiplier of the architecture (training: default 1; measurement "
                              "stages: the run's own, and a different value is an error)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--gaussian_corruption_std", type=non_negative_float, default=0.0,
+                        help="training: std of the Gaussian noise added to normalised train and test images (seed004 "
+                             "§2.7); it is part of the run's identity, so stages take it to find the run "
+                             "(<model>@sigma<std>/)")
+    parser.add_argument("--ptr", type=int, default=DEFAULT_PTR,
+                        help="twopoints only: number of training points; part of the run's identity (<model>@ptr<n>/ "
+                             "when not the default)")
 
 
 def add_stage_flags(parser: argparse.ArgumentParser, start_epoch_help: str = "analyse the checkpoint of this epoch "

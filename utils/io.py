@@ -23,21 +23,10 @@ import torch
 
 from utils.errors import ToolkitError
 
-_BEFORE_FIRST_WRITE: dict[Path, Callable[[], None]] = {}
-
-
-def before_first_write(folder: str | os.PathLike, action: Callable[[], None]) -> None:
-    """Run `action` once, just before the next atomic write of a file under `folder` (utils.rundir uses it to
-    remove a stage's done mark when its first file changes, and not before: bad input caught earlier costs
-    nothing)."""
-    _BEFORE_FIRST_WRITE[Path(folder).absolute()] = action
-
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Call `write(handle)` on a temporary file beside `path`, fsync it, then rename it to `path`."""
     path = Path(path)
-    for folder in [f for f in _BEFORE_FIRST_WRITE if path.absolute().is_relative_to(f)]:
-        _BEFORE_FIRST_WRITE.pop(folder)()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

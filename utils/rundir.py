@@ -1,14 +1,13 @@
-"""The run-directory contract between stages (DESIGN.md, "The run directory").
+"""Run directories: where a run lives and its done marks (DESIGN.md, "The run directory").
 
-    <workdir>/<dataset>/<model>/rnd<seed>/
+    <workdir>/<dataset>/<model>[@<variant>]/rnd<seed>/
         config.json  train_log.csv  checkpoints/epoch_XXXX.pt  checkpoints/last.pt  checkpoints/best.pt
-        <stage>/ ... <stage>/_done.json        one folder per measurement stage
-        extract/                                compact per-run results
-    <workdir>/<dataset>/<model>/<group stage>/  stages that combine seeds (rainbow)
+        <stage folders>/ ... _done.json         measurement stages and extract/ (pipeline.contract names them)
+    <workdir>/<dataset>/<model>[@<variant>]/<group stage>/   stages that combine seeds (rainbow)
     <workdir>/report/                           figures, tables and report.md
 
-Every path a stage uses comes from here; `_done.json` records the flags a stage ran with, so that a rerun
-with the same flags is skipped unless `--force`.
+`_done.json` records the flags a stage ran with, so that a rerun with the same flags is skipped unless `--force`;
+the stages' own folders and files are named in pipeline/contract.py, nowhere else.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from utils.errors import ToolkitError
-from utils.io import before_first_write, load_json, save_json
+from utils.io import load_json, save_json
 
 DONE_FILE = "_done.json"
 CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
@@ -37,8 +36,16 @@ class RunDir:
     root: Path
 
     @classmethod
-    def of(cls, workdir: str | Path, dataset: str, model: str, seed: int) -> RunDir:
-        return cls(Path(workdir) / safe_name(dataset) / safe_name(model) / f"rnd{int(seed)}")
+    def of(cls, workdir: str | Path, dataset: str, model: str, seed: int, variant: str = "") -> RunDir:
+        """<workdir>/<dataset>/<model>[@<variant>]/rnd<seed> (`run_variant` names the variant)."""
+        folder = safe_name(model) + (f"{VARIANT_MARK}{variant}" if variant else "")
+        return cls(Path(workdir) / safe_name(dataset) / folder / f"rnd{int(seed)}")
+
+    @classmethod
+    def from_args(cls, args, seed: int | None = None) -> RunDir:
+        """The run named by --workdir, --traindata, --model-name, --seed (or `seed`) and the run-defining flags."""
+        return cls.of(args.workdir, args.traindata, args.model_name, args.seed if seed is None else seed,
+                      variant_of(args))
 
     @property
     def config(self) -> Path:
@@ -68,17 +75,38 @@ class RunDir:
         found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in self.checkpoints.glob("epoch_*.pt"))
         return sorted(int(m.group(1)) for m in found if m)
 
-    def stage(self, name: str) -> Path:
-        return self.root / name
-
-    @property
-    def extract(self) -> Path:
-        return self.root / "extract"
-
     @property
     def group(self) -> Path:
         """The <workdir>/<dataset>/<model>/ folder holding every seed of this run."""
         return self.root.parent
+
+
+VARIANT_MARK = "@"
+DEFAULT_PTR = 1024   # twopoints training points (seed004 §2.8)
+
+
+def run_variant(dataset: str, corruption: float = 0.0, ptr: int = DEFAULT_PTR) -> str:
+    """The folder suffix of a run whose run-defining flags beyond dataset, model and seed differ from the defaults,
+    so that such runs coexist in one workdir (a seed004 sigma sweep): "" by default, "sigma10" for a Gaussian
+    corruption of 10 (seed004 §2.7), "ptr2048" for twopoints with 2048 training points, joined by "-".
+    Width and recipe are not part of the path: a second width or recipe at the same path is refused by
+    train_classifier.py (its run flags differ), never silently mixed."""
+    parts = [f"sigma{corruption:g}"] if corruption else []
+    if dataset == "twopoints" and ptr != DEFAULT_PTR:
+        parts.append(f"ptr{ptr}")
+    return "-".join(parts)
+
+
+def variant_of(args) -> str:
+    """`run_variant` of parsed flags (utils.cli.add_run_flags)."""
+    return run_variant(args.traindata, getattr(args, "gaussian_corruption_std", 0.0) or 0.0,
+                       getattr(args, "ptr", DEFAULT_PTR))
+
+
+def split_variant(folder: str) -> tuple[str, str]:
+    """A model folder name -> (model folder, variant): "vgg11@sigma10" -> ("vgg11", "sigma10")."""
+    model, _, variant = folder.partition(VARIANT_MARK)
+    return model, variant
 
 
 def safe_name(name: str) -> str:
@@ -111,9 +139,9 @@ def report_dir(workdir: str | Path) -> Path:
     return Path(workdir) / "report"
 
 
-def seed_dirs(workdir: str | Path, dataset: str, model: str) -> list[RunDir]:
-    """Every rnd<seed> run of one (dataset, model), ordered by seed."""
-    group = Path(workdir) / safe_name(dataset) / safe_name(model)
+def seed_dirs(workdir: str | Path, dataset: str, model: str, variant: str = "") -> list[RunDir]:
+    """Every rnd<seed> run of one (dataset, model folder), ordered by seed."""
+    group = RunDir.of(workdir, dataset, model, 0, variant).group
     runs = [p for p in group.glob("rnd*") if _is_run_folder(p)]
     return [RunDir(p) for p in sorted(runs, key=lambda p: int(p.name[3:]))]
 
@@ -132,20 +160,6 @@ def is_done(stage_dir: str | Path, flags: dict) -> bool:
         return load_json(marker).get("flags") == jsonable(flags)
     except ToolkitError:
         return False
-
-
-def skip_if_done(stage_dir: str | Path, flags: dict, force: bool) -> bool:
-    """Print one line and return True when the stage already ran with these flags (and no --force).
-
-    Otherwise the stage is about to be (re)done: its old `_done.json` goes just before the stage's first file is
-    written, so that a rerun killed part-way, with some files new and some old, is never taken for finished,
-    while a rerun stopped by bad input before it writes anything leaves the finished stage as it was.
-    """
-    if is_done(stage_dir, flags) and not force:
-        print(f"{stage_dir} is up to date; nothing to do (use --force to redo)")
-        return True
-    before_first_write(stage_dir, lambda: clear_done(stage_dir))
-    return False
 
 
 def clear_done(stage_dir: str | Path) -> None:
