@@ -74,10 +74,16 @@ STAGES: tuple[Scheduled, ...] = (
                      "--stability_variants", "every"), ood=True),
     _scheduled("features", full=SEED000_FULL, ood=True),
     _scheduled("kernels"),
-    _scheduled("stability", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
-    _scheduled("stability-init", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
-    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
+    # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with
+    # 100 probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+    _scheduled("stability", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
+    _scheduled("stability-init", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--P", "500", "--corrupt_test")),
+    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
     _scheduled("laplacian"),
+    _scheduled("scale1d", full=("--scale1d_channels", "1000")),
     _scheduled("decompose-indices"),
     _scheduled("decompose-validate"),
     _scheduled("decompose-essential"),
@@ -99,18 +105,27 @@ class GridPart:
     recipe: str | None
     papers: tuple[str, ...]
     corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
+    stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe
 
 
-# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4).
+SEED004_SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)   # seed004 §1 Fig. 1/10: training corruption stds
+# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
 FULL_GRIDS = {
     "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
                     tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
-    "004": GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
-                                   "alexnet", "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004",
-                    ("004",)),
+    "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024)
+        GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
+                                "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian")),
+        GridPart(("cifar10",), ("fcn2", "fcn4", "fcn6"), tuple(range(11)), 250, 1.0, "seed004_fcn", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init")),
+        GridPart(("twopoints",), ("vgg11_nobn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34",
+                                  "resnet50", "alexnet", "lenet", "efficientnet_b0"), tuple(range(10)), 300, 1.0,
+                 "twopoints", ("004",)),
+    ),
     "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
     "002": GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
 }
@@ -118,7 +133,7 @@ FULL_GRIDS = {
 # seed002's the tutorial MLP and CNN.
 DEMO_GRIDS = {
     "000": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("000",)),
-    "004": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("004",)),
+    "004": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, "seed004", ("004",), (0.0, 10.0, 30.0)),
     "003": GridPart(("digits",), ("resnet20",), (0, 1), 15, 1.0, None, ("003",)),
     "002": GridPart(("digits",), ("rainbow_mlp", "rainbow_cnn"), (0, 1, 2, 3, 4), 5, 1.0, "seed002_tutorial",
                     ("002",)),
@@ -379,7 +394,8 @@ def resolve_grid(args) -> list[GridPart]:
         raise ToolkitError("--full reproduces one paper at a time (each trains with its own recipe); add "
                            "--paper 000, 002, 003 or 004")
     if args.full:
-        parts = [FULL_GRIDS[paper] for paper in papers]
+        grids = [FULL_GRIDS[paper] for paper in papers]
+        parts = [part for grid in grids for part in (grid if isinstance(grid, tuple) else (grid,))]
     else:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
@@ -426,7 +442,8 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     common = ["--workdir", args.workdir, "--device", args.device]
     chains, group_cmds = [], []
     for part in parts:
-        stages = available_stages(list(part.papers), args.stages)
+        stages = [s for s in available_stages(list(part.papers), args.stages)
+                  if part.stages is None or s.name in part.stages]
         group_stages = [s for s in stages if s.stage.scope == "group"]
         extract = wanted is None or "extract" in wanted
         for dataset, model, sigma in product(part.traindata, part.models, part.corruptions):

@@ -99,7 +99,8 @@ def _f(template: str, *keys: str, prefixed: tuple[str, ...] = (), doc: str = "")
 
 _STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "den"),
               "summary": _f("summary.json", "epoch", "checkpoint", "test_accuracy", "probe_accuracy", "P",
-                            "deformation", "temperature", "cut", "delta", "corruption_std", "output", "seconds")}
+                            "deformation", "temperature", "cut", "delta", "interp", "noise_magnitude", "statistic",
+                            "corruption_std", "train_corruption_std", "output", "seconds")}
 
 # seed003 (decompose.py): one stage per subcommand and per source of the filter sets, "ours" (computed, or an
 # --indices file) and "csg" (a CSG gate matrix, spec §8), side by side so that neither overwrites the other.
@@ -155,11 +156,22 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     }),
     Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY),
     Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY),
+    Stage("stability-fresh", "stability.py", "stability/fresh", flags=("--init", "fresh"), paper="004",
+          files=_STABILITY),
     Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
           files=_STABILITY),
+    Stage("stability-shuffled2", "stability.py", "stability/shuffled2", flags=("--shuffle_channels", "2"),
+          paper="004", files=_STABILITY),
     Stage("laplacian", "stability.py", "stability/laplacian", flags=("--laplacian",), paper="004", files={
         "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
         "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
+    }),
+    Stage("scale1d", "stability.py", "stability/scale1d", flags=("--scale1d",), paper="004", files={
+        "scale1d": _f("scale1d.npz", "layers", "diffusive_k",
+                      *[f"{m}_{k}" for m in ("trained", "init", "trained_chmean", "init_chmean", "pooling",
+                                             "prediction", "diffusive") for k in "DGR"]),
+        "summary": _f("summary.json", "seed", "length", "xi", "channels", "depth", "ptr", "epochs", "converged",
+                      "train_loss", "test_error", "probes", "seconds"),
     }),
     *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
             requires=() if sub == "indices" else (decompose_stage("indices", source),),
@@ -186,9 +198,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
-# seed004's three measured networks -> the stage holding each one's measurements; the mode names are those
-# stability.py's flags select (none, --init, --shuffle_channels) and extract/seed004.npz keys its arrays by
-STABILITY_MODES = {"trained": "stability", "init": "stability-init", "shuffled": "stability-shuffled"}
+# seed004's measured networks -> the stage holding each one's measurements; the mode names are those stability.py's
+# flags select (none, --init, --init fresh, --shuffle_channels, --shuffle_channels 2) and extract/seed004.npz keys
+# its arrays by
+STABILITY_MODES = {"trained": "stability", "init": "stability-init", "fresh": "stability-fresh",
+                   "shuffled": "stability-shuffled", "shuffled2": "stability-shuffled2"}
 
 
 def stage(name: str) -> Stage:
