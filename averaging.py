@@ -16,7 +16,7 @@ from reports import Group, ReportOptions, paper_modules
 from utils.cli import ToolkitParser, run_main
 from utils.errors import ToolkitError
 from utils.io import atomic_write
-from utils.rundir import report_dir, seed_dirs
+from utils.rundir import report_dir, seed_dirs, split_variant
 
 
 def parse_args(argv=None):
@@ -40,7 +40,7 @@ def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
     groups = []
     for dataset_dir in sorted(p for p in workdir.iterdir() if p.is_dir() and p != report_dir(workdir)):
         for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
-            runs = [run for run in seed_dirs(workdir, dataset_dir.name, model_dir.name)
+            runs = [run for run in seed_dirs(workdir, dataset_dir.name, *split_variant(model_dir.name))
                     if contract.done(run, "extract")
                     and (seeds is None or int(run.root.name[3:]) in seeds)]
             if runs:

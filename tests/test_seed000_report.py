@@ -221,10 +221,11 @@ def test_extracted_noise_mahalanobis_and_kernels(extracted):
 
 
 # ---- averaging ---------------------------------------------------------------------------------------------------
-def hand_extract(workdir, seed: int, positions: list[int], auroc: dict, model="resnet18", classes=10, **extra):
+def hand_extract(workdir, seed: int, positions: list[int], auroc: dict, model="resnet18", classes=10, variant="",
+                 **extra):
     """An extract/seed000.npz of a 2-layer run with the AUROC (metric 0) of every score given by hand:
     auroc[(position, set)] for the FC-input projection ratio and norm ("all" is position None)."""
-    run = RunDir.of(workdir, "digits", model, seed)
+    run = RunDir.of(workdir, "digits", model, seed, variant)
     write_config(run, model, classes)
     V, D, Ls = 1 + len(positions), 2, 18
     ratio = np.full((V, Ls, D, 13), 0.5)
@@ -308,3 +309,10 @@ def test_fixed_layers(tmp_path, model, classes, extra, layer, transition):
     run = hand_extract(tmp_path, 0, [0, 20], {}, model=model, classes=classes, **extra)
     seeds = Seeds(Group("digits", model, (run,)), ReportOptions())
     assert seeds.norm_layer()[0] == layer and seeds.transition()[0] == transition
+
+
+def test_groups_of_variant_folders_are_averaged(tmp_path):
+    """A run folder <model>@<variant> (a Gaussian-corruption or twopoints --ptr run) is found and averaged."""
+    run = hand_extract(tmp_path, 0, [0, 20], AUROC[0], variant="sigma0.1")
+    groups = averaging.find_groups(tmp_path, None)
+    assert [(g.model, g.runs) for g in groups] == [(run.root.parent.name, (run,))]
