@@ -193,7 +193,13 @@ def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
                    msp=np.full((len(tags), len(sets), len(METRICS)), np.nan))
     noise = _noise_layout(run, tags, dataset, sets)
     out.update(noise.pop("arrays"))
+    reused = record.get("reused") if isinstance(record.get("reused"), dict) else {}
     for v, tag in enumerate(tags):
+        if reused.get(tag) in tags[:v]:  # the same network as an earlier threshold: its files are copies
+            for key in VARIANT_KEYS:
+                if key in out:
+                    out[key][v] = out[key][tags.index(reused[tag])]
+            continue
         proj = {ds: load(run, "analysis", "projections", tag=tag, ds=ds) for ds in (TRAIN_SET, dataset, *sets)}
         out["residual_params"][v] = float(residual_params(proj[dataset]["ranks"], shapes))
         out["accuracy"][v] = [accuracy(proj[ds]["logits"], proj[ds]["labels"], loss) for ds in (TRAIN_SET, dataset)]
@@ -438,7 +444,7 @@ class Seeds:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanmedian(self[key][:, :, layer, self.select, 0][:, columns], axis=0)
-        return int(columns[np.nanargmax(values)])
+        return int(columns[np.argmax(np.where(np.isfinite(values), values, -np.inf))])
 
     def best_variant_and_layer(self, key: str) -> tuple[int, int]:
         """(v >= 1, layer) with the best median AUROC over seeds on the selection set over every layer."""
@@ -446,7 +452,7 @@ class Seeds:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanmedian(self[key][:, :, :, self.select, 0][:, columns], axis=0)  # (columns, L)
-        v, layer = np.unravel_index(np.nanargmax(values), values.shape)
+        v, layer = np.unravel_index(np.argmax(np.where(np.isfinite(values), values, -np.inf)), values.shape)
         return int(columns[v]), int(layer)
 
     def mahalanobis_at(self, layer: int, chosen: bool = True) -> np.ndarray:
