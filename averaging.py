@@ -27,6 +27,11 @@ def parse_args(argv=None):
     parser.add_argument("--oracle", action="store_true",
                         help="seed000: choose the Mahalanobis d and the rank threshold on the reported near-OOD set, "
                              "as the paper did (default: on the validation OOD set, which is never reported)")
+    parser.add_argument("--mean-std", action="store_true",
+                        help="seed000: mean +- std beside median (IQR/2) in the table, and a `-mean` twin of every "
+                             "figure drawn with mean +- std bands (seed000's *-mean figures)")
+    parser.add_argument("--per-seed", action="store_true",
+                        help="seed000: draw every seed's own curve beside the statistic across seeds")
     return parser.parse_args(argv)
 
 
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
             if found != seeds:
                 print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
     out = report_dir(workdir)
-    options = ReportOptions(oracle=args.oracle)
+    options = ReportOptions(oracle=args.oracle, mean_std=args.mean_std, per_seed=args.per_seed)
     sections = [paper.average(groups, out, options) for paper in paper_modules()]
     header = (f"# Report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from {len(groups)} (dataset, model) "
               f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")

@@ -321,9 +321,9 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
     scores = load(stage_path(run, "extract", "seed000"))
     assert scores["detection_sets"].tolist() == SETS[2:] and str(scores["validation_set"]) == "digits_vflip"
-    assert scores["projection_ratio"].shape == (3, L, 4, 5) and scores["msp"].shape == (3, 4, 5)
-    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 5)
-    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 5
+    assert scores["projection_ratio"].shape == (3, L, 4, 13) and scores["msp"].shape == (3, 4, 13)
+    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 13)
+    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 13
     assert scores["predicted_fraction"].shape == (5, 10)
     np.testing.assert_allclose(scores["predicted_fraction"].sum(1), 1)
     assert scores["residual_params"][0] == 1 and (scores["residual_params"][1:] <= 1).all()
@@ -338,7 +338,7 @@ def test_extract_and_average_write_the_table(run, workdir):
     for oracle in ([], ["--oracle"]):
         assert averaging.main(["--workdir", str(workdir), *oracle]) == 0
         report = (workdir / "report" / "report.md").read_text()
-        assert "projection ratio, FC input, ratio chosen (proposed)" in report and "TPR05" in report
+        assert "projection ratio, FC input, ratio chosen (proposed)" in report and "TPR@FPR05" in report
         assert ("validation set digits_vflip" in report) != bool(oracle)
         assert "| digits_vflip |" not in report  # the validation set is never reported
     assert (workdir / "report" / "seed000_table.csv").is_file()
