@@ -47,7 +47,7 @@ OOD_KEYS = tuple(choice_summary(None))   # the summary keys naming the OOD choic
 
 
 def parse_args(argv=None):
-    return stage_parser(__doc__, ood=False).parse_args(argv)
+    return stage_parser(__doc__, ood=False, reads_images=False).parse_args(argv)
 
 
 def layer_factors(grams: dict[str, np.ndarray], device: torch.device) -> list[GramFactor]:

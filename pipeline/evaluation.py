@@ -39,9 +39,11 @@ BATCH = 500
 TAG_LENGTH = 120  # longer tags (deep imagefolder paths) are cut and end in a hash of the name
 
 
-def stage_parser(doc: str, ood: bool = True) -> ToolkitParser:
+def stage_parser(doc: str, ood: bool = True, reads_images: bool = True) -> ToolkitParser:
     """The flags of a seed000 stage: the run (seed000 README), --start_epoch/--resume/--force, batch and caps, and
-    (with `ood`) the OOD sets --ood-sets/--near-ood/--validation-ood.
+    (with `ood`) the OOD sets --ood-sets/--near-ood/--validation-ood. A stage that reads no images
+    (`reads_images=False`: kernels.py, from analyzing.py's stored Gram data) accepts --batchsize and --max-samples
+    only so that the three stages share one command line, and says so in --help.
 
     --num_classes and --width only locate and check the run (LoadedRun.from_args): --width defaults to the run's
     own (utils.cli.add_run_flags), so a run trained at another width needs no flag, and a --width that disagrees
@@ -50,11 +52,13 @@ def stage_parser(doc: str, ood: bool = True) -> ToolkitParser:
     parser = ToolkitParser(description=doc.split("\n\n")[0])
     add_run_flags(parser)
     add_stage_flags(parser)
+    unused = "" if reads_images else " [accepted so that the seed000 stages share one command line; this stage " \
+        "reads analyzing.py's stored Gram data and uses no images: it does nothing here]"
     parser.add_argument("--batchsize", type=int, default=BATCH,
                         help="images per forward pass (seed000: 128; BN runs in eval mode, so it changes nothing "
-                             "but the speed)")
+                             "but the speed)" + unused)
     parser.add_argument("--max-samples", type=int, default=None,
-                        help="use at most the first N images of every evaluation set (default: all)")
+                        help="use at most the first N images of every evaluation set (default: all)" + unused)
     if ood:
         parser.add_argument("--ood-sets", nargs="+", default=None, metavar="NAME",
                             help="the reported OOD sets: registered datasets or imagefolder:PATH (a folder of images "

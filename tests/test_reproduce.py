@@ -1,12 +1,10 @@
 """reproduce.py: grids through submitit's local executor, skipping done work, failures, --print."""
 import subprocess
 import sys
-from pathlib import Path
 
 import reproduce
 from utils.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--models", "lenet", "--epochs", "1", "--width", "0.25", "--device", "cpu", "--stages", "train"]
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 from utils.io import load_torch
 from utils.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--paper", "004", "--models", "lenet", "--width", "0.25", "--traindata", "digits", "--stages", "train",
         "--seeds", "0", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the jobs inherit it: lighter, and the same as the local reference
