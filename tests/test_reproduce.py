@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+from conftest import ROOT
+
 import reproduce
 from utils.rundir import RunDir
 
