@@ -16,7 +16,7 @@ from reports import Group, ReportOptions, paper_modules
 from utils.cli import ToolkitParser, run_main
 from utils.errors import ToolkitError
 from utils.io import atomic_write
-from utils.rundir import report_dir, seed_dirs
+from utils.rundir import report_dir, seed_dirs, split_variant
 
 
 def parse_args(argv=None):
@@ -27,6 +27,11 @@ def parse_args(argv=None):
     parser.add_argument("--oracle", action="store_true",
                         help="seed000: choose the Mahalanobis d and the rank threshold on the reported near-OOD set, "
                              "as the paper did (default: on the validation OOD set, which is never reported)")
+    parser.add_argument("--mean-std", action="store_true",
+                        help="seed000: mean +- std beside median (IQR/2) in the table, and a `-mean` twin of every "
+                             "figure drawn with mean +- std bands (seed000's *-mean figures)")
+    parser.add_argument("--per-seed", action="store_true",
+                        help="seed000: draw every seed's own curve beside the statistic across seeds")
     return parser.parse_args(argv)
 
 
@@ -35,7 +40,7 @@ def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
     groups = []
     for dataset_dir in sorted(p for p in workdir.iterdir() if p.is_dir() and p != report_dir(workdir)):
         for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
-            runs = [run for run in seed_dirs(workdir, dataset_dir.name, model_dir.name)
+            runs = [run for run in seed_dirs(workdir, dataset_dir.name, *split_variant(model_dir.name))
                     if contract.done(run, "extract")
                     and (seeds is None or int(run.root.name[3:]) in seeds)]
             if runs:
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
             if found != seeds:
                 print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
     out = report_dir(workdir)
-    options = ReportOptions(oracle=args.oracle)
+    options = ReportOptions(oracle=args.oracle, mean_std=args.mean_std, per_seed=args.per_seed)
     sections = [paper.average(groups, out, options) for paper in paper_modules()]
     header = (f"# Report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from {len(groups)} (dataset, model) "
               f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")

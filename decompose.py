@@ -306,11 +306,17 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     return summary, skipped
 
 
-def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
-    test = loaded.dataset("test", args.data_root)
+def features_of_test_split(args, loaded: LoadedRun):
+    """(classifier, the stored sets by k, skipped ks, GAP features, logits, labels of the test split): what validate
+    and essential both start from."""
     head = classifier_of(loaded)
     sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
-    features, logits, labels = gap_features(loaded, head, test, args.max_samples)
+    features, logits, labels = gap_features(loaded, head, loaded.dataset("test", args.data_root), args.max_samples)
+    return head, sets_by_k, skipped, features, logits, labels
+
+
+def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
+    head, sets_by_k, skipped, features, logits, labels = features_of_test_split(args, loaded)
     weight, bias = head.weight.detach().cpu().float(), head.bias.detach().cpu().float()
     result = {"full": loaded.accuracy(logits, labels), "decomposed": {}, "max_form_gap": {}}
     for k, sets in sets_by_k.items():
@@ -323,10 +329,7 @@ def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
 
 
 def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
-    test = loaded.dataset("test", args.data_root)
-    head = classifier_of(loaded)
-    sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
-    features, _, labels = gap_features(loaded, head, test, args.max_samples)
+    head, sets_by_k, skipped, features, _, labels = features_of_test_split(args, loaded)
     head_cpu = copy.deepcopy(head).cpu().float().eval()
     generator = torch.Generator().manual_seed(args.noise_seed)
     result = {}

@@ -12,17 +12,26 @@ on the leading d eigen-directions, M_d(z) = min_c sum_{j<=d} (v_j^T (z - mu_c))^
 class, for d on two grids: dims_exp (0..9 then geometric steps of 10^0.05, as counts d) and dims_eps (the number of
 normalised eigenvalues lambda / lambda_max above each of 21 thresholds 0.5 .. 1e-7). Directions with zero variance
 (lambda / lambda_max <= 1e-7, e.g. channels a ReLU never opens) are never used: dims_exp stops at dims_eps[-1].
-A layer without any direction of non-zero variance (the input of a twopoints run, whose images all have the same
-pixel sum) has an empty dims_exp and dims_eps all 0; a count d = 0 measures nothing: distance NaN, class -1.
-One forward pass per batch captures every layer.
+Beside the two grids, the distance at the full dimension, d = D = dims_eps[-1], the number of directions of non-zero
+variance (lambda / lambda_max > 1e-7; the channel count C of a conv input or the classifier's fan-in when every
+direction varies, which dims_exp never reaches: it ends at 125 for D = 128); it is the last column of the dims_eps
+grid (threshold 1e-7), stored on its own for the readers. A layer without any direction of
+non-zero variance (the input of a twopoints run, whose images all have the same pixel sum) has an empty dims_exp,
+dims_eps all 0 and dims_full 0; a count d = 0 measures nothing: distance NaN, class -1.
+The evaluated sets are those of analyzing.py (pipeline/evaluation.py), with the same --ood-sets, --near-ood and
+--validation-ood (datasets.ood_choice). One forward pass per batch captures every layer.
 
 Files in <run>/features/ (L layers, D_l dimensions of layer l, N samples of a set):
   eigenvalues.npz              eigenvalues (L, max D_l) tied-covariance eigenvalues, descending, zero-padded;
                                dims (L,) D_l; counts (classes,) train samples per class
   mahalanobis_<ll>_<ds>.npz    for layer ll = 00..L-1 and ds = the dataset (test split) or an OOD set:
                                distance_exp (N, len(dims_exp)) float64, inferred_exp (N, len(dims_exp)) int64,
-                               distance_eps (N, 21), inferred_eps (N, 21), dims_exp, dims_eps (counts d)
-  _done.json                   flags, argv, datasets, seconds
+                               distance_eps (N, 21), inferred_eps (N, 21), dims_exp, dims_eps (counts d);
+                               distance_full (N,) float64, inferred_full (N,) int64 at d = dims_full () (= D,
+                               the directions of non-zero variance = dims_eps[-1])
+  _done.json                   flags (the OOD choice included), argv, datasets (tags), caps (max_samples,
+                               batchsize), ood_sets, near_ood, validation_ood (names), ood_note, ood_tags {tag: name}
+                               (pipeline.evaluation.choice_summary), seconds
 """
 from __future__ import annotations
 
@@ -33,7 +42,14 @@ import torch
 
 from measures.ood import ClassGaussians, dims_eps, dims_exp, mahalanobis
 from pipeline.contract import TRAIN_SET, StageOutput, open_stage
-from pipeline.evaluation import check_positive, evaluation_sets, stage_parser
+from pipeline.evaluation import (
+    check_positive,
+    choice_flags,
+    choice_summary,
+    evaluation_sets,
+    ood_choice,
+    stage_parser,
+)
 from pipeline.loaded import LoadedRun
 from utils.cli import run_main
 from utils.device import resolve_device
@@ -100,12 +116,13 @@ def save_eigenvalues(out: StageOutput, gaussians: list[ClassGaussians]) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     loaded = LoadedRun.from_args(args, device=resolve_device(args.device))
-    flags = {"epoch": loaded.epoch, "max_samples": args.max_samples}
+    choice = ood_choice(loaded, args)
+    flags = {"epoch": loaded.epoch, "max_samples": args.max_samples, **choice_flags(choice)}
     out = open_stage(loaded.run, "features", flags, args.force)
     if out is None:
         return 0
     started = time.perf_counter()
-    sets = evaluation_sets(loaded, args.data_root)
+    sets = evaluation_sets(loaded, args.data_root, choice)
     gaussians = fit_gaussians(loaded, sets.pop(TRAIN_SET), args)
     save_eigenvalues(out, gaussians)
     layer_grids = [grids(gaussian) for gaussian in gaussians]
@@ -119,11 +136,14 @@ def main(argv=None) -> int:
                     store[f"distance_{suffix}"].append(distance.cpu())
                     store[f"inferred_{suffix}"].append(inferred.cpu())
         for index, (store, (exp, eps)) in enumerate(zip(parts, layer_grids)):
-            out.save("mahalanobis", {"dims_exp": exp, "dims_eps": eps,
-                                     **{key: torch.cat(values) for key, values in store.items()}},
+            arrays = {key: torch.cat(values) for key, values in store.items()}
+            for kind in ("distance", "inferred"):  # dims_eps ends at D: its last column is the full dimension
+                arrays[f"{kind}_full"] = arrays[f"{kind}_eps"][:, -1]
+            out.save("mahalanobis", {"dims_exp": exp, "dims_eps": eps, "dims_full": eps[-1], **arrays},
                      layer=f"{index:02d}", ds=ds)
     seconds = time.perf_counter() - started
-    out.done(datasets=list(sets), seconds=seconds)
+    out.done(datasets=list(sets), caps={"max_samples": args.max_samples, "batchsize": args.batchsize},
+             **choice_summary(choice), seconds=seconds)
     print(f"{out.dir}: tied covariance of {len(gaussians)} layers, Mahalanobis distances on {len(sets)} sets "
           f"in {seconds:.1f} s")
     return 0

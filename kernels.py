@@ -20,7 +20,9 @@ Files in <run>/kernels/ (L layers, n Gram samples, r <= n values per spectrum; z
                      cka (L, L) linear CKA matrix (= sum of the cka spectrum)
                      sum_<kind> (L, L), spectrum_<kind> (L, L, r), length_<kind> (L, L) for kind in cka, cca,
                      reg0, reg1 (entry [a, b]: layer a against layer b)
-  _done.json         flags (the analysis stage's flags), argv, datasets, seconds
+  _done.json         flags (the analysis stage's flags), argv, datasets (tags), ood_sets, near_ood, validation_ood,
+                     ood_note, ood_tags (the analysis stage's OOD choice, pipeline.evaluation.choice_summary), seconds
+The sets are the analysis stage's (its --ood-sets choice included), so this stage takes no OOD flags.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from tqdm import tqdm
 
 from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
 from pipeline.contract import done_record, load, open_stage, require, stage_dir
-from pipeline.evaluation import stage_parser
+from pipeline.evaluation import choice_summary, stage_parser
 from pipeline.loaded import check_run_flags, load_config
 from utils.cli import run_main
 from utils.device import resolve_device
@@ -41,10 +43,11 @@ from utils.rundir import RunDir
 
 KINDS = ("cka", "cca", "reg0", "reg1")
 SWAPPED = {"cka": "cka", "cca": "cca", "reg0": "reg1", "reg1": "reg0"}
+OOD_KEYS = tuple(choice_summary(None))   # the summary keys naming the OOD choice (ood_sets, near_ood, ...)
 
 
 def parse_args(argv=None):
-    return stage_parser(__doc__).parse_args(argv)
+    return stage_parser(__doc__, ood=False, reads_images=False).parse_args(argv)
 
 
 def layer_factors(grams: dict[str, np.ndarray], device: torch.device) -> list[GramFactor]:
@@ -105,7 +108,7 @@ def analysis_flags(run: RunDir, args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     check_run_flags(args, load_config(run), run)  # a clear error when the run does not exist or the flags disagree
     analysis = analysis_flags(run, args)
     flags = {"analysis": analysis["flags"]}
@@ -118,7 +121,8 @@ def main(argv=None) -> int:
         grams = load(run, "analysis", "grams", ds=ds)
         out.save("kernels", similarity_arrays(layer_factors(grams, device), ds), ds=ds)
     seconds = time.perf_counter() - started
-    out.done(datasets=analysis["datasets"], seconds=seconds)
+    choice = {key: analysis[key] for key in OOD_KEYS if key in analysis}
+    out.done(datasets=analysis["datasets"], **choice, seconds=seconds)
     print(f"{out.dir}: Gram spectra and layer-pair CKA on {len(analysis['datasets'])} sets in {seconds:.1f} s")
     return 0
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import contract
-from utils.cli import ToolkitParser, non_negative_float, run_main
+from utils.cli import EXIT_INTERRUPTED, ToolkitParser, non_negative_float, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
 from utils.rundir import DONE_FILE, RunDir, report_dir, run_variant
@@ -45,6 +48,7 @@ class Scheduled:
     stage: contract.Stage
     demo: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
+    ood: bool = False   # takes the grid's --ood-sets, --near-ood and --validation-ood (pipeline.evaluation)
 
     @property
     def name(self) -> str:
@@ -55,19 +59,31 @@ class Scheduled:
         return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
 
 
-def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = ()) -> Scheduled:
-    return Scheduled(contract.stage(name), demo, full)
+def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False) -> Scheduled:
+    return Scheduled(contract.stage(name), demo, full, ood)
 
 
+# seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
+# perturbed, batches of 128 (BN in eval mode: the batch size changes nothing but the speed); the demo caps them
+# (each stage records its caps in _done.json)
+SEED000_FULL = ("--batchsize", "128")
 STAGES: tuple[Scheduled, ...] = (
     _scheduled("analysis", demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100",
-                                 "--stability_variants", "original")),
-    _scheduled("features"),
+                                 "--stability_variants", "original"),
+               full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
+                     "--stability_variants", "every"), ood=True),
+    _scheduled("features", full=SEED000_FULL, ood=True),
     _scheduled("kernels"),
-    _scheduled("stability", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
-    _scheduled("stability-init", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
-    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200"), full=("--by_layer", "--P", "500")),
+    # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with
+    # 100 probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+    _scheduled("stability", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
+    _scheduled("stability-init", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--P", "500", "--corrupt_test")),
+    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
     _scheduled("laplacian"),
+    _scheduled("scale1d", full=("--scale1d_channels", "1000")),
     _scheduled("decompose-indices"),
     _scheduled("decompose-validate"),
     _scheduled("decompose-essential"),
@@ -89,18 +105,27 @@ class GridPart:
     recipe: str | None
     papers: tuple[str, ...]
     corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
+    stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe
 
 
-# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4).
+SEED004_SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)   # seed004 §1 Fig. 1/10: training corruption stds
+# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
 FULL_GRIDS = {
     "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
                     tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
-    "004": GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50",
-                                   "alexnet", "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004",
-                    ("004",)),
+    "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024)
+        GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
+                                "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian")),
+        GridPart(("cifar10",), ("fcn2", "fcn4", "fcn6"), tuple(range(11)), 250, 1.0, "seed004_fcn", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init")),
+        GridPart(("twopoints",), ("vgg11_nobn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34",
+                                  "resnet50", "alexnet", "lenet", "efficientnet_b0"), tuple(range(10)), 300, 1.0,
+                 "twopoints", ("004",)),
+    ),
     "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
     "002": GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
 }
@@ -108,7 +133,7 @@ FULL_GRIDS = {
 # seed002's the tutorial MLP and CNN.
 DEMO_GRIDS = {
     "000": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("000",)),
-    "004": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, None, ("004",)),
+    "004": GridPart(("digits",), ("resnet18",), (0, 1), 6, 0.25, "seed004", ("004",), (0.0, 10.0, 30.0)),
     "003": GridPart(("digits",), ("resnet20",), (0, 1), 15, 1.0, None, ("003",)),
     "002": GridPart(("digits",), ("rainbow_mlp", "rainbow_cnn"), (0, 1, 2, 3, 4), 5, 1.0, "seed002_tutorial",
                     ("002",)),
@@ -127,7 +152,9 @@ class Command:
     done_dir: Path | None  # None: always run (averaging)
     log: Path
     group: Path | None = None  # the <dataset>/<model> folder a group stage or its extraction needs complete
-    status: str = "pending"  # done | skipped | failed | busy (another process holds the chain)
+    # done | skipped | failed | interrupted (stopped by SIGTERM: Slurm requeue, pre-emption, time limit; the same
+    # command continues) | busy (another process holds the chain) | pending (not reached)
+    status: str = "pending"
     seconds: float = 0.0
 
     def shell(self) -> str:
@@ -147,31 +174,97 @@ class Command:
 
 @dataclass
 class Chain:
-    """The commands of one run (lock: <run>/logs/.lock), in order; a failure stops the chain."""
+    """The commands of one run (lock: <run>/logs/.lock), in order; a failure or an interruption stops the chain.
+
+    Submitted to Slurm as it is (submitit pickles it), so submitit sees `checkpoint`: at the time-limit or
+    pre-emption signal the running stage is stopped with SIGTERM (training saves last.pt) and the chain is
+    requeued; the next attempt skips finished stages and training resumes. A stage that Slurm itself stops
+    (`scontrol requeue`, pre-emption) ends the attempt without a result, so reproduce.py waits for the next one."""
 
     label: str
     lock: Path
     commands: list[Command] = field(default_factory=list)
+    since: float = field(default_factory=time.time)  # stages finished after this were done by this grid
+
+    def __post_init__(self):
+        self._running: subprocess.Popen | None = None  # the stage in progress, for checkpoint()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_running"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._running = None
 
     def __call__(self, progress=None) -> Chain:
+        for command in self.commands:  # a requeued attempt retries what the previous one did not finish
+            if command.status in ("interrupted", "busy"):
+                command.status = "pending"
         with exclusive(self.lock) as acquired:
             if not acquired:  # another reproduce.py process is running this chain
                 for command in self.commands:
                     command.status = "busy"
             for command in self.commands:
                 if command.status == "pending":
-                    run_command(command)
+                    run_command(command, self)
                 if progress is not None:
                     progress.update(1)
-                if command.status == "failed":
+                if command.status in ("failed", "interrupted"):
                     break
+        if _in_slurm_job() and any(c.status == "interrupted" for c in self.commands):
+            _end_interrupted_attempt()
         return self
 
     def checkpoint(self, *args, **kwargs):
-        """submitit pre-emption hook: requeue the same chain; finished stages are skipped, training resumes."""
+        """submitit's hook for Slurm's time-limit / pre-emption signal: stop the running stage as Slurm would
+        (SIGTERM: training saves last.pt and exits), then requeue this chain. submitit requeues the job and ends
+        this attempt; the next one skips the finished stages and training resumes from last.pt."""
         import submitit
 
+        running = self._running
+        if running is not None:
+            with contextlib.suppress(ProcessLookupError):
+                running.send_signal(signal.SIGTERM)
+        if _in_slurm_job():
+            _survive_own_requeue()
         return submitit.helpers.DelayedSubmission(self)
+
+
+def _in_slurm_job() -> bool:
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ
+
+
+def _survive_own_requeue() -> None:
+    """Requeueing a job SIGTERMs all its processes, the `scontrol requeue` that asked for it included: when
+    scontrol is slow to exit (a busy machine) it dies, and submitit takes that for a failed requeue and writes an
+    error as the chain's result. Ignored signals are inherited, so ignoring SIGTERM here lets the scontrol
+    started next finish; this process ends right after anyway (submitit exits, Slurm kills what is left)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _end_interrupted_attempt() -> None:
+    """A stage of this Slurm job was stopped by SIGTERM: end this attempt without a result, so the reproduce.py
+    waiting for it follows the job to its next attempt (or sees it end).
+
+    When Slurm sent the SIGTERM because it is ending the job (`scontrol requeue`, a pre-emption that requeues,
+    scancel, the time limit), the job is COMPLETING and Slurm decides what follows. When the job is still RUNNING
+    (a pre-emption's notice ahead of its GraceTime, or a SIGTERM sent by hand), the chain requeues itself, as
+    submitit does on its own signal; a cancelled job is never requeued."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's handler must not requeue a second time
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+    try:
+        state = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"], capture_output=True,
+                               text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        state = ""
+    if state == "RUNNING":
+        _survive_own_requeue()
+        requeue = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        state = f"RUNNING, requeued: {(requeue.stdout + requeue.stderr).strip() or 'ok'}"
+    print(f"a stage was stopped by SIGTERM; ending this attempt of job {job_id} ({state or 'state unknown'})",
+          file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INTERRUPTED)
 
 
 @contextlib.contextmanager
@@ -190,18 +283,54 @@ def exclusive(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_command(command: Command) -> None:
-    if command.is_done():
-        command.status = "skipped"
+def run_command(command: Command, chain: Chain | None = None) -> None:
+    if command.is_done():  # done before this grid began, or by an earlier attempt of this chain (requeued)
+        finished = (command.done_dir / DONE_FILE).stat().st_mtime
+        command.status = "done" if chain is not None and finished >= chain.since else "skipped"
         return
     command.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(command.log, "w") as log:
         log.write(f"$ {command.shell()}\n")
         log.flush()
-        result = subprocess.run([sys.executable, *command.argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        # In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and
+        # is stopped by Chain.checkpoint with SIGTERM instead, which it handles.
+        process = subprocess.Popen([sys.executable, *command.argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   preexec_fn=_ignore_usr2 if _in_slurm_job() else None)
+        if chain is not None:
+            chain._running = process
+        try:
+            returncode = process.wait()
+        except BaseException:  # submitit ending this attempt for a requeue, or Ctrl-C: let the stage save first
+            _stop(process)
+            raise
+        finally:
+            if chain is not None:
+                chain._running = None
     command.seconds = time.perf_counter() - started
-    command.status = "done" if result.returncode == 0 else "failed"
+    if returncode == 0:
+        command.status = "done"
+    elif returncode in (EXIT_INTERRUPTED, -signal.SIGTERM):
+        command.status = "interrupted"
+    else:
+        command.status = "failed"
+
+
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGTERM the stage (training saves last.pt) and wait for it; SIGKILL after `grace_s`."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def parse_args(argv=None):
@@ -223,6 +352,12 @@ def parse_args(argv=None):
     parser.add_argument("--gaussian_corruption_std", type=non_negative_float, nargs="+", default=None, metavar="STD",
                         help="train one run per std of Gaussian corruption (seed004 §2.7: a sigma sweep; each lives in "
                              "<model>@sigma<std>/; default: 0, or the paper's sweep with --paper 004 --full)")
+    parser.add_argument("--ood-sets", nargs="+", default=None, metavar="NAME",
+                        help="seed000: the reported OOD sets, passed to analyzing.py and features.py (registered "
+                             "datasets or imagefolder:PATH; default: the paper's)")
+    parser.add_argument("--near-ood", default=None, metavar="NAME", help="seed000: the near-OOD set among them")
+    parser.add_argument("--validation-ood", default=None, metavar="NAME",
+                        help="seed000: the set that chooses d and the rank threshold (default: <dataset>_vflip)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
@@ -233,10 +368,18 @@ def parse_args(argv=None):
                         help="local processes, Slurm job arrays through submitit, or submitit's local executor")
     parser.add_argument("--jobs", type=int, default=1,
                         help="local launcher: chains run in parallel, each with cores / N threads")
-    parser.add_argument("--partition", default=None, help="slurm: partition")
+    parser.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
-    parser.add_argument("--time", type=int, default=24 * 60, help="slurm: time limit per task in minutes")
-    parser.add_argument("--mem", type=int, default=32, help="slurm: memory per task in GB")
+    parser.add_argument("--time", type=int, default=24 * 60,
+                        help="slurm: time limit per task in minutes; a chain that needs longer is requeued")
+    parser.add_argument("--mem", type=int, default=None,
+                        help="slurm: memory per task in GB (default: the cluster's default per task)")
+    parser.add_argument("--signal-delay", type=int, default=None,
+                        help="slurm: seconds before --time at which Slurm signals a chain to save and requeue "
+                             "(default: 90, or --time/10 when shorter; Slurm sends it up to a minute early)")
+    parser.add_argument("--max-timeouts", type=int, default=3,
+                        help="slurm: requeues after reaching --time before a chain is given up (pre-emptions "
+                             "do not count)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when done")
     return parser.parse_args(argv)
 
@@ -251,7 +394,8 @@ def resolve_grid(args) -> list[GridPart]:
         raise ToolkitError("--full reproduces one paper at a time (each trains with its own recipe); add "
                            "--paper 000, 002, 003 or 004")
     if args.full:
-        parts = [FULL_GRIDS[paper] for paper in papers]
+        grids = [FULL_GRIDS[paper] for paper in papers]
+        parts = [part for grid in grids for part in (grid if isinstance(grid, tuple) else (grid,))]
     else:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
@@ -298,7 +442,8 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     common = ["--workdir", args.workdir, "--device", args.device]
     chains, group_cmds = [], []
     for part in parts:
-        stages = available_stages(list(part.papers), args.stages)
+        stages = [s for s in available_stages(list(part.papers), args.stages)
+                  if part.stages is None or s.name in part.stages]
         group_stages = [s for s in stages if s.stage.scope == "group"]
         extract = wanted is None or "extract" in wanted
         for dataset, model, sigma in product(part.traindata, part.models, part.corruptions):
@@ -359,11 +504,22 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str,
         script, *rest = scheduled.argv(mode)
         argv = [script, *rest[:len(scheduled.stage.subcommand)], *ident, "--data-root", args.data_root,
                 *rest[len(scheduled.stage.subcommand):]]
+        if scheduled.ood:
+            argv += ood_flags(args)
         chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
                                       run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
         chain.commands.append(_extract_command(args, cell, common))
     return chain
+
+
+def ood_flags(args) -> list[str]:
+    """The grid's OOD-set flags, as the seed000 stages take them (only those given)."""
+    flags = ["--ood-sets", *args.ood_sets] if args.ood_sets else []
+    for flag, value in (("--near-ood", args.near_ood), ("--validation-ood", args.validation_ood)):
+        if value:
+            flags += [flag, value]
+    return flags
 
 
 def _extract_command(args, cell: Cell, common: list[str]) -> Command:
@@ -374,7 +530,10 @@ def _extract_command(args, cell: Cell, common: list[str]) -> Command:
 
 
 def launch(chains: list[Chain], args) -> list[Chain]:
-    """Run the chains with the chosen launcher; returns them with their statuses filled in."""
+    """Run the chains with the chosen launcher; returns them with their statuses filled in.
+
+    On Slurm the chains go out as one job array and this waits until every one has finished, following
+    requeues (time limit, pre-emption), so what comes after (group stages, averaging) sees finished chains."""
     if args.launcher == "local":
         total = sum(len(c.commands) for c in chains)
         with tqdm(total=total, desc="grid", unit="stage", dynamic_ncols=True) as bar:
@@ -382,37 +541,160 @@ def launch(chains: list[Chain], args) -> list[Chain]:
                 return [chain(bar) for chain in chains]
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 return list(pool.map(lambda c: c(bar), chains))
+    if not chains:
+        return []
     import submitit
 
     folder = Path(args.workdir) / "slurm_logs"
-    cluster = "local" if args.launcher == "submitit-local" else "slurm"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    params = {"timeout_min": args.time, "gpus_per_node": args.gpus_per_task}
-    if cluster == "slurm":
-        params.update(slurm_partition=args.partition, slurm_mem=f"{args.mem}GB", slurm_array_parallelism=256)
+    if args.launcher == "submitit-local":
+        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+        executor.update_parameters(timeout_min=args.time)
+        jobs = [executor.submit(chain) for chain in chains]
+        print(f"submitted {len(jobs)} chain(s); logs in {folder}")
+        return [_result(job, chain) for job, chain in zip(jobs, tqdm(chains, desc="chains", unit="chain"))]
+    if shutil.which("sbatch") is None:
+        raise ToolkitError("--launcher slurm needs Slurm's sbatch, which is not on PATH here; to run the same "
+                           "chains on this machine use --launcher submitit-local (or --launcher local)")
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=args.max_timeouts)
+    delay = args.signal_delay if args.signal_delay is not None else min(90, max(5, args.time * 6))
+    params = {"timeout_min": args.time, "gpus_per_node": args.gpus_per_task or None,
+              "slurm_partition": args.partition, "slurm_mem": f"{args.mem}GB" if args.mem else None,
+              "slurm_signal_delay_s": delay, "slurm_array_parallelism": 256}
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    jobs = executor.map_array(lambda chain: chain(), chains) if cluster == "slurm" else \
-        [executor.submit(chain) for chain in chains]
-    print(f"submitted {len(jobs)} chain(s); logs in {folder}")
-    return [job.result() for job in tqdm(jobs, desc="chains", unit="chain")]
+    jobs = _submit_array(executor, chains)
+    print(f"submitted {len(jobs)} chain(s) as Slurm job {jobs[0].job_id.split('_')[0]}; logs in {folder}",
+          flush=True)
+    return _wait_for_slurm(jobs, chains)
+
+
+def _submit_array(executor, chains: list[Chain]) -> list:
+    """One job array of the Chain objects themselves (checkpointable); Slurm's refusal becomes a ToolkitError."""
+    from submitit.core.utils import FailedJobError
+
+    refusal = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refusal), executor.batch():  # submitit prints sbatch's errors to stderr
+            jobs = [executor.submit(chain) for chain in chains]
+    except FailedJobError as err:
+        lines = [line.strip() for line in (str(err) or refusal.getvalue()).splitlines() if line.strip()]
+        reason = "; ".join(line.removeprefix("sbatch: error: ") for line in lines) or "no reason given"
+        raise ToolkitError(f"Slurm refused the job array: {reason}; {_flag_to_change(reason)}") from None
+    return jobs
+
+
+def _flag_to_change(reason: str) -> str:
+    """Which reproduce.py flag to change for sbatch's refusal."""
+    text = reason.lower()
+    for words, advice in ((("memory",), "ask for less with --mem GB (or leave --mem out: the cluster's default)"),
+                          (("time limit",), "lower --time (minutes) to the partition's limit"),
+                          (("partition",), "pick an existing --partition (see sinfo)"),
+                          (("gres", "gpu"), "change --gpus-per-task to what the nodes have"),
+                          (("node configuration", "cpu"),
+                           "lower --mem, --gpus-per-task or --time, or choose another --partition")):
+        if any(word in text for word in words):
+            return advice
+    return "check --partition, --mem, --time and --gpus-per-task against sinfo"
+
+
+# Slurm job states after which no attempt follows (squeue); the others (PENDING, RUNNING, REQUEUED, ...) go on.
+_SLURM_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL",
+                "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT"}
+_SLURM_INTERRUPTED = {"CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "DEADLINE"}
+
+
+def _wait_for_slurm(jobs: list, chains: list[Chain], poll_s: float = 1.0, squeue_s: float = 10.0) -> list[Chain]:
+    """Wait for every job: its result file (written once, by the attempt that finishes the chain), or squeue
+    saying twice in a row that it ended without one (cancelled, timed out, killed; twice, so that a requeue's
+    passing state is not taken for the end). Works without Slurm accounting (sacct)."""
+    out = list(chains)
+    waiting = dict(enumerate(jobs))
+    ended_before: set[int] = set()
+    last_squeue = float("-inf")
+    with tqdm(total=len(jobs), desc="chains", unit="chain", dynamic_ncols=True) as bar:
+        while waiting:
+            states = None
+            if time.monotonic() - last_squeue > squeue_s:
+                states = _squeue_states({job.job_id.split("_")[0] for job in waiting.values()})
+                last_squeue = time.monotonic()
+            for index, job in list(waiting.items()):
+                ended = None  # the state it ended in, once squeue said so twice
+                if states is not None:
+                    state = states.get(job.job_id, "GONE")
+                    if state not in _SLURM_ENDED and state != "GONE":
+                        ended_before.discard(index)
+                    elif index in ended_before:
+                        ended = state
+                    else:
+                        ended_before.add(index)
+                if job.paths.result_pickle.exists() or ended is not None:
+                    out[index] = _result(job, chains[index], ended)
+                    del waiting[index]
+                    bar.update(1)
+            if waiting:
+                time.sleep(poll_s)
+    return out
+
+
+def _squeue_states(array_ids: set[str]) -> dict[str, str] | None:
+    """{job id (array tasks as A_T): state} for the given jobs; None when squeue does not answer."""
+    try:
+        result = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(array_ids))],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return {} if "invalid job id" in result.stderr.lower() else None  # every job purged, or no answer
+    return dict(line.split()[:2] for line in result.stdout.splitlines() if len(line.split()) >= 2)
+
+
+def _result(job, chain: Chain, ended: str | None = None) -> Chain:
+    """The chain as the job returned it. When the job raised, or ended (squeue state `ended`) without a result,
+    the local chain with its first unfinished stage marked interrupted (cancelled, timed out, pre-empted) or
+    failed, and the job's log named."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    status = why = None
+    if ended is None or job.paths.result_pickle.exists():  # (squeue said `ended` twice, 10 s apart)
+        try:
+            return job.result()
+        except FailedJobError as err:  # the chain raised, or submitit stopped requeueing it
+            if "Job not requeued" in str(err):
+                status, why = "interrupted", "reached --time more than --max-timeouts times"
+            else:
+                status, why = "failed", "raised an error"
+        except UncompletedJobError:
+            pass
+    if status is None:
+        status = "interrupted" if ended in _SLURM_INTERRUPTED else "failed"
+        why = f"ended ({ended}) without a result" if ended not in (None, "GONE") else "ended without a result"
+    for command in chain.commands:
+        if command.status == "pending" and not command.is_done():
+            command.status = status
+            break
+    print(f"{status.upper()} chain {chain.label}: job {job.job_id} {why}; see {job.paths.stderr}", flush=True)
+    return chain
 
 
 def summarize(commands: list[Command]) -> int:
-    """Print done/skipped/failed counts and time per stage; returns the exit status."""
+    """Print done/skipped/failed/interrupted counts and time per stage; returns the exit status."""
     counts = Counter(c.status for c in commands)
     seconds = Counter()
     for command in commands:
         seconds[command.stage] += command.seconds
     print(f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed, "
-          f"{counts['busy']} left to another running process, {counts['pending']} not reached")
-    if counts["done"] == 0 and counts["failed"] == 0:
+          f"{counts['interrupted']} interrupted, {counts['busy']} left to another running process, "
+          f"{counts['pending']} not reached")
+    if counts["done"] == 0 and counts["failed"] == 0 and counts["interrupted"] == 0:
         print("nothing to do: every stage was already done")
     if seconds:
         print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items() if v > 0))
     for command in commands:
         if command.status == "failed":
             print(f"FAILED {command.stage}: {command.shell()}  (log: {command.log})")
-    return 1 if counts["failed"] else 0
+        elif command.status == "interrupted":
+            print(f"INTERRUPTED {command.stage} (rerun the same reproduce.py command to continue): "
+                  f"{command.shell()}  (log: {command.log})")
+    return 1 if counts["failed"] or counts["interrupted"] else 0
 
 
 def main(argv=None) -> int:
@@ -429,11 +711,12 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
     chains = launch(chains, args)
-    failed_groups = {c.lock.parents[2] for c in chains if any(x.status == "failed" for x in c.commands)}
+    failed_groups = {c.lock.parents[2] for c in chains
+                     if any(x.status in ("failed", "interrupted") for x in c.commands)}
     for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
         if command.group not in failed_groups:
             run_command(command)
-            if command.status == "failed":
+            if command.status in ("failed", "interrupted"):
                 failed_groups.add(command.group)
     ran = [c for chain in chains for c in chain.commands] + group_cmds
     report = report_dir(args.workdir) / "report.md"

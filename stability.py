@@ -1,45 +1,59 @@
-"""Diffeomorphism, noise and relative stability of a run, layer by layer, and the filters' Laplacian spectra
-(seed004, "How deep CNNs lose spatial information").
+"""Diffeomorphism, noise and relative stability of a run, layer by layer, the filters' Laplacian spectra and the 1-D
+scale-detection model (seed004, "How deep CNNs lose spatial information").
 
     python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --by_layer --P 500              # trained
     python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --by_layer --P 500 --init       # §2.6
+    python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --by_layer --init fresh         # §2.6
     python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --by_layer --shuffle_channels   # §2.5
+    python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --shuffle_channels 2            # §2.5
     python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --laplacian                     # §2.9
     python stability.py --model-name lenet --traindata twopoints --seed 0 --by_layer                    # §2.8
+    python stability.py --model-name vgg11 --traindata cifar10 --seed 0 --scale1d                       # §2.12
 
 The network (§2.6): the best-test-accuracy checkpoint (best.pt, kept by the seed004 recipes), else the last
-epoch trained, or --start_epoch; with --init the epoch-0 checkpoint (the initialisation), whose BatchNorm layers
-normalise with the statistics of the current batch (track_running_stats off, quirk §7.8), so x, tau x and x + eta
-each form their own batch of min(--batchsize, --P) probes; with --shuffle_channels the trained weights with the
-input channels of every conv permuted (§2.5, `measures.stability.shuffle_conv_channels`). Nets run in float64.
+epoch trained, or --start_epoch. `--init` (= `--init checkpoint`) measures the epoch-0 checkpoint, `--init fresh`
+a newly drawn net of the same architecture and recipe init (PyTorch's default for the seed004 recipes), seeded
+with --seed + FRESH_SEED_OFFSET (the original drew it unseeded; train_classifier.py seeds epoch 0 with --seed, so
+the two are different draws of the same law). At init BatchNorm normalises with the statistics of the current
+batch (track_running_stats off, quirk §7.8), so x, tau x and x + eta each form their own batch of
+min(--batchsize, --P) probes. `--shuffle_channels` (= 1) permutes the input channels of every conv of the trained
+net, `--shuffle_channels 2` the output channels too (§2.5, `measures.stability.shuffle_conv_channels`, the
+permutations drawn from --seed). Nets run in float64.
 
 Probes (§2.3): --P test images drawn at random (among the first --max-samples; twopoints: its "probe" split,
 §2.8). Perturbations act in pixel space, before normalisation (DESIGN.md): tau x is a max-entropy diffeomorphism
-with T = temperature_for_displacement(--delta, n, --cut) (§2.1; 1.132e-3 for 32x32 images at the defaults) or,
-for twopoints, the one-pixel move of each active pixel (§2.8); x + eta has ||eta_i|| = ||tau x_i - x_i|| (§2.2).
---corrupt_test first adds the run's training Gaussian corruption (--gaussian_corruption_std, §2.7, in normalised
-units) to the probes, and tau and eta act on the corrupted images. Probes, tau and eta come from one CPU
-generator seeded with --seed and are drawn for all P probes before the forward passes, so trained, init and
-shuffled nets see the same inputs and the numbers do not depend on --batchsize (except at init, through BN).
+with T = temperature_for_displacement(--delta, n, --cut) (§2.1; 1.132e-3 for 32x32 images at the defaults),
+interpolated by --interp (linear, nearest or the authors' gaussian), or, for twopoints unless --interp nearest
+(§2.8), the one-pixel move of each active pixel; x + eta has ||eta_i|| = ||tau x_i - x_i|| (§2.2), or
+||eta_i|| = --noise_magnitude when that is not -1. --corrupt_test first adds the run's training Gaussian
+corruption (§2.7, in normalised units) to the probes, and tau and eta act on the corrupted images. Probes, tau and
+eta come from one CPU generator seeded with --seed and are drawn for all P probes before the forward passes, so
+every mode sees the same inputs and the numbers do not depend on --batchsize (except at init, through BN).
 D_f, G_f, R_f (§2.3) are streamed over batches by `measures.stability.StabilityAccumulator` (den over all P^2
-pairs, diagonal included).
+pairs, diagonal included); --mean_stability 0 takes the per-feature median over probes in the numerators instead
+of the mean (the original's flag; it keeps the squared changes of every node until the end).
 
-Nodes (§2.4, with --by_layer; else only "output"): one forward pass per batch for each of x, tau x, x + eta, with
-forward hooks recording, in call order, the output of every module that is not a container, Dropout or Identity
-(conv, BN, activation and pooling modules, linear layers, downsample paths, and whole blocks, whose output is
-the residual sum after its activation), the input of every weight layer (DESIGN.md "Layers") that is not the
-tensor recorded just before it (so functional activations such as F.relu appear once), and the logits as
-"output". A module called k > 1 times in a pass is named "<name>#k"; inputs are "<name>:in". Memory: three passes'
-worth of node activations of one batch (--batchsize) in float64.
+Nodes (§2.4, with --by_layer; else only "output"): the original's torch.fx graph nodes
+(torchvision's create_feature_extractor on the eval-mode net, names such as "features.3", "layer1.0.add",
+"layer1.0.relu_1", "relu_2"), so functional ReLUs and the residual adds of ResNets are nodes, in forward order.
+Modules outside torch.nn whose class derives from a conv, linear or BatchNorm layer (the mean-field layers of the
+FCNs) are single nodes. Dropped, as in the original: the input, and reshapes, sizes and dropout; also dropped:
+modules and ops that only re-lay out the input (Identity, Flatten, the ZeroPad2d that brings 28x28 inputs to 32x32)
+and pooling nodes that keep their input's shape (VGG's global average pool of a 1x1 map, absent from the spec).
+In-place ops are evaluated out of place, so each node keeps its own value. The node that yields the logits is
+named "output". Memory: three passes' worth of node activations of one batch (--batchsize) in float64.
 
-Files of the stages "stability" (the trained net), "stability-init" (--init) and "stability-shuffled"
-(--shuffle_channels), in <run>/stability/<mode>/ (pipeline.contract: STAGES, STABILITY_MODES):
+Files of the stages "stability" (the trained net), "stability-init" (--init), "stability-fresh" (--init fresh),
+"stability-shuffled" (--shuffle_channels) and "stability-shuffled2" (--shuffle_channels 2), in
+<run>/stability/<mode>/ (pipeline.contract: STAGES, STABILITY_MODES):
   stability.npz   nodes (L,) str node names in forward order, the last "output"; dims (L,) flattened size M of
                   each node; D, G, R, den (L,) float64: D_f = Dnum / den, G_f = Gnum / den, R_f = Dnum / Gnum and
                   den = mean pair distance + 1e-10 (§2.3)
-  summary.json    epoch, checkpoint ("best", "epoch" or "init"), test_accuracy (train_log.csv at that epoch; None
-                  for an epoch it does not list), probe_accuracy, P, deformation ("diffeo" or "translation"),
-                  temperature, cut, delta, corruption_std, output {"D", "G", "R"}, seconds
+  summary.json    epoch, checkpoint ("best", "epoch", "init" or "fresh"), test_accuracy (train_log.csv at that
+                  epoch; None for an epoch it does not list, and for a fresh net), probe_accuracy, P, deformation
+                  ("diffeo" or "translation"), temperature, cut, delta, interp, noise_magnitude (None: matched),
+                  statistic ("mean" or "median"), corruption_std (added to the probes), train_corruption_std (the
+                  run's training corruption, §2.7), output {"D", "G", "R"}, seconds
   _done.json      the flags; a rerun with the same flags is skipped unless --force
 Files of the stage "laplacian" (--laplacian), in <run>/stability/laplacian/, for every conv with a square kernel
 of side N >= 2, in module order (ll = 00, 01, ...):
@@ -48,39 +62,71 @@ of side N >= 2, in module order (ll = 00, 01, ...):
                   trained (same checkpoint choice as above) and the epoch-0 weights (§2.9)
   summary.json    epoch, checkpoint, layers
   _done.json      the flags
+Files of the stage "scale1d" (--scale1d), in <run>/stability/scale1d/: the 1-D scale-detection experiment of
+§2.12 (paper Fig. 7), independent of the run's network (it takes only --seed): the "cnn1d" net (models/cnn1d.py,
+H = --scale1d_channels, filter 2, stride 2, ceil(log2 L) blocks) trained on the "scale1d" data (datasets/scale1d.py,
+L = --scale1d_length, block task of size --scale1d_xi, --scale1d_ptr class-balanced training signals of --seed) with the
+original's recipe: SGD, lr 0.01 H, momentum 0, batches of 8, hinge loss, stopping at the first epoch whose mean
+batch loss is exactly 0 (at most --scale1d_epochs); then D, G, R at every block output (post-activation) of the
+trained net and of its initialisation, on the task's balanced probe signals, with tau = `move_sites` (each site
++-1 inside its block) and rectified noise of matched variance (`rectified_noise`); and the constant-filter model of
+§2.11 beside it. Seconds on a CPU.
+  scale1d.npz     layers (K,) block index k = 1..K; trained_D/G/R, init_D/G/R (K,) on the full block output;
+                  trained_chmean_D/G/R, init_chmean_D/G/R (K,) on its channel mean (the original's Mean=True);
+                  pooling_D/G/R (K,) the constant-filter model s = F = 2 on 2^(K+2) one-hots and prediction_D/G/R
+                  (K,) its closed form (`measures.stability.pooling_model_prediction`); diffusive_k (32,) and
+                  diffusive_D/G/R (32,) the s = 1, F = 3 model on 200 sites (D ~ k^-1, G ~ k^1/2, R ~ k^-3/2)
+  summary.json    seed, length, xi, channels, depth, ptr, epochs, converged (zero training loss reached),
+                  train_loss, test_error, probes, seconds
+  _done.json      the flags
 """
 from __future__ import annotations
 
+import copy
+import math
+import operator
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from datasets import build_dataset
 from datasets.perturbations import gaussian_corruption
+from datasets.scale1d import render_sites
 from datasets.twopoints import render_points
 from measures.laplacian import laplacian_modes, laplacian_spectrum
 from measures.stability import (
+    INTERPOLATIONS,
     StabilityAccumulator,
+    constant_filter_stabilities,
     diffeo,
     matched_noise,
+    move_sites,
+    pooling_model_prediction,
+    rectified_noise,
+    relative_stability,
     shuffle_conv_channels,
     temperature_for_displacement,
     translate_points,
 )
+from models import build_model
+from models.layers import pytorch_default_init_
 from pipeline.contract import STABILITY_MODES, StageOutput, open_stage
-from pipeline.loaded import LoadedRun
-from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
+from pipeline.loaded import LoadedRun, build_run_model, load_config
+from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_float, run_main
 from utils.device import resolve_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, recorded_flags
+from utils.taps import LayerTaps
 
 DEFAULT_P = 500          # §2.3
 DEFAULT_DELTA = 1.0      # typical displacement in pixels, §2.1
 DEFAULT_CUT = 3          # high-frequency cut-off c, §2.1
-SKIPPED_MODULES = (nn.Dropout, nn.Identity, nn.Sequential, nn.ModuleList, nn.ModuleDict)
+MATCHED = -1.0           # --noise_magnitude: match ||eta|| to ||tau x - x|| (§2.2)
+FRESH_SEED_OFFSET = 1_000_003  # --init fresh draws its net from torch.manual_seed(--seed + this)
 
 
 def parse_args(argv=None):
@@ -88,49 +134,110 @@ def parse_args(argv=None):
     add_run_flags(parser)
     add_stage_flags(parser)
     parser.add_argument("--by_layer", action="store_true", help="measure every node of §2.4, not only the output")
-    parser.add_argument("--init", action="store_true", help="measure the initialisation (epoch 0, §2.6)")
-    parser.add_argument("--shuffle_channels", action="store_true",
-                        help="permute the input channels of every conv of the trained net (§2.5)")
+    parser.add_argument("--init", nargs="?", const="checkpoint", default=None, choices=("checkpoint", "fresh"),
+                        help="measure the initialisation (§2.6): the epoch-0 checkpoint (--init, --init checkpoint) "
+                             "or a fresh net of the same architecture and recipe init (--init fresh)")
+    parser.add_argument("--shuffle_channels", nargs="?", type=int, const=1, default=0, choices=(0, 1, 2),
+                        help="permute the input channels of every conv of the trained net (1, as --shuffle_channels "
+                             "alone), or the input and output channels (2) (§2.5); 0: no shuffle")
     parser.add_argument("--laplacian", action="store_true",
                         help="write the grid-Laplacian spectra of every conv's filters, trained and init (§2.9)")
+    parser.add_argument("--scale1d", action="store_true",
+                        help="train and measure the 1-D scale-detection CNN of §2.12 (seconds; the run gives --seed)")
     parser.add_argument("--P", type=int, default=DEFAULT_P, help="number of probe images (§2.3)")
     parser.add_argument("--corrupt_test", action="store_true",
                         help="add the run's training Gaussian corruption to the probes first (§2.7)")
     parser.add_argument("--delta", type=float, default=DEFAULT_DELTA,
                         help="typical displacement of the diffeomorphism in pixels (§2.1)")
     parser.add_argument("--cut", type=int, default=DEFAULT_CUT, help="high-frequency cut-off c (§2.1)")
+    parser.add_argument("--interp", choices=INTERPOLATIONS, default="linear",
+                        help="interpolation of the diffeomorphism (§2.1); for twopoints, nearest replaces the "
+                             "one-pixel move by a diffeomorphism (§2.8)")
+    parser.add_argument("--noise_magnitude", type=finite_float, default=MATCHED,
+                        help="norm of every eta; -1 (the default) matches each ||tau x - x|| (§2.2)")
+    parser.add_argument("--mean_stability", type=int, choices=(0, 1), default=1,
+                        help="1: mean over probes in D_f and G_f; 0: per-feature median (§2.3)")
     parser.add_argument("--batchsize", type=int, default=DEFAULT_P,
                         help="probes per forward pass (at init also the BatchNorm batch)")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="draw the probes among the first N test images (default: all)")
+    parser.add_argument("--scale1d_channels", type=int, default=100,
+                        help="--scale1d: channels H of the 1-D CNN (the paper's H is 1000)")
+    parser.add_argument("--scale1d_length", type=int, default=128, help="--scale1d: signal length L (§2.12)")
+    parser.add_argument("--scale1d_xi", type=int, default=32, help="--scale1d: block size xi of the task (§2.12)")
+    parser.add_argument("--scale1d_ptr", type=int, default=1024,
+                        help="--scale1d: class-balanced training signals (§2.12)")
+    parser.add_argument("--scale1d_epochs", type=int, default=100,
+                        help="--scale1d: at most this many epochs if the training loss does not reach 0")
     args = parser.parse_args(argv)
-    for flag, value in (("--P", args.P), ("--batchsize", args.batchsize), ("--max-samples", args.max_samples)):
+    for flag, value in (("--P", args.P), ("--batchsize", args.batchsize), ("--max-samples", args.max_samples),
+                        ("--scale1d_channels", args.scale1d_channels), ("--scale1d_epochs", args.scale1d_epochs),
+                        ("--scale1d_ptr", args.scale1d_ptr)):
         if value is not None and value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
+    if args.scale1d_length < 2 or args.scale1d_xi < 1:
+        parser.error("--scale1d_length must be >= 2 and --scale1d_xi >= 1")
     if args.cut < 2 or args.delta <= 0:
         parser.error(f"--cut must be >= 2 and --delta > 0, got --cut {args.cut} --delta {args.delta}")
+    if args.noise_magnitude != MATCHED and args.noise_magnitude <= 0:
+        parser.error(f"--noise_magnitude must be -1 (matched) or > 0, got {args.noise_magnitude}")
     if args.init and args.shuffle_channels:
         parser.error("--init and --shuffle_channels are separate measurements; run them one at a time")
-    if args.laplacian and (args.init or args.shuffle_channels):
-        parser.error("--laplacian already covers the trained and init nets; drop --init/--shuffle_channels")
+    for flag, other in (("--laplacian", "--scale1d"), ("--laplacian", "--by_layer"), ("--scale1d", "--by_layer")):
+        if getattr(args, flag[2:]) and getattr(args, other[2:]):
+            parser.error(f"{flag} and {other} are separate measurements; drop {other}")
+    if (args.laplacian or args.scale1d) and (args.init or args.shuffle_channels):
+        parser.error("--laplacian (trained and init filters) and --scale1d (its own net) take no "
+                     "--init/--shuffle_channels")
     if args.init and args.start_epoch is not None:
-        parser.error("--init measures the epoch-0 checkpoint; drop --start_epoch")
+        parser.error("--init measures the initialisation; drop --start_epoch")
     return args
 
 
+def mode_of(args) -> str:
+    """The measured net's mode (pipeline.contract.STABILITY_MODES): trained, init, fresh, shuffled or shuffled2."""
+    if args.init:
+        return "fresh" if args.init == "fresh" else "init"
+    return {0: "trained", 1: "shuffled", 2: "shuffled2"}[args.shuffle_channels]
+
+
 def stage_of(args) -> str:
-    """The contract stage this command writes: laplacian, or the stage of the measured net's mode."""
-    if args.laplacian:
-        return "laplacian"
-    return STABILITY_MODES["init" if args.init else "shuffled" if args.shuffle_channels else "trained"]
+    """The contract stage this command writes: laplacian, scale1d, or the stage of the measured net's mode."""
+    if args.laplacian or args.scale1d:
+        return "laplacian" if args.laplacian else "scale1d"
+    return STABILITY_MODES[mode_of(args)]
 
 
 # ---- the network -------------------------------------------------------------------------------------------------
-def open_network(args, run: RunDir, device: torch.device) -> LoadedRun:
-    """The measured net in float64: best.pt when kept (and no --start_epoch), else the last epoch trained or
-    --start_epoch; epoch 0 with --init."""
+def open_network(args, device: torch.device) -> LoadedRun:
+    """The measured net in float64 (module docstring): best.pt when kept (and no --start_epoch), else the last
+    epoch trained or --start_epoch; epoch 0 with --init; a fresh draw with --init fresh; shuffled channels with
+    --shuffle_channels; batch-statistics BatchNorm at init."""
+    run = RunDir.from_args(args)
     best = not args.init and args.start_epoch is None and run.best.is_file()
-    return LoadedRun.from_args(args, device=device, dtype=torch.float64, best=best, init=args.init)
+    loaded = LoadedRun.from_args(args, device=device, dtype=torch.float64, best=best, init=bool(args.init))
+    if args.init == "fresh":
+        loaded.model = fresh_network(loaded.config, args.seed).to(device, torch.float64).eval()
+        loaded.checkpoint = "fresh"
+    if args.shuffle_channels:
+        generator = torch.Generator().manual_seed(args.seed)
+        loaded.model.load_state_dict(shuffle_conv_channels(loaded.model.state_dict(), generator,
+                                                           outputs=args.shuffle_channels == 2))
+    if args.init:
+        use_batch_statistics(loaded.model)
+    return loaded
+
+
+def fresh_network(config: dict, seed: int) -> nn.Module:
+    """A newly drawn net of the run's architecture with its recipe's init (seed004: PyTorch's default of every layer,
+    as train_classifier.py initialises), from torch.manual_seed(seed + FRESH_SEED_OFFSET); the global RNG state is
+    restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + FRESH_SEED_OFFSET)
+        model = build_run_model(config)
+        if config["recipe"].get("init", "model") == "pytorch":
+            pytorch_default_init_(model)
+    return model
 
 
 def use_batch_statistics(model: nn.Module) -> None:
@@ -170,80 +277,133 @@ def corrupt(images: torch.Tensor, std: float, loaded: LoadedRun, generator: torc
     return loaded.pixels(gaussian_corruption(loaded.inputs(images).cpu(), std, generator))
 
 
-def deform(images: torch.Tensor, points: torch.Tensor | None, args, generator: torch.Generator) -> torch.Tensor:
-    """tau x: a max-entropy diffeomorphism (§2.1), or the one-pixel move of the active pixels of twopoints (§2.8),
-    which keeps whatever else the image holds (the corruption of --corrupt_test)."""
+def translates(probes: Probes, args) -> bool:
+    """twopoints probes move their active pixels by one (§2.8) unless --interp nearest asks for a diffeomorphism."""
+    return probes.points is not None and args.interp != "nearest"
+
+
+def deform(probes: Probes, args, generator: torch.Generator) -> torch.Tensor:
+    """tau x: a max-entropy diffeomorphism (§2.1, interpolated by --interp), or the one-pixel move of the active
+    pixels of twopoints (§2.8), which keeps whatever else the image holds (the corruption of --corrupt_test)."""
+    images = probes.images
     n = images.shape[-1]
-    if points is not None:
-        moved = render_points(translate_points(points, n, generator), n, dtype=images.dtype)
-        return images + moved - render_points(points, n, dtype=images.dtype)
-    return diffeo(images, temperature_for_displacement(args.delta, n, args.cut), args.cut, generator=generator)
+    if translates(probes, args):
+        moved = render_points(translate_points(probes.points, n, generator), n, dtype=images.dtype)
+        return images + moved - render_points(probes.points, n, dtype=images.dtype)
+    return diffeo(images, temperature_for_displacement(args.delta, n, args.cut), args.cut, generator=generator,
+                  interp=args.interp)
 
 
 # ---- nodes (§2.4) ------------------------------------------------------------------------------------------------
-class NodeRecorder:
-    """Forward hooks that record every node of §2.4 (module docstring) during one forward pass.
+LEAF_BASES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase)   # one node even when subclassed
+LAYOUT_MODULES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten, nn.Unflatten, nn.ZeroPad2d)
+LAYOUT_OPS = ("flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous", "size", "dim", "numel",
+              "getattr", "dropout", "type", "to", "float", "double")
+ORIGINAL_DROPPED = ("size", "sub", "floordiv", "numel", "pow")  # substrings the original dropped (§2.4)
+POOL_MODULES = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
+                nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.pooling._MaxPoolNd)
+POOL_OPS = ("adaptive_avg_pool2d", "avg_pool2d", "adaptive_max_pool2d", "max_pool2d", "mean")
+IN_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+            operator.itruediv: operator.truediv}
 
-        with NodeRecorder(model, weight_layers) as recorder:
-            nodes = recorder(x)          # {name: (B, ...) clone}, in call order, the last "output"
-    """
 
-    def __init__(self, model: nn.Module, weight_layers: list[nn.Module] | None):
+def _op_name(target) -> str:
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
+
+
+class NodeTaps:
+    """The nodes of §2.4 of one network (module docstring): `taps(x)` -> {name: (B, ...) tensor} in forward order,
+    the last "output". With by_layer=False only {"output": model(x)}.
+
+    The graph is traced once (torchvision's feature extractor over every node); the nodes to keep are settled on
+    the first call, from the node types and the shapes that call produced, and the extractor is rebuilt on them."""
+
+    def __init__(self, model: nn.Module, by_layer: bool):
         self.model = model
-        self.weight_layers = weight_layers  # None: the output only
-        self._handles: list = []
-        self._nodes: dict[str, torch.Tensor] = {}
-        self._calls: Counter = Counter()
-        self._last: tuple[torch.Tensor, int] | None = None  # the tensor recorded last and its version
-
-    def __enter__(self) -> NodeRecorder:
-        if self.weight_layers is not None:
-            names = {module: name for name, module in self.model.named_modules()}
-            for module, name in names.items():
-                if name and not isinstance(module, SKIPPED_MODULES):
-                    self._handles.append(module.register_forward_hook(self._output_hook(name)))
-            for module in self.weight_layers:
-                self._handles.append(module.register_forward_pre_hook(self._input_hook(names[module])))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self.by_layer = by_layer
+        self.names: list[str] | None = None   # kept node names, "output" last
+        self._extractor = None
+        self._rename: dict[str, str] = {}
+        if by_layer:
+            for module in model.modules():   # evaluated out of place: each node keeps its own value
+                if hasattr(module, "inplace"):
+                    module.inplace = False
+            leaves = sorted({type(m) for m in model.modules() if isinstance(m, LEAF_BASES)
+                             and not type(m).__module__.startswith("torch.nn")}, key=lambda c: c.__qualname__)
+            self._tracer = {"leaf_modules": leaves}
+            try:
+                _, self._all = get_graph_node_names(model, tracer_kwargs=self._tracer)
+            except Exception as err:  # noqa: BLE001 - torch.fx raises many types on untraceable code
+                raise ToolkitError(f"--by_layer traces the network with torch.fx, which failed for this model "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); measure the output "
+                                   "only (drop --by_layer)") from err
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        self._nodes, self._calls = {}, Counter()
-        self._last = (x, x._version)  # the input itself is not a node (§2.4 drops 'x')
+        if not self.by_layer:
+            return {"output": self.model(x)}
+        if self._extractor is None:
+            return self._first_call(x)
+        found = self._extractor(x)
+        return {self._rename.get(name, name): found[name] for name in self._kept}
+
+    def _build(self, names: list[str]):
+        extractor = create_feature_extractor(self.model, return_nodes=names, tracer_kwargs=self._tracer)
+        for graph in (extractor.train_graph, extractor.eval_graph):
+            for node in graph.nodes:
+                if node.op == "call_function" and node.target in IN_PLACE:
+                    node.target = IN_PLACE[node.target]
+                elif node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
+                    node.target = node.target[:-1]
+                elif node.op == "call_function" and _op_name(node.target).endswith("_") \
+                        and hasattr(torch, _op_name(node.target)[:-1]):
+                    node.target = getattr(torch, _op_name(node.target)[:-1])
+                if node.kwargs.get("inplace"):
+                    node.kwargs = {**node.kwargs, "inplace": False}
+        extractor.eval()
+        extractor.graph = extractor.eval_graph   # recompiles the patched graph
+        return extractor
+
+    def _first_call(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        extractor = self._build(self._all)
+        found = extractor(x)
+        returned = next(node for node in extractor.eval_graph.nodes if node.op == "output").args[0]  # name -> node
+        values_of = {returned[name].name: value for name, value in found.items()}
         output = self.model(x)
-        if self._repeats_last(output):  # the last layer's output is the network output: record it once
-            self._nodes.popitem()
-        self._nodes["output"] = output.detach().clone()
-        return self._nodes
+        kept = [name for name in self._all if self._keeps(extractor, returned[name], found[name], values_of, x)]
+        last = next((name for name in reversed(kept) if torch.equal(found[name], output)), None)
+        if last is None:
+            raise ToolkitError("--by_layer found no node that yields the network's output; drop --by_layer")
+        kept = kept[:kept.index(last) + 1]
+        self._rename = {last: "output"}
+        self._kept = kept
+        self._extractor = self._build(kept)
+        self.names = [self._rename.get(name, name) for name in kept]
+        return {self._rename.get(name, name): found[name] for name in kept}
 
-    def _repeats_last(self, tensor: torch.Tensor) -> bool:
-        """Same storage, size and version (no in-place change since) as the tensor recorded last."""
-        last, version = self._last
-        return (tensor.data_ptr() == last.data_ptr() and tensor.numel() == last.numel()
-                and tensor._version == version)
-
-    def _record(self, name: str, tensor: torch.Tensor) -> None:
-        self._calls[name] += 1
-        key = name if self._calls[name] == 1 else f"{name}#{self._calls[name]}"
-        self._nodes[key] = tensor.detach().clone()
-        self._last = (tensor, tensor._version)
-
-    def _output_hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple, output) -> None:
-            if isinstance(output, torch.Tensor):
-                self._record(name, output)
-        return hook
-
-    def _input_hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            if not self._repeats_last(inputs[0]):
-                self._record(f"{name}:in", inputs[0])
-        return hook
+    @staticmethod
+    def _keeps(extractor, node, value, values_of: dict, x: torch.Tensor) -> bool:
+        if node.op in ("placeholder", "get_attr", "output"):
+            return False
+        if not isinstance(value, torch.Tensor) or value.dim() < 1 or value.shape[0] != x.shape[0]:
+            return False
+        if node.op == "call_module":
+            module = extractor.get_submodule(node.target)
+            if isinstance(module, LAYOUT_MODULES):
+                return False
+            pooling = isinstance(module, POOL_MODULES)
+        else:
+            name = _op_name(node.target)
+            if name in LAYOUT_OPS or any(part in node.name for part in ORIGINAL_DROPPED):
+                return False
+            pooling = name in POOL_OPS
+        if pooling:   # a pooling that keeps its input's shape (a global pool of a 1x1 map) is no new node
+            source = node.args[0]
+            before = values_of.get(getattr(source, "name", None), x if getattr(source, "op", "") == "placeholder"
+                                   else None)
+            if before is not None and before.flatten(1).shape == value.flatten(1).shape:
+                return False
+        return True
 
 
 # ---- the measurements --------------------------------------------------------------------------------------------
@@ -251,40 +411,36 @@ def measure_stability(args, loaded: LoadedRun, out: StageOutput) -> dict:
     """D_f, G_f, R_f of every node over the probes (§2.3); writes the file "stability", returns the summary."""
     generator = torch.Generator().manual_seed(args.seed)
     probes = draw_probes(args, loaded, generator)
-    corruption = float(loaded.config["flags"]["corruption"]) if args.corrupt_test else 0.0
+    trained_std = float(loaded.config["flags"].get("corruption") or 0.0)
+    corruption = trained_std if args.corrupt_test else 0.0
     if corruption > 0:
         probes.images = corrupt(probes.images, corruption, loaded, generator)
-    weight_layers = loaded.layers if args.by_layer else None
-    if args.shuffle_channels:
-        shuffled = shuffle_conv_channels(loaded.model.state_dict(), torch.Generator().manual_seed(args.seed))
-        loaded.model.load_state_dict(shuffled)
-    if args.init:
-        use_batch_statistics(loaded.model)
     x = probes.images                                                  # (P, C, n, n) pixel space, float64
-    x_tau = deform(x, probes.points, args, generator)
-    x_eta = matched_noise(x, x_tau, generator=generator)
-    accumulator, correct = StabilityAccumulator(), 0
-    with NodeRecorder(loaded.model, weight_layers) as recorder:
-        for start in range(0, args.P, args.batchsize):
-            batch = slice(start, start + args.batchsize)
-            f_x = recorder(loaded.inputs(x[batch]))
-            accumulator.update(f_x, recorder(loaded.inputs(x_tau[batch])), recorder(loaded.inputs(x_eta[batch])))
-            labels = probes.labels[batch].to(loaded.device)
-            correct += int((loaded.predictions(f_x["output"]) == labels).sum())
+    x_tau = deform(probes, args, generator)
+    magnitude = None if args.noise_magnitude == MATCHED else args.noise_magnitude
+    x_eta = matched_noise(x, x_tau, generator=generator, magnitude=magnitude)
+    accumulator, correct = StabilityAccumulator(median=args.mean_stability == 0), 0
+    taps = NodeTaps(loaded.model, args.by_layer)
+    for start in range(0, args.P, args.batchsize):
+        batch = slice(start, start + args.batchsize)
+        f_x = taps(loaded.inputs(x[batch]))
+        accumulator.update(f_x, taps(loaded.inputs(x_tau[batch])), taps(loaded.inputs(x_eta[batch])))
+        labels = probes.labels[batch].to(loaded.device)
+        correct += int((loaded.predictions(f_x["output"]) == labels).sum())
     dims = [f.flatten(1).shape[1] for f in f_x.values()]
     result = accumulator.result()
     nodes = list(result)
     out.save("stability", {"nodes": np.array(nodes), "dims": np.array(dims),
                            **{key: np.array([result[node][key] for node in nodes]) for key in ("D", "G", "R", "den")}})
-    twopoints = probes.points is not None
-    summary = {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
-               "test_accuracy": loaded.logged_test_accuracy(), "probe_accuracy": correct / args.P,
-               "P": args.P, "deformation": "translation" if twopoints else "diffeo",
-               "temperature": None if twopoints else temperature_for_displacement(
-                   args.delta, probes.images.shape[-1], args.cut),
-               "cut": args.cut, "delta": args.delta, "corruption_std": corruption,
-               "output": {key: result["output"][key] for key in ("D", "G", "R")}}
-    return summary
+    translation = translates(probes, args)
+    fresh = loaded.checkpoint == "fresh"
+    return {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint,
+            "test_accuracy": None if fresh else loaded.logged_test_accuracy(), "probe_accuracy": correct / args.P,
+            "P": args.P, "deformation": "translation" if translation else "diffeo",
+            "temperature": None if translation else temperature_for_displacement(args.delta, x.shape[-1], args.cut),
+            "cut": args.cut, "delta": args.delta, "interp": args.interp, "noise_magnitude": magnitude,
+            "statistic": "median" if args.mean_stability == 0 else "mean", "corruption_std": corruption,
+            "train_corruption_std": trained_std, "output": {key: result["output"][key] for key in ("D", "G", "R")}}
 
 
 def conv_filters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -310,6 +466,85 @@ def measure_laplacian(args, loaded: LoadedRun, out: StageOutput) -> dict:
     return {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint, "layers": list(trained)}
 
 
+# ---- the 1-D scale-detection model (§2.12) -------------------------------------------------------------------------
+SCALE1D_LR = 0.01         # lr = SCALE1D_LR * H (§2.12)
+SCALE1D_BATCH = 8
+DIFFUSIVE = {"depth": 32, "kernel_size": 3, "stride": 1, "size": 200}   # the s = 1 constant-filter model (§2.11)
+
+
+def train_scale1d(model: nn.Module, data, max_epochs: int, generator: torch.Generator) -> tuple[int, float]:
+    """SGD (lr 0.01 H, momentum 0, batches of 8) on the hinge loss (1/alpha) ReLU(1 - y f(x)) with y = +-1, until
+    an epoch's mean batch loss is exactly 0 or max_epochs (§2.12). Returns (epochs run, last epoch's mean loss)."""
+    channels, alpha = model.readout.in_features, model.readout.alpha
+    optimizer = torch.optim.SGD(model.parameters(), lr=SCALE1D_LR * channels, momentum=0.0)
+    x, y = data.images, 2.0 * data.labels.float() - 1
+    mean_loss = math.inf
+    for epoch in range(1, max_epochs + 1):
+        order, total = torch.randperm(len(y), generator=generator), 0.0
+        for start in range(0, len(y), SCALE1D_BATCH):
+            index = order[start:start + SCALE1D_BATCH]
+            loss = torch.relu(1 - y[index] * model(x[index]).squeeze(-1)).mean() / alpha
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        mean_loss = total / math.ceil(len(y) / SCALE1D_BATCH)
+        if mean_loss == 0:
+            return epoch, mean_loss
+    return max_epochs, mean_loss
+
+
+def block_stabilities(model: nn.Module, x: torch.Tensor, x_tau: torch.Tensor, x_eta: torch.Tensor) -> dict:
+    """D, G, R (arrays over blocks) at every block output of the 1-D net, full and channel-averaged."""
+    outputs = []
+    for inputs in (x, x_tau, x_eta):
+        with LayerTaps(list(model.blocks), capture="output") as taps, torch.no_grad():
+            model(inputs)
+        outputs.append(taps.values)
+    arrays = {}
+    for prefix, reduce in (("", lambda f: f), ("chmean_", lambda f: f.mean(1))):
+        values = [relative_stability(*(reduce(f) for f in layer)) for layer in zip(*outputs)]
+        arrays.update({f"{prefix}{key}": np.array([v[key] for v in values]) for key in ("D", "G", "R")})
+    return arrays
+
+
+def measure_scale1d(args, out: StageOutput) -> dict:
+    """The 1-D experiment of §2.12 beside the constant-filter model of §2.11 (module docstring); writes the file
+    "scale1d", returns the summary."""
+    length, xi = args.scale1d_length, args.scale1d_xi
+    options = {"length": length, "xi": xi, "ptr": args.scale1d_ptr, "seed": args.seed}
+    train, test = (build_dataset("scale1d", split, **options) for split in ("train", "test"))
+    probes = build_dataset("scale1d", "probe", length=length, xi=xi)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        model = build_model("cnn1d", num_classes=1, in_channels=1, width=args.scale1d_channels / 1000,
+                            image_size=length)
+    initial = copy.deepcopy(model).double().eval()
+    epochs, loss = train_scale1d(model, train, args.scale1d_epochs, torch.Generator().manual_seed(args.seed))
+    model = model.double().eval()
+    with torch.no_grad():
+        test_error = float(((model(test.images.double()).squeeze(-1) > 0).long() != test.labels).double().mean())
+    generator = torch.Generator().manual_seed(args.seed)
+    x = probes.images.double()
+    x_tau = render_sites(move_sites(probes.extras["sites"], length, xi, generator), length, dtype=torch.float64)
+    x_eta = rectified_noise(x, x_tau, generator=generator)
+    depth = len(model.blocks)
+    arrays = {"layers": np.arange(1, depth + 1)}
+    for mode, net in (("trained", model), ("init", initial)):
+        arrays.update({f"{mode}_{key}": value for key, value in block_stabilities(net, x, x_tau, x_eta).items()})
+    size = 4 * 2**depth   # one-hot inputs of the constant-filter model: four blocks left at the last layer
+    theory = {"pooling": constant_filter_stabilities(depth, 2, 2, size=size, generator=generator),
+              "prediction": pooling_model_prediction(depth, size),
+              "diffusive": constant_filter_stabilities(generator=generator, **DIFFUSIVE)}
+    for name, values in theory.items():
+        arrays.update({f"{name}_{key}": np.array([v[key] for v in values]) for key in ("D", "G", "R")})
+    arrays["diffusive_k"] = np.arange(1, DIFFUSIVE["depth"] + 1)
+    out.save("scale1d", arrays)
+    return {"seed": args.seed, "length": length, "xi": xi, "channels": args.scale1d_channels, "depth": depth,
+            "ptr": args.scale1d_ptr, "epochs": epochs, "converged": loss == 0, "train_loss": loss,
+            "test_error": test_error, "probes": len(x)}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -318,14 +553,18 @@ def main(argv=None) -> int:
     if out is None:
         return 0
     started = time.perf_counter()
-    loaded = open_network(args, run, device)
-    measure = measure_laplacian if args.laplacian else measure_stability
-    summary = measure(args, loaded, out)
+    if args.scale1d:
+        load_config(run)  # the run must exist: its folder holds the result
+        summary = measure_scale1d(args, out)
+    else:
+        loaded = open_network(args, device)
+        summary = (measure_laplacian if args.laplacian else measure_stability)(args, loaded, out)
     summary["seconds"] = time.perf_counter() - started
     out.save("summary", summary)
     out.done(seconds=summary["seconds"])
     described = f"R_f at the output {summary['output']['R']:.4g}" if "output" in summary else \
-        f"{len(summary['layers'])} conv layers"
+        f"{len(summary['layers'])} conv layers" if "layers" in summary else \
+        f"1-D CNN test error {summary['test_error']:.3f} after {summary['epochs']} epochs"
     print(f"{out.dir}: {described} ({summary['seconds']:.1f} s)")
     return 0
 

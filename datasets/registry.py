@@ -7,10 +7,12 @@
 | mnist                         | files in torchvision's layout   | 10        | train, test        |
 | cifar10, cifar100, svhn       | files in torchvision's layout   | 10/100/10 | train, test        |
 | twopoints                     | generated (seed004 §2.8)        | 2         | train, test, probe |
+| scale1d                       | generated (seed004 §2.12)       | 2         | train, val, test, probe |
 
 Options: `channels=1` (or 3, the default) for the grey sets digits, its OOD sets and mnist; d, xi, gap, norm,
-pbc, ptr, seed for twopoints (datasets/twopoints.py). Any other option is an error. With channels=1, mean and
-std are the channel averages of the three-channel constants.
+pbc, ptr, seed for twopoints (datasets/twopoints.py); length, xi, gap, task, ptr, seed for scale1d, the 1-D task
+(datasets/scale1d.py: signals stored as 1 x 1 x length images, not normalised). Any other option is an error.
+With channels=1, mean and std are the channel averages of the three-channel constants.
 
 Every image set is 3x32x32 in pixel space [0, 1] so that OOD sets fit the same network (grey sets repeated to
 three channels; `channels=1` keeps one). twopoints is 1 x d x d with its own pixel values. Normalisation is NOT
@@ -36,12 +38,14 @@ from datasets.digits import load_digits_split
 from datasets.folders import load_folder
 from datasets.normalization import default_normalization
 from datasets.ood import DIGITS_OOD
+from datasets.scale1d import load_scale1d
 from datasets.twopoints import load_twopoints
 from utils.errors import ToolkitError
 
 FILE_LOADERS = {"mnist": files.load_mnist, "cifar10": files.load_cifar10, "cifar100": files.load_cifar100,
                 "svhn": files.load_svhn}
-NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "twopoints": 2}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "twopoints": 2,
+               "scale1d": 2}
 SEED000_SETS = ("cifar10", "svhn", "mnist", "cifar100")
 SEED000_NEAR_OOD = {"cifar10": "cifar100", "cifar100": "cifar10", "svhn": "cifar10", "mnist": "cifar10"}
 VALIDATION_SUFFIX = "_vflip"
@@ -52,13 +56,15 @@ GREY_SETS = ("digits", "mnist", *DIGITS_OOD, "digits_vflip", "mnist_vflip", *ROT
 # Offline stand-ins for seed000's OOD sets when their files are absent (docs/mnist.md): (reported sets, near-OOD).
 OFFLINE_OOD = {"mnist": (("photos", "uniform", "mnist_rot90"), "mnist_rot90")}
 TWOPOINTS_OPTIONS = ("d", "xi", "gap", "norm", "pbc", "ptr", "seed")
+SCALE1D_OPTIONS = ("length", "xi", "gap", "task", "ptr", "seed")
+UNNORMALISED = ((0.0,), (1.0,))  # scale1d's mean and std
 
 
 def list_datasets() -> list[str]:
-    """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, digits' OOD sets, and the
-    streamed folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
-    return ["digits", *FILE_LOADERS, "twopoints", *DIGITS_OOD, *VALIDATION_SETS, *ROTATION_SETS, "imagenet",
-            "imagefolder:PATH"]
+    """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, scale1d, digits' OOD sets, and
+    the streamed folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
+    return ["digits", *FILE_LOADERS, "twopoints", "scale1d", *DIGITS_OOD, *VALIDATION_SETS, *ROTATION_SETS,
+            "imagenet", "imagefolder:PATH"]
 
 
 def has_ood_sets(id_name: str) -> bool:
@@ -106,15 +112,17 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
 
     Args:
       name: a name from `list_datasets()`.
-      split: "train" or "test" ("test" only for the OOD sets; also "probe" for twopoints).
+      split: "train" or "test" ("test" only for the OOD sets; also "probe" for twopoints; "val" and "probe" for
+        scale1d).
       root: folder of the file datasets (torchvision's layout); unused by the bundled and generated sets.
-      **options: channels=1 or 3 for grey sets; d, xi, gap, norm, pbc, ptr, seed for twopoints; augment=False for
-        any dataset (measurement stages): the folder datasets' train split then gets the val transform (the
-        in-memory datasets are never augmented here: the training loop augments their batches).
+      **options: channels=1 or 3 for grey sets; d, xi, gap, norm, pbc, ptr, seed for twopoints; length, xi, gap,
+        task, ptr, seed for scale1d; augment=False for any dataset (measurement stages): the folder datasets'
+        train split then gets the val transform (the in-memory datasets are never augmented here: the training
+        loop augments their batches).
 
     Returns:
       ImageData with images (N, C, H, W) float32, labels (N,) int64, num_classes, mean, std, extras
-      (twopoints: extras["points"] (N, 2, 2)).
+      (twopoints: extras["points"] (N, 2, 2); scale1d: extras["sites"] (N, 2)).
     """
     augment = options.pop("augment", None)
     if name == "imagenet" or name.startswith("imagefolder:"):
@@ -143,6 +151,9 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
         labels = torch.full((len(images),), -1, dtype=torch.long)
     elif name in FILE_LOADERS:
         images, labels = FILE_LOADERS[name](root, split, **options)
+    elif name == "scale1d":
+        images, labels, extras["sites"] = load_scale1d(split, **options)
+        mean, std = UNNORMALISED
     else:
         images, labels, extras["points"] = load_twopoints(split, **options)
     if options.get("channels") == 1:  # the grey equivalent of three-channel constants
@@ -152,13 +163,15 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
 
 def _check_split(name: str, split: str) -> None:
     allowed = ("test",) if name in (*DIGITS_OOD, *VALIDATION_SETS, *ROTATION_SETS) \
-        else ("train", "test", "probe") if name == "twopoints" else ("train", "test")
+        else ("train", "test", "probe") if name == "twopoints" \
+        else ("train", "val", "test", "probe") if name == "scale1d" else ("train", "test")
     if split not in allowed:
         raise ToolkitError(f"{name} has no split {split!r}; choose one of {', '.join(allowed)}")
 
 
 def _check_options(name: str, options: dict) -> None:
-    allowed = TWOPOINTS_OPTIONS if name == "twopoints" else ("channels",) if name in GREY_SETS else ()
+    allowed = TWOPOINTS_OPTIONS if name == "twopoints" else SCALE1D_OPTIONS if name == "scale1d" \
+        else ("channels",) if name in GREY_SETS else ()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ToolkitError(f"{name} takes no option {', '.join(unknown)}; its options: {', '.join(allowed) or 'none'}")

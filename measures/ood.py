@@ -8,6 +8,7 @@ the positive class. A distance (Mahalanobis) is turned into a score by negating 
     g.finalize()
     dist, cls = mahalanobis(z_test, g, dims_exp(D))           # partial distances on the top-d components
     detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05
+    metric_vector(-dist_id[:, -1], -dist_ood[:, -1])          # seed000's 13 metrics (METRIC_NAMES)
     projection_ratio(x, fc, k)                                # ||V_k^T x||^2 / ||x||^2, the proposed score
     msp_score(logits); log_sensitivity_score(chi)             # -log(1 - max softmax + 1e-7); -log(chi + 1e-7)
 """
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from measures.spectra import WeightSVD, weight_svd
 
 __all__ = ["ClassGaussians", "mahalanobis", "dims_exp", "dims_eps", "patch_energy", "projection_energy",
-           "projection_ratio", "msp_score", "log_sensitivity_score", "detection_metrics"]
+           "projection_ratio", "msp_score", "log_sensitivity_score", "roc_counts", "fpr_at_tpr", "tpr_at_fpr",
+           "metric_vector", "METRIC_NAMES", "detection_metrics"]
 
 MSP_EPS = 1e-7            # seed000 §9: -log(1 - max softmax + 1e-7)
 SENSITIVITY_EPS = 1e-7    # seed000 §9: log(chi + 1e-7)
@@ -246,21 +248,123 @@ def log_sensitivity_score(chi: torch.Tensor, eps: float = SENSITIVITY_EPS) -> to
     return -torch.log(torch.as_tensor(chi, dtype=torch.float64) + eps)
 
 
-def _average_precision(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Average precision sum_t (R_t - R_{t-1}) P_t over distinct thresholds t, descending (sklearn's definition)."""
-    scores = torch.cat([positive, negative])
-    order = scores.argsort(descending=True)
-    hits = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)])[order]
-    ranked = scores[order]
+# ---- detection metrics (seed000 §9) ------------------------------------------------------------------------------
+# The 13-value metric vector of seed000's extractor, every entry for scores oriented higher = more in-distribution
+# with ID positive (so every entry reads the same way for every score: the original's lower-is-ID scores read the
+# swapped entries of its vector instead). rho in {0.90, 0.95}.
+METRIC_NAMES = ("AUROC", "AUPR_IN", "AUNPV_TPR", "AUPR_OUT", "AUPPV_TNR",
+                "TNR@TPR90", "FPR@TPR10", "TPR@FPR10", "FNR@FPR90",
+                "TNR@TPR95", "FPR@TPR05", "TPR@FPR05", "FNR@FPR95")
+OPERATING_RHOS = (0.90, 0.95)
+RATE_TOLERANCE = 1e-9   # a rate x counts as reached when rate >= x - 1e-9 (1 - 0.95 is 0.050000000000000044)
+
+
+def _scores(score_id, score_ood, resample_generator: torch.Generator | None):
+    s_id = torch.as_tensor(score_id).flatten().to(torch.float64)
+    s_ood = torch.as_tensor(score_ood).flatten().to(torch.float64)
+    if bool(torch.isnan(s_id).any() or torch.isnan(s_ood).any()):
+        raise ValueError("detection scores contain NaN")
+    if s_id.numel() == 0 or s_ood.numel() == 0:
+        raise ValueError("detection needs at least one ID and one OOD score")
+    if resample_generator is not None and s_ood.numel() != s_id.numel():
+        pick = torch.randint(s_ood.numel(), (s_id.numel(),), generator=resample_generator,
+                             device=resample_generator.device)
+        s_ood = s_ood[pick.to(s_ood.device)]
+    return s_id, s_ood
+
+
+def roc_counts(score_id, score_ood) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cumulative (TP, FP) of the partitions "accept score >= t", t the distinct scores in descending order.
+
+    Entry 0 accepts nothing (0, 0), the last everything (n_id, n_ood); tied scores are accepted together, so these
+    are exactly the points of sklearn's roc_curve(drop_intermediate=False) times (n_id, n_ood).
+
+    Args:
+      score_id: (n_id,) scores of the in-distribution (positive) samples; score_ood: (n_ood,) scores.
+
+    Returns:
+      (tp, fp): two (T + 1,) float64 tensors, T the number of distinct scores.
+    """
+    s_id, s_ood = _scores(score_id, score_ood, None)
+    scores = torch.cat([s_id, s_ood])
+    positive = torch.cat([torch.ones_like(s_id), torch.zeros_like(s_ood)])
+    order = scores.argsort(descending=True, stable=True)
+    ranked, hits = scores[order], positive[order]
     group_end = torch.cat([ranked[1:] != ranked[:-1], ranked.new_ones(1, dtype=torch.bool)])
-    tp, seen = hits.cumsum(0)[group_end], torch.arange(1, len(hits) + 1, device=hits.device)[group_end]
-    recall = tp / positive.numel()
-    return (torch.diff(recall, prepend=recall.new_zeros(1)) * tp / seen).sum()
+    zero = ranked.new_zeros(1)
+    return torch.cat([zero, hits.cumsum(0)[group_end]]), torch.cat([zero, (1 - hits).cumsum(0)[group_end]])
+
+
+def _fpr_at_tpr(tp, fp, n_id: int, n_ood: int, tpr: float) -> torch.Tensor:
+    return (fp[tp / n_id >= tpr - RATE_TOLERANCE] / n_ood).min()
+
+
+def _tpr_at_fpr(tp, fp, n_id: int, n_ood: int, fpr: float) -> torch.Tensor:
+    return (tp[fp / n_ood <= fpr + RATE_TOLERANCE] / n_id).max()
+
+
+def fpr_at_tpr(score_id, score_ood, tpr: float) -> float:
+    """FPR (fraction of OOD accepted) at the largest threshold accepting at least a fraction `tpr` of ID, i.e. the
+    smallest FPR of a ROC point with TPR >= tpr; OOD scores equal to the threshold count as accepted."""
+    tp, fp = roc_counts(score_id, score_ood)
+    return float(_fpr_at_tpr(tp, fp, int(tp[-1]), int(fp[-1]), tpr))
+
+
+def tpr_at_fpr(score_id, score_ood, fpr: float) -> float:
+    """TPR (fraction of ID accepted) at the lowest threshold accepting at most a fraction `fpr` of OOD, i.e. the
+    largest TPR of a ROC point with FPR <= fpr."""
+    tp, fp = roc_counts(score_id, score_ood)
+    return float(_tpr_at_fpr(tp, fp, int(tp[-1]), int(fp[-1]), fpr))
+
+
+def metric_vector(score_id, score_ood, resample_generator: torch.Generator | None = None) -> torch.Tensor:
+    """seed000's 13 detection metrics (§9, names in METRIC_NAMES), ID positive, higher score = more ID.
+
+    On the partitions of `roc_counts` (accept score >= t, ties together; j = 0 accepts nothing, T everything), with
+    tpr = TP / n_id, fpr = FP / n_ood, tnr = 1 - fpr, ppv = TP / (TP + FP) (ID fraction of the accepted) and
+    npv = TN / (TN + FN) (OOD fraction of the rejected), ppv = 1 when nothing is accepted and npv = 1 when nothing
+    is rejected (sklearn's precision at its curve's end point):
+      [0] AUROC: trapezoid area under (fpr, tpr) = sklearn roc_auc_score (ties count 1/2);
+      [1] AUPR_IN = sum_j (tpr_j - tpr_{j-1}) ppv_j, the area under ppv vs tpr (= average_precision_score);
+      [2] AUNPV_TPR = sum_j (tpr_j - tpr_{j-1}) npv_j, the area under npv vs tpr;
+      [3] AUPR_OUT = sum_j (tnr_j - tnr_{j+1}) npv_j, the area under npv vs tnr = 1 - fpr (= average precision with
+          OOD positive and score -s);
+      [4] AUPPV_TNR = sum_j (tnr_j - tnr_{j+1}) ppv_j, the area under ppv vs tnr;
+      for rho = 0.90 then 0.95 ([5..8], [9..12]): 1 - FPR@TPR=rho (TNR@TPR90: the rate seed000's table prints
+      under the label "FPR@TPR90"), FPR@TPR=1-rho, TPR@FPR=1-rho, 1 - TPR@FPR=rho, where FPR@TPR=x is
+      `fpr_at_tpr` and TPR@FPR=y `tpr_at_fpr` (the original matched the exact grid point, +-1e-6, which exists
+      when no tie straddles it).
+    The areas are step sums (sklearn's average-precision rule); seed000 took trapezoids of its per-sample curves,
+    which differ by O(1/n). Swapping ID and OOD and negating the scores permutes the vector: [1] <-> [3],
+    [2] <-> [4], [5] <-> [7], [6] <-> [8] (and the same for 0.95).
+
+    Args:
+      score_id: (n_id,) scores; score_ood: (n_ood,) scores (tensors or arrays; NaN is an error).
+      resample_generator: if given and n_ood != n_id, OOD scores are first resampled with replacement to n_id (§9).
+
+    Returns:
+      (13,) float64 tensor.
+    """
+    tp, fp = roc_counts(*_scores(score_id, score_ood, resample_generator))
+    n_id, n_ood = int(tp[-1]), int(fp[-1])
+    tpr, fpr = tp / n_id, fp / n_ood
+    accepted = tp + fp
+    rejected = (n_id + n_ood) - accepted
+    ppv = torch.where(accepted > 0, tp / accepted.clamp(min=1), torch.ones_like(tp))
+    npv = torch.where(rejected > 0, (n_ood - fp) / rejected.clamp(min=1), torch.ones_like(tp))
+    tnr = 1 - fpr
+    d_tpr, d_tnr = torch.diff(tpr), -torch.diff(tnr)
+    values = [torch.trapezoid(tpr, fpr), (d_tpr * ppv[1:]).sum(), (d_tpr * npv[1:]).sum(),
+              (d_tnr * npv[:-1]).sum(), (d_tnr * ppv[:-1]).sum()]
+    for rho in OPERATING_RHOS:
+        values += [1 - _fpr_at_tpr(tp, fp, n_id, n_ood, rho), _fpr_at_tpr(tp, fp, n_id, n_ood, 1 - rho),
+                   _tpr_at_fpr(tp, fp, n_id, n_ood, 1 - rho), 1 - _tpr_at_fpr(tp, fp, n_id, n_ood, rho)]
+    return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values])
 
 
 def detection_metrics(score_id: torch.Tensor, score_ood: torch.Tensor,
                       resample_generator: torch.Generator | None = None) -> dict[str, float]:
-    """ID-vs-OOD detection metrics with ID positive and higher score = more ID (seed000 §9).
+    """ID-vs-OOD detection metrics with ID positive and higher score = more ID (seed000 §9), from `metric_vector`.
 
     AUROC: probability that an ID score beats an OOD score, ties counting 1/2 (= sklearn roc_auc_score).
     AUPR_IN / AUPR_OUT: average precision with ID / OOD positive (OOD ranked by -score).
@@ -276,19 +380,6 @@ def detection_metrics(score_id: torch.Tensor, score_ood: torch.Tensor,
     Returns:
       dict of floats with keys AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05.
     """
-    s_id, s_ood = score_id.flatten().to(torch.float64), score_ood.flatten().to(torch.float64)
-    n_id = s_id.numel()
-    if resample_generator is not None and s_ood.numel() != n_id:
-        pick = torch.randint(s_ood.numel(), (n_id,), generator=resample_generator, device=resample_generator.device)
-        s_ood = s_ood[pick.to(s_ood.device)]
-    n_ood = s_ood.numel()
-    ranked, inverse, counts = torch.unique(torch.cat([s_id, s_ood]), return_inverse=True, return_counts=True)
-    counts = counts.to(torch.float64)
-    mid_rank = counts.cumsum(0) - (counts - 1) / 2                                    # average 1-based rank per value
-    auroc = (mid_rank[inverse[:n_id]].sum() - n_id * (n_id + 1) / 2) / (n_id * n_ood)
-    threshold = s_id.sort().values[(5 * n_id) // 100]
-    fpr = (s_ood >= threshold).to(torch.float64).mean()
-    tpr = (s_id > s_ood.sort(descending=True).values[(5 * n_ood) // 100]).to(torch.float64).mean()
-    return {"AUROC": float(auroc), "AUPR_IN": float(_average_precision(s_id, s_ood)),
-            "AUPR_OUT": float(_average_precision(-s_ood, -s_id)), "FPR95": float(fpr), "TNR95": float(1 - fpr),
-            "TPR05": float(tpr)}
+    vector = dict(zip(METRIC_NAMES, metric_vector(score_id, score_ood, resample_generator).tolist()))
+    return {"AUROC": vector["AUROC"], "AUPR_IN": vector["AUPR_IN"], "AUPR_OUT": vector["AUPR_OUT"],
+            "FPR95": 1 - vector["TNR@TPR95"], "TNR95": vector["TNR@TPR95"], "TPR05": vector["TPR@FPR05"]}

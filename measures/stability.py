@@ -21,8 +21,12 @@ Twopoints ("scale detection") data use a one-pixel translation of each active pi
 `shuffle_conv_channels` destroys the channel-to-channel wiring of a trained net while keeping every 2-D filter
 (seed004 §2.5).
 
+The 1-D scale-detection task of §2.12 moves each active site by one (`move_sites`, label kept) and adds rectified
+noise of matched variance (`rectified_noise`).
+
 `constant_filter_stabilities` is the solvable model of §2.11: a 1-D CNN with homogeneous filters and ReLU whose
-D_f, G_f, R_f follow power laws in depth k (s=1: D_f ~ k^-1, G_f ~ k^(1/2), R_f ~ k^(-3/2)).
+D_f, G_f, R_f follow power laws in depth k (s=1: D_f ~ k^-1, G_f ~ k^(1/2), R_f ~ k^(-3/2));
+`pooling_model_prediction` is its closed form for s = F = 2 (D_f ~ 2^-k, G_f ~ 2^k, R_f ~ 4^-k).
 
 Every random draw takes an explicit `torch.Generator`; draws happen on the generator's device (the inputs' device
 when `generator` is None) and are moved to the inputs' device, so a CPU generator also drives CUDA inputs.
@@ -38,10 +42,10 @@ import torch.nn.functional as F
 __all__ = [
     "temperature_range", "temperature_for_displacement", "typical_displacement",
     "displacement_fields", "warp", "diffeo", "matched_noise",
-    "translate_points",
+    "translate_points", "move_sites", "rectified_noise",
     "relative_stability", "StabilityAccumulator",
     "shuffle_conv_channels",
-    "constant_filter_network", "constant_filter_stabilities",
+    "constant_filter_network", "constant_filter_stabilities", "pooling_model_prediction",
 ]
 
 DEN_EPSILON = 1e-10  # added to the pair-distance denominator, as in seed004 §2.3
@@ -171,6 +175,8 @@ def displacement_fields(
 
 
 WARP_CHUNK = 64  # images per step of `warp`: the temporaries of one step stay in cache (4x faster at 5000 images)
+GAUSSIAN_SIGMA = 0.4715  # width (pixels) of the Gaussian interpolation kernel of the authors' `remap` (seed004 §2.1)
+INTERPOLATIONS = ("linear", "nearest", "gaussian")
 
 
 def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str = "linear") -> torch.Tensor:
@@ -178,18 +184,23 @@ def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str =
 
     Source coordinates are clamped to [0, n - 1] (border replicate). 'linear' interpolates bilinearly between
     the floor and ceil neighbours (both the same pixel at an integer coordinate, so a zero displacement is the
-    identity exactly); 'nearest' rounds the source coordinates. One gather of all neighbours per WARP_CHUNK images.
+    identity exactly); 'nearest' rounds the source coordinates; 'gaussian' is the authors' third option (used in
+    NeurIPS'21): out[y, x] = sum_{q,p} c_{qp} img[q, p] with normalised Gaussian weights over ALL pixels,
+    c_{qp} = exp(-((q - y')^2 + (p - x')^2) / (2 s^2)) / sum_{q,p} exp(...), s = GAUSSIAN_SIGMA and (y', x') the
+    clamped source point (not the identity at zero displacement: it blurs slightly). One gather of all neighbours
+    (linear, nearest) or one separable contraction (gaussian: the weights factor into rows times columns) per
+    WARP_CHUNK images.
 
     Args:
       images: (B, C, H, W) floating tensor.
       dx, dy: (B, H, W) column and row displacements in pixels.
-      interp: 'linear' or 'nearest'.
+      interp: 'linear', 'nearest' or 'gaussian'.
 
     Returns:
       (B, C, H, W) tensor, same dtype and device as `images`.
     """
-    if interp not in ("linear", "nearest"):
-        raise ValueError(f"interp must be 'linear' or 'nearest', got {interp!r}")
+    if interp not in INTERPOLATIONS:
+        raise ValueError(f"interp must be one of {INTERPOLATIONS}, got {interp!r}")
     B, C, H, W = images.shape
     rows = torch.arange(H, device=images.device, dtype=dx.dtype)[:, None]
     cols = torch.arange(W, device=images.device, dtype=dx.dtype)[None, :]
@@ -199,6 +210,9 @@ def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str =
         b = chunk.stop - chunk.start
         src_y = (rows - dy[chunk]).clamp(0, H - 1)                                    # (b, H, W)
         src_x = (cols - dx[chunk]).clamp(0, W - 1)
+        if interp == "gaussian":
+            out[chunk] = _gaussian_remap(images[chunk], src_y, src_x)
+            continue
         flat = images[chunk].reshape(b, C, H * W)
         if interp == "nearest":
             index = (src_y.round() * W + src_x.round()).long().reshape(b, 1, H * W)
@@ -215,6 +229,19 @@ def warp(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, interp: str =
         bottom = p[:, :, 2] + wx * (p[:, :, 3] - p[:, :, 2])
         out[chunk] = (top + wy * (bottom - top)).reshape(b, C, H, W)
     return out
+
+
+def _gaussian_remap(images: torch.Tensor, src_y: torch.Tensor, src_x: torch.Tensor) -> torch.Tensor:
+    """The 'gaussian' interpolation of `warp`: exp(-(dq^2 + dp^2) / 2s^2) = exp(-dq^2 / 2s^2) exp(-dp^2 / 2s^2), and
+    so is its normalisation, so the (H W) x (H W) weights of each image are rows (b, H, W, H) times columns
+    (b, H, W, W)."""
+    H, W = images.shape[-2:]
+    weights = []
+    for source, size in ((src_y, H), (src_x, W)):
+        grid = torch.arange(size, device=images.device, dtype=source.dtype)
+        kernel = (-(source[..., None] - grid) ** 2 / (2 * GAUSSIAN_SIGMA**2)).exp()      # (b, H, W, size)
+        weights.append((kernel / kernel.sum(-1, keepdim=True)).to(images.dtype))
+    return torch.einsum("byxq,byxp,bcqp->bcyx", weights[0], weights[1], images)
 
 
 def diffeo(
@@ -234,7 +261,7 @@ def diffeo(
       T: temperature, a float or a (B,) tensor; e.g. temperature_for_displacement(1, n, cut).
       cut: high-frequency cut-off c (seed004 default 3).
       generator: source of the random fields (None = global RNG).
-      interp: 'linear' (default, bilinear) or 'nearest'.
+      interp: 'linear' (default, bilinear), 'nearest' or 'gaussian' (see `warp`).
 
     Returns:
       (B, C, n, n) deformed images, same dtype and device.
@@ -305,6 +332,50 @@ def translate_points(points: torch.Tensor, d: int, generator: torch.Generator | 
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# 1-D scale detection (seed004 §2.12)
+# ----------------------------------------------------------------------------------------------------------------
+
+def move_sites(sites: torch.Tensor, length: int, block: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The 1-D "diffeomorphism" of the scale-detection task (seed004 §2.12): every active site moves by +1 or -1
+    (a fair coin each), is clipped to [0, length - 1], and the move is undone when it would change the site's block
+    floor(r / block), so the label of the block task is kept. A site may therefore stay put (at an edge, or at a
+    block border when the coin points outward).
+
+    Args:
+      sites: (N, K) integer positions (K = 2 for the task).
+      length: signal length L.
+      block: block size xi.
+      generator: source of the coins (None = global RNG).
+
+    Returns:
+      (N, K) int64 positions, each within 1 of the original and in the same block.
+    """
+    source = generator.device if generator is not None else "cpu"
+    step = 2 * torch.randint(0, 2, sites.shape, generator=generator, device=source).to(sites.device) - 1
+    moved = (sites.long() + step).clamp(0, length - 1)
+    return torch.where(moved // block == sites.long() // block, moved, sites.long())
+
+
+def rectified_noise(x: torch.Tensor, x_tau: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + ReLU(eta) with eta i.i.d. N(0, s^2) per site, s^2 = mean((x_tau - x)^2) over every probe and site: the
+    noise of the 1-D scale-detection code (seed004 §2.12), matched in variance on average over the batch (not per
+    sample, unlike `matched_noise`) and rectified.
+
+    Args:
+      x, x_tau: (N, ...) clean and moved signals, same shape.
+      generator: source of eta (None = global RNG).
+
+    Returns:
+      x + ReLU(eta), same shape, dtype and device as `x`.
+    """
+    if x.shape != x_tau.shape:
+        raise ValueError(f"x and x_tau must have the same shape, got {tuple(x.shape)} and {tuple(x_tau.shape)}")
+    scale = (x_tau.double() - x.double()).pow(2).mean().sqrt()
+    eta = _randn(x.shape, generator, x.device, torch.float64) * scale
+    return x + eta.relu().to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # D_f, G_f, R_f (seed004 §2.3)
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -316,14 +387,20 @@ class StabilityAccumulator:
     ordered pairs, diagonal included (quirk §7.1); sums are kept in float64 around the first batch's mean to avoid
     cancellation.
 
+    With median=True (the original's `--mean_stability 0`) each numerator is the sum over features of the
+    per-feature median over probes (the lower middle value for an even count, torch's convention) of the squared
+    change, while den stays the pair mean, as in the relativestability code. A median needs every probe, so this
+    mode keeps the (P, M) squared changes of every layer (2 P M float64 values per layer) until `result`.
+
         acc = StabilityAccumulator()
         for x in probe_batches:
             acc.update(taps(x), taps(diffeo(x, ...)), taps(matched_noise(x, ...)))   # dict name -> (b, ...)
         acc.result()                                                                # name -> {"D", "G", "R", "den"}
     """
 
-    def __init__(self) -> None:
-        self._stats: dict[str, dict[str, torch.Tensor | int]] = {}
+    def __init__(self, median: bool = False) -> None:
+        self.median = median
+        self._stats: dict[str, dict[str, torch.Tensor | int | list]] = {}
 
     def update(
         self,
@@ -347,13 +424,17 @@ class StabilityAccumulator:
             if stats is None:
                 stats = self._stats[name] = {"count": 0, "shift": fx.mean(0), "sum": torch.zeros_like(fx[0]),
                                              "sumsq": fx.new_zeros(()), "dnum": fx.new_zeros(()),
-                                             "gnum": fx.new_zeros(())}
+                                             "gnum": fx.new_zeros(()), "dsq": [], "gsq": []}
             centred = fx - stats["shift"]
             stats["count"] += fx.shape[0]
             stats["sum"] += centred.sum(0)
             stats["sumsq"] += centred.pow(2).sum()
-            stats["dnum"] += (ft - fx).pow(2).sum()
-            stats["gnum"] += (fe - fx).pow(2).sum()
+            if self.median:
+                stats["dsq"].append((ft - fx).pow(2))
+                stats["gsq"].append((fe - fx).pow(2))
+            else:
+                stats["dnum"] += (ft - fx).pow(2).sum()
+                stats["gnum"] += (fe - fx).pow(2).sum()
 
     def result(self) -> dict[str, dict[str, float]]:
         """D, G, R and den per layer (floats, float64 arithmetic).
@@ -366,7 +447,11 @@ class StabilityAccumulator:
             count = stats["count"]
             mean = stats["sum"] / count
             den = (2 * (stats["sumsq"] / count - mean.pow(2).sum())).clamp_min(0) + DEN_EPSILON
-            out[name] = _ratios(stats["dnum"] / count, stats["gnum"] / count, den)
+            if self.median:
+                dnum, gnum = (_lower_median(torch.cat(stats[key])).sum() for key in ("dsq", "gsq"))
+            else:
+                dnum, gnum = stats["dnum"] / count, stats["gnum"] / count
+            out[name] = _ratios(dnum, gnum, den)
         return out
 
 
@@ -390,8 +475,7 @@ def relative_stability(
 
     With median=True (`--mean_stability 0`) each numerator is a sum over features of the per-feature median over
     samples (the lower middle value for even P) of the squared difference, while den stays the pair mean, as in
-    the relativestability code. The median needs all P samples at once, so it is not streamable; the mean
-    version is `StabilityAccumulator` with a single batch.
+    the relativestability code. This is `StabilityAccumulator` fed with a single batch.
 
     Args:
       f_x, f_tau, f_eta: (P, ...) representations of x, tau x and x + eta (any layer shape; flattened to (P, M)).
@@ -400,16 +484,9 @@ def relative_stability(
     Returns:
       {"D", "G", "R", "den"} as floats computed in float64.
     """
-    if not median:
-        accumulator = StabilityAccumulator()
-        accumulator.update({"f": f_x}, {"f": f_tau}, {"f": f_eta})
-        return accumulator.result()["f"]
-    fx, ft, fe = (f.detach().flatten(1).double() for f in (f_x, f_tau, f_eta))
-    centred = fx - fx.mean(0)
-    den = 2 * centred.pow(2).sum(1).mean() + DEN_EPSILON
-    dnum = _lower_median((ft - fx).pow(2)).sum()
-    gnum = _lower_median((fe - fx).pow(2)).sum()
-    return _ratios(dnum, gnum, den)
+    accumulator = StabilityAccumulator(median=median)
+    accumulator.update({"f": f_x}, {"f": f_tau}, {"f": f_eta})
+    return accumulator.result()["f"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -512,3 +589,35 @@ def constant_filter_stabilities(
     x_eta = matched_noise(x, x_tau, generator=generator).relu()
     layers = (constant_filter_network(inputs, depth, kernel_size, stride, unit_filters) for inputs in (x, x_tau, x_eta))
     return [relative_stability(fx, ft, fe) for fx, ft, fe in zip(*layers)]
+
+
+def pooling_model_prediction(depth: int, size: int) -> list[dict[str, float]]:
+    """Closed form of `constant_filter_stabilities(depth, 2, 2, size)` (s = F = 2, filter value s/F = 1: layer k sums
+    blocks of 2^k sites; every input is >= 0 so the ReLUs never act), on N = size one-hot inputs, N a multiple of
+    2^depth with at least two blocks left at the last layer (seed004 §2.11):
+
+      den_k  = 2 (1 - 2^k / N)                               two one-hots share a block with probability 2^k / N
+      Dnum_k = 2^(1-k)                                       the roll by one leaves the block for N / 2^k inputs
+      Gnum_k = 1 + (2^k - 1)/pi + (2/N) (1/2 - (2^k - 1)/pi)  expectation over the rectified noise, eta ~ N(0, 2/N)
+                                                               per site (||eta|| = ||tau x - x|| = sqrt 2): a block
+                                                               sums 2^k rectified values of mean s/sqrt(2 pi)
+    so D_k = Dnum_k / den_k ~ 2^-k exactly, G_k ~ 2^k / (2 pi) and R_k = Dnum_k / Gnum_k ~ 2 pi 4^-k (the notebook's
+    "const" for R_f does not follow; seed004 §2.11 and §8). Dnum and den are exact; Gnum is the mean over noise
+    draws (one draw on N = 1024 inputs lies within 1% of it), treating the norm-fixed eta as i.i.d. Gaussian.
+
+    Args:
+      depth: number of layers L.
+      size: N, a multiple of 2^depth, at least 2^(depth + 1) (one block left would make den 0).
+
+    Returns:
+      list of L dicts {"D", "G", "R", "den"} for k = 1..L.
+    """
+    if size % 2**depth or size < 2 ** (depth + 1):
+        raise ValueError(f"size must be a multiple of 2^depth = {2**depth} and at least twice that, got {size}")
+    out = []
+    for k in range(1, depth + 1):
+        den = 2 * (1 - 2**k / size)
+        dnum = 2.0 ** (1 - k)
+        gnum = 1 + (2**k - 1) / math.pi + (2 / size) * (0.5 - (2**k - 1) / math.pi)
+        out.append({"D": dnum / den, "G": gnum / den, "R": dnum / gnum, "den": den})
+    return out

@@ -99,7 +99,8 @@ def _f(template: str, *keys: str, prefixed: tuple[str, ...] = (), doc: str = "")
 
 _STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "den"),
               "summary": _f("summary.json", "epoch", "checkpoint", "test_accuracy", "probe_accuracy", "P",
-                            "deformation", "temperature", "cut", "delta", "corruption_std", "output", "seconds")}
+                            "deformation", "temperature", "cut", "delta", "interp", "noise_magnitude", "statistic",
+                            "corruption_std", "train_corruption_std", "output", "seconds")}
 
 # seed003 (decompose.py): one stage per subcommand and per source of the filter sets, "ours" (computed, or an
 # --indices file) and "csg" (a CSG gate matrix, spec §8), side by side so that neither overwrites the other.
@@ -107,7 +108,8 @@ DECOMPOSE_SOURCES = ("ours", "csg")
 DECOMPOSE_FOLDERS = {"ours": "decompose/", "csg": "decompose/csg/"}
 _DECOMPOSE = {
     "indices": {"indices": _f("indices.json"),
-                "histograms": _f("indices.npz", prefixed=("histograms", "fc_topk_overlap")),
+                "histograms": _f("indices.npz", prefixed=("fc_topk_overlap",),
+                                 doc="histograms_<k> (classes, D) for computed sets only (not --indices/--csg-gates)"),
                 "summary": _f("summary.json", "skipped_k", "filters")},
     "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
     "essential": {"essential": _f("essential.json")},
@@ -123,28 +125,53 @@ def decompose_stage(subcommand: str, source: str = "ours") -> str:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("analysis", "analyzing.py", "analysis", paper="000", files={
-        "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "fan_in", "fan_out"),
-        "projections": _f("projections_{tag}_{ds}.npz", "norm00", "norm0", "norm1", "logits", "labels", "ranks"),
-        "sensitivity": _f("sensitivity_{tag}_{ds}.npz", "chi", "noise_layers", "eta"),
+    Stage("analysis", "analyzing.py", "analysis", paper="000", files={   # docstring of analyzing.py
+        "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "same_as", "fan_in", "fan_out",
+                    doc="ratio_index (R,): positions among the 53 thresholds, the same for every seed "
+                        "(analyzing.ratio_positions(R)); same_as (R,): the column whose network (and numbers) a "
+                        "threshold shares; every threshold has its own projections/sensitivity files"),
+        "projections": _f("projections_{tag}_{ds}.npz", "norm00", "norm0", "norm1", "norm00_bn", "logits", "labels",
+                          "ranks",
+                          doc="tag: all or a ratio position q (three digits); ds: traindata, the dataset's test set "
+                              "or an OOD set's tag (pipeline.evaluation.set_tag; _done.json ood_tags maps tags to "
+                              "names); norm00_bn (N, L): ||BN output of weight layer l||^2 (seed000 k_bn), NaN where "
+                              "no BatchNorm follows layer l"),
+        "sensitivity": _f("sensitivity_{tag}_{ds}.npz", "chi", "noise_layers", "eta",
+                          doc="every set, traindata included; chi (n, P, L + 1)"),
         "grams": _f("grams_{ds}.npz", prefixed=("feat", "gram")),
     }),
-    Stage("features", "features.py", "features", paper="000", files={
+    Stage("features", "features.py", "features", paper="000", files={   # docstring of features.py
         "eigenvalues": _f("eigenvalues.npz", "eigenvalues", "dims", "counts"),
         "mahalanobis": _f("mahalanobis_{layer}_{ds}.npz", "distance_exp", "inferred_exp", "distance_eps",
-                          "inferred_eps", "dims_exp", "dims_eps"),
+                          "inferred_eps", "dims_exp", "dims_eps", "distance_full", "inferred_full", "dims_full",
+                          doc="distance_full/inferred_full (N,): at d = dims_full = D, the directions of non-zero "
+                              "variance (= dims_eps[-1])"),
     }),
-    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={
+    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={   # docstring of kernels.py
         "kernels": _f("kernels_{ds}.npz", "gram_eigenvalues", "gram_lengths", "cka",
-                      *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")]),
+                      *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")],
+                      doc="gram_eigenvalues (L, r) centred-Gram eigenvalues (gram_lengths valid); spectrum_<kind> "
+                          "(L, L, r) with length_<kind> valid values, sum_<kind> (L, L), for kind in cka, cca, reg0, "
+                          "reg1; cka (L, L) = sum_cka"),
     }),
     Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY),
     Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY),
+    Stage("stability-fresh", "stability.py", "stability/fresh", flags=("--init", "fresh"), paper="004",
+          files=_STABILITY),
     Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
           files=_STABILITY),
+    Stage("stability-shuffled2", "stability.py", "stability/shuffled2", flags=("--shuffle_channels", "2"),
+          paper="004", files=_STABILITY),
     Stage("laplacian", "stability.py", "stability/laplacian", flags=("--laplacian",), paper="004", files={
         "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
         "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
+    }),
+    Stage("scale1d", "stability.py", "stability/scale1d", flags=("--scale1d",), paper="004", files={
+        "scale1d": _f("scale1d.npz", "layers", "diffusive_k",
+                      *[f"{m}_{k}" for m in ("trained", "init", "trained_chmean", "init_chmean", "pooling",
+                                             "prediction", "diffusive") for k in "DGR"]),
+        "summary": _f("summary.json", "seed", "length", "xi", "channels", "depth", "ptr", "epochs", "converged",
+                      "train_loss", "test_error", "probes", "seconds"),
     }),
     *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
             requires=() if sub == "indices" else (decompose_stage("indices", source),),
@@ -185,9 +212,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
-# seed004's three measured networks -> the stage holding each one's measurements; the mode names are those
-# stability.py's flags select (none, --init, --shuffle_channels) and extract/seed004.npz keys its arrays by
-STABILITY_MODES = {"trained": "stability", "init": "stability-init", "shuffled": "stability-shuffled"}
+# seed004's measured networks -> the stage holding each one's measurements; the mode names are those stability.py's
+# flags select (none, --init, --init fresh, --shuffle_channels, --shuffle_channels 2) and extract/seed004.npz keys
+# its arrays by
+STABILITY_MODES = {"trained": "stability", "init": "stability-init", "fresh": "stability-fresh",
+                   "shuffled": "stability-shuffled", "shuffled2": "stability-shuffled2"}
 
 
 def stage(name: str) -> Stage:

@@ -38,6 +38,8 @@ class Group:
 @dataclass(frozen=True)
 class ReportOptions:
     oracle: bool = False  # choose detection hyper-parameters on a reported OOD set (seed000 §10), not on validation
+    mean_std: bool = False   # also mean +- std beside median (IQR): table cells and `-mean` twins of the figures
+    per_seed: bool = False   # draw every seed's own curve beside the statistic across seeds
 
 
 def paper_modules() -> list[ModuleType]:

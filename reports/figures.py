@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -39,15 +40,57 @@ def save_figure(fig, out_dir: Path, stem: str) -> Path:
     return out_dir / f"{stem}.png"
 
 
-def median_band(ax, x, values: np.ndarray, label: str | None = None, **kwargs):
-    """Median across seeds (axis 0) with the 25-75% quantile band (seed000 §3 statistics)."""
+STATS = ("median", "mean")   # the statistic across seeds: median with 25-75% band, or mean with +-1 std band
+
+
+def summary(values: np.ndarray, stat: str = "median", axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, low, high) across seeds along `axis`, NaN ignored: median with the 25% and 75% quantiles, or mean
+    with mean -+ one standard deviation (seed000 §3 computes both)."""
     values = np.asarray(values, dtype=float)
-    median = np.nanmedian(values, axis=0)
-    low, high = np.nanquantile(values, [0.25, 0.75], axis=0)
-    (line,) = ax.plot(x, median, label=label, **kwargs)
+    if stat == "median":
+        low, centre, high = np.nanquantile(values, [0.25, 0.5, 0.75], axis=axis)
+        return centre, low, high
+    if stat == "mean":
+        centre, spread = np.nanmean(values, axis=axis), np.nanstd(values, axis=axis)
+        return centre, centre - spread, centre + spread
+    raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+
+
+def band(ax, x, values: np.ndarray, label: str | None = None, stat: str = "median", per_seed: bool = False,
+         **kwargs):
+    """A curve across seeds (axis 0 of `values`): the median (or mean) with its band (`summary`), and with
+    `per_seed` every seed's own curve, thin, in the same colour. Returns the centre line."""
+    values = np.asarray(values, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN columns (a layer not measured) stay NaN
+        centre, low, high = summary(values, stat)
+    (line,) = ax.plot(x, centre, label=label, **kwargs)
     if len(values) > 1:
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if per_seed:
+        for row in values:
+            ax.plot(x, row, color=line.get_color(), linewidth=0.6, alpha=0.5, linestyle=line.get_linestyle())
     return line
+
+
+def median_band(ax, x, values: np.ndarray, label: str | None = None, **kwargs):
+    """Median across seeds (axis 0) with the 25-75% quantile band (seed000 §3 statistics)."""
+    return band(ax, x, values, label=label, **kwargs)
+
+
+def vertical_line(ax, x: float | None, label: str | None = None) -> None:
+    """A dashed grey vertical line at x (e.g. seed000's transition layer), labelled in the legend; nothing for None."""
+    if x is not None:
+        ax.axvline(x, color="0.4", linestyle="--", linewidth=1.0, label=label)
+
+
+def legend(ax, title: str | None = None, outside: bool = False, **kwargs) -> None:
+    """The panel's legend when it has labelled artists; `outside` puts it right of the axes (many entries)."""
+    if not ax.get_legend_handles_labels()[0]:
+        return
+    if outside:
+        kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, **kwargs}
+    ax.legend(title=title, **kwargs)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

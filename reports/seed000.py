@@ -1,61 +1,116 @@
 """seed000 (dimensionality-induced information loss of outliers): per-run scores and the across-seed section.
 
 extract(run) reads analysis/, features/ and kernels/ (whichever have finished) and writes extract/seed000.npz.
-Detection metrics are `measures.ood.detection_metrics` with the in-distribution test set as the positive class and
-every score oriented higher = more in-distribution (seed000 §9): a metric vector is METRICS = [AUROC, AUPR-In,
-AUPR-Out, FPR95 (fraction of OOD accepted at 95% ID recall), TPR05 (ID recall at 5% of OOD accepted)]. OOD scores
-are resampled with replacement to the ID size by a generator seeded with RESAMPLE_SEED when the sizes differ.
-The detection sets are the reported OOD sets (datasets.ood_sets) followed by the validation OOD set
-(datasets.validation_ood), which chooses hyper-parameters at averaging time. Keys (V network variants "all", q...;
-L layers; D detection sets; M metrics; P perturbed layers; K Mahalanobis grid; C classes):
-  from analysis/:  variants (V,); ratios (V - 1,); detection_sets (D,); validation_set (); near_set () the
-                   reported near-OOD set (datasets.near_ood); weight_stable_rank (L,) sum s^2 / s_max^2;
-                   residual_params (V,) seed000 §10's residual parameter fraction of each variant (1 for "all");
-                   accuracy (V, 2) train and test (measures.classification: a hinge head too); msp (V, D, M) with
-                   score measures.ood.msp_score = -log(1 - max softmax + 1e-7);
-                   projection_ratio, projection_norm (V, L, D, M) with scores norm1 / norm0 and norm1;
-                   predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
-                   as each class by "all"; noise_layers (P,); noise_median (V, P, L + 1, 1 + D) median chi over the
-                   samples of the ID test set, then of each detection set; noise_metrics (V, P, L + 1, D, M) with
-                   score measures.ood.log_sensitivity_score = -log(chi + 1e-7) (OOD is expected to be more
-                   sensitive), NaN where m < the perturbed layer
-  from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance; mahalanobis_dims (L, K)
-                   the counts d of dims_exp(D_l), 0-padded; mahalanobis (L, D, K, M) with score -M_d, NaN where d
-                   exceeds the layer's grid or its directions of non-zero variance
-  from kernels/:   cka_sets (S,); cka (S, L, L) linear CKA between layers within each set
+Detection metrics are `measures.ood.metric_vector`, seed000's 13-value vector (§9; METRICS = measures.ood.
+METRIC_NAMES: AUROC, AUPR_IN, AUNPV_TPR, AUPR_OUT, AUPPV_TNR, then TNR@TPR, FPR@TPR, TPR@FPR, FNR@FPR at rho = 0.90
+and 0.95) with the in-distribution test set as the positive class and every score oriented higher = more
+in-distribution, so every entry reads the same way for every score. OOD scores are resampled with replacement to
+the ID size by a generator seeded with RESAMPLE_SEED when the sizes differ (§9). A score that is not finite for
+every sample (no BatchNorm after a layer, a layer not perturbed) gives NaN metrics.
 
-average(groups, out, options) draws one figure per (dataset, model), medians over seeds with 25-75% bands, and
-writes the main table (seed000 §10). The Mahalanobis d (per seed and layer) and the rank threshold (the ratio with
-the best median AUROC over seeds) are chosen on the validation OOD set, never on a reported one; with
-options.oracle they are chosen on the reported near-OOD set, as seed000 did.
+The detection sets are the reported OOD sets followed by the validation OOD set, which chooses hyper-parameters at
+averaging time: the choice analyzing.py records in its _done.json (ood_sets, near_ood, validation_ood, ood_note,
+ood_tags), else the dataset's defaults (datasets.ood_sets / near_ood / validation_ood), marked "default".
+Keys (V network variants "all", then one per evaluated threshold; L layers; D detection sets; M = 13 metrics;
+P perturbed layers; S sets; K Mahalanobis grid; C classes; Q = 5 noise quantiles):
+  meta:            model () the architecture; num_classes (); layer_spatial (L,) H x W of every layer's input (1 for
+                   a vector; from one zero image through the run's network; absent when the checkpoint is not
+                   readable)
+  from analysis/:  variants (V,); ratio_index (V - 1,) the position of each threshold among the 53 of seed000 §6.1
+                   (the pooling key across seeds); ratios (V - 1,); detection_sets (D,) file tags; detection_names
+                   (D,) the sets' names; validation_set (), near_set () tags; ood_source () "recorded" or
+                   "default"; ood_note () why the sets are not the paper's ("" if they are); caps () JSON
+                   {"caps": the stage's caps, "paper_caps": seed000's, "recorded": bool};
+                   weight_stable_rank (L,) sum s^2 / s_max^2; weight_norms (L, 4) s_max, sqrt(sum s^2), sum s and
+                   the number of singular values (seed000's sval-norm); residual_params (V,) seed000 §10's residual
+                   parameter fraction of each variant (1 for "all"); accuracy (V, 2) train and test
+                   (measures.classification: a hinge head too); msp (V, D, M) with score measures.ood.msp_score;
+                   projection_ratio, projection_norm, feature_norm, patch_norm (V, L, D, M) with scores norm1 /
+                   norm0, norm1, norm00 and norm0 of the variant's own features; bn_norm (V, L, D, M) with score
+                   norm00_bn (seed000's k_bn: ||BN output of weight layer l||^2; only when the stage writes it);
+                   predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
+                   as each class by "all"; noise_layers (P,); noise_sets (S,) the ID test set, the detection sets
+                   and traindata when measured; noise_quantiles (V, P, L + 1, S, Q) the sample quantiles
+                   NOISE_QUANTILES (0.5, 0.3173, 0.6827, 0.0455, 0.9545: median, +-1 and +-2 sigma) of chi;
+                   noise_metrics (V, P, L + 1, D, M) with score measures.ood.log_sensitivity_score = -log(chi +
+                   1e-7) (OOD is expected to be more sensitive); NaN where m < the perturbed layer or the variant
+                   was not perturbed
+  from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance; covariance_norms (L, 4)
+                   l_max, sqrt(sum l^2), sum l, D (seed000's sigma-tied-norm); mahalanobis_dims (L, K) the counts d
+                   of dims_exp(D_l), 0-padded; mahalanobis (L, D, K, M) with score -M_d, NaN where d exceeds the
+                   layer's grid or its directions of non-zero variance; mahalanobis_full (L, D, M) at d = D (every
+                   direction of non-zero variance; only when the stage writes distance_full) and
+                   mahalanobis_full_dims (L,)
+  from kernels/:   cka_sets (S,); cka (S, L, L) linear CKA between layers within each set; gram_eigenvalues
+                   (S, L, r) centred-Gram eigenvalues, descending, 0-padded; gram_lengths (S, L); gram_norms
+                   (S, L, 4); <kind>_norms (S, L, L, 4) max, sqrt(sum v^2), sum v, count of each layer pair's
+                   spectrum for kind in cka, cca, reg0, reg1 (seed000's *-all-norm_interlayers: sum v of cka is
+                   the CKA matrix); <kind>_spectra (S, L, L, <= SPECTRUM_KEEP) the largest values of each spectrum
+
+average(groups, out, options) writes per (dataset, model) five figures (the detection overview, projection against
+residual parameters for every layer, spectra, CKA heatmaps, noise sensitivity) and the main table (seed000 §10):
+statistics across seeds are the median with 25-75% bands (mean +- std too with options.mean_std). Variants are
+pooled across seeds by their threshold position (ratio_index), never by their index in a run: the rank threshold
+is the position with the best median AUROC over seeds on the selection set among the positions every seed has
+(seeds lacking a position are named in the report). The Mahalanobis d (per seed) and the rank threshold are chosen
+on the validation OOD set, never on a reported one; with options.oracle on the reported near-OOD set, as seed000
+did. The projection norm is read at seed000 §10's fixed layer (NORM_LAYER, else the first layer past the transition
+layer), the layer chosen on the selection set being an extra row.
 """
 from __future__ import annotations
 
+import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from datasets import near_ood
 from measures.classification import accuracy, predictions
-from measures.ood import detection_metrics, dims_exp, log_sensitivity_score, msp_score
-from measures.spectra import residual_params, stable_rank
+from measures.ood import METRIC_NAMES, dims_exp, log_sensitivity_score, metric_vector, msp_score
+from measures.spectra import residual_params, stable_rank, threshold_ratios
 from pipeline import contract
 from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, stage_path
 from pipeline.evaluation import detection_sets, test_set_tag
-from pipeline.loaded import load_config
+from pipeline.loaded import LoadedRun, load_config
 from reports import Group, ReportOptions
-from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
+from reports.figures import band, legend, markdown_table, new_figure, save_figure, summary, vertical_line, write_csv
 from utils.errors import ToolkitError
 from utils.rundir import RunDir
+from utils.taps import capture_inputs
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
 STAGES = [name for name, record in contract.STAGES.items() if record.scope == "run" and record.paper == "000"]
-METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "FPR95", "TPR05")
+METRICS = METRIC_NAMES
+M = {name: i for i, name in enumerate(METRICS)}
+# the paper's 7 table columns (seed000 §10); its "FPR@TPR90" / "FPR@TPR95" columns hold TNR@TPR (§9), named so here
+TABLE_METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "TNR@TPR90", "TPR@FPR10", "TNR@TPR95", "TPR@FPR05")
+PAPER_LABELS = {"TNR@TPR90": "FPR@TPR90", "TNR@TPR95": "FPR@TPR95"}
+NOISE_QUANTILES = (0.5, 0.3173, 0.6827, 0.0455, 0.9545)
 RESAMPLE_SEED = 0
 CKA_FLOOR = 0.04
+SPECTRUM_KEEP = 512
+KINDS = ("cka", "cca", "reg0", "reg1")
+# seed000 §2.2 (averaging.py's `lowdiml`): the transition layer lies between layers floor(t) and ceil(t); the key
+# is (model, 100 for ID CIFAR-100, 10 for CIFAR-10, SVHN, MNIST: the class count of other sets picks the row)
+TRANSITION = {("vgg13", 10): 7.5, ("vgg16", 10): 9.5, ("resnet18", 10): 15.5, ("resnet34", 10): 27.5,
+              ("vgg13", 100): 9.5, ("vgg16", 100): 11.5, ("resnet18", 100): 16.5, ("resnet34", 100): 33.5}
+# seed000 §10: the layer at which the projection norm is read
+NORM_LAYER = {("vgg13", 10): 8, ("resnet18", 10): 15, ("vgg13", 100): 10, ("resnet18", 100): 17}
+# seed000 §6's sizes, used only when the analysis stage does not record its own `paper_caps`
+PAPER_CAPS = {"ratios": 53, "num_grams": 10000, "num_stability": 10000, "stability_variants": "every",
+              "max_samples": None}
+VARIANT_KEYS = ("accuracy", "residual_params", "msp", "projection_ratio", "projection_norm", "feature_norm",
+                "patch_norm", "bn_norm", "noise_quantiles", "noise_metrics")
+LAYER_SCORES = {"projection_ratio": "norm1", "projection_norm": "norm1", "feature_norm": "norm00",
+                "patch_norm": "norm0", "bn_norm": "norm00_bn"}
 
 
 def has_outputs(run: RunDir) -> bool:
@@ -63,10 +118,13 @@ def has_outputs(run: RunDir) -> bool:
 
 
 def _metrics(score_id, score_ood) -> np.ndarray:
-    """METRICS of one score, ID positive, higher = more ID; OOD resampled to the ID size if the sizes differ."""
+    """METRICS of one score (ID positive, higher = more ID), OOD resampled to the ID size; NaN when a score is not
+    finite for every sample."""
+    s_id, s_ood = np.asarray(score_id, dtype=np.float64), np.asarray(score_ood, dtype=np.float64)
+    if not (np.isfinite(s_id).all() and np.isfinite(s_ood).all()):
+        return np.full(len(METRICS), np.nan)
     generator = torch.Generator().manual_seed(RESAMPLE_SEED)
-    result = detection_metrics(torch.as_tensor(score_id), torch.as_tensor(score_ood), resample_generator=generator)
-    return np.array([result[name] for name in METRICS])
+    return metric_vector(torch.from_numpy(s_id), torch.from_numpy(s_ood), resample_generator=generator).numpy()
 
 
 def _done_record(run: RunDir, stage: str, *keys: str) -> dict:
@@ -79,72 +137,149 @@ def _done_record(run: RunDir, stage: str, *keys: str) -> dict:
     return record
 
 
+def _norms(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(..., 4): max, sqrt(sum v^2), sum v and the count of the first `lengths` values of each row (..., r)."""
+    valid = np.arange(values.shape[-1]) < np.asarray(lengths)[..., None]
+    v = np.where(valid, values, 0.0)
+    return np.stack([np.where(valid, values, -np.inf).max(-1, initial=-np.inf).clip(min=0),
+                     np.sqrt((v ** 2).sum(-1)), v.sum(-1), np.asarray(lengths, dtype=float)], axis=-1)
+
+
+def _ood_choice(record: dict, dataset: str) -> dict:
+    """The detection sets of a stage's record (module docstring): tags, names, near and validation tags, source."""
+    evaluated = record["datasets"]
+    tags = record.get("ood_tags")
+    if isinstance(tags, dict) and "validation_ood" in record:
+        if not record["validation_ood"]:
+            return {"sets": []}
+        tag_of = {name: tag for tag, name in tags.items()}
+        sets = [tag_of[name] for name in record.get("ood_sets", []) if tag_of.get(name) in evaluated]
+        sets.append(tag_of[record["validation_ood"]])
+        return {"sets": sets, "names": [tags[tag] for tag in sets], "near": tag_of.get(record.get("near_ood")),
+                "source": "recorded", "note": record.get("ood_note", "") or ""}
+    sets = detection_sets(dataset, evaluated)
+    if not sets:
+        return {"sets": []}
+    return {"sets": sets, "names": list(sets), "near": near_ood(dataset), "source": "default", "note": ""}
+
+
+def _caps(record: dict) -> str:
+    """The analysis caps against seed000's as JSON: the stage's record when it has one, else from its flags."""
+    if "caps" in record and "paper_caps" in record:
+        return json.dumps({"caps": record["caps"], "paper_caps": record["paper_caps"], "recorded": True})
+    flags = record.get("flags", {})
+    caps = {"ratios": len(flags.get("ratio_index", record.get("variants", [])[1:])),
+            **{key: flags.get(key) for key in ("num_grams", "num_stability", "stability_variants", "max_samples")}}
+    return json.dumps({"caps": caps, "paper_caps": PAPER_CAPS, "recorded": False})
+
+
 def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
     record = _done_record(run, "analysis", "variants", "datasets")
     svals = load(run, "analysis", "svals")
-    tags, sets = record["variants"], detection_sets(dataset, record["datasets"])
-    proj = {(tag, ds): load(run, "analysis", "projections", tag=tag, ds=ds)
-            for tag in tags for ds in record["datasets"]}
+    tags, L = record["variants"], len(svals["lengths"])
+    choice = _ood_choice(record, dataset)
+    sets = choice["sets"]
     shapes = list(zip(svals["fan_out"].tolist(), svals["fan_in"].tolist()))
-    out = {"variants": np.array(tags), "ratios": svals["ratios"],
+    out = {"variants": np.array(tags), "ratio_index": np.array([int(tag) for tag in tags[1:]], dtype=int),
+           "ratios": threshold_ratios().numpy()[[int(tag) for tag in tags[1:]]], "caps": _caps(record),
            "weight_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
                                   for row, n in zip(svals["svals"], svals["lengths"])],
-           "residual_params": [float(residual_params(proj[tag, dataset]["ranks"], shapes)) for tag in tags]}
-    out["accuracy"] = [[accuracy(proj[tag, ds]["logits"], proj[tag, ds]["labels"], loss)
-                        for ds in (TRAIN_SET, dataset)] for tag in tags]
-    if not sets:
-        return out
-    out.update(detection_sets=np.array(sets), validation_set=np.array(sets[-1]),
-               near_set=np.array(near_ood(dataset)))
-    out["msp"] = [[_metrics(msp_score(proj[tag, dataset]["logits"]), msp_score(proj[tag, ds]["logits"]))
-                   for ds in sets] for tag in tags]
-    scores = {"projection_ratio": lambda p: p["norm1"] / p["norm0"], "projection_norm": lambda p: p["norm1"]}
-    for key, score in scores.items():
-        out[key] = [[[_metrics(score(proj[tag, dataset])[:, layer], score(proj[tag, ds])[:, layer]) for ds in sets]
-                     for layer in range(len(svals["lengths"]))] for tag in tags]
-    out["predicted_fraction"] = [np.bincount(predictions(torch.as_tensor(proj["all", ds]["logits"]), loss).numpy(),
-                                             minlength=classes) / len(proj["all", ds]["logits"])
-                                 for ds in (dataset, *sets)]
-    out.update(_noise(run, tags, dataset, sets))
+           "weight_norms": _norms(svals["svals"], svals["lengths"]),
+           "residual_params": np.zeros(len(tags)), "accuracy": np.zeros((len(tags), 2))}
+    if sets:
+        out.update(detection_sets=np.array(sets), detection_names=np.array(choice["names"]),
+                   validation_set=np.array(sets[-1]), near_set=np.array(choice["near"] or sets[0]),
+                   ood_source=np.array(choice["source"]), ood_note=np.array(choice["note"]),
+                   msp=np.full((len(tags), len(sets), len(METRICS)), np.nan))
+    noise = _noise_layout(run, tags, dataset, sets)
+    out.update(noise.pop("arrays"))
+    reused = record.get("reused") if isinstance(record.get("reused"), dict) else {}
+    for v, tag in enumerate(tags):
+        if reused.get(tag) in tags[:v]:  # the same network as an earlier threshold: its files are copies
+            for key in VARIANT_KEYS:
+                if key in out:
+                    out[key][v] = out[key][tags.index(reused[tag])]
+            continue
+        proj = {ds: load(run, "analysis", "projections", tag=tag, ds=ds) for ds in (TRAIN_SET, dataset, *sets)}
+        out["residual_params"][v] = float(residual_params(proj[dataset]["ranks"], shapes))
+        out["accuracy"][v] = [accuracy(proj[ds]["logits"], proj[ds]["labels"], loss) for ds in (TRAIN_SET, dataset)]
+        if not sets:
+            continue
+        out["msp"][v] = [_metrics(msp_score(proj[dataset]["logits"]), msp_score(proj[ds]["logits"])) for ds in sets]
+        for key, column in LAYER_SCORES.items():
+            if column not in proj[dataset]:
+                continue  # bn_norm: written by newer analysis stages only
+            scores = {ds: proj[ds]["norm1"] / proj[ds]["norm0"] if key == "projection_ratio" else proj[ds][column]
+                      for ds in (dataset, *sets)}
+            values = out.setdefault(key, np.full((len(tags), L, len(sets), len(METRICS)), np.nan))
+            values[v] = [[_metrics(scores[dataset][:, layer], scores[ds][:, layer]) for ds in sets]
+                         for layer in range(L)]
+        if tag == "all":
+            out["predicted_fraction"] = [
+                np.bincount(predictions(torch.as_tensor(proj[ds]["logits"]), loss).numpy(), minlength=classes)
+                / len(proj[ds]["logits"]) for ds in (dataset, *sets)]
+        if tag in noise["perturbed"]:
+            _noise_variant(run, tag, v, dataset, sets, noise["sets"], out)
     return out
 
 
-def _noise(run: RunDir, tags: list[str], dataset: str, sets: list[str]) -> dict:
-    """Median chi and the detection metrics of the log-sensitivity, for the variants that were perturbed."""
+def _noise_layout(run: RunDir, tags: list[str], dataset: str, sets: list[str]) -> dict:
+    """The perturbed variants, the sets whose noise quantiles are stored, and NaN arrays to fill."""
+    measured = (dataset, *sets)
     perturbed = [tag for tag in tags if all(stage_path(run, "analysis", "sensitivity", tag=tag, ds=ds).is_file()
-                                            for ds in (dataset, *sets))]
+                                            for ds in measured)]
     if not perturbed:
-        return {}
-    loaded = {(tag, ds): load(run, "analysis", "sensitivity", tag=tag, ds=ds)
-              for tag in perturbed for ds in (dataset, *sets)}
-    chi = {key: arrays["chi"] for key, arrays in loaded.items()}
-    _, P, M = chi[perturbed[0], dataset].shape
-    median = np.full((len(tags), P, M, 1 + len(sets)), np.nan)
-    metrics = np.full((len(tags), P, M, len(sets), len(METRICS)), np.nan)
-    for v, tag in enumerate(tags):
-        if tag not in perturbed:
-            continue
-        score = {ds: log_sensitivity_score(chi[tag, ds]).numpy() for ds in (dataset, *sets)}
-        for s, ds in enumerate((dataset, *sets)):
-            median[v, ..., s] = np.median(chi[tag, ds], axis=0)
-        for p in range(P):
-            for m in range(M):
-                if np.isfinite(score[dataset][:, p, m]).all():
-                    metrics[v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in sets]
-    return {"noise_layers": loaded[perturbed[0], dataset]["noise_layers"], "noise_median": median,
-            "noise_metrics": metrics}
+        return {"perturbed": [], "sets": [], "arrays": {}}
+    noise_sets = [*measured, *([TRAIN_SET] if stage_path(run, "analysis", "sensitivity", tag=perturbed[0],
+                                                         ds=TRAIN_SET).is_file() else [])]
+    first = load(run, "analysis", "sensitivity", tag=perturbed[0], ds=dataset)
+    _, P, Lp1 = first["chi"].shape
+    arrays = {"noise_layers": first["noise_layers"], "noise_sets": np.array(noise_sets),
+              "noise_quantiles": np.full((len(tags), P, Lp1, len(noise_sets), len(NOISE_QUANTILES)), np.nan)}
+    if sets:
+        arrays["noise_metrics"] = np.full((len(tags), P, Lp1, len(sets), len(METRICS)), np.nan)
+    return {"perturbed": perturbed, "sets": noise_sets, "arrays": arrays}
 
 
-def _features(run: RunDir, dataset: str) -> dict:
-    sets = detection_sets(dataset, _done_record(run, "features", "datasets")["datasets"])
-    eig = load(run, "features", "eigenvalues")
-    stable_ranks = [float(stable_rank(torch.as_tensor(row[:n]).clamp(min=0)))
-                    for row, n in zip(eig["eigenvalues"], eig["dims"])]
+def _noise_variant(run: RunDir, tag: str, v: int, dataset: str, sets: list[str], noise_sets: list[str],
+                   out: dict) -> None:
+    """Quantiles of chi per set and the log-sensitivity metrics of one perturbed variant, into out's arrays."""
+    chi = {ds: load(run, "analysis", "sensitivity", tag=tag, ds=ds)["chi"]
+           for ds in noise_sets if stage_path(run, "analysis", "sensitivity", tag=tag, ds=ds).is_file()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # NaN before the perturbed layer
+        for s, ds in enumerate(noise_sets):
+            if ds in chi:
+                out["noise_quantiles"][v, ..., s, :] = np.moveaxis(np.nanquantile(chi[ds], NOISE_QUANTILES, axis=0),
+                                                                   0, -1)
     if not sets:
-        return {"covariance_stable_rank": stable_ranks}
+        return
+    score = {ds: log_sensitivity_score(chi[ds]).numpy() for ds in (dataset, *sets)}
+    _, P, Lp1 = chi[dataset].shape
+    for p in range(P):
+        for m in range(Lp1):
+            if np.isfinite(score[dataset][:, p, m]).all():
+                out["noise_metrics"][v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in sets]
+
+
+def _features(run: RunDir, dataset: str, sets: list[str] | None) -> dict:
+    """Covariance spectra and Mahalanobis metrics on `sets` (the analysis choice; None: the features record's)."""
+    record = _done_record(run, "features", "datasets")
+    if sets is None:
+        sets = _ood_choice(record, dataset)["sets"]
+    eig = load(run, "features", "eigenvalues")
+    eigenvalues = np.clip(eig["eigenvalues"], 0, None)
+    out = {"covariance_stable_rank": [float(stable_rank(torch.as_tensor(row[:n])))
+                                      for row, n in zip(eigenvalues, eig["dims"])],
+           "covariance_norms": _norms(eigenvalues, eig["dims"])}
+    sets = [ds for ds in sets if ds in record["datasets"]]
+    if not sets:
+        return out
     grids = [dims_exp(int(D)).numpy() for D in eig["dims"]]
     width = max(len(grid) for grid in grids)
     metrics = np.full((len(grids), len(sets), width, len(METRICS)), np.nan)
+    full = np.full((len(grids), len(sets), len(METRICS)), np.nan)
+    full_dims = np.zeros(len(grids), dtype=int)
     for layer, grid in enumerate(grids):
         dist = {ds: load(run, "features", "mahalanobis", layer=f"{layer:02d}", ds=ds) for ds in (dataset, *sets)}
         columns = np.searchsorted(grid, dist[dataset]["dims_exp"])  # the saved d are a prefix of the full grid
@@ -152,26 +287,61 @@ def _features(run: RunDir, dataset: str) -> dict:
             for k, column in enumerate(columns):
                 metrics[layer, o, column] = _metrics(-dist[dataset]["distance_exp"][:, k],
                                                      -dist[ds]["distance_exp"][:, k])
-    return {"covariance_stable_rank": stable_ranks,
-            "mahalanobis_dims": np.array([np.pad(grid, (0, width - len(grid))) for grid in grids]),
-            "mahalanobis": metrics}
+            if "distance_full" in dist[dataset]:
+                full[layer, o] = _metrics(-dist[dataset]["distance_full"], -dist[ds]["distance_full"])
+        full_dims[layer] = int(dist[dataset].get("dims_full", 0))
+    out.update(mahalanobis_dims=np.array([np.pad(grid, (0, width - len(grid))) for grid in grids]),
+               mahalanobis=metrics)
+    if "distance_full" in load(run, "features", "mahalanobis", layer="00", ds=dataset):
+        out.update(mahalanobis_full=full, mahalanobis_full_dims=full_dims)
+    return out
+
+
+def _pad_stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack arrays that differ only in their last length, zero-padded."""
+    width = max(a.shape[-1] for a in arrays)
+    return np.stack([np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, width - a.shape[-1])]) for a in arrays])
 
 
 def _kernels(run: RunDir) -> dict:
     sets = _done_record(run, "kernels", "datasets")["datasets"]
-    cka = [load(run, "kernels", "kernels", ds=ds)["cka"] for ds in sets]
-    return {"cka_sets": np.array(sets), "cka": np.array(cka)}
+    files = [load(run, "kernels", "kernels", ds=ds) for ds in sets]
+    out = {"cka_sets": np.array(sets), "cka": np.array([f["cka"] for f in files]),
+           "gram_eigenvalues": _pad_stack([f["gram_eigenvalues"] for f in files]),
+           "gram_lengths": np.array([f["gram_lengths"] for f in files]),
+           "gram_norms": np.array([_norms(f["gram_eigenvalues"], f["gram_lengths"]) for f in files])}
+    for kind in KINDS:
+        spectra = [f[f"spectrum_{kind}"] for f in files]
+        out[f"{kind}_norms"] = np.array([_norms(s, f[f"length_{kind}"]) for s, f in zip(spectra, files)])
+        out[f"{kind}_spectra"] = _pad_stack([-np.sort(-s, axis=-1)[..., :SPECTRUM_KEEP] for s in spectra])
+    return out
+
+
+def _layer_spatial(run: RunDir) -> np.ndarray | None:
+    """H x W of every analysis layer's input (1 for a vector), from one zero image; None when the run's network
+    cannot be read."""
+    try:
+        loaded = LoadedRun.open(run)
+    except ToolkitError:
+        return None
+    with torch.no_grad():
+        inputs, _ = capture_inputs(loaded.model, loaded.layers, loaded.example_input())
+    return np.array([int(np.prod(x.shape[2:])) if x.dim() > 2 else 1 for x in inputs])
 
 
 def extract(run: RunDir, out: StageOutput) -> dict:
     """Write extract/seed000.npz (module docstring) from the stages that have finished; return a short summary."""
     config = load_config(run)
     dataset = test_set_tag(config["data"]["name"])  # the stages' file-name tag of the test split
-    arrays: dict = {}
+    arrays: dict = {"model": config["model"]["name"], "num_classes": int(config["model"]["num_classes"])}
+    spatial = _layer_spatial(run)
+    if spatial is not None:
+        arrays["layer_spatial"] = spatial
     if done(run, "analysis"):
         arrays.update(_analysis(run, dataset, config["recipe"]["loss"], int(config["model"]["num_classes"])))
     if done(run, "features"):
-        arrays.update(_features(run, dataset))
+        sets = [str(ds) for ds in arrays["detection_sets"]] if "detection_sets" in arrays else None
+        arrays.update(_features(run, dataset, sets if done(run, "analysis") else None))
     if done(run, "kernels"):
         arrays.update(_kernels(run))
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
@@ -187,258 +357,609 @@ def extract(run: RunDir, out: StageOutput) -> dict:
 
 
 # ---- across seeds -------------------------------------------------------------------------------------------------
+def _positions(arrays: dict) -> list[int]:
+    """The threshold positions (among the 53) of a run's variants 1..V-1: ratio_index, or older extracts' ratios
+    matched to the 53 thresholds."""
+    if "ratio_index" in arrays:
+        return [int(q) for q in arrays["ratio_index"]]
+    grid = np.log(threshold_ratios().numpy())
+    return [int(np.argmin(np.abs(grid - np.log(r)))) for r in arrays.get("ratios", [])]
+
+
+def _signature(arrays: dict) -> tuple:
+    return frozenset(arrays), tuple(str(ds) for ds in arrays.get("detection_sets", ()))
+
+
 class Seeds:
-    """The extracted seed000 arrays of one group's seeds, stacked on a first (seed) axis, and the selection set."""
+    """The extracted seed000 arrays of one group's seeds, stacked on a first (seed) axis; variants pooled by their
+    threshold position (module docstring); the selection set; the paper's fixed layers."""
 
     def __init__(self, group: Group, options: ReportOptions):
         loaded = [(run, load(run, "extract", "seed000")) for run in group.runs
                   if stage_path(run, "extract", "seed000").is_file()]
-        common = Counter(frozenset(arrays) for _, arrays in loaded).most_common(1)[0][0] if loaded else frozenset()
-        self.runs = [arrays for _, arrays in loaded if frozenset(arrays) == common]
-        self.incomplete = [run.root.name for run, arrays in loaded if frozenset(arrays) != common]
-        self.group = group
+        common = Counter(_signature(arrays) for _, arrays in loaded).most_common(1)[0][0] if loaded else None
+        kept = [(run, arrays) for run, arrays in loaded if _signature(arrays) == common]
+        self.names = [run.root.name for run, _ in kept]
+        self.runs = [arrays for _, arrays in kept]
+        self.incomplete = [run.root.name for run, arrays in loaded if _signature(arrays) != common]
+        self.group, self.options = group, options
         self._stacked: dict[str, np.ndarray | None] = {}
+        self.seed_positions = [_positions(arrays) for arrays in self.runs]
+        self.positions = sorted(set().union(*map(set, self.seed_positions))) if self.runs else []
+        self.complete = [q for q in self.positions if all(q in seed for seed in self.seed_positions)]
+        self.missing = {name: [q for q in self.positions if q not in seed]
+                        for name, seed in zip(self.names, self.seed_positions) if len(seed) < len(self.positions)}
         if not self.runs or "detection_sets" not in self.runs[0]:
             self.sets = []
             return
-        sets = [str(name) for name in self.runs[0]["detection_sets"]]
-        self.sets, self.reported = sets, sets[:-1]
-        near = str(self.runs[0]["near_set"])
-        self.select = sets.index(near) if options.oracle and near in sets else len(sets) - 1
-        self.select_label = f"{'oracle: reported near-OOD set' if options.oracle else 'validation set'} " \
-                            f"{sets[self.select]}"
+        first = self.runs[0]
+        self.sets = [str(name) for name in first["detection_sets"]]
+        names = first.get("detection_names", first["detection_sets"])
+        self.set_names = dict(zip(self.sets, (str(name) for name in names)))
+        self.reported = self.sets[:-1]
+        self.near = str(first["near_set"])
+        self.source = str(first.get("ood_source", "default"))
+        self.oracle = options.oracle and self.near in self.sets
+        self.select = self.sets.index(self.near) if self.oracle else len(self.sets) - 1
+        self.select_label = (f"{'oracle: reported near-OOD set' if self.oracle else 'validation set'} "
+                             f"{self.name(self.sets[self.select])}")
+
+    def name(self, tag: str) -> str:
+        return self.set_names.get(tag, tag)
 
     def __getitem__(self, key: str) -> np.ndarray | None:
-        """The key's arrays of every seed, stacked (once per key); None when missing or of different shapes."""
+        """The key's arrays of every seed, stacked (once per key), variant keys pooled on (1 + positions) columns
+        with NaN where a seed lacks a position; None when missing or of different shapes."""
         if key not in self._stacked:
             values = [run[key] for run in self.runs if key in run]
-            same = values and len(values) == len(self.runs) and len({v.shape for v in values}) == 1
-            self._stacked[key] = np.stack(values) if same else None
+            if not values or len(values) < len(self.runs):
+                self._stacked[key] = None
+            elif key in VARIANT_KEYS:
+                self._stacked[key] = np.stack([self._pooled(value, seed)
+                                               for value, seed in zip(values, self.seed_positions)])
+            else:
+                same = len({v.shape for v in values}) == 1
+                self._stacked[key] = np.stack(values) if same else None
         return self._stacked[key]
 
-    def best_variant(self, key: str, layer: int | None) -> tuple[int, int]:
-        """(variant > 0, layer) with the best median AUROC over seeds on the selection set; at `layer`, or over
-        every layer when None."""
-        values = np.nanmedian(self[key][:, 1:, :, self.select, 0], axis=0)  # (ratio variants, L)
-        if layer is not None:
-            return 1 + int(np.nanargmax(values[:, layer])), layer % values.shape[1]
-        v, best_layer = np.unravel_index(np.nanargmax(values), values.shape)
-        return 1 + int(v), int(best_layer)
+    def _pooled(self, value: np.ndarray, seed: list[int]) -> np.ndarray:
+        pooled = np.full((1 + len(self.positions), *value.shape[1:]), np.nan)
+        pooled[0] = value[0]
+        for j, q in enumerate(seed):
+            pooled[1 + self.positions.index(q)] = value[1 + j]
+        return pooled
+
+    def ratio(self, v: int) -> float:
+        """The threshold of pooled column v >= 1."""
+        return float(threshold_ratios()[self.positions[v - 1]])
+
+    def _candidates(self) -> np.ndarray:
+        """Pooled columns >= 1 eligible for a choice: the positions every seed has (all when none is shared)."""
+        shared = self.complete or self.positions
+        return np.array([1 + self.positions.index(q) for q in shared])
+
+    def best_variant(self, key: str, layer: int) -> int:
+        """The pooled column v >= 1 with the best median AUROC over seeds on the selection set at `layer`."""
+        columns = self._candidates()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmedian(self[key][:, :, layer, self.select, 0][:, columns], axis=0)
+        return int(columns[np.argmax(np.where(np.isfinite(values), values, -np.inf))])
+
+    def best_variant_and_layer(self, key: str) -> tuple[int, int]:
+        """(v >= 1, layer) with the best median AUROC over seeds on the selection set over every layer."""
+        columns = self._candidates()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values = np.nanmedian(self[key][:, :, :, self.select, 0][:, columns], axis=0)  # (columns, L)
+        v, layer = np.unravel_index(np.argmax(np.where(np.isfinite(values), values, -np.inf)), values.shape)
+        return int(columns[v]), int(layer)
 
     def mahalanobis_at(self, layer: int, chosen: bool = True) -> np.ndarray:
         """(seeds, D, M) at the d chosen per seed on the selection set (else at the largest valid d)."""
         values = self["mahalanobis"][:, layer]  # (seeds, D, K, M)
         valid = np.isfinite(values[:, self.select, :, 0])
         if chosen:
-            picks = [int(np.nanargmax(row)) for row in values[:, self.select, :, 0]]
+            picks = [int(np.nanargmax(row)) if np.isfinite(row).any() else 0 for row in values[:, self.select, :, 0]]
         else:
-            picks = [int(np.flatnonzero(row)[-1]) for row in valid]
+            picks = [int(np.flatnonzero(row)[-1]) if row.any() else 0 for row in valid]
         return np.stack([seed[:, k] for seed, k in zip(values, picks)])
 
+    # ---- the paper's layers ----
+    @property
+    def layers(self) -> int:
+        return len(self.runs[0]["weight_stable_rank"]) if "weight_stable_rank" in self.runs[0] else 0
 
-def _cell(values: np.ndarray) -> str:
-    low, median, high = np.nanquantile(values, [0.25, 0.5, 0.75])
-    return f"{median:.3f} ({(high - low) / 2:.3f})"
+    def _paper_key(self) -> tuple[str, int]:
+        first = self.runs[0]
+        model = str(first["model"]) if "model" in first else self.group.model
+        classes = int(first["num_classes"]) if "num_classes" in first else 10
+        return model, 100 if classes >= 100 else 10
+
+    def transition(self) -> tuple[float | None, str]:
+        """seed000's transition layer t (between layers floor(t) and ceil(t)) and where it comes from."""
+        key = self._paper_key()
+        if key in TRANSITION:
+            return TRANSITION[key], f"seed000 §2.2 lowdiml for {key[0]} with {key[1]}-class ID data"
+        spatial = self.runs[0].get("layer_spatial")
+        if spatial is None:
+            return None, "unknown (no layer sizes recorded)"
+        reductions = [layer for layer in range(1, len(spatial)) if 1 < spatial[layer] < spatial[layer - 1]]
+        if not reductions:
+            return None, "none (no spatial pooling before the global one)"
+        return reductions[-1] - 0.5, ("seed000 §2.2's rule: just after the deepest pooling other than the global "
+                                      "one")
+
+    def norm_layer(self) -> tuple[int, str]:
+        """The layer of the projection-norm row (seed000 §10) and where it comes from."""
+        key = self._paper_key()
+        if key in NORM_LAYER:
+            return NORM_LAYER[key], f"seed000 §10's layer for {key[0]} with {key[1]}-class ID data"
+        t, _ = self.transition()
+        if t is None:
+            return self.layers - 1, "the FC input (no transition layer known)"
+        return min(int(np.ceil(t)), self.layers - 1), "the first layer past the transition layer"
 
 
-def _table(seeds: Seeds) -> tuple[list[list], str]:
-    """Rows of the main table (seed000 §10) per reported OOD set and method, and a note on the choices."""
-    label = seeds.group.label
+# ---- the table ------------------------------------------------------------------------------------------------------
+def _cell(values: np.ndarray, mean_std: bool) -> str:
+    values = np.asarray(values, dtype=float)
+    if not np.isfinite(values).any():
+        return "-"
+    median, low, high = summary(values[:, None], "median")
+    text = f"{median[0]:.3f} ({(high[0] - low[0]) / 2:.3f})"
+    if mean_std:
+        mean, low, _ = summary(values[:, None], "mean")
+        text += f"; {mean[0]:.3f} ± {mean[0] - low[0]:.3f}"
+    return text
+
+
+def _methods(seeds: Seeds) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
+    """(label, (seeds, D, M)) of every row of the main table, and notes on the choices."""
     methods, notes = [], []
     if seeds["msp"] is not None:
         methods.append(("MSP", seeds["msp"][:, 0]))
     if seeds["mahalanobis"] is not None:
         methods.append(("Mahalanobis, FC input, d chosen", seeds.mahalanobis_at(-1)))
-    if seeds["projection_ratio"] is not None:
-        ratios, accuracy, params = seeds.runs[0]["ratios"], seeds["accuracy"], seeds["residual_params"]
-        v, layer = seeds.best_variant("projection_norm", None)
-        methods.append((f"projection norm, layer {layer}, ratio chosen", seeds["projection_norm"][:, v, layer]))
-        notes.append(f"projection norm: layer {layer}, ratio {ratios[v - 1]:.3g}")
-        methods.append(("projection ratio, FC input, full rank", seeds["projection_ratio"][:, 0, -1]))
-        v, _ = seeds.best_variant("projection_ratio", -1)
-        methods.append(("projection ratio, FC input, ratio chosen (proposed)", seeds["projection_ratio"][:, v, -1]))
-        notes.append(f"projection ratio: ratio {ratios[v - 1]:.3g}, residual parameters "
-                     f"{np.median(params[:, v]):.3f}, test accuracy {np.median(accuracy[:, v, 1]):.4f} "
-                     f"(uncompressed {np.median(accuracy[:, 0, 1]):.4f})")
-    rows = [[label, name, method, *[_cell(values[:, o, i]) for i in range(len(METRICS))]]
-            for o, name in enumerate(seeds.reported) for method, values in methods]
-    return rows, "; ".join(notes)
+    if seeds["mahalanobis_full"] is not None:
+        dims = int(np.median(seeds["mahalanobis_full_dims"][:, -1]))
+        methods.append((f"Mahalanobis, FC input, full d = D ({dims})", seeds["mahalanobis_full"][:, -1]))
+    else:
+        notes.append("Mahalanobis at the full d = D: not written by this features stage (distance_full)")
+    ratio, norm = seeds["projection_ratio"], seeds["projection_norm"]
+    if ratio is None or ratio.shape[1] < 2:
+        return methods, notes
+    accuracy, params = seeds["accuracy"], seeds["residual_params"]
+    layer, why = seeds.norm_layer()
+    v = seeds.best_variant("projection_norm", layer)
+    methods.append((f"projection norm, layer {layer} (fixed), ratio chosen", norm[:, v, layer]))
+    notes.append(f"projection norm at layer {layer} ({why}): ratio {seeds.ratio(v):.3g} (position "
+                 f"{seeds.positions[v - 1]})")
+    v_any, layer_any = seeds.best_variant_and_layer("projection_norm")
+    methods.append((f"projection norm, layer {layer_any} and ratio chosen", norm[:, v_any, layer_any]))
+    notes.append(f"projection norm, layer chosen too: layer {layer_any}, ratio {seeds.ratio(v_any):.3g}")
+    methods.append(("projection ratio, FC input, full rank (full-FC)", ratio[:, 0, -1]))
+    v = seeds.best_variant("projection_ratio", -1)
+    methods.append(("projection ratio, FC input, ratio chosen (proposed)", ratio[:, v, -1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        notes.append(f"projection ratio (proposed): ratio {seeds.ratio(v):.3g} (position {seeds.positions[v - 1]}), "
+                     f"residual parameters {np.nanmedian(params[:, v]):.3f}, test accuracy "
+                     f"{np.nanmedian(accuracy[:, v, 1]):.4f} at that threshold (uncompressed "
+                     f"{np.nanmedian(accuracy[:, 0, 1]):.4f}; seed000 printed the accuracy of the threshold one "
+                     "position off, indexing its 54 networks with the 53-threshold index)")
+    return methods, notes
 
 
-def _figure(seeds: Seeds, out: Path) -> Path:
-    fig, axes = new_figure(ncols=4, nrows=3, width=3.3, height=2.6)
-    _stable_rank_panel(axes[0, 0], seeds)
-    _mahalanobis_panels(axes[0, 1], axes[0, 2], seeds)
-    _accuracy_panel(axes[0, 3], seeds)
-    _projection_panels(axes[1, 0], axes[1, 1], axes[1, 2], seeds)
-    _cka_panels(axes[1, 3], axes[2, 0], fig, seeds)
-    _noise_panels(axes[2, 1], axes[2, 2], seeds)
-    _prediction_panel(axes[2, 3], seeds)
-    fig.suptitle(f"{seeds.group.label}: {len(seeds.runs)} seeds, median and 25-75% band; choices on "
-                 f"{seeds.select_label}")
-    return save_figure(fig, out, f"seed000_{seeds.group.dataset}_{seeds.group.model}")
+def _table(seeds: Seeds) -> tuple[list[list], list[list], list[str]]:
+    """Markdown rows (the paper's 7 columns), CSV rows (all 13 metrics) and notes."""
+    methods, notes = _methods(seeds)
+    label, mean_std = seeds.group.label, seeds.options.mean_std
+    rows, csv_rows = [], []
+    for o, tag in enumerate(seeds.reported):
+        for method, values in methods:
+            rows.append([label, seeds.name(tag), method,
+                         *[_cell(values[:, o, M[name]], mean_std) for name in TABLE_METRICS]])
+            stats = []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # a metric no seed has: NaN
+                for i in range(len(METRICS)):
+                    column = values[:, o, i][:, None]
+                    median, low, high = summary(column, "median")
+                    mean, low_m, _ = summary(column, "mean")
+                    stats += [median[0], (high[0] - low[0]) / 2, mean[0], mean[0] - low_m[0]]
+            csv_rows.append([label, seeds.name(tag), method, len(values), *stats])
+    return rows, csv_rows, notes
 
 
-def _legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+def _choice_notes(seeds: Seeds) -> list[str]:
+    """Which OOD sets, which near-OOD and validation set, the seeds pooled and the analysis caps."""
+    default = " (default)" if seeds.source == "default" else ""
+    notes = [f"OOD sets: {', '.join(seeds.name(t) for t in seeds.reported)}{default}; near-OOD: "
+             f"{seeds.name(seeds.near)}{default}; validation: {seeds.name(seeds.sets[-1])}{default}"]
+    ood_note = str(seeds.runs[0].get("ood_note", ""))
+    if ood_note:
+        notes.append(f"not the paper's sets: {ood_note}")
+    if seeds.missing:
+        notes.append("thresholds missing from some seeds (pooled over the seeds that have them, never chosen): " +
+                     "; ".join(f"{name} lacks positions {', '.join(map(str, qs))}"
+                               for name, qs in seeds.missing.items()))
+    if "caps" in seeds.runs[0]:
+        caps = json.loads(str(seeds.runs[0]["caps"]))
+        mine, paper = caps["caps"], caps["paper_caps"]
+        shown = {None: "all"}.get
+        differ = [f"{key} {shown(mine.get(key), mine.get(key))} (paper {shown(paper[key], paper[key])})"
+                  for key in paper if mine.get(key) != paper[key]]
+        source = "" if caps.get("recorded") else " (read from the stage's flags; paper values from seed000 §6)"
+        notes.append(("analysis caps below the paper's: " + ", ".join(differ) if differ
+                      else "analysis at the paper's sizes") + source)
+    if seeds["bn_norm"] is None:
+        notes.append("k_bn (BN output norms): not written by this analysis stage (norm00_bn)")
+    return notes
 
 
-def _stable_rank_panel(ax, seeds: Seeds) -> None:
-    for key, label in (("weight_stable_rank", "weights"), ("covariance_stable_rank", "tied feature covariance")):
-        values = seeds[key]
-        if values is not None:
-            median_band(ax, np.arange(values.shape[1]), values, label=label, marker=".")
-    ax.set(yscale="log", xlabel="layer", ylabel="stable rank", title="stable rank")
-    _legend(ax)
+# ---- figures --------------------------------------------------------------------------------------------------------
+class Draw:
+    """Shared drawing state of one figure set: the statistic across seeds and per-seed curves."""
+
+    def __init__(self, seeds: Seeds, stat: str):
+        self.seeds, self.stat, self.per_seed = seeds, stat, seeds.options.per_seed
+        self.transition, _ = seeds.transition() if seeds.layers else (None, "")
+
+    def curve(self, ax, x, values, label=None, **kwargs):
+        return band(ax, x, values, label=label, stat=self.stat, per_seed=self.per_seed, **kwargs)
+
+    def centre(self, values, axis=0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return summary(values, self.stat, axis=axis)[0]
+
+    def layer_axis(self, ax, label: str = "layer") -> None:
+        vertical_line(ax, self.transition, "transition layer")
+        ax.set_xlabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    @property
+    def stat_label(self) -> str:
+        return "median, 25-75% band" if self.stat == "median" else "mean ± std"
 
 
-def _mahalanobis_panels(ax_layer, ax_dims, seeds: Seeds) -> None:
-    values = seeds["mahalanobis"]
-    if values is None:
-        return
-    L = values.shape[1]
-    chosen = np.stack([seeds.mahalanobis_at(layer) for layer in range(L)], axis=1)  # (seeds, L, D, M)
-    every = np.stack([seeds.mahalanobis_at(layer, chosen=False) for layer in range(L)], axis=1)
-    for o, name in enumerate(seeds.reported):
-        line = median_band(ax_layer, np.arange(L), chosen[:, :, o, 0], label=name, marker=".")
-        ax_layer.plot(np.arange(L), np.nanmedian(every[:, :, o, 0], axis=0), linestyle="--", color=line.get_color())
-    ax_layer.set(xlabel="layer", ylabel="AUROC", title="Mahalanobis (solid: d chosen, dashed: all d)")
-    _legend(ax_layer)
-    dims = seeds.runs[0]["mahalanobis_dims"][-1]
-    keep = np.isfinite(values[:, -1, 0, :, 0]).any(0) & (dims > 0)
-    for o, name in enumerate(seeds.reported):
-        median_band(ax_dims, dims[keep], values[:, -1, o, keep, 0], label=name)
-    ax_dims.set(xscale="log", xlabel="components d", ylabel="AUROC", title="Mahalanobis at the FC input")
-    _legend(ax_dims)
+def _seeds(seeds: Seeds) -> str:
+    return f"{len(seeds.runs)} seed{'s' if len(seeds.runs) != 1 else ''}"
 
 
 def _fraction_axis(ax) -> None:
     """Log x axis of fractions labelled 0.01, 0.02, 0.05, 0.1, ... 1."""
+    ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _accuracy_panel(ax, seeds: Seeds) -> None:
-    accuracy, params = seeds["accuracy"], seeds["residual_params"]
-    if accuracy is None:
+def _stem(seeds: Seeds, topic: str, stat: str) -> str:
+    base = f"seed000_{seeds.group.dataset}_{seeds.group.model}" + (f"_{topic}" if topic else "")
+    return base + ("-mean" if stat == "mean" else "")
+
+
+def _detection_figure(d: Draw, out: Path) -> Path:
+    seeds = d.seeds
+    fig, axes = new_figure(ncols=2, nrows=2, width=4.6, height=3.2)
+    _mahalanobis_panels(d, axes[0, 0], axes[0, 1])
+    _projection_layer_panel(d, axes[1, 0])
+    _feature_norm_panel(d, axes[1, 1])
+    fig.suptitle(f"{seeds.group.label}: OOD detection, {_seeds(seeds)} ({d.stat_label}); choices on the "
+                 f"{seeds.select_label}")
+    return save_figure(fig, out, _stem(seeds, "", d.stat))
+
+
+def _mahalanobis_panels(d: Draw, ax_layer, ax_dims) -> None:
+    seeds, values = d.seeds, d.seeds["mahalanobis"]
+    if values is None:
+        ax_layer.set_visible(False)
+        ax_dims.set_visible(False)
         return
-    order = np.argsort(np.median(params[:, 1:], axis=0))
-    x = np.median(params[:, 1:], axis=0)[order]
-    median_band(ax, x, accuracy[:, 1:, 1][:, order], label="rank-truncated", marker=".")
-    ax.axhline(np.median(accuracy[:, 0, 1]), color="grey", linestyle=":", label="original")
-    ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="test accuracy", title="low-rank networks")
-    _fraction_axis(ax)
-    _legend(ax)
+    L = values.shape[1]
+    chosen = np.stack([seeds.mahalanobis_at(layer) for layer in range(L)], axis=1)  # (seeds, L, D, M)
+    every = np.stack([seeds.mahalanobis_at(layer, chosen=False) for layer in range(L)], axis=1)
+    full = seeds["mahalanobis_full"]
+    for o, tag in enumerate(seeds.reported):
+        line = d.curve(ax_layer, np.arange(L), chosen[:, :, o, 0], label=seeds.name(tag), marker=".")
+        ax_layer.plot(np.arange(L), d.centre(every[:, :, o, 0]), linestyle="--", color=line.get_color())
+        if full is not None:
+            ax_layer.plot(np.arange(L), d.centre(full[:, :, o, 0]), linestyle=":", color=line.get_color())
+    d.layer_axis(ax_layer)
+    styles = [Line2D([], [], color="k", linestyle=s) for s in ("-", "--", ":")]
+    ax_layer.set(ylabel="AUROC", title="Mahalanobis: AUROC per layer")
+    handles, labels = ax_layer.get_legend_handles_labels()
+    ax_layer.legend(handles + styles[:3 if full is not None else 2],
+                    labels + ["d chosen per seed", "largest d of the grid", "full d = D"][:3 if full is not None
+                                                                                           else 2], fontsize=7)
+    dims = seeds.runs[0]["mahalanobis_dims"][-1]
+    keep = np.isfinite(values[:, -1, 0, :, 0]).any(0) & (dims > 0)
+    for o, tag in enumerate(seeds.reported):
+        line = d.curve(ax_dims, dims[keep], values[:, -1, o, keep, 0], label=seeds.name(tag))
+        if full is not None:
+            ax_dims.plot(np.median(seeds["mahalanobis_full_dims"][:, -1]), d.centre(full[:, -1, o, 0]), marker="*",
+                         markersize=9, color=line.get_color(), linestyle="none")
+    ax_dims.set(xscale="log", xlabel="components d", ylabel="AUROC",
+                title="Mahalanobis at the FC input" + (" (star: d = D)" if full is not None else ""))
+    legend(ax_dims, fontsize=7)
 
 
-def _projection_panels(ax_ratio, ax_norm, ax_layer, seeds: Seeds) -> None:
+def _projection_layer_panel(d: Draw, ax) -> None:
+    seeds = d.seeds
     ratio, norm = seeds["projection_ratio"], seeds["projection_norm"]
     if ratio is None or ratio.shape[1] < 2:
+        ax.set_visible(False)
         return
-    params = np.median(seeds["residual_params"][:, 1:], axis=0)
-    order = np.argsort(params)
-    _, norm_layer = seeds.best_variant("projection_norm", None)
-    for ax, values, layer, title in ((ax_ratio, ratio, -1, "projection ratio, FC input"),
-                                     (ax_norm, norm, norm_layer, f"projection norm, layer {norm_layer}")):
-        for o, name in enumerate(seeds.reported):
-            median_band(ax, params[order], values[:, 1:, layer, o, 0][:, order], label=name, marker=".")
-        ax.set(xscale="log", xlabel="residual parameter fraction", ylabel="AUROC", title=title)
-        _fraction_axis(ax)
-        _legend(ax)
-    v_ratio, _ = seeds.best_variant("projection_ratio", -1)
-    v_norm, _ = seeds.best_variant("projection_norm", None)
+    layer, _ = seeds.norm_layer()
+    v_ratio, v_norm = seeds.best_variant("projection_ratio", -1), seeds.best_variant("projection_norm", layer)
     layers = np.arange(ratio.shape[2])
-    for o, name in enumerate(seeds.reported):
-        line = median_band(ax_layer, layers, ratio[:, v_ratio, :, o, 0], label=name, marker=".")
-        ax_layer.plot(layers, np.median(norm[:, v_norm, :, o, 0], axis=0), linestyle="--", color=line.get_color())
-    ratios = seeds.runs[0]["ratios"]
-    ax_layer.set(xlabel="layer", ylabel="AUROC", title=f"solid: ratio (r={ratios[v_ratio - 1]:.2g}), dashed: norm "
-                                                        f"(r={ratios[v_norm - 1]:.2g})")
-    _legend(ax_layer)
+    for o, tag in enumerate(seeds.reported):
+        line = d.curve(ax, layers, ratio[:, v_ratio, :, o, 0], label=seeds.name(tag), marker=".")
+        ax.plot(layers, d.centre(norm[:, v_norm, :, o, 0]), linestyle="--", color=line.get_color())
+    ax.axvline(layer, color="0.6", linestyle=":", linewidth=1.0)
+    d.layer_axis(ax)
+    handles, labels = ax.get_legend_handles_labels()
+    styles = [Line2D([], [], color="k", linestyle="-"), Line2D([], [], color="k", linestyle="--"),
+              Line2D([], [], color="0.6", linestyle=":")]
+    ax.legend(handles + styles, labels + [f"ratio ||V_k^T x||²/||x||², r = {seeds.ratio(v_ratio):.2g}",
+                                          f"norm ||V_k^T x||², r = {seeds.ratio(v_norm):.2g}",
+                                          f"norm layer {layer}"], fontsize=7)
+    ax.set(ylabel="AUROC", title="projection scores at the chosen thresholds")
 
 
-def _cka_panels(ax_map, ax_last, fig, seeds: Seeds) -> None:
-    from matplotlib.colors import LogNorm
+def _feature_norm_panel(d: Draw, ax) -> None:
+    """AUROC per layer of the original network's feature norms as scores (norm00, norm0, k_bn)."""
+    seeds = d.seeds
+    scores = [(key, label, style) for key, label, style in
+              (("feature_norm", "||x||² (norm00)", "-"), ("patch_norm", "patch energy (norm0)", "--"),
+               ("bn_norm", "||BN output||² (k_bn)", ":")) if seeds[key] is not None]
+    if not scores:
+        ax.set_visible(False)
+        return
+    layers = np.arange(seeds[scores[0][0]].shape[2])
+    for o in range(len(seeds.reported)):
+        colour = f"C{o}"
+        for key, _, style in scores:
+            ax.plot(layers, d.centre(seeds[key][:, 0, :, o, 0]), linestyle=style, color=colour, marker=".",
+                    markersize=3)
+    d.layer_axis(ax)
+    handles = [Line2D([], [], color=f"C{o}") for o in range(len(seeds.reported))]
+    handles += [Line2D([], [], color="k", linestyle=style) for _, _, style in scores]
+    labels = [seeds.name(t) for t in seeds.reported] + [label for _, label, _ in scores]
+    if d.transition is not None:
+        handles.append(Line2D([], [], color="0.4", linestyle="--"))
+        labels.append("transition layer")
+    ax.legend(handles, labels, fontsize=7, ncol=2)
+    ax.axhline(0.5, color="0.7", linewidth=0.8)
+    ax.set(ylabel="AUROC", title="feature norms of the original network as scores")
 
-    values = seeds["cka"]
+
+def _projection_figure(d: Draw, out: Path) -> Path | None:
+    """AUROC on the near-OOD set against the residual parameter fraction, one line per layer (seed000 §10)."""
+    seeds = d.seeds
+    ratio, norm, params = seeds["projection_ratio"], seeds["projection_norm"], seeds["residual_params"]
+    if ratio is None or ratio.shape[1] < 2:
+        return None
+    fig, axes = new_figure(ncols=3, nrows=1, width=4.4, height=3.4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        x = np.nanmedian(params[:, 1:], axis=0)
+    order = np.argsort(x)
+    near = seeds.sets.index(seeds.near) if seeds.near in seeds.sets else 0
+    L = ratio.shape[2]
+    cmap, scale = colormaps["viridis"], Normalize(0, L - 1)
+    norm_layer, _ = seeds.norm_layer()
+    for ax, values, title, mark in ((axes[0, 0], norm, "projection norm ||V_k^T x||²", norm_layer),
+                                    (axes[0, 1], ratio, "projection ratio ||V_k^T x||²/||x||²", L - 1)):
+        for layer in range(L):
+            centre = d.centre(values[:, 1:, layer, near, 0])[order]
+            ax.plot(x[order], centre, color=cmap(scale(layer)), linewidth=0.9, alpha=0.8)
+        d.curve(ax, x[order], values[:, 1:, mark, near, 0][:, order], color="k", marker=".", linewidth=2,
+                label=f"layer {mark}" + (" (FC input)" if mark == L - 1 else " (fixed)"))
+        ax.axhline(0.5, color="0.7", linewidth=0.8)
+        _fraction_axis(ax)
+        ax.set(xlabel="residual parameter fraction", ylabel=f"AUROC ({seeds.name(seeds.near)})", title=title)
+        legend(ax, fontsize=7, loc="lower left")
+        fig.colorbar(ScalarMappable(norm=scale, cmap=cmap), ax=ax, label="layer",
+                     ticks=MaxNLocator(integer=True))
+    accuracy = seeds["accuracy"]
+    d.curve(axes[0, 2], x[order], accuracy[:, 1:, 1][:, order], label="rank-truncated, test", marker=".")
+    d.curve(axes[0, 2], x[order], accuracy[:, 1:, 0][:, order], label="rank-truncated, train", marker=".",
+            linestyle="--")
+    axes[0, 2].axhline(d.centre(accuracy[:, 0, 1]), color="grey", linestyle=":", label="original, test")
+    _fraction_axis(axes[0, 2])
+    axes[0, 2].set(xlabel="residual parameter fraction", ylabel="accuracy", title="low-rank networks")
+    legend(axes[0, 2], fontsize=7)
+    fig.suptitle(f"{seeds.group.label}: projection scores on the near-OOD set {seeds.name(seeds.near)} for every "
+                 f"layer ({d.stat_label} over {_seeds(seeds)} for the black line)")
+    return save_figure(fig, out, _stem(seeds, "projection", d.stat))
+
+
+def _spectra_figure(d: Draw, out: Path) -> Path:
+    seeds = d.seeds
+    fig, axes = new_figure(ncols=3, nrows=1, width=4.2, height=3.2)
+    ax = axes[0, 0]
+    for key, label in (("weight_stable_rank", "weights"), ("covariance_stable_rank", "tied feature covariance")):
+        values = seeds[key]
+        if values is not None:
+            d.curve(ax, np.arange(values.shape[1]), values, label=label, marker=".")
+    d.layer_axis(ax)
+    ax.set(yscale="log", ylabel="stable rank (||·||_F / ||·||_2)²", title="stable rank per layer")
+    legend(ax, fontsize=7)
+    _cka_last_panel(d, axes[0, 1])
+    _prediction_panel(d, axes[0, 2])
+    fig.suptitle(f"{seeds.group.label}: spectra, similarity to the last layer, predictions ({d.stat_label}, "
+                 f"{_seeds(seeds)})")
+    return save_figure(fig, out, _stem(seeds, "spectra", d.stat))
+
+
+def _cka_last_panel(d: Draw, ax) -> None:
+    values = d.seeds["cka"]
     if values is None:
+        ax.set_visible(False)
         return
-    sets = [str(s) for s in seeds.runs[0]["cka_sets"]]
-    test = sets.index(seeds.group.dataset) if seeds.group.dataset in sets else 0
-    image = ax_map.imshow(np.clip(np.median(values[:, test], axis=0), CKA_FLOOR, 1), norm=LogNorm(CKA_FLOOR, 1),
-                          origin="lower", cmap="viridis")
-    fig.colorbar(image, ax=ax_map)
-    ax_map.grid(False)
-    ax_map.set(xlabel="layer", ylabel="layer", title=f"linear CKA ({sets[test]})")
     layers = np.arange(values.shape[2])
-    for s, name in enumerate(sets):
-        median_band(ax_last, layers, values[:, s, :, -1], label=name)
-    ax_last.set(xlabel="layer", ylabel="CKA with the FC input", title="CKA of each layer with the last")
-    _legend(ax_last)
+    for s, tag in enumerate(str(t) for t in d.seeds.runs[0]["cka_sets"]):
+        d.curve(ax, layers, values[:, s, :, -1], label=_set_label(d.seeds, tag))
+    d.layer_axis(ax)
+    ax.set(ylabel="linear CKA with the FC input", title="CKA of each layer with the last")
+    legend(ax, fontsize=7)
 
 
-def _noise_panels(ax_median, ax_auroc, seeds: Seeds) -> None:
-    median, metrics = seeds["noise_median"], seeds["noise_metrics"]
-    if median is None or metrics is None:
-        return
-    layers = seeds.runs[0]["noise_layers"]
-    M = median.shape[3]
-    near = 1 + (seeds.reported.index(str(seeds.runs[0]["near_set"])) if str(seeds.runs[0]["near_set"])
-                in seeds.reported else 0)
-    for p, start in enumerate(layers):
-        line = ax_median.plot(np.arange(start, M), np.nanmedian(median[:, 0, p, start:, 0], axis=0))[0]
-        ax_median.plot(np.arange(start, M), np.nanmedian(median[:, 0, p, start:, near], axis=0), linestyle="--",
-                       color=line.get_color())
-    ax_median.set(yscale="log", ylim=(1e-5, 1), xlabel=f"layer ({M - 1} = logits)", ylabel="median chi",
-                  title=f"noise sensitivity (solid ID, dashed {seeds.sets[near - 1]})")
-    for o, name in enumerate(seeds.reported):
-        median_band(ax_auroc, layers, metrics[:, 0, :, -1, o, 0], label=name, marker=".")
-    ax_auroc.set(xlabel="perturbed layer", ylabel="AUROC", title="log-sensitivity at the logits")
-    _legend(ax_auroc)
+def _set_label(seeds: Seeds, tag: str) -> str:
+    role = {seeds.group.dataset: "ID test", TRAIN_SET: "ID train"}.get(tag)
+    if seeds.sets:
+        role = role or {seeds.near: "near-OOD", seeds.sets[-1]: "validation"}.get(tag)
+    name = seeds.name(tag) if seeds.sets else tag
+    return f"{name} ({role})" if role else name
 
 
-def _prediction_panel(ax, seeds: Seeds) -> None:
-    fractions = seeds["predicted_fraction"]
+def _prediction_panel(d: Draw, ax) -> None:
+    seeds, fractions = d.seeds, d.seeds["predicted_fraction"]
     if fractions is None:
+        ax.set_visible(False)
         return
     names = [seeds.group.dataset, *seeds.reported]
     classes = np.arange(fractions.shape[2])
     width = 0.8 / len(names)
-    for s, name in enumerate(names):
-        median = np.median(fractions[:, s], axis=0)
-        cv = median.std() / median.mean()
-        ax.bar(classes + (s - (len(names) - 1) / 2) * width, median, width=width, label=f"{name} (CV {cv:.2f})")
-    ax.set(xlabel="predicted class", ylabel="fraction of the set", title="predictions of the original network")
-    _legend(ax)
+    for s, tag in enumerate(names):
+        centre = d.centre(fractions[:, s])
+        cv = centre.std() / centre.mean()
+        ax.bar(classes + (s - (len(names) - 1) / 2) * width, centre, width=width,
+               label=f"{_set_label(seeds, tag)}: CV {cv:.2f}")
+    ax.set(xlabel="predicted class", ylabel="fraction of the set", title="predictions of the original network",
+           xticks=classes)
+    legend(ax, fontsize=7)
+
+
+def _cka_figure(d: Draw, out: Path) -> Path | None:
+    """A linear-CKA heatmap between layers for every set (ID train and test, each OOD set)."""
+    seeds, values = d.seeds, d.seeds["cka"]
+    if values is None:
+        return None
+    sets = [str(s) for s in seeds.runs[0]["cka_sets"]]
+    ncols = min(3, len(sets))
+    nrows = -(-len(sets) // ncols)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.6, height=3.3)
+    image = None
+    for ax, (s, tag) in zip(axes.flat, enumerate(sets)):
+        image = ax.imshow(np.clip(d.centre(values[:, s]), CKA_FLOOR, 1), norm=LogNorm(CKA_FLOOR, 1),
+                          origin="lower", cmap="viridis")
+        ax.grid(False)
+        if d.transition is not None:
+            for line in (ax.axvline, ax.axhline):
+                line(d.transition, color="w", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="layer", ylabel="layer", title=_set_label(seeds, tag))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(image, ax=ax, label="linear CKA (log scale)")
+    for ax in list(axes.flat)[len(sets):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{seeds.group.label}: linear CKA between layers within each set ({d.stat} over "
+                 f"{_seeds(seeds)}; dashed: transition layer)")
+    return save_figure(fig, out, _stem(seeds, "cka", d.stat))
+
+
+def _noise_figure(d: Draw, out: Path) -> Path | None:
+    seeds = d.seeds
+    quantiles = seeds["noise_quantiles"]
+    if quantiles is None:
+        return None
+    layers = seeds.runs[0]["noise_layers"]
+    noise_sets = [str(s) for s in seeds.runs[0]["noise_sets"]]
+    shown = [tag for tag in (seeds.group.dataset, seeds.near if seeds.sets else None, TRAIN_SET)
+             if tag in noise_sets]
+    fig, axes = new_figure(ncols=len(shown) + 2, nrows=1, width=3.8, height=3.3)
+    Lp1 = quantiles.shape[3]
+    cmap, scale = colormaps["viridis"], Normalize(0, max(len(layers) - 1, 1))
+    for ax, tag in zip(axes.flat, shown):
+        s = noise_sets.index(tag)
+        for p, start in enumerate(layers):
+            ax.plot(np.arange(start, Lp1), d.centre(quantiles[:, 0, p, start:, s, 0]), color=cmap(scale(p)),
+                    marker=".", markersize=3, label=str(start))
+        d.layer_axis(ax, f"layer m ({Lp1 - 1} = logits)")
+        ax.set(yscale="log", ylim=(1e-5, 1), ylabel="median χ over samples",
+               title=f"noise sensitivity, {_set_label(seeds, tag)}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles[:len(layers)], labels[:len(layers)], title="perturbed layer (solid lines, first panels)",
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(layers), 12), fontsize=7)
+    ax = axes[0, len(shown)]
+    for s, tag in enumerate(noise_sets):
+        centre = [d.centre(quantiles[:, 0, :, -1, s, q]) for q in range(3)]
+        line = ax.plot(layers, centre[0], marker=".", label=_set_label(seeds, tag))[0]
+        ax.fill_between(layers, centre[1], centre[2], color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set(yscale="log", xlabel="perturbed layer", ylabel="χ at the logits",
+           title="χ at the logits: median, ±1σ quantiles")
+    vertical_line(ax, d.transition, "transition layer")
+    legend(ax, fontsize=7)
+    ax = axes[0, len(shown) + 1]
+    metrics = seeds["noise_metrics"]
+    if metrics is not None:
+        for o, tag in enumerate(seeds.reported):
+            d.curve(ax, layers, metrics[:, 0, :, -1, o, 0], label=seeds.name(tag), marker=".")
+        ax.axhline(0.5, color="0.7", linewidth=0.8)
+        d.layer_axis(ax, "perturbed layer")
+        ax.set(ylabel="AUROC of -log χ", title="detection by sensitivity at the logits")
+        legend(ax, fontsize=7)
+    else:
+        ax.set_visible(False)
+    fig.suptitle(f"{seeds.group.label}: noise sensitivity of the original network (η = 0.1 relative noise; "
+                 f"{d.stat} over {_seeds(seeds)})")
+    return save_figure(fig, out, _stem(seeds, "noise", d.stat))
+
+
+def _figures(seeds: Seeds, out: Path) -> list[Path]:
+    paths = []
+    for stat in ("median", "mean") if seeds.options.mean_std else ("median",):
+        d = Draw(seeds, stat)
+        for draw in (_detection_figure, _projection_figure, _spectra_figure, _cka_figure, _noise_figure):
+            path = draw(d, out)
+            if path is not None:
+                paths.append(path)
+    return paths
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """Figures per (dataset, model), the main detection table (CSV + markdown); returns the report section."""
-    rows, sections = [], []
+    rows, csv_rows, sections = [], [], []
     for group in groups:
         seeds = Seeds(group, options)
         if not seeds.sets:
             continue
-        group_rows, note = _table(seeds)
+        group_rows, group_csv, notes = _table(seeds)
         rows += group_rows
-        skipped = f" Left out (other stages or flags): {', '.join(seeds.incomplete)}." if seeds.incomplete else ""
-        png = _figure(seeds, out)
-        sections.append(f"### {group.label} ({len(seeds.runs)} seeds)\n\nChoices on the {seeds.select_label}: "
-                        f"{note or 'no projection scores'}.{skipped}\n\n![{group.label}]({png.name})")
+        csv_rows += group_csv
+        notes = _choice_notes(seeds) + notes
+        t, where = seeds.transition()
+        notes.append(f"transition layer {t if t is not None else 'unknown'} ({where}; dashed on every per-layer "
+                     "panel)")
+        if seeds.incomplete:
+            notes.append(f"left out (other stages, flags or OOD sets): {', '.join(seeds.incomplete)}")
+        figures = "\n\n".join(f"![{group.label} {path.stem}]({path.name})" for path in _figures(seeds, out))
+        sections.append(f"### {group.label} ({_seeds(seeds)}: {', '.join(seeds.names)})\n\nChoices on the "
+                        f"{seeds.select_label}.\n\n" + "\n".join(f"- {note}" for note in notes) + f"\n\n{figures}")
     if not sections:
         return ""
-    write_csv(out / "seed000_table.csv", ["group", "ood_set", "method", *[f"{m} median (IQR/2)" for m in METRICS]],
-              rows)
-    table = markdown_table(["group", "OOD set", "method", *METRICS], rows)
+    header = ["group", "ood_set", "method", "seeds"]
+    header += [f"{m} {s}" for m in METRICS for s in ("median", "IQR/2", "mean", "std")]
+    write_csv(out / "seed000_table.csv", header, csv_rows)
+    columns = [f"{m} (paper: {PAPER_LABELS[m]})" if m in PAPER_LABELS else m for m in TABLE_METRICS]
+    table = markdown_table(["group", "OOD set", "method", *columns], rows)
+    cells = "median (IQR / 2)" + ("; mean ± std" if options.mean_std else "")
     return (f"## {TITLE}\n\nOOD detection with the in-distribution test set as positive class and every score "
             "oriented higher = more in-distribution: MSP -log(1 - max softmax + 1e-7), Mahalanobis -M_d, projection "
             "norm ||V_k^T x||^2 and projection ratio ||V_k^T x||^2 / ||x||^2 (the proposed score) on the features "
-            "of the rank-truncated network. FPR95: fraction of OOD accepted at 95% ID recall (lower is better); "
-            "TPR05: ID recall when 5% of OOD is accepted. Cells: median (IQR / 2) over seeds. The Mahalanobis d "
-            "and the rank threshold are chosen on the "
+            "of the rank-truncated network. The paper's 7 columns (seed000 §10): AUROC, AUPR-In, AUPR-Out, "
+            "TNR@TPR90 (the fraction of OOD rejected when 90% of ID is accepted; higher is better), TPR@FPR10 (ID "
+            "accepted when 10% of OOD is), TNR@TPR95, TPR@FPR05. seed000 printed the TNR columns under the labels "
+            "FPR@TPR90 / FPR@TPR95 (its score vector holds 1 - FPR there, §9); they are named for what they hold "
+            "here: FPR@TPR90 = 1 - TNR@TPR90. All 13 metrics of §9 per row are in seed000_table.csv. "
+            f"Cells: {cells} over seeds. The Mahalanobis d and the rank threshold are chosen on the "
             + ("reported near-OOD set (--oracle, as seed000 §10 did)" if options.oracle else
-               "validation OOD set (the test images upside down), never on a reported set; --oracle chooses them "
-               "on the reported near-OOD set as seed000 §10 did")
-            + f". CSV: seed000_table.csv.\n\n{table}\n\n" + "\n\n".join(sections))
+               "validation OOD set, never on a reported set; --oracle chooses them on the reported near-OOD set as "
+               "seed000 §10 did")
+            + "; the threshold is pooled across seeds by its position among the 53 (the argmax over positions of "
+            "the median over seeds), and the projection norm is read at seed000 §10's fixed layer.\n\n"
+            f"{table}\n\n" + "\n\n".join(sections))

@@ -18,7 +18,6 @@ import numpy as np
 from pipeline import contract
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, new_figure, save_figure
-from utils.io import save_json
 from utils.rundir import RunDir
 
 TITLE = "Decomposing the Deep: class-specific filters (seed003)"
@@ -60,12 +59,12 @@ def _extract_source(run: RunDir, source: str) -> dict:
     return summary
 
 
-def extract(run: RunDir) -> dict:
+def extract(run: RunDir, out: contract.StageOutput) -> dict:
     summary = _extract_source(run, "ours")
     csg = _extract_source(run, "csg")
     if csg:
         summary["csg"] = csg
-    save_json(contract.stage_path(run, "extract", "seed003"), summary)
+    out.save("seed003", summary)
     return summary
 
 

@@ -54,7 +54,8 @@ def _keys(path) -> set[str]:
 
 
 def _spelled(value: str) -> list[str]:
-    """The stage names a string constant spells: a fixed file name or a folder with '/' anywhere in it, or the head
+    """The stage names a string constant spells: a fixed file name as the whole constant or its last path part, a
+    folder with '/' anywhere in it, or the head
     of a templated name (the literal part before '{', e.g. "projections_" of an f-string) as the whole constant or
     followed by the template's extension."""
     found = []
@@ -63,7 +64,7 @@ def _spelled(value: str) -> list[str]:
             found.append(record.folder)
         for stage_file in record.files.values():
             head, braced, _ = stage_file.template.partition("{")
-            if not braced and stage_file.template in value:
+            if not braced and (value == stage_file.template or value.endswith("/" + stage_file.template)):
                 found.append(stage_file.template)
             elif braced and (value == head or value.startswith(head) and value.endswith(f".{stage_file.kind}")):
                 found.append(stage_file.template)

@@ -207,7 +207,7 @@ def test_a_one_output_hinge_head_is_refused(tmp_path, trained_run):
     trained_run(tmp_path, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
     with pytest.raises(ToolkitError, match="needs a multi-class head") as error:
         decompose.main(["validate", "--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path),
-                        "--device", "cpu", "-k", "5"])
+                        "--device", "cpu", "--ptr", "256", "-k", "5"])
     assert "\n" not in str(error.value)
 
 

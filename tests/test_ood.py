@@ -1,23 +1,27 @@
 """Tests of measures/ood.py (seed000 §6.3, §7, §9) against numpy covariances and inverses, an explicit patch loop,
-scikit-learn's roc_auc_score / average_precision_score, a brute-force FPR95, and scipy's softmax / numpy's log for
-the MSP and log-sensitivity scores."""
+scikit-learn's roc_auc_score / average_precision_score / roc_curve / precision_recall_curve (seed000's 13-value
+metric vector), a brute-force FPR95, and scipy's softmax / numpy's log for the MSP and log-sensitivity scores."""
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from scipy.special import softmax
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from measures.ood import (
+    METRIC_NAMES,
     ClassGaussians,
     dims_eps,
     dims_exp,
+    fpr_at_tpr,
     log_sensitivity_score,
     mahalanobis,
+    metric_vector,
     msp_score,
     patch_energy,
     projection_energy,
     projection_ratio,
+    tpr_at_fpr,
 )
 from measures.ood import detection_metrics as metrics
 from measures.spectra import truncate, weight_svd
@@ -269,3 +273,104 @@ def test_log_sensitivity_score_matches_numpy():
     assert np.isnan(scores[:, 2, :2].numpy()).all()
     # OOD is the more sensitive: a smaller chi scores higher (more in-distribution)
     assert float(log_sensitivity_score(np.array(1e-3))) > float(log_sensitivity_score(np.array(1e-1)))
+
+
+# ------------------------------------------------------------------------------------- the 13-value vector, §9
+
+
+def step_area(x, y):
+    """sum_k (x_k - x_{k-1}) y_k over points sorted by x ascending (the average-precision rule); x is rounded to
+    1e-9 first, so that rates recomputed from precisions sort equal rates in the curve's own order."""
+    x = np.round(x, 9)
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x)[order], np.asarray(y)[order]
+    return float(np.sum(np.diff(x, prepend=0.0) * y))
+
+
+def sklearn_vector(s_id, s_ood):
+    """The 13 metrics from scikit-learn's curves only (independent sorting and tie handling)."""
+    n_id, n_ood = len(s_id), len(s_ood)
+    labels, scores = np.r_[np.ones(n_id), np.zeros(n_ood)], np.r_[s_id, s_ood]
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    # ID positive: precision = ppv at recall = tpr; the end point (nothing accepted) has precision 1. FP = accepted
+    # - TP, the accepted counted by numpy at sklearn's thresholds
+    ppv, recall_id, thresholds = precision_recall_curve(labels, scores)
+    accepted = np.r_[[np.sum(scores >= t) for t in thresholds], 0]
+    tnr_of_ppv = 1 - (accepted - recall_id * n_id) / n_ood
+    # OOD positive on -score: precision = npv at recall = tnr; the end point (nothing rejected) has npv 1
+    npv, recall_ood, thresholds = precision_recall_curve(1 - labels, -scores)
+    rejected = np.r_[[np.sum(-scores >= t) for t in thresholds], 0]
+    tpr_of_npv = 1 - (rejected - recall_ood * n_ood) / n_id
+    vector = [roc_auc_score(labels, scores), average_precision_score(labels, scores), step_area(tpr_of_npv, npv),
+              average_precision_score(1 - labels, -scores), step_area(tnr_of_ppv, ppv)]
+    for rho in (0.90, 0.95):
+        fpr_at = lambda x: fpr[tpr >= x - 1e-9].min()   # noqa: E731 - the smallest FPR reaching TPR x
+        tpr_at = lambda y: tpr[fpr <= y + 1e-9].max()   # noqa: E731 - the largest TPR within FPR y
+        vector += [1 - fpr_at(rho), fpr_at(1 - rho), tpr_at(1 - rho), 1 - tpr_at(rho)]
+    return np.array(vector)
+
+
+@pytest.mark.parametrize("n_id, n_ood, decimals", [(200, 200, 12), (200, 150, 1), (57, 301, 3), (100, 100, 0),
+                                                   (1000, 1000, 2)])
+def test_metric_vector_matches_sklearn_curves(n_id, n_ood, decimals):
+    """Untied (12 decimals) and heavily tied (0-1 decimals) scores; n = 1000 puts TPR = 0.9 on the grid exactly."""
+    rng = np.random.default_rng(n_id + n_ood + decimals)
+    s_id = np.round(rng.standard_normal(n_id) + 1.0, decimals)
+    s_ood = np.round(rng.standard_normal(n_ood), decimals)
+    got = metric_vector(torch.from_numpy(s_id), torch.from_numpy(s_ood))
+    assert got.shape == (13,) and got.dtype == torch.float64 and len(METRIC_NAMES) == 13
+    np.testing.assert_allclose(got.numpy(), sklearn_vector(s_id, s_ood), atol=1e-12)
+    assert fpr_at_tpr(s_id, s_ood, 0.95) == pytest.approx(brute_force_fpr95(s_id, s_ood), abs=1e-12)
+    labels = np.r_[np.ones(n_id), np.zeros(n_ood)]
+    fpr, tpr, _ = roc_curve(labels, np.r_[s_id, s_ood], drop_intermediate=False)
+    assert tpr_at_fpr(s_id, s_ood, 0.1) == pytest.approx(tpr[fpr <= 0.1 + 1e-9].max(), abs=1e-12)
+    # detection_metrics reads the same vector
+    m = metrics(torch.from_numpy(s_id), torch.from_numpy(s_ood))
+    assert m["FPR95"] == pytest.approx(1 - float(got[9])) and m["TPR05"] == float(got[11])
+
+
+def test_metric_vector_operating_points_by_hand():
+    """Four ID and four OOD scores, one tie between them: every entry written out."""
+    s_id, s_ood = np.array([4.0, 3.0, 2.0, 1.0]), np.array([2.0, 0.5, 0.0, -1.0])
+    v = dict(zip(METRIC_NAMES, metric_vector(s_id, s_ood).tolist()))
+    # pairs won: ID 4, 3 beat all 4; ID 2 beats 3 and ties 1; ID 1 beats 3 -> (4 + 4 + 3.5 + 3) / 16
+    assert v["AUROC"] == pytest.approx(14.5 / 16)
+    # accepting >= 1 takes all ID and the OOD 2 (FPR 1/4); >= 3 takes half the ID and no OOD
+    assert v["TNR@TPR90"] == pytest.approx(0.75) and v["TNR@TPR95"] == pytest.approx(0.75)
+    assert v["FPR@TPR10"] == 0.0 and v["TPR@FPR10"] == pytest.approx(0.5) and v["TPR@FPR05"] == pytest.approx(0.5)
+    assert v["FNR@FPR90"] == 0.0
+    # partitions j = 0..7 (TP, FP): (0,0) (1,0) (2,0) (3,1) (4,1) (4,2) (4,3) (4,4)
+    # ppv: 1 (nothing accepted), 1, 1, 3/4, 4/5, 4/6, 4/7, 4/8; npv: 4/8, 4/7, 4/6, 3/4, 3/3, 2/2, 1/1, 1
+    # tpr rises by 1/4 at j = 1..4; tnr = 1, 1, 1, 3/4, 3/4, 2/4, 1/4, 0 falls by 1/4 after j = 2, 4, 5, 6
+    assert v["AUPR_IN"] == pytest.approx(0.25 * (1 + 1 + 3 / 4 + 4 / 5))
+    assert v["AUNPV_TPR"] == pytest.approx(0.25 * (4 / 7 + 4 / 6 + 3 / 4 + 1))
+    assert v["AUPR_OUT"] == pytest.approx(0.25 * (4 / 6 + 1 + 1 + 1))
+    assert v["AUPPV_TNR"] == pytest.approx(0.25 * (1 + 4 / 5 + 4 / 6 + 4 / 7))
+
+
+def test_operating_points_on_the_exact_grid():
+    """TPR = 1 - 0.95 = 1 of 20 ID samples exactly (1 - 0.95 is 0.050000000000000044 in floating point)."""
+    s_id, s_ood = np.arange(20.0), np.arange(20.0) + 0.5
+    v = dict(zip(METRIC_NAMES, metric_vector(s_id, s_ood).tolist()))
+    assert v["FPR@TPR05"] == pytest.approx(0.05)          # accept >= 19: one OOD (19.5)
+    assert v["TNR@TPR95"] == pytest.approx(0.05)          # accept >= 1: 19 of 20 OOD
+    assert v["TPR@FPR05"] == pytest.approx(0.05) and v["FNR@FPR95"] == pytest.approx(0.05)   # FP <= 1; FP <= 19
+
+
+def test_metric_vector_swap_symmetry_and_orientation():
+    """ID <-> OOD with negated scores permutes the vector (same partitions, roles swapped)."""
+    rng = np.random.default_rng(11)
+    s_id, s_ood = np.round(rng.standard_normal(300) + 0.7, 1), np.round(rng.standard_normal(240), 1)
+    v, w = metric_vector(s_id, s_ood).numpy(), metric_vector(-s_ood, -s_id).numpy()
+    np.testing.assert_allclose(w, v[[0, 3, 4, 1, 2, 7, 8, 5, 6, 11, 12, 9, 10]], atol=1e-12)
+    assert v[0] > 0.6 and metric_vector(s_ood, s_id)[0] == pytest.approx(1 - v[0])
+
+
+def test_metric_vector_resampling_and_errors():
+    rng = np.random.default_rng(4)
+    s_id, s_ood = torch.from_numpy(rng.standard_normal(50) + 1), torch.from_numpy(rng.standard_normal(20))
+    got = metric_vector(s_id, s_ood, resample_generator=torch.Generator().manual_seed(3))
+    resampled = s_ood[torch.randint(20, (50,), generator=torch.Generator().manual_seed(3))].numpy()
+    np.testing.assert_allclose(got.numpy(), sklearn_vector(s_id.numpy(), resampled), atol=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        metric_vector(np.array([1.0, np.nan]), np.array([0.0]))

@@ -1,12 +1,12 @@
 """reproduce.py: grids through submitit's local executor, skipping done work, failures, --print."""
 import subprocess
 import sys
-from pathlib import Path
+
+from conftest import ROOT
 
 import reproduce
 from utils.rundir import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
 GRID = ["--models", "lenet", "--epochs", "1", "--width", "0.25", "--device", "cpu", "--stages", "train"]
 
 
@@ -79,3 +79,38 @@ def test_a_chain_held_by_another_process_is_left_alone(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 left to another running process" in out
     assert not (RunDir.of(tmp_path, "digits", "lenet", 0).root / "_done.json").exists()
+
+
+def test_slurm_launcher_without_slurm_is_one_line_naming_the_local_way(tmp_path):
+    """No sbatch on PATH (a laptop): one line, exit 2, pointing at --launcher submitit-local; nothing submitted."""
+    result = subprocess.run([sys.executable, "reproduce.py", "--paper", "004", *GRID, "--workdir", str(tmp_path),
+                             "--launcher", "slurm"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": str(tmp_path / "no-slurm-here"), "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--launcher submitit-local" in result.stderr
+    assert not (tmp_path / "digits").exists()
+
+
+def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path, capsys):
+    """SIGTERM (Slurm's requeue, pre-emption, time limit) is not a failure: status 'interrupted', the chain runs
+    nothing after it, and the summary says to rerun; a chain is picklable and its checkpoint requeues itself."""
+    import pickle
+
+    def command(name, code):
+        return reproduce.Command(name, ["-c", code], None, tmp_path / f"{name}.log")
+
+    saved = command("train", "raise SystemExit(143)")  # train_classifier.py after saving last.pt
+    killed = command("analyzing", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
+    after = command("extract", "pass")
+    reproduce.Chain("digits/lenet/rnd0", tmp_path / ".lock", [saved])()
+    chain = reproduce.Chain("digits/lenet/rnd1", tmp_path / ".lock1", [killed, after])()
+    assert saved.status == killed.status == "interrupted" and after.status == "pending"
+    assert reproduce.summarize([saved, killed, after]) == 1
+    out = capsys.readouterr().out
+    assert "0 failed, 2 interrupted" in out and "INTERRUPTED analyzing (rerun" in out
+    delayed = chain.checkpoint()
+    assert delayed.function is chain
+    again = pickle.loads(pickle.dumps(chain))
+    assert again._running is None and [c.status for c in again.commands] == ["interrupted", "pending"]
+    again()  # a requeued attempt retries the interrupted stage
+    assert [c.status for c in again.commands] == ["interrupted", "pending"]

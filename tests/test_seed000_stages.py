@@ -2,9 +2,12 @@
 on a twopoints run (one-output hinge head, no OOD sets).
 
 The references are computed here from features captured directly with utils.taps and from numpy: patch energies
-through F.unfold, projections through numpy's SVD of the weight matrix, pooled class covariances with numpy,
-linear CKA with measures.similarity.linear_cka on the raw features. Every stage path comes from pipeline.contract.
+through F.unfold, projections through numpy's SVD of the weight matrix, a rank-truncated network rebuilt by hand
+from numpy's SVD, noise sensitivity from a perturbed pass of our own with the generator's draws redrawn by hand,
+BN outputs captured by the modules' names, pooled class covariances with numpy, linear CKA with
+measures.similarity.linear_cka on the raw features. Every stage path comes from pipeline.contract.
 """
+import copy
 import shutil
 import subprocess
 import sys
@@ -26,7 +29,7 @@ from measures.similarity import linear_cka
 from pipeline.contract import TRAIN_SET, done_record, stage, stage_path
 from pipeline.loaded import LoadedRun
 from utils.rundir import RunDir
-from utils.taps import capture_inputs
+from utils.taps import LayerTaps, capture_inputs
 
 N_SAMPLES, N_GRAMS, N_STABILITY, BATCH = 120, 80, 16, 32
 L = 18  # resnet18: conv1, 16 block convs, fc
@@ -87,7 +90,8 @@ def test_analysis_files_and_shapes(run):
             arrays = load(stage_path(run, "analysis", "projections", tag=tag, ds=ds))
             assert {k: v.shape for k, v in arrays.items()} == {
                 "norm00": (N_SAMPLES, L), "norm0": (N_SAMPLES, L), "norm1": (N_SAMPLES, L),
-                "logits": (N_SAMPLES, 10), "labels": (N_SAMPLES,), "ranks": (L,)}
+                "norm00_bn": (N_SAMPLES, L), "logits": (N_SAMPLES, 10), "labels": (N_SAMPLES,), "ranks": (L,)}
+            assert np.isnan(arrays["norm00_bn"][:, -1]).all() and (arrays["norm00_bn"][:, :-1] > 0).all()
             ratio = arrays["norm1"] / arrays["norm0"]
             assert (ratio >= 0).all() and (ratio <= 1 + 1e-9).all()
             assert np.allclose(arrays["norm0"][:, -1], arrays["norm00"][:, -1])  # a Linear has one "patch"
@@ -95,7 +99,18 @@ def test_analysis_files_and_shapes(run):
     chi = load(stage_path(run, "analysis", "sensitivity", tag="052", ds="photos"))
     assert chi["noise_layers"].tolist() == [0, 1, 3, 5, 7, 9, 11, 13, 15, 17]
     assert chi["chi"].shape == (N_STABILITY, 10, L + 1)
-    assert not stage_path(run, "analysis", "sensitivity", tag="all", ds=TRAIN_SET).exists()
+    # seed000 measures noise sensitivity on traindata too
+    train_chi = load(stage_path(run, "analysis", "sensitivity", tag="all", ds=TRAIN_SET))["chi"]
+    assert train_chi.shape == (N_STABILITY, 10, L + 1)
+    np.testing.assert_allclose(train_chi[:, 1, 1], 0.01, rtol=1e-5)
+    assert svals["same_as"].tolist() == [0, 1]
+    assert done["caps"] == {"ratios": 2, "num_grams": N_GRAMS, "num_stability": N_STABILITY,
+                            "max_samples": N_SAMPLES, "stability_variants": "every", "batchsize": BATCH}
+    assert done["paper_caps"]["num_grams"] == 10000 and done["paper_caps"]["batchsize"] == 128
+    assert done["gram_samples"] == {ds: N_GRAMS for ds in SETS}
+    assert done["stability_samples"] == {ds: N_STABILITY for ds in SETS}
+    assert done["ood_sets"] == SETS[2:5] and done["near_ood"] == "digits_rot90" and done["ood_note"] == ""
+    assert done["validation_ood"] == "digits_vflip" and done["flags"]["norm0_corner_bug"] is False
     grams = load(stage_path(run, "analysis", "grams", ds="digits"))
     assert sorted(grams) == sorted(f"feat_{i:02d}" if i == 17 else f"gram_{i:02d}" for i in range(L))
     assert grams["gram_05"].shape == (N_GRAMS, N_GRAMS) and grams["feat_17"].shape == (N_GRAMS, 64)
@@ -140,6 +155,94 @@ def test_full_rank_variant_equals_the_original_network(run):
     assert (truncated["ranks"] <= full["ranks"]).all() and (truncated["ranks"] < full["ranks"]).any()
 
 
+def truncated_by_hand(network, ranks):
+    """A copy of the network whose analysis weights are rebuilt from numpy's SVD with the top-k singular values kept
+    (BN, biases and shortcuts untouched); returns (model, its analysis layers, V_k^T of every layer)."""
+    model = copy.deepcopy(network.model)
+    layers = network.layers_of(model)
+    rows = []
+    for layer, k in zip(layers, ranks):
+        weight = layer.weight.detach().double().reshape(layer.weight.shape[0], -1).numpy()
+        u, s, vh = np.linalg.svd(weight, full_matrices=False)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy((u[:, :k] * s[:k]) @ vh[:k]).reshape(layer.weight.shape))
+        rows.append(vh[:k])
+    return model, layers, rows
+
+
+def unfolded(layer, x):
+    """(B, C*kh*kw, positions) patches of a conv input (zero padding included), or (B, D, 1) for a Linear."""
+    if x.dim() == 4:
+        return F.unfold(x.double(), layer.kernel_size, padding=layer.padding, stride=layer.stride).numpy()
+    return x.double().numpy()[:, :, None]
+
+
+def test_truncated_variant_against_a_network_truncated_by_hand(run, network):
+    svals = load(stage_path(run, "analysis", "svals"))
+    saved = load(stage_path(run, "analysis", "projections", tag="052", ds="photos"))
+    assert (saved["ranks"] == svals["ndims"][:, 1]).all()
+    model, layers, rows = truncated_by_hand(network, saved["ranks"])
+    feats, logits = capture_inputs(model, layers, network.inputs(build_dataset("photos", "test").images[:BATCH]))
+    np.testing.assert_allclose(saved["logits"][:BATCH], logits.numpy(), rtol=1e-4, atol=1e-4)
+    for index, (layer, x, vh) in enumerate(zip(layers, feats, rows)):
+        norm1 = (np.einsum("kd,bdp->bkp", vh, unfolded(layer, x)) ** 2).sum((1, 2))
+        np.testing.assert_allclose(saved["norm1"][:BATCH, index], norm1, rtol=1e-4)
+        np.testing.assert_allclose(saved["norm00"][:BATCH, index], (x.double() ** 2).flatten(1).sum(1), rtol=1e-5)
+
+
+def feeding_module(network, model, index):
+    """The module whose input is feature `index` for every consumer: the model for layer 0, a residual block for a
+    block's first conv (its shortcut reads the same input), else the weight layer itself."""
+    modules = dict(model.named_modules())
+    if index == 0:
+        return model
+    name = network.layer_names[index]
+    block = name.rpartition(".")[0]
+    if name.endswith(".conv1") and hasattr(modules.get(block), "downsample"):
+        return modules[block]
+    return modules[name]
+
+
+def energy(x):
+    return (x.double() ** 2).flatten(1).sum(1).numpy()
+
+
+@pytest.mark.parametrize("tag", ["all", "052"])
+def test_noise_sensitivity_against_an_independent_perturbed_pass(run, network, tag):
+    """chi of every perturbed layer, downstream layers and logits, against a perturbed pass of our own: the noise
+    redrawn by hand from a generator seeded with --seed (one randn of the feature's shape per perturbed layer, in
+    order), scaled in float64 and fed in by replacing the input of the module that reads the feature."""
+    saved = load(stage_path(run, "analysis", "sensitivity", tag=tag, ds="digits"))
+    ranks = load(stage_path(run, "analysis", "projections", tag=tag, ds="digits"))["ranks"]
+    model, layers, _ = truncated_by_hand(network, ranks) if tag != "all" else (network.model, network.layers, None)
+    x = network.inputs(build_dataset("digits", "test").images[:N_STABILITY])
+    clean, clean_logits = capture_inputs(model, layers, x)
+    generator = torch.Generator().manual_seed(0)
+    draws = [torch.randn(clean[index].shape, generator=generator) for index in saved["noise_layers"]]
+    for p, (start, xi) in enumerate(zip(saved["noise_layers"], draws)):
+        f = clean[start].double()
+        scale = 0.1 * f.flatten(1).norm(dim=1) / xi.double().flatten(1).norm(dim=1)
+        noisy = (f + xi.double() * scale.reshape(-1, *[1] * (f.dim() - 1))).float()
+        handle = feeding_module(network, model, start).register_forward_pre_hook(
+            lambda module, inputs, noisy=noisy: (noisy, *inputs[1:]))
+        try:
+            perturbed, logits = capture_inputs(model, layers, x)
+        finally:
+            handle.remove()
+        expected = [energy(perturbed[m] - clean[m]) / energy(clean[m]) for m in range(start, L)]
+        expected.append(energy(logits - clean_logits) / energy(clean_logits))
+        np.testing.assert_allclose(saved["chi"][:, p, start:], np.stack(expected, 1), rtol=1e-3, atol=1e-9)
+
+
+def test_bn_output_norms_against_the_named_batch_norms(run, network):
+    saved = load(stage_path(run, "analysis", "projections", tag="all", ds="digits"))
+    modules = dict(network.model.named_modules())
+    names = [name.replace("conv", "bn") for name in network.layer_names[:-1]]  # conv1 -> bn1, layer1.0.conv2 -> bn2
+    with LayerTaps([modules[name] for name in names], capture="output", reduce=lambda i, y: energy(y)) as taps:
+        network.model(network.inputs(build_dataset("digits", "test").images[:BATCH]))
+    np.testing.assert_allclose(saved["norm00_bn"][:BATCH, :-1], np.stack(taps.values, 1), rtol=1e-5)
+
+
 def test_mahalanobis_against_numpy(run, network):
     train = build_dataset("digits", "train")
     feats, _ = captured(network, "digits", "train", N_SAMPLES)
@@ -163,6 +266,12 @@ def test_mahalanobis_against_numpy(run, network):
         np.testing.assert_allclose(saved["distance_exp"][:, -1], distances.min(1), rtol=1e-5)
         assert (saved["inferred_exp"][:, -1] == distances.argmin(1)).all()
         assert d <= saved["dims_eps"][-1] and saved["distance_eps"].shape == (N_SAMPLES, 21)
+        # the full dimension: every direction of non-zero variance (beyond dims_exp's last count)
+        full = int((eigenvalues / eigenvalues[0] > 1e-7).sum())
+        assert int(saved["dims_full"]) == full and full >= d
+        offsets = ((zt[:, None, :] - means[None]) @ vectors[:, :full]) ** 2 / eigenvalues[:full]
+        np.testing.assert_allclose(saved["distance_full"], offsets.sum(-1).min(1), rtol=1e-5)
+        assert (saved["inferred_full"] == offsets.sum(-1).argmin(1)).all()
 
 
 def test_cka_matrix_equals_linear_cka_of_captured_features(run, network):
@@ -212,9 +321,9 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
     scores = load(stage_path(run, "extract", "seed000"))
     assert scores["detection_sets"].tolist() == SETS[2:] and str(scores["validation_set"]) == "digits_vflip"
-    assert scores["projection_ratio"].shape == (3, L, 4, 5) and scores["msp"].shape == (3, 4, 5)
-    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 5)
-    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 5
+    assert scores["projection_ratio"].shape == (3, L, 4, 13) and scores["msp"].shape == (3, 4, 13)
+    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 13)
+    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 13
     assert scores["predicted_fraction"].shape == (5, 10)
     np.testing.assert_allclose(scores["predicted_fraction"].sum(1), 1)
     assert scores["residual_params"][0] == 1 and (scores["residual_params"][1:] <= 1).all()
@@ -229,26 +338,36 @@ def test_extract_and_average_write_the_table(run, workdir):
     for oracle in ([], ["--oracle"]):
         assert averaging.main(["--workdir", str(workdir), *oracle]) == 0
         report = (workdir / "report" / "report.md").read_text()
-        assert "projection ratio, FC input, ratio chosen (proposed)" in report and "TPR05" in report
+        assert "projection ratio, FC input, ratio chosen (proposed)" in report and "TPR@FPR05" in report
         assert ("validation set digits_vflip" in report) != bool(oracle)
         assert "| digits_vflip |" not in report  # the validation set is never reported
     assert (workdir / "report" / "seed000_table.csv").is_file()
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
 
 
-def test_ratio_positions_skip_thresholds_that_repeat_a_network():
-    ranks = torch.tensor([[5, 5, 5, 3, 3, 1], [4, 4, 2, 2, 2, 1]])  # (L, thresholds): distinct at 0, 2, 3, 5
-    assert analyzing.ratio_positions(ranks, 53) == [0, 2, 3, 5]
-    assert analyzing.ratio_positions(ranks, 3) == [0, 3, 5]
-    assert analyzing.ratio_positions(ranks, 2) == [0, 5] and analyzing.ratio_positions(ranks, 1) == [0]
+def test_ratio_positions_depend_on_the_count_only():
+    """Every seed evaluates the same thresholds: round(linspace(0, 52, N)), whatever its ranks."""
+    assert analyzing.ratio_positions(53) == list(range(53))
+    assert analyzing.ratio_positions(6) == [0, 10, 21, 31, 42, 52]
+    assert analyzing.ratio_positions(2) == [0, 52] and analyzing.ratio_positions(1) == [0]
+    assert all(len(analyzing.ratio_positions(n)) == n for n in range(1, 54))
+
+
+def test_thresholds_that_repeat_a_network_point_to_the_first():
+    ranks = torch.tensor([[5, 5, 5, 3, 3, 1], [4, 4, 2, 2, 2, 1]])  # (L, thresholds): new networks at 0, 2, 3, 5
+    assert analyzing.same_network(ranks) == [0, 0, 2, 3, 3, 5]
+    svds = [analyzing.weight_svd(torch.randn(6, 5)) for _ in range(2)]
+    found = list(analyzing.variants(svds, ranks, [0, 1, 2, 3, 4, 5]))
+    assert [(v.tag, v.tags) for v in found] == [("all", ("all",)), ("000", ("000", "001")), ("002", ("002",)),
+                                                ("003", ("003", "004")), ("005", ("005",))]
 
 
 def test_twopoints_hinge_run_reports_the_logged_test_accuracy(trained_run, tmp_path):
     """A one-output hinge head (twopoints, which has no OOD sets): analyzing.py measures the run's own test split
     (--ptr sets its size) and reports the accuracy training logged; features.py, kernels.py and the extraction run."""
     run = trained_run(tmp_path, "lenet", "twopoints", 0, "--ptr", "256", "--epochs", "1")
-    argv = ["--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path), "--device", "cpu",
-            "--batchsize", "256"]
+    argv = ["--model-name", "lenet", "--traindata", "twopoints", "--ptr", "256", "--workdir", str(tmp_path),
+            "--device", "cpu", "--batchsize", "256"]
     assert analyzing.main([*argv, "--ratios", "1", "--num_grams", "16", "--num_stability", "8",
                            "--stability_variants", "original"]) == 0
     loaded = LoadedRun.open(run)
@@ -260,6 +379,7 @@ def test_twopoints_hinge_run_reports_the_logged_test_accuracy(trained_run, tmp_p
     projections = load(stage_path(run, "analysis", "projections", tag="all", ds="twopoints"))
     assert projections["logits"].shape == (4 * 256, 1)
     assert features.main(argv) == 0 and kernels.main(argv) == 0
-    assert extractor.main(["--model-name", "lenet", "--traindata", "twopoints", "--workdir", str(tmp_path)]) == 0
+    assert extractor.main(["--model-name", "lenet", "--traindata", "twopoints", "--ptr", "256", "--workdir",
+                           str(tmp_path)]) == 0
     scores = load(stage_path(run, "extract", "seed000"))
     assert scores["accuracy"][0, 1] == pytest.approx(logged, abs=1e-6) and "detection_sets" not in scores

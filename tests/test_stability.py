@@ -14,6 +14,9 @@ from measures.stability import (
     diffeo,
     displacement_fields,
     matched_noise,
+    move_sites,
+    pooling_model_prediction,
+    rectified_noise,
     relative_stability,
     shuffle_conv_channels,
     temperature_for_displacement,
@@ -130,6 +133,29 @@ def test_warp_sign_convention_out_equals_img_at_s_minus_tau():
     torch.testing.assert_close(shifted_down[..., 1:, :], 0.5 * (images[..., 1:, :] + images[..., :-1, :]))
 
 
+def test_gaussian_warp_matches_the_direct_formula_over_all_pixels():
+    """'gaussian' (seed004 §2.1, the authors' remap): out[y, x] = sum_{q,p} c img[q, p] with
+    c = exp(-((q - y')^2 + (p - x')^2) / (2 0.4715^2)) normalised over all (q, p), (y', x') the clamped source."""
+    images = torch.rand(2, 3, 7, 7, generator=gen(40), dtype=torch.float64)
+    dx, dy = random_field(2, 7, 2.0, 41)
+    out = warp(images, dx, dy, interp="gaussian").numpy()
+    sigma, n = 0.4715, 7
+    for b in range(2):
+        for y in range(n):
+            for x in range(n):
+                sy = min(max(y - dy[b, y, x].item(), 0), n - 1)
+                sx = min(max(x - dx[b, y, x].item(), 0), n - 1)
+                q, p = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+                c = np.exp(-((q - sy) ** 2 + (p - sx) ** 2) / (2 * sigma**2))
+                c /= c.sum()
+                np.testing.assert_allclose(out[b, :, y, x], (c * images[b].numpy()).sum((1, 2)), rtol=1e-10)
+    still = warp(images, torch.zeros(2, 7, 7, dtype=torch.float64), torch.zeros(2, 7, 7, dtype=torch.float64),
+                 interp="gaussian")
+    assert not torch.allclose(still, images) and torch.allclose(still.sum((2, 3)), images.sum((2, 3)), rtol=0.05)
+    with pytest.raises(ValueError, match="interp"):
+        warp(images, dx, dy, interp="cubic")
+
+
 def test_same_seed_same_output_and_each_image_gets_its_own_field():
     images = torch.rand(1, 1, 20, 20, generator=gen(8)).expand(6, 1, 20, 20)
     T = temperature_for_displacement(1.0, 20, 3)
@@ -191,6 +217,33 @@ def test_translate_points_clips_at_the_edge():
     assert translate_points(corner, 10, generator=gen(19)).min() == 0
 
 
+def test_move_sites_steps_by_one_inside_the_block_or_stays():
+    """§2.12: each site moves by exactly one (+-1) unless the move leaves [0, L) or its block; then it stays."""
+    length, block = 64, 16
+    sites = torch.randint(0, length, (5000, 2), generator=gen(42))
+    moved = move_sites(sites, length, block, generator=gen(43))
+    step = moved - sites
+    assert set(step.unique().tolist()) <= {-1, 0, 1}
+    assert torch.equal(moved // block, sites // block)                                   # the label is kept
+    inner = (sites % block > 0) & (sites % block < block - 1)
+    assert (step[inner].abs() == 1).all()                                                # never stays inside a block
+    stayed = sites[step == 0]
+    assert ((stayed % block == 0) | (stayed % block == block - 1)).all()
+    assert (step[inner] == 1).double().mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_rectified_noise_is_positive_with_the_mean_squared_change_as_variance():
+    x = torch.zeros(400, 1, 128, dtype=torch.float64)
+    x[:, 0, 10] = 8.0
+    x_tau = x.roll(1, dims=-1)
+    out = rectified_noise(x, x_tau, generator=gen(44))
+    eta = out - x
+    assert (eta >= 0).all() and (eta > 0).double().mean().item() == pytest.approx(0.5, abs=0.01)
+    variance = (x_tau - x).pow(2).mean().item()                                         # 2 * 64 / 128 = 1
+    assert variance == pytest.approx(1.0)
+    assert eta.pow(2).mean().item() == pytest.approx(variance / 2, rel=0.02)             # E relu(eta)^2 = s^2 / 2
+
+
 # ---------------------------------------------------------------------------------------------------- D, G, R
 
 def numpy_stability(fx, ft, fe, median=False):
@@ -236,6 +289,19 @@ def test_streaming_accumulator_equals_one_shot_for_several_layers():
         for key in ("D", "G", "R", "den"):
             assert streamed[name][key] == pytest.approx(relative_stability(fx, ft, fe)[key], rel=1e-12)
             assert streamed[name][key] == pytest.approx(reference[key], rel=1e-10)
+
+
+def test_streamed_median_equals_the_one_shot_median_and_the_numpy_reference():
+    """--mean_stability 0: the per-feature median needs all probes; batches must not change it."""
+    fx, ft, fe = random_representations(25, (3, 4), 45)
+    accumulator = StabilityAccumulator(median=True)
+    for start, stop in ((0, 4), (4, 5), (5, 25)):
+        accumulator.update({"f": fx[start:stop]}, {"f": ft[start:stop]}, {"f": fe[start:stop]})
+    reference = numpy_stability(fx.numpy(), ft.numpy(), fe.numpy(), median=True)
+    mean = relative_stability(fx, ft, fe)
+    for key in ("D", "G", "R", "den"):
+        assert accumulator.result()["f"][key] == pytest.approx(reference[key], rel=1e-10)
+    assert mean["den"] == pytest.approx(reference["den"], rel=1e-12) and mean["D"] != pytest.approx(reference["D"])
 
 
 def test_large_common_offset_does_not_spoil_the_denominator():
@@ -336,6 +402,24 @@ def test_constant_filter_model_stride_two_halves_d_per_layer():
     results = constant_filter_stabilities(8, kernel_size=2, stride=2, generator=gen(29))
     D = np.array([r["D"] for r in results])
     np.testing.assert_allclose(D[1:6] / D[:5], 0.5, rtol=0.08)                          # D_f ~ 2^-k
+
+
+@pytest.mark.parametrize("seed", [30, 31])
+def test_constant_filter_model_stride_two_against_its_closed_form(seed):
+    """s = F = 2 on N = 1024 one-hot inputs: D_f and den exactly, G_f and R_f within 1.5% of the expectation over
+    the rectified noise (pooling_model_prediction: G_k ~ 2^k / 2 pi, R_k ~ 2 pi 4^-k)."""
+    depth, size = 8, 1024
+    measured = constant_filter_stabilities(depth, kernel_size=2, stride=2, size=size, generator=gen(seed))
+    predicted = pooling_model_prediction(depth, size)
+    for ours, theory in zip(measured, predicted):
+        assert ours["D"] == pytest.approx(theory["D"], rel=1e-9)
+        assert ours["den"] == pytest.approx(theory["den"], rel=1e-9)
+        assert ours["G"] == pytest.approx(theory["G"], rel=0.015)
+        assert ours["R"] == pytest.approx(theory["R"], rel=0.015)
+    R = np.array([t["R"] for t in predicted])
+    np.testing.assert_allclose(R[5:] / R[4:-1], 0.25, rtol=0.06)                       # R_f ~ 4^-k, not constant
+    with pytest.raises(ValueError, match="multiple"):
+        pooling_model_prediction(4, 100)
 
 
 def test_constant_filter_network_pools_and_keeps_mass_inside():

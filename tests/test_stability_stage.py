@@ -28,14 +28,19 @@ def workdir(tmp_path_factory, trained_run):
     return workdir
 
 
-def measure(workdir, *extra, model="vgg11", data="digits"):
+TWOPOINTS = ("--ptr", "256")        # the twopoints run's identity: it lives in lenet@ptr256/
+CORRUPTED = ("--gaussian_corruption_std", "5")   # the corrupted lenet lives in lenet@sigma5/
+VARIANTS = {TWOPOINTS: "ptr256", CORRUPTED: "sigma5", (): ""}
+
+
+def measure(workdir, *extra, model="vgg11", data="digits", run=()):
     assert stability.main(["--model-name", model, "--traindata", data, "--workdir", str(workdir), "--device", "cpu",
-                           "--P", P, *extra]) == 0
+                           "--P", P, *run, *extra]) == 0
 
 
-def results(workdir, mode, model="vgg11", data="digits"):
+def results(workdir, mode, model="vgg11", data="digits", run=()):
     """(stability arrays, summary) of a mode (trained, init, shuffled), keys checked against the contract."""
-    run, name = RunDir.of(workdir, data, model, 0), STABILITY_MODES[mode]
+    run, name = RunDir.of(workdir, data, model, 0, VARIANTS[run]), STABILITY_MODES[mode]
     return load(run, name, "stability"), load(run, name, "summary")
 
 
@@ -45,8 +50,9 @@ def test_trained_init_and_shuffled_write_every_node(workdir):
     for mode in ("trained", "init", "shuffled"):
         arrays, summary = results(workdir, mode)
         nodes = list(arrays["nodes"])
-        assert nodes[0] == "features.0" and nodes[-1] == "output" and len(nodes) == 31  # 8 x (conv, BN, ReLU) ...
-        assert all(arrays[key].shape == (31,) for key in ("dims", "D", "G", "R", "den"))
+        # 8 x (conv, BN, ReLU), 5 max-pools, the logits; VGG's global pool of the 1x1 map is no node (issue 17)
+        assert nodes[0] == "features.0" and nodes[-1] == "output" and len(nodes) == 30 and "avgpool" not in nodes
+        assert all(arrays[key].shape == (30,) for key in ("dims", "D", "G", "R", "den"))
         assert arrays["dims"][-1] == 10 and np.all(np.isfinite(arrays["R"])) and np.all(arrays["R"] > 0)
         np.testing.assert_allclose(arrays["R"], arrays["D"] / arrays["G"], rtol=1e-12)
         assert summary["output"]["R"] == pytest.approx(arrays["R"][-1]) and summary["P"] == 60
@@ -88,21 +94,22 @@ def test_laplacian_spectra_of_trained_and_init_filters(workdir):
 
 
 def test_twopoints_uses_the_one_pixel_move_and_corrupted_probes(workdir):
-    measure(workdir, "--by_layer", model="lenet", data="twopoints")
-    arrays, summary = results(workdir, "trained", model="lenet", data="twopoints")
+    measure(workdir, "--by_layer", model="lenet", data="twopoints", run=TWOPOINTS)
+    arrays, summary = results(workdir, "trained", model="lenet", data="twopoints", run=TWOPOINTS)
     assert summary["deformation"] == "translation" and summary["temperature"] is None
     assert arrays["nodes"][-1] == "output" and arrays["dims"][-1] == 1  # hinge: one output
     assert np.all(np.isfinite(arrays["R"])) and np.all(arrays["R"] > 0)
-    measure(workdir, "--corrupt_test", model="lenet")
-    arrays, summary = results(workdir, "trained", model="lenet")
-    assert summary["corruption_std"] == 5.0 and np.isfinite(arrays["R"][0]) and arrays["R"][0] > 0
+    measure(workdir, "--corrupt_test", model="lenet", run=CORRUPTED)
+    arrays, summary = results(workdir, "trained", model="lenet", run=CORRUPTED)
+    assert summary["corruption_std"] == 5.0 and summary["train_corruption_std"] == 5.0
+    assert np.isfinite(arrays["R"][0]) and arrays["R"][0] > 0
 
 
 def test_twopoints_accuracies_are_the_logged_one_and_the_hinge_head_on_every_probe(workdir):
     """One hinge output: the summary's test accuracy is train_log.csv's test_acc at the measured epoch, and its probe
     accuracy over the whole probe split (5000 probes) is (f(x) > 0) == label, computed here by hand."""
-    measure(workdir, "--P", "5000", model="lenet", data="twopoints")
-    run = RunDir.of(workdir, "twopoints", "lenet", 0)
+    measure(workdir, "--P", "5000", model="lenet", data="twopoints", run=TWOPOINTS)
+    run = RunDir.of(workdir, "twopoints", "lenet", 0, VARIANTS[TWOPOINTS])
     summary = load(run, "stability", "summary")
     with run.train_log.open() as handle:
         logged = {int(row["epoch"]): float(row["test_acc"]) for row in csv.DictReader(handle)}
@@ -127,9 +134,9 @@ def test_twopoints_accuracies_are_the_logged_one_and_the_hinge_head_on_every_pro
 def test_extract_and_average_draw_the_seed004_figures(workdir):
     for extra in (("--by_layer",), ("--by_layer", "--init"), ("--by_layer", "--shuffle_channels"), ("--laplacian",)):
         measure(workdir, *extra, "--force")
-    measure(workdir, "--by_layer", model="lenet", data="twopoints")
-    for model, data in (("vgg11", "digits"), ("lenet", "twopoints")):
-        assert extractor.main(["--model-name", model, "--traindata", data, "--workdir", str(workdir)]) == 0
+    measure(workdir, "--by_layer", model="lenet", data="twopoints", run=TWOPOINTS)
+    for model, data, run in (("vgg11", "digits", ()), ("lenet", "twopoints", TWOPOINTS)):
+        assert extractor.main(["--model-name", model, "--traindata", data, "--workdir", str(workdir), *run]) == 0
     extracted = load(RunDir.of(workdir, "digits", "vgg11", 0), "extract", "seed004")
     assert {"trained_R", "init_R", "shuffled_R", "laplacian_layers", "laplacian_init_07"} <= set(extracted)
     assert 0 <= extracted["test_error"] <= 1
@@ -138,5 +145,5 @@ def test_extract_and_average_draw_the_seed004_figures(workdir):
     text = (report / "report.md").read_text()
     assert "(seed004)" in text and "R_f init" in text and "digits/vgg11" in text and "twopoints/lenet" in text
     for stem in ("seed004_rf_vs_error", "seed004_digits_vgg11_layers", "seed004_digits_vgg11_laplacian",
-                 "seed004_twopoints_lenet_layers"):
+                 "seed004_twopoints_lenet@ptr256_layers"):
         assert (report / f"{stem}.png").is_file() and (report / f"{stem}.pdf").is_file()

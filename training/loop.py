@@ -28,6 +28,7 @@ from datasets.augment import random_crop_flip, random_erasing
 from datasets.perturbations import gaussian_corruption
 from training.recipes import Recipe
 from training.schedule import learning_rate
+from utils.cli import EXIT_INTERRUPTED
 from utils.errors import ToolkitError
 from utils.io import atomic_write, save_torch
 from utils.rundir import CHECKPOINT_FORMAT, RunDir
@@ -223,8 +224,8 @@ class Trainer:
         try:
             while self.state.epoch < self.recipe.epochs:
                 row = self.train_epoch()
-                if row is None:  # SIGTERM: last.pt saved mid-epoch
-                    raise SystemExit(143)
+                if row is None:  # SIGTERM: last.pt saved mid-epoch; --resume continues from there
+                    raise SystemExit(EXIT_INTERRUPTED)
                 test_acc = row["test_acc"]
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.3f}",

@@ -10,6 +10,9 @@ from utils.errors import ToolkitError
 from utils.rundir import DEFAULT_PTR
 
 EXIT_USAGE = 2
+# 128 + SIGTERM, as a shell reports a process SIGTERM ended: a script stopped by SIGTERM (Slurm's requeue,
+# pre-emption or time limit) after saving what it had; the same command continues the work.
+EXIT_INTERRUPTED = 143
 
 
 class DefaultOnceFormatter(argparse.HelpFormatter):

@@ -1,0 +1,47 @@
+"""reproduce.py's seed004 grids (issue 17 item 3): the published grid's three parts (the sigma sweep of the CNNs and
+of the FCNs, the twopoints nets) with their stages, and the demo's sigma sweep with the 1-D stage."""
+import reproduce
+
+CNNS = ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet", "lenet",
+        "efficientnet_b0")
+SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)
+
+
+def plan(*argv):
+    args = reproduce.parse_args([*argv, "--workdir", "runs"])
+    parts = reproduce.resolve_grid(args)
+    return parts, reproduce.build_plan(args, parts)[0]
+
+
+def stages_of(chains, folder):
+    chain = next(c for c in chains if c.label == folder)
+    return [command.stage for command in chain.commands]
+
+
+def test_full_grid_has_the_sigma_sweeps_the_fcns_and_the_twopoints_nets():
+    (cnn, fcn, twopoints), chains = plan("--paper", "004", "--full")
+    assert cnn.models == CNNS and cnn.seeds == tuple(range(4)) and cnn.corruptions == SIGMAS
+    assert (cnn.traindata, cnn.epochs, cnn.recipe) == (("cifar10",), 250, "seed004")
+    assert fcn.models == ("fcn2", "fcn4", "fcn6") and fcn.seeds == tuple(range(11)) and fcn.recipe == "seed004_fcn"
+    assert fcn.corruptions == SIGMAS
+    assert twopoints.traindata == ("twopoints",) and len(twopoints.models) == 11 and "vgg13" in twopoints.models
+    assert (twopoints.seeds, twopoints.epochs, twopoints.recipe) == (tuple(range(10)), 300, "twopoints")
+    assert len(chains) == 10 * 4 * 7 + 3 * 11 * 7 + 11 * 10
+    assert stages_of(chains, "cifar10/vgg11@sigma30/rnd2") == ["train", "stability", "stability-init",
+                                                                 "stability-shuffled", "laplacian", "extract"]
+    assert stages_of(chains, "cifar10/fcn6@sigma0.01/rnd10") == ["train", "stability", "stability-init", "extract"]
+    assert stages_of(chains, "twopoints/lenet/rnd9") == ["train", "stability", "stability-init",
+                                                         "stability-shuffled", "laplacian", "scale1d", "extract"]
+    train = next(c for c in chains if c.label == "cifar10/fcn6@sigma0.01/rnd10").commands[0].argv
+    assert train[train.index("--gaussian_corruption_std") + 1] == "0.01" and "seed004_fcn" in train
+    stability = next(c for c in chains if c.label == "cifar10/vgg11@sigma30/rnd2").commands[1].argv
+    assert "--corrupt_test" in stability and "--gaussian_corruption_std" in stability
+
+
+def test_demo_is_a_sigma_sweep_on_digits_with_the_paper_init_and_the_1d_stage():
+    (part,), chains = plan("--paper", "004")
+    assert part.traindata == ("digits",) and part.corruptions == (0.0, 10.0, 30.0) and part.recipe == "seed004"
+    assert part.width == 0.25 and len(chains) == 3 * 2
+    assert stages_of(chains, "digits/resnet18@sigma10/rnd1") == ["train", "stability", "stability-init",
+                                                                 "stability-shuffled", "laplacian", "scale1d",
+                                                                 "extract"]
