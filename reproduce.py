@@ -88,8 +88,8 @@ STAGES: tuple[Scheduled, ...] = (
     _scheduled("decompose-validate"),
     _scheduled("decompose-essential"),
     _scheduled("decompose-finetune", demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
-    _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26"),
-               full=("--num_samples", "10", "--batchsize", "64")),
+    _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
+               full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
 )
 
 

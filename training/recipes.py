@@ -8,6 +8,7 @@
 | twopoints   | seed004 §3           | SGD 0.05 m 0.9, wd 5e-4 on dim != 1| cosine per epoch, T=0.8 epochs  | none, hinge    |
 | akamaster   | seed003 §3 (resnet20)| SGD 0.1 m 0.9, wd 1e-4 on all      | x0.1 at epochs 100 and 150      | crop+flip      |
 | seed002     | seed002 §4           | SGD 0.01 m 0.9, wd 1e-4 on all     | x0.1 every 50 epochs            | crop+flip      |
+| seed002_nowd| seed002 §4 ("nowd")  | SGD 0.01 m 0.9, wd 0               | x0.1 every 50 epochs            | crop+flip      |
 | seed002_tutorial | seed002 §7      | SGD 0.01 m 0.9, wd 0               | constant                        | none           |
 
 Initialisation is part of a recipe: seed004 and twopoints train from PyTorch's default init of every layer
@@ -64,6 +65,8 @@ RECIPES: dict[str, Recipe] = {
                         normalization="imagenet"),
     "seed002": Recipe("seed002", epochs=150, lr=0.01, wdecay=1e-4, schedule="step", step_size=50,
                       normalization="imagenet"),
+    "seed002_nowd": Recipe("seed002_nowd", epochs=150, lr=0.01, wdecay=0.0, schedule="step", step_size=50,
+                           normalization="imagenet"),
     "seed002_tutorial": Recipe("seed002_tutorial", epochs=5, lr=0.01, wdecay=0.0, schedule="constant",
                                crop_padding=0, flip=False, normalization="imagenet"),
 }
