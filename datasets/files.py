@@ -16,7 +16,8 @@ the same four values). Every file is checked before it is read; a missing or dif
 CIFAR batches are pickles. They are read with a restricted unpickler that can only rebuild numpy arrays (the
 four globals a protocol-2 array pickle names), so a tampered file raises an error instead of running code.
 Images come back in [0, 1] as float32 (N, 3, 32, 32); grey MNIST is resized 28 -> 32 (bilinear) and repeated to
-three channels, as in seed000 §4.
+three channels, as in seed000 §4. `cifar10_grey` (load_cifar10_grey) is the rainbow tutorial's grey CIFAR-10 from
+the cifar10 files (seed002 §7), one channel.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from datasets.base import to_rgb32
+from datasets.normalization import GREY_CIFAR_MEAN, GREY_CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ToolkitError
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -154,6 +156,27 @@ def load_cifar10(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 (module docstring): images (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     return _cifar(root, "cifar10", CIFAR10_FOLDER, names, "labels")
+
+
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)   # torchvision's rgb_to_grayscale
+
+
+def load_cifar10_grey(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CCN tutorial's grey CIFAR-10 (seed002 §7): ToTensor -> Normalize(ImageNet mean, std) -> Grayscale, i.e.
+    normalise THEN grey (the paper's main code greys first): its network input is g = sum_c w_c (x_c - m_c) / s_c
+    with torchvision's grey weights w. Held in pixel space as p = std g + mean with the grey constants mean .481,
+    std .239 (datasets.normalization.GREY_CIFAR_MEAN/STD, the dataset's normalisation under every recipe), so that
+    the usual per-channel normalisation (p - .481) / .239 gives the tutorial's g exactly (up to float rounding).
+
+    Returns:
+      images (N, 1, 32, 32) float32 (about [0, 1]: p ~ 1.05 grey - 0.005), labels (N,) int64.
+    """
+    images, labels = load_cifar10(root, split)
+    shape = (1, -1, 1, 1)
+    weights = torch.tensor(GREY_WEIGHTS).reshape(shape)
+    normalised = (images - torch.tensor(IMAGENET_MEAN).reshape(shape)) / torch.tensor(IMAGENET_STD).reshape(shape)
+    grey = (normalised * weights).sum(1, keepdim=True)
+    return grey * GREY_CIFAR_STD[0] + GREY_CIFAR_MEAN[0], labels
 
 
 def load_cifar100(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@
 | IMAGENET_MEAN/STD      | (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225)       | seed003 §3 (akamaster), seed002  |
 | DIGITS_MEAN/STD        | (0.3054,) * 3 / (0.3237,) * 3                       | digits here (train split, 32x32) |
 | TWOPOINTS_MEAN/STD     | (0.0,) / (1.0,)                                     | seed004 §2.8: used as it is      |
+| GREY_CIFAR_MEAN/STD    | (0.481,) / (0.239,)                                 | cifar10_grey (seed002 §4, §7)    |
 
 SEED000_CIFAR_STD is kuangliu/pytorch-cifar's constant. It is known to be off: the per-channel std of CIFAR-10
 is about (0.247, 0.243, 0.261). It is kept because seed000 and seed004 used it, and their inputs and noise
@@ -14,8 +15,9 @@ this toolkit uses the training normalisation of the checkpoint (ImageNet statist
 DIGITS_MEAN/STD are the mean and std of every pixel of the digits train split after resizing to 32x32,
 computed once and written here as literals; tests/test_datasets.py recomputes them.
 
-Every dataset defaults to the seed000 constants, except digits (and its OOD sets), which use their own, and
-twopoints, which is not normalised. Recipes "akamaster" and "seed002" ask for the ImageNet statistics.
+Every dataset defaults to the seed000 constants, except digits (and its OOD sets), which use their own, twopoints,
+which is not normalised, and cifar10_grey (datasets/files.py: the tutorial's normalise-then-grey images), whose
+grey constants hold whatever the recipe. Recipes "akamaster" and "seed002" ask for the ImageNet statistics.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ DIGITS_MEAN = (0.3054, 0.3054, 0.3054)
 DIGITS_STD = (0.3237, 0.3237, 0.3237)
 TWOPOINTS_MEAN = (0.0,)
 TWOPOINTS_STD = (1.0,)
+GREY_CIFAR_MEAN = (0.481,)
+GREY_CIFAR_STD = (0.239,)
+OWN_NORMALIZATION = ("twopoints", "cifar10_grey")   # datasets that keep their own constants under every recipe
 
 DIGITS_FAMILY = ("digits", "photos", "digits_rot90", "uniform", "digits_vflip")
 IMAGENET_CHOICES = ("imagenet", "akamaster", "seed002")
@@ -48,6 +53,8 @@ def default_normalization(dataset: str) -> Stats:
     """
     if dataset == "twopoints":
         return TWOPOINTS_MEAN, TWOPOINTS_STD
+    if dataset == "cifar10_grey":
+        return GREY_CIFAR_MEAN, GREY_CIFAR_STD
     if dataset in DIGITS_FAMILY:
         return DIGITS_MEAN, DIGITS_STD
     return SEED000_CIFAR_MEAN, SEED000_CIFAR_STD
@@ -67,6 +74,6 @@ def normalization_for(choice: str | None, dataset: str) -> Stats:
     if choice not in (None, *IMAGENET_CHOICES, *DATASET_DEFAULT_CHOICES):
         raise ToolkitError(f"unknown normalisation {choice!r}; use a recipe name "
                            f"({', '.join(IMAGENET_CHOICES[1:] + DATASET_DEFAULT_CHOICES)}), 'imagenet' or none")
-    if choice in IMAGENET_CHOICES and dataset != "twopoints":
+    if choice in IMAGENET_CHOICES and dataset not in OWN_NORMALIZATION:
         return IMAGENET_MEAN, IMAGENET_STD
     return default_normalization(dataset)

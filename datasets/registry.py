@@ -6,6 +6,7 @@
 | photos, digits_rot90, uniform | digits' OOD sets, bundled (ood) | none      | test               |
 | mnist                         | files in torchvision's layout   | 10        | train, test        |
 | cifar10, cifar100, svhn       | files in torchvision's layout   | 10/100/10 | train, test        |
+| cifar10_grey                  | cifar10's files, grey (seed002) | 10        | train, test        |
 | twopoints                     | generated (seed004 §2.8)        | 2         | train, test, probe |
 | scale1d                       | generated (seed004 §2.12)       | 2         | train, val, test, probe |
 
@@ -44,8 +45,8 @@ from utils.errors import ToolkitError
 
 FILE_LOADERS = {"mnist": files.load_mnist, "cifar10": files.load_cifar10, "cifar100": files.load_cifar100,
                 "svhn": files.load_svhn}
-NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10, "twopoints": 2,
-               "scale1d": 2}
+NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar10_grey": 10, "cifar100": 100, "svhn": 10,
+               "twopoints": 2, "scale1d": 2}
 SEED000_SETS = ("cifar10", "svhn", "mnist", "cifar100")
 SEED000_NEAR_OOD = {"cifar10": "cifar100", "cifar100": "cifar10", "svhn": "cifar10", "mnist": "cifar10"}
 VALIDATION_SUFFIX = "_vflip"
@@ -63,8 +64,8 @@ UNNORMALISED = ((0.0,), (1.0,))  # scale1d's mean and std
 def list_datasets() -> list[str]:
     """Every name `build_dataset` accepts: digits, the four file datasets, twopoints, scale1d, digits' OOD sets, and
     the streamed folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
-    return ["digits", *FILE_LOADERS, "twopoints", "scale1d", *DIGITS_OOD, *VALIDATION_SETS, *ROTATION_SETS,
-            "imagenet", "imagefolder:PATH"]
+    return ["digits", *FILE_LOADERS, "cifar10_grey", "twopoints", "scale1d", *DIGITS_OOD, *VALIDATION_SETS,
+            *ROTATION_SETS, "imagenet", "imagefolder:PATH"]
 
 
 def has_ood_sets(id_name: str) -> bool:
@@ -151,6 +152,8 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
         labels = torch.full((len(images),), -1, dtype=torch.long)
     elif name in FILE_LOADERS:
         images, labels = FILE_LOADERS[name](root, split, **options)
+    elif name == "cifar10_grey":   # seed002's tutorial: normalise, then grey (datasets/files.py)
+        images, labels = files.load_cifar10_grey(root, split)
     elif name == "scale1d":
         images, labels, extras["sites"] = load_scale1d(split, **options)
         mean, std = UNNORMALISED
