@@ -50,7 +50,13 @@ error), in float64, with the data on the device; every random draw comes from a 
    below M (spectra, relative operator-norm distance to C_l of all M, clipping net 1 in each one's basis).
 8. Training dynamics (§5.6): net 1's weight at each kept epoch t (train_classifier.py --save-epochs 0 1 2 5 10
    20 50 100) along the eigenvectors e_r of the final C_l brought to net 1's input space: a_r(t) = ||W(t) e_r|| /
-   ||W(0) e_r||, c_r(t) = cos(W(t) e_r, W(0) e_r) (measures.alignment.weight_dynamics; W(0): epoch 0).
+   ||W(0) e_r||, c_r(t) = cos(W(t) e_r, W(0) e_r) (measures.alignment.weight_dynamics; W(0): epoch 0). With M N
+   close to D_flat, C_l's last directions are those the nets' final weights barely span, so a_r(t) falls there.
+9. The tutorial's cosine matrices of net 1 vs net 2 (§7 steps 5, 7), the leading --cosine_rank vectors:
+   |V_1 V_2^T| and |V_1 A V_2^T| of the weights' right singular vectors, |E_1^T E_2| and |E_1^T A E_2| of the
+   activation covariances' eigenvectors, A = procrustes(E[phi_1 phi_2^T]) from train.
+--flat_classifier aligns a conv net's classifier over its flattened C H W inputs (the tutorial CNN's 1600 x 1600
+alignment, §7 step 9) instead of over channels with space as samples.
 
 Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seeds, K samples, ll = two-digit
 0-based layer index 00..L-1, D_l as above, D_flat the fan-in of layer l's rows):
@@ -72,6 +78,8 @@ Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seed
                for ll = 01..L-1: d_ll (G,), accuracy_ll (P, G) net 1 clipped in C_l(N)'s basis
   dynamics     epochs (T,) net 1's kept epochs; amplification_ll, cosine_ll (T, R_l) a_r(t), c_r(t) for the R_l
                = rank(C_l) eigenvectors, largest eigenvalue first
+  cosines      weight_ll, weight_aligned_ll (k, k) |V_1 V_2^T|, |V_1 A V_2^T|; for ll >= 01 activation_ll,
+               activation_aligned_ll (k, k) |E_1^T E_2|, |E_1^T A E_2| (k = --cosine_rank or less)
   gaussianity  mp_colored (L-1,), mp_white (L-1,) fractions outside the MP bulk; ks_ranks (R,); ks_pvalue
                (L-1, R) (NaN where column r does not exist: r >= C_l's rank); for ll = 00..L-2: mp_eigs_colored_ll,
                mp_eigs_white_ll eigenvalues normalised to mean 1, mp_q_ll (2,) their aspect ratios q,
@@ -142,13 +150,18 @@ def parse_args(argv=None):
                         help="width sweep (stage rainbow-width, in --workdir's group): the nets of these workdirs, "
                              "one width each, and of --workdir aligned to the widest nets; each workdir's rainbow "
                              "stage must be done")
+    parser.add_argument("--flat_classifier", action="store_true",
+                        help="align a conv net's classifier over its flattened C H W input features (the tutorial's "
+                             "CNN: 1600 x 1600, §7 step 9) instead of over channels with space as samples")
+    parser.add_argument("--cosine_rank", type=int, default=32,
+                        help="leading eigenvectors in the cosine matrices of net 1 vs net 2 (§7 steps 5 and 7)")
     parser.add_argument("--batchsize", type=int, default=BATCH, help="images per forward pass of the M nets")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most N images of each split")
     args = parser.parse_args(argv)
     for flag, value, least in (("--num_samples", args.num_samples, 1), ("--clip_points", args.clip_points, 2),
                                ("--batchsize", args.batchsize, 1), ("--max-samples", args.max_samples, 1),
                                ("--cov_nets", min(args.cov_nets), 1), ("--retrain_epochs", args.retrain_epochs, 0),
-                               ("--retrain_samples", args.retrain_samples, 1)):
+                               ("--retrain_samples", args.retrain_samples, 1), ("--cosine_rank", args.cosine_rank, 1)):
         if value is not None and value < least:
             parser.error(f"{flag} must be >= {least}, got {value}")
     if min(args.ks_ranks) < 0 or args.num_iters < 0:
@@ -167,6 +180,7 @@ class Net:
     weight and the input of each analysis layer in channel form, and the standardisation feeding each layer."""
 
     loaded: LoadedRun
+    flat_classifier: bool = False     # --flat_classifier: the classifier aligned over its flattened C H W features
 
     @property
     def model(self) -> nn.Module:
@@ -184,11 +198,12 @@ class Net:
 
     def copy(self) -> Net:
         """A new net with a deep copy of the model (same run, config and normalisation)."""
-        return Net(replace(self.loaded, model=copy.deepcopy(self.model), extras={}))
+        return Net(replace(self.loaded, model=copy.deepcopy(self.model), extras={}), self.flat_classifier)
 
     def channel_view(self, j: int, tensor: torch.Tensor) -> torch.Tensor:
-        """A layer input (B, D) or weight (N, D) of a classifier on flattened (C, H, W) as (., C, H, W)."""
-        shape = getattr(self.model, "classifier_input_shape", None)
+        """A layer input (B, D) or weight (N, D) of a classifier on flattened (C, H, W) as (., C, H, W) (left flat
+        with --flat_classifier)."""
+        shape = None if self.flat_classifier else getattr(self.model, "classifier_input_shape", None)
         if j == len(self.layers) - 1 and shape is not None and tensor.dim() == 2:
             return tensor.reshape(tensor.shape[0], *shape)
         return tensor
@@ -255,7 +270,7 @@ def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]
                            "`python train_classifier.py --seed N` or pass --seeds")
     nets = []
     for run in runs:
-        nets.append(Net(LoadedRun.open(run, args.start_epoch, device=device)))
+        nets.append(Net(LoadedRun.open(run, args.start_epoch, device=device), args.flat_classifier))
         check_run_flags(args, nets[-1].loaded.config, run)
     first = nets[0].loaded.config
     for run, net in zip(runs[1:], nets[1:]):
@@ -264,7 +279,7 @@ def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]
             raise ToolkitError(f"{run.root} has another architecture or normalisation than {runs[0].root} "
                                f"({config['model']} vs {first['model']}); combine runs of one architecture")
     check_supported(nets[0], args.model_name)
-    return runs, nets, Net(LoadedRun.open(runs[0], init=True, device=device))
+    return runs, nets, Net(LoadedRun.open(runs[0], init=True, device=device), args.flat_classifier)
 
 
 def check_supported(net: Net, name: str) -> None:
@@ -351,6 +366,41 @@ def pairwise_quality(train: list, test: list) -> tuple[np.ndarray, np.ndarray]:
     error = [[float(al.alignment_error(al.procrustes(fit.cross), m.cross, m.sq_norm_a, m.sq_norm_b))
               for fit, m in zip(fits, pairs)] for fits, pairs in zip(train, test)]
     return np.array(r2), np.array(error)
+
+
+def own_covariances(nets: list[Net], data: Data) -> list[list[al.Moments]]:
+    """Per net, per layer l >= 1, the net's own activation covariance on train (one pass)."""
+    accumulators = [al.CovarianceAccumulator() for _ in nets]
+    for x, _ in data.batches("train"):
+        for net, accumulator in zip(nets, accumulators):
+            accumulator.update(net.layer_inputs(x)[1:])
+    return [accumulator.compute() for accumulator in accumulators]
+
+
+def cosine_matrices(nets: list[Net], own: list[list[al.Moments]], train_pairs: list, rank: int) -> dict:
+    """The tutorial's cosine matrices of net 1 vs net 2 (§7 steps 5 and 7), the leading `rank` vectors of each:
+    weights |V_1 V_2^T| (right singular vectors, input space) and, with net 2's brought to net 1's input space by
+    A = procrustes(E[phi_1 phi_2^T]), |V_1 A V_2^T| (weight rows transported as W A^T, conv kernels over input
+    channels); activations |E_1^T E_2| and |E_1^T A E_2| (covariance eigenvectors, l >= 1). Near-diagonal top
+    blocks after alignment; before, only where the input space is shared (layer 0)."""
+    result = {}
+    for j in range(len(nets[0].layers)):
+        weights = [net.weight(j).to(torch.float64) for net in nets[:2]]
+        vectors = [torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[2] for w in weights]
+        k = min(rank, vectors[0].shape[0], vectors[1].shape[0])
+        first, second = vectors[0][:k], vectors[1][:k]
+        A = None if j == 0 else al.procrustes(train_pairs[j - 1][0].cross)          # (D_1, D_2): net 2 -> net 1
+        moved = second if A is None else al.weight_to_reference(second.reshape(k, *weights[1].shape[1:]), A)
+        result[f"weight_{layer_key(j)}"] = (first @ second.T).abs().cpu().numpy() \
+            if first.shape == second.shape else np.full((k, k), np.nan)
+        result[f"weight_aligned_{layer_key(j)}"] = (first @ moved.reshape(k, -1).T).abs().cpu().numpy()
+        if j > 0:
+            E1, E2 = (al.principal_components(moments[j - 1].cross)[1] for moments in own)
+            k = min(rank, E1.shape[1], E2.shape[1])
+            result[f"activation_{layer_key(j)}"] = (E1[:, :k].T @ E2[:, :k]).abs().cpu().numpy() \
+                if E1.shape == E2.shape else np.full((k, k), np.nan)
+            result[f"activation_aligned_{layer_key(j)}"] = (E1[:, :k].T @ A @ E2[:, :k]).abs().cpu().numpy()
+    return result
 
 
 # ---- 3. weight covariances ------------------------------------------------------------------------------------
@@ -493,13 +543,13 @@ def convergence_counts(requested: list[int], nets: int) -> list[int]:
 
 
 def dynamics(run: RunDir, aligners: list[al.MeanAlignment | None], vectors: list[torch.Tensor], last_epoch: int,
-             device: torch.device) -> dict:
+             device: torch.device, flat_classifier: bool = False) -> dict:
     """a_r(t), c_r(t) of net 1 at every kept epoch t <= the loaded one (§5.6), along C_l's eigenvectors e_r brought
     to net 1's input space (A_1^T e_r; conv kernels: over input channels)."""
     epochs = [epoch for epoch in run.saved_epochs() if epoch <= last_epoch]
     weights = []
     for epoch in epochs:
-        net = Net(LoadedRun.open(run, epoch, device=device))
+        net = Net(LoadedRun.open(run, epoch, device=device), flat_classifier)
         weights.append([net.weight(j).to(torch.float64) for j in range(len(net.layers))])
     result = {"epochs": np.array(epochs)}
     for j, basis in enumerate(vectors):
@@ -715,7 +765,8 @@ def main(argv=None) -> int:
     flags = {"seeds": seeds, "epochs": epochs, "num_samples": args.num_samples, "num_iters": args.num_iters,
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,
              "max_samples": args.max_samples, "cov_nets": args.cov_nets, "retrain_epochs": args.retrain_epochs,
-             "retrain_samples": args.retrain_samples}
+             "retrain_samples": args.retrain_samples, "flat_classifier": args.flat_classifier,
+             "cosine_rank": args.cosine_rank}
     out = open_stage(runs[0], "rainbow", flags, args.force)
     if out is None:
         return 0
@@ -794,7 +845,9 @@ def main(argv=None) -> int:
         convergence[f"accuracy_{layer_key(j)}"] = np.vstack([own, clipping[f"accuracy_{layer_key(j)}"][:1]])
     out.save("clipping", clipping)
     out.save("convergence", convergence)
-    out.save("dynamics", dynamics(runs[0], aligners, [vectors for _, vectors in weight_spectra], epochs[0], device))
+    out.save("dynamics", dynamics(runs[0], aligners, [vectors for _, vectors in weight_spectra], epochs[0], device,
+                                  args.flat_classifier))
+    out.save("cosines", cosine_matrices(nets, own_covariances(nets[:2], data), train_pairs, args.cosine_rank))
 
     gaussian_arrays = {"mp_colored": np.array([g["mp_colored"] for g in gauss]),
                        "mp_white": np.array([g["mp_white"] for g in gauss]), "ks_ranks": np.array(args.ks_ranks),

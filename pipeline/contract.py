@@ -185,6 +185,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy")),
         "convergence": _f("convergence.npz", "nets", "operator_error", prefixed=("spectrum", "d", "accuracy")),
         "dynamics": _f("dynamics.npz", "epochs", prefixed=("amplification", "cosine")),
+        "cosines": _f("cosines.npz", prefixed=("weight", "weight_aligned", "activation", "activation_aligned")),
         "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue",
                           prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened")),
         "summary": _f("summary.json", "dataset", "model", "seeds", "epochs", "layers", "dims", "trained_accuracy",

@@ -12,10 +12,19 @@ reads the group's rainbow files through the contract (rainbow.py's docstring doc
                                             by layer, Marchenko-Pastur spectra before / after whitening
   seed002_<dataset>_<model>_clipping.png    test accuracy against d per clipped layer in the three bases
   seed002_<dataset>_<model>_gaussian.png    whitened weight marginals against N(0, 1) with their KS p-values
+  seed002_<dataset>_<model>_covariance.png  covariance convergence: C_l from 1, 10, .., M nets (spectra, clipping,
+                                            operator-norm distances; against width with the width sweep)
+  seed002_<dataset>_<model>_cosines.png     the tutorial's cosine matrices |V_1 V_2^T|, |V_1 A V_2^T|,
+                                            |E_1^T E_2|, |E_1^T A E_2| of net 1 vs net 2
+  seed002_<dataset>_<model>_dynamics.png    a_r(t), c_r(t) of net 1 along C_l's eigenvectors (more than one epoch
+                                            kept)
+  seed002_<dataset>_<model>_width.png       with the rainbow-width stage: accuracy (trained, both rainbow readings,
+                                            retrained) against width, operator-norm error of C_l and alignment
+                                            error per layer against width, activation spectra per width
 and writes seed002_accuracy.csv (rainbow vs trained, top-1 and top-5, one row per reading: the paper's, with
 the last block and classifier trained-then-aligned, and the full rainbow net; as the resampling-width table) and
 seed002_clipping.csv (smallest d within 1% of the trained accuracy, as the §6 table; "layer l" 0-based, "paper j"
-= l + 1).
+= l + 1) and, with the width sweep, seed002_width.csv.
 Figures label layers 0-based ("layer l"), as the file keys.
 """
 from __future__ import annotations
@@ -325,6 +334,29 @@ def _dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_dynamics")
 
 
+def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
+    """The tutorial's cosine matrices of net 1 vs net 2 (§7 steps 5, 7), before and after alignment."""
+    cosines = contract.load(run, STAGE, "cosines")
+    layers = sorted(int(key.rsplit("_", 1)[1]) for key in cosines if key.startswith("weight_aligned_"))
+    shown = _shown_layers(layers, 4)
+    rows = (("weight", "$|V_1 V_2^T|$"), ("weight_aligned", "$|V_1 A V_2^T|$"), ("activation", "$|E_1^T E_2|$"),
+            ("activation_aligned", "$|E_1^T A E_2|$"))
+    fig, axes = new_figure(ncols=len(shown), nrows=len(rows), width=2.3, height=2.2)
+    for column, layer in enumerate(shown):
+        for row, (prefix, label) in enumerate(rows):
+            ax = axes[row, column]
+            key = _key(prefix, layer)
+            if key not in cosines:
+                ax.axis("off")
+                continue
+            image = ax.imshow(cosines[key], vmin=0, vmax=1, cmap="magma")
+            ax.set(title=f"{label}, layer {layer}", xticks=[], yticks=[])
+            ax.grid(False)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="|cosine|")
+    fig.suptitle(f"{group.label}: eigenvector cosines of net 1 vs net 2, before and after alignment (§7)", y=1.01)
+    return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_cosines")
+
+
 def _width_rows(group: Group, run: RunDir) -> list[list]:
     sweep = contract.load(run, WIDTH_STAGE, "widths")
     rows = []
@@ -376,7 +408,7 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
             clipping_rows.append([group.label, layer, layer + 1, dim,
                                   *[summary["clip_within_1pct"][name][layer - 1] for name in BASIS_LABELS]])
         pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out),
-                _convergence_figure(group, run, out)]
+                _convergence_figure(group, run, out), _cosine_figure(group, run, out)]
         if len(contract.load(run, STAGE, "dynamics")["epochs"]) > 1:
             pngs.append(_dynamics_figure(group, run, out))
         if contract.done(run, WIDTH_STAGE):

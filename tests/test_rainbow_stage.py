@@ -204,3 +204,35 @@ def test_ks_ranks_are_the_original_0_based_columns_of_the_whitened_weights():
         assert result["ks_pvalue"][column] == pytest.approx(scipy.stats.kstest(sign * expected, "norm").pvalue,
                                                             rel=1e-6)
     assert np.isnan(result["ks_pvalue"][3]) and np.isnan(result["whitened"][:, 3]).all()
+
+
+def test_cosine_matrices_of_net_1_and_net_2(workdir):
+    """|V_1 V_2^T| of layer 0 (shared input space) against numpy's SVD; after alignment the top blocks of the
+    hidden layers are closer to the identity than before (§7 steps 5 and 7)."""
+    cosines = load(workdir, "cosines")
+    from pipeline.loaded import LoadedRun
+    fc1 = [LoadedRun.open(RunDir.of(workdir, "digits", "rainbow_mlp", seed)).model.fc1.weight.detach().double().numpy()
+           for seed in (0, 1)]
+    vh = [np.linalg.svd(w, full_matrices=False)[2][:32] for w in fc1]
+    np.testing.assert_allclose(cosines["weight_00"], np.abs(vh[0] @ vh[1].T), atol=1e-8)
+    np.testing.assert_allclose(cosines["weight_aligned_00"], cosines["weight_00"])     # layer 0: A = I
+    for key in ("activation", "weight"):
+        before, after = cosines[f"{key}_01"], cosines[f"{key}_aligned_01"]
+        assert before.shape == after.shape == (32, 32) and np.all(after <= 1 + 1e-9)
+        assert after[0, 0] > 0.5 and np.trace(after[:5, :5]) > 2 * np.trace(before[:5, :5]), key
+
+
+def test_flat_classifier_aligns_the_cnn_classifier_over_its_1600_features(tmp_path, trained_run):
+    """--flat_classifier: the tutorial CNN's classifier input is aligned as 64 x 5 x 5 = 1600 features (§7 step 9);
+    by default over its 64 channels, space as samples."""
+    for seed in (0, 1):
+        trained_run(tmp_path, "rainbow_cnn", "digits", seed, "--width", "1", "--epochs", "1",
+                    "--recipe", "seed002_tutorial")
+    argv = ["--model-name", "rainbow_cnn", "--traindata", "digits", "--device", "cpu", "--workdir", str(tmp_path),
+            "--max-samples", "200", "--clip_points", "2", "--num_samples", "1", "--cov_nets", "1"]
+    run = RunDir.of(tmp_path, "digits", "rainbow_cnn", 0)
+    assert rainbow.main(argv) == 0
+    assert contract.load(run, "rainbow", "alignment")["dims"].tolist() == [3, 32, 64]
+    assert rainbow.main([*argv, "--flat_classifier"]) == 0
+    assert contract.load(run, "rainbow", "alignment")["dims"].tolist() == [3, 32, 1600]
+    assert contract.load(run, "rainbow", "cosines")["activation_aligned_02"].shape == (32, 32)
