@@ -22,7 +22,15 @@ theta_t = (int(L - L/2 - 1) - t) pi / L, periodised spatial filters whose FFTs a
   128 w, 256 w, 512]: width w scales N_1..N_3 only, as the original's scale-width experiments (N_4 = 512 stays);
   32 -> 16 -> 8 -> 4 -> 2. (Until this fix phi had sigma 1.6 and the width scaled N_4 too: scattering4 runs
   trained before it have other filters, or another N_4, and must be trained again.)
-Not built: the complex "skip" variant ('Fw rho Std Pr N', D_j = 2 (1 + L) N_{j-1}) and ImageNet's Scattering-11.
+- `scattering_skip` (the complex "skip" variant of §3, 'Fw rho Std Pr N', the paper's resampling nets, 91.6% on
+  CIFAR-10 at width 1): the J8 net whose blocks keep the complex linear coefficients beside their modulus,
+  z_j = [x*phi, x*psi_theta, |x*phi|, |x*psi_theta|] (complex, D_j = 2 (1 + L) N_{j-1}: 30, 640, 1280, ... for RGB);
+  Std standardises each complex channel, (z - E z) / sqrt(E|z - E z|^2 + eps) (ComplexStandardization: batch
+  statistics in train, running ones in eval, momentum 0.1, unbiased running variance); the real P acts on real and
+  imaginary parts alike (RealProjection), so activations stay complex; N divides by the complex L2 norm; the
+  classifier splits real and imaginary parts into 2 N_J channels before its BatchNorm. Trained with the seed002
+  recipe, as the plain J8 net.
+Not built: ImageNet's Scattering-11.
 Analysis layers: the J projections Pr then the classifier. `standardizations()` lists the non-affine BatchNorm
 whose output IS the input of each of them, for the statistics recomputation of rainbow sampling (§5.4 c).
 """
@@ -138,43 +146,119 @@ class WaveletModulus(nn.Module):
         return torch.cat([lowpass, bandpass], dim=1)
 
 
+class WaveletSkip(WaveletModulus):
+    """Fw + rho of the skip variant: (B, C, M, M) real or complex -> (B, 2 (1 + L) C, M', M') complex,
+    [x*phi, x*psi_theta, |x*phi|, |x*psi_theta|] (seed002 §3), each part in WaveletModulus's channel order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        padding = (self.pad_left, self.pad_right, self.pad_left, self.pad_right)
+        x_hat = torch.fft.fft2(nn.functional.pad(x, padding, mode="reflect"))   # (B, C, P, P) complex
+        filtered = x_hat[:, :, None] * self.filters_hat                         # (B, C, 1 + L, P, P)
+        if self.subsample:
+            half = self.padded // 2
+            filtered = filtered.reshape(*filtered.shape[:3], 2, half, 2, half).mean(dim=(3, 5))
+            out = torch.fft.ifft2(filtered)[..., 1:half - 1, 1:half - 1]
+        else:
+            crop = slice(self.pad_left, self.pad_left + self.size)
+            out = torch.fft.ifft2(filtered)[..., crop, crop]
+        lowpass = out[:, :, 0]                                                   # (B, C, M', M') complex
+        bandpass = out[:, :, 1:].reshape(batch, -1, *out.shape[-2:])            # (B, C L, M', M'), c L + theta
+        linear = torch.cat([lowpass, bandpass], dim=1)
+        return torch.cat([linear, linear.abs().to(linear.dtype)], dim=1)
+
+
+class ComplexStandardization(nn.Module):
+    """Std of complex channels, non-affine: (z - mu) / sqrt(var + eps) with mu = E z and var = E|z - mu|^2 per
+    channel over batch and space; batch statistics in train mode (running ones updated with momentum 0.1, the
+    variance unbiased, as BatchNorm), running ones in eval mode. The running mean is held as real (C, 2) pairs
+    (`running_mean_ri`, so that Module.to(float dtype) keeps it) and read and written through the complex view
+    `running_mean`, which rainbow sampling resets in place (seed002 §5.4 c)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum, self.affine = eps, momentum, False
+        self.register_buffer("running_mean_ri", torch.zeros(channels, 2))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    @property
+    def running_mean(self) -> torch.Tensor:
+        """(C,) complex view of running_mean_ri (writing into it writes the buffer)."""
+        return torch.view_as_complex(self.running_mean_ri)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        dims = (0, *range(2, z.dim()))
+        if self.training:
+            mean = z.mean(dim=dims)
+            var = (z - mean.reshape(1, -1, *[1] * (z.dim() - 2))).abs().square().mean(dim=dims)
+            count = z.numel() // z.shape[1]
+            with torch.no_grad():
+                self.running_mean_ri.mul_(1 - self.momentum).add_(self.momentum * torch.view_as_real(mean.detach()))
+                self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * count / max(count - 1, 1))
+        else:
+            mean, var = self.running_mean, self.running_var
+        shape = (1, -1, *[1] * (z.dim() - 2))
+        return (z - mean.reshape(shape)) / torch.sqrt(var + self.eps).reshape(shape)
+
+
+class RealProjection(nn.Conv2d):
+    """The learned 1x1 convolution P with real weights; a complex input is projected part by part,
+    P z = P Re z + i P Im z (the skip variant's P, seed002 §3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_complex():
+            return torch.complex(super().forward(x.real), super().forward(x.imag))
+        return super().forward(x)
+
+
 class ScatteringBlock(nn.Module):
     """Fw mod Std Pr N: (B, N_{j-1}, M, M) -> (B, N_j, M', M')."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, bank: FilterBank):
+    def __init__(self, in_channels: int, out_channels: int, size: int, bank: FilterBank, skip: bool = False):
         super().__init__()
-        self.wavelets = WaveletModulus(size, bank)
-        self.dim = (1 + ORIENTATIONS) * in_channels                              # D_j = 5 N_{j-1}
-        self.std = nn.BatchNorm2d(self.dim, affine=False)
-        self.proj = nn.Conv2d(self.dim, out_channels, 1, bias=False)
+        if skip:   # the complex skip variant: D_j = 2 (1 + L) N_{j-1}
+            self.wavelets = WaveletSkip(size, bank)
+            self.dim = 2 * (1 + ORIENTATIONS) * in_channels
+            self.std = ComplexStandardization(self.dim)
+            self.proj = RealProjection(self.dim, out_channels, 1, bias=False)
+        else:
+            self.wavelets = WaveletModulus(size, bank)
+            self.dim = (1 + ORIENTATIONS) * in_channels                          # D_j = 5 N_{j-1}
+            self.std = nn.BatchNorm2d(self.dim, affine=False)
+            self.proj = nn.Conv2d(self.dim, out_channels, 1, bias=False)
         self.out_size = output_size(size, bank.subsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.std(self.wavelets(x)))                                # (B, N_j, M', M')
-        return x / x.norm(dim=1, keepdim=True)
+        return x / x.norm(dim=1, keepdim=True)                                   # |.|: the complex norm too
 
 
 class LearnedScattering(nn.Module):
     """J scattering blocks and a standardised linear classifier: (B, in_channels, S, S) -> (B, num_classes)."""
 
     def __init__(self, channels: list[int], banks: list[FilterBank], num_classes: int, in_channels: int = 3,
-                 width: float = 1.0, image_size: int = 32, scaled_blocks: int | None = None):
-        """`width` multiplies the channels of the first `scaled_blocks` blocks (default: every block)."""
+                 width: float = 1.0, image_size: int = 32, scaled_blocks: int | None = None, skip: bool = False):
+        """`width` multiplies the channels of the first `scaled_blocks` blocks (default: every block); `skip`
+        builds the complex skip variant."""
         super().__init__()
         scaled_blocks = len(channels) if scaled_blocks is None else scaled_blocks
         widths = [scaled(c, width) if j < scaled_blocks else c for j, c in enumerate(channels)]
         blocks, size, previous = [], image_size, in_channels
         for out_channels, bank in zip(widths, banks):
-            blocks.append(ScatteringBlock(previous, out_channels, size, bank))
+            blocks.append(ScatteringBlock(previous, out_channels, size, bank, skip))
             size, previous = blocks[-1].out_size, out_channels
         self.blocks = nn.ModuleList(blocks)
-        self.classifier_std = nn.BatchNorm2d(previous, affine=False)
-        self.fc = nn.Linear(previous * size * size, num_classes, bias=False)
-        self.classifier_input_shape = (previous, size, size)
+        self.skip = skip
+        features = 2 * previous if skip else previous                            # skip: real and imaginary parts
+        self.classifier_std = nn.BatchNorm2d(features, affine=False)
+        self.fc = nn.Linear(features * size * size, num_classes, bias=False)
+        self.classifier_input_shape = (features, size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
+        if self.skip:
+            x = torch.cat([x.real, x.imag], dim=1)                               # (B, 2 N_J, side, side)
         return self.fc(self.classifier_std(x).flatten(1))                        # (B, N_J * side^2) -> classes
 
     def weight_layers(self) -> list[nn.Module]:
@@ -189,6 +273,11 @@ class LearnedScattering(nn.Module):
 @register_model("scattering")
 def scattering(**kwargs) -> LearnedScattering:
     return LearnedScattering([64, 128, 256, 512, 512, 512, 512, 512], list(FACTORIZED) * 4, **kwargs)
+
+
+@register_model("scattering_skip")
+def scattering_skip(**kwargs) -> LearnedScattering:
+    return LearnedScattering([64, 128, 256, 512, 512, 512, 512, 512], list(FACTORIZED) * 4, skip=True, **kwargs)
 
 
 @register_model("scattering4")

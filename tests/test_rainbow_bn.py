@@ -4,14 +4,21 @@ resampled by rainbow.rainbow_networks, checked independently of the code under t
   set (computed here from the activations, in float64);
 - rows drawn as rainbow.py draws them have a covariance that approaches C_l (numpy, from the aligned weights)
   as the number of rows grows, for a rank-deficient C_l (M N < D);
-- column 0 of the rainbow accuracy (nothing resampled yet) is net 1's own accuracy.
+- column 0 of the rainbow accuracy (nothing resampled yet) is net 1's own accuracy;
+and the same re-standardisation through the complex skip variant (untrained nets: E z = 0, E|z|^2 = 1).
 """
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 import rainbow
+from datasets import build_dataset
 from measures import alignment as al
+from models import build_model
+from pipeline.loaded import LoadedRun
+from utils.rundir import RunDir
 
 MODEL = ["--model-name", "scattering4", "--traindata", "digits", "--device", "cpu"]
 TRAIN = ("--width", "0.125", "--epochs", "1", "--lr", "0.05", "--recipe", "seed002")
@@ -78,3 +85,36 @@ def test_sampled_weights_have_covariance_c_l_computed_by_hand(bn_nets):
     # the draws live in C_l's range: nothing along its null space (rank 32 < 40)
     null = np.linalg.eigh(C)[1][:, :rows.shape[1] - np.linalg.matrix_rank(rows)]
     assert np.abs(drawn @ null).max() < 1e-8 * np.abs(drawn).max()
+
+
+def test_the_complex_skip_variant_is_restandardised_too():
+    """Two untrained scattering_skip nets (width 1/16) on 64 digits: complex layer inputs of the rainbow net have
+    E z = 0 and E|z - E z|^2 = 1 per channel on train (float64 here)."""
+    train, test = build_dataset("digits", "train"), build_dataset("digits", "test")
+    config = {"model": {"name": "scattering_skip", "outputs": 10, "num_classes": 10, "in_channels": 3,
+                        "image_size": 32, "width": 0.0625},
+              "data": {"name": "digits", "mean": list(train.mean), "std": list(train.std)},
+              "recipe": {"name": "seed002", "loss": "cross_entropy"}}
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("scattering_skip", 10, width=0.0625).eval()
+        nets.append(rainbow.Net(LoadedRun(RunDir(f"/nonexistent/rnd{seed}"), model, config, 0, "weights",
+                                          torch.device("cpu"))))
+    rainbow.check_supported(nets[0], "scattering_skip")
+    splits = {split: replace(data, images=data.images[:64], labels=data.labels[:64])
+              for split, data in (("train", train), ("test", test))}
+    data = rainbow.Data(nets[0].loaded, splits, 32)
+    aligners = rainbow.align_nets(nets, data, num_iters=1)
+    L = len(nets[0].layers)
+    generator = torch.Generator().manual_seed(0)
+    draws = [[draw(nets, aligners, j, 1, generator)[0] for j in range(L - 1)]]
+    mean_classifier = sum(rainbow.aligned_weights(nets, aligners, L - 1)) / 2
+    top1, _, (new,) = rainbow.rainbow_networks(nets, aligners, draws, mean_classifier, data)
+    assert top1[0, 0] == rainbow.evaluate(nets[0], data)[0]
+    for j in range(1, L):
+        rows = torch.cat([al.as_samples(new.layer_input(x, j)) for x, _ in data.batches("train")])
+        rows = rows.to(torch.complex128 if rows.is_complex() else torch.float64)
+        assert rows.is_complex() == (j < L - 1)                        # the classifier sees real and imaginary parts
+        mean = rows.mean(0)
+        assert mean.abs().max() < 1e-4 and ((rows - mean).abs().square().mean(0) - 1).abs().max() < 1e-3, j

@@ -4,12 +4,23 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models import build_model, list_models
-from models.scattering import FACTORIZED, STANDARD, WaveletModulus, filter_bank_hat, morlet, orientations
+from models.scattering import (
+    FACTORIZED,
+    STANDARD,
+    ComplexStandardization,
+    RealProjection,
+    WaveletModulus,
+    WaveletSkip,
+    filter_bank_hat,
+    morlet,
+    orientations,
+)
 
-RAINBOW_MODELS = ("rainbow_mlp", "rainbow_cnn", "scattering", "scattering4")
+RAINBOW_MODELS = ("rainbow_mlp", "rainbow_cnn", "scattering", "scattering4", "scattering_skip")
 
 
 @pytest.mark.parametrize("bank", [*FACTORIZED, STANDARD])
@@ -120,3 +131,59 @@ def test_tutorial_layer_sizes():
     cnn = build_model("rainbow_cnn", 10, in_channels=1)
     assert cnn.fc.in_features == 1600 and cnn.classifier_input_shape == (64, 5, 5)
     assert build_model("rainbow_cnn", 10, in_channels=1, image_size=28).classifier_input_shape == (64, 4, 4)
+
+
+@pytest.mark.parametrize("bank", [FACTORIZED[0], FACTORIZED[1]])
+def test_skip_wavelets_keep_the_linear_coefficients_beside_the_modulus(bank):
+    """§3 skip variant: z = [x*phi, x*psi_theta, |x*phi|, |x*psi_theta|]; for a real input its real low-pass and its
+    band-pass moduli are the plain block's [x*phi, |x*psi_theta|]."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain, skip = WaveletModulus(32, bank)(x), WaveletSkip(32, bank)(x)
+    assert skip.is_complex() and skip.shape == (2, 30, *plain.shape[2:])
+    linear, modulus = skip[:, :15], skip[:, 15:]
+    assert torch.allclose(modulus, linear.abs().to(modulus.dtype)) and torch.all(modulus.imag == 0)
+    assert torch.allclose(linear[:, :3].real, plain[:, :3], atol=1e-5)           # low-pass of a real image
+    assert torch.allclose(modulus[:, 3:].real, plain[:, 3:], atol=1e-5)          # |x * psi_theta|
+    z = torch.randn(2, 4, 16, 16, dtype=torch.complex64)                         # a complex input (later blocks)
+    wavelets = WaveletSkip(16, bank)
+    out, real, imag = wavelets(z), wavelets(z.real), wavelets(z.imag)
+    assert out.shape[1] == 40                                                    # linear in z: W(a + ib) = Wa + iWb
+    assert torch.allclose(out[:, :20], real[:, :20] + 1j * imag[:, :20], atol=1e-5)
+
+
+def test_complex_standardization_and_real_projection():
+    torch.manual_seed(0)
+    std = ComplexStandardization(3)
+    z = torch.complex(torch.randn(64, 3, 4, 4) * 2 + 1, torch.randn(64, 3, 4, 4) - 3)
+    y = std.train()(z)
+    rows = y.movedim(1, -1).reshape(-1, 3)
+    assert torch.allclose(rows.mean(0), torch.zeros(3, dtype=y.dtype), atol=1e-5)
+    assert torch.allclose((rows - rows.mean(0)).abs().square().mean(0), torch.ones(3), atol=1e-3)
+    flat = z.movedim(1, -1).reshape(-1, 3)
+    assert torch.allclose(std.running_mean, 0.1 * flat.mean(0), atol=1e-5)       # momentum 0.1 from zero
+    unbiased = (flat - flat.mean(0)).abs().square().sum(0) / (len(flat) - 1)
+    assert torch.allclose(std.running_var, 0.9 + 0.1 * unbiased, atol=1e-4)
+    std.to(torch.float32)                                                        # LoadedRun.open casts modules
+    assert std.running_mean.is_complex() and std.running_mean.abs().sum() > 0
+    std.running_mean.copy_(torch.tensor([1 + 1j, 0, 0]))                        # rainbow sampling's in-place reset
+    assert std.running_mean_ri[0].tolist() == [1.0, 1.0]
+    projection = RealProjection(3, 2, 1, bias=False)
+    expected = torch.complex(F.conv2d(z.real, projection.weight), F.conv2d(z.imag, projection.weight))
+    assert torch.allclose(projection(z), expected) and torch.allclose(projection(z.real), expected.real)
+
+
+def test_scattering_skip_is_the_complex_j8_net():
+    torch.manual_seed(0)
+    model = build_model("scattering_skip", 10, width=0.125).eval()
+    assert [block.dim for block in model.blocks] == [2 * 5 * n for n in [3, 8, 16, 32, 64, 64, 64, 64]]
+    assert model.fc.in_features == 2 * 64 * 2 * 2 and model.classifier_input_shape == (128, 2, 2)
+    inputs, outputs = [], []
+    hooks = [block.proj.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for block in model.blocks]
+    hooks += [block.register_forward_hook(lambda m, i, o: outputs.append(o)) for block in model.blocks]
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    for hook in hooks:
+        hook.remove()
+    assert all(x.is_complex() for x in inputs) and all(o.is_complex() for o in outputs)
+    assert all(torch.allclose(o.abs().square().sum(1).sqrt(), torch.ones(1), atol=1e-5) for o in outputs)
+    assert all(isinstance(layer, nn.Conv2d) and layer.bias is None for layer in model.weight_layers()[:-1])
