@@ -3,6 +3,8 @@ weight covariances, sample Gaussian rainbow networks, clip layers and test the G
 
     python rainbow.py --model-name rainbow_mlp --traindata digits --seeds 0 1 2 3 4 --num_samples 5
     python rainbow.py --model-name scattering --traindata cifar10 --seeds $(seq 0 49) --num_samples 10 --batchsize 64
+    python rainbow.py --model-name rainbow_mlp --traindata digits --workdir runs/w0.5 \
+        --sweep_workdirs runs/w0.125 runs/w0.25          # the width sweep (stage rainbow-width, below)
 
 The M runs <workdir>/<dataset>/<model>/rnd<seed> (--seeds, default every one found; at least 2, one
 architecture), each opened as a pipeline.loaded.LoadedRun (its inputs() is the normalisation, its predictions()
@@ -92,6 +94,23 @@ Files of the stage (pipeline.contract.STAGES["rainbow"]; L weight layers, M seed
                {basis: [smallest grid d with accuracy >= reference - 0.01, per layer 1..L-1]},
                mp_colored, mp_white, ks_pvalue {ll: {rank: p}}, seconds
   _done.json   flags, argv, seconds
+
+Width sweep (--sweep_workdirs DIR..., stage "rainbow-width" in --workdir's group; §2 resampling_width,
+alignment_convergence, covariance_convergence): the nets of --workdir and of each DIR (one width per workdir, at
+least 2 seeds each, each workdir's rainbow stage done: the per-width accuracies come from there) are aligned to
+the mean representation of the widest nets (its --num_iters + 1 passes), each net by A = procrustes(E[phi_ref
+phi_k^T]) on train, a (D_ref, D_k) partial isometry; layer 0 (the image) by the identity. Files (S widths
+ascending, M_max the most seeds of a width, NaN-padded):
+  widths       widths (S,); dims (S, L) D_l; seeds (S, M_max) (-1-padded); alignment_error (S, L, M_max) each net
+               against the widest's mean on test; operator_error (S, L) ||D_s C_l(s) - D_ref C_l(ref)||_2 /
+               ||D_ref C_l(ref)||_2 with C_l(s) of width s in the widest's space and D its fan-in (NaN for the
+               widest, the reference); weight_ll (S, D_ref_flat) eigenvalues x D_s of C_l(s) in the widest's
+               space (zero-padded); for ll >= 01 activation_ll (S, D_max) eigenvalues / trace of net 1's activation
+               covariance at each width; trained_accuracy (S, M_max), rainbow_last_trained, rainbow_full,
+               rainbow_retrained (S, K_max) from each width's rainbow summary
+  summary      dataset, model, widths, reference_width, workdirs, seeds, trained_accuracy, rainbow_last_trained,
+               rainbow_full, rainbow_retrained (medians per width), alignment_error (S, L) medians,
+               operator_error (S, L), seconds
 """
 from __future__ import annotations
 

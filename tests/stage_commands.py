@@ -13,14 +13,22 @@ from utils.rundir import RunDir, report_dir
 RUN = ["--model-name", "resnet20", "--traindata", "digits", "--device", "cpu"]
 RAINBOW = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
 SMALL = ["--max-samples", "120", "--batchsize", "32"]
+NARROW = "narrow"   # the sub-workdir of the width sweep's narrower nets
 
 
 def train_tiny_runs(workdir: Path, trained_run) -> Path:
-    """A resnet20 (width 0.25, 1 epoch) and two rainbow MLPs on digits under `workdir`."""
+    """A resnet20 (width 0.25, 1 epoch) and two rainbow MLPs on digits under `workdir`; two narrower rainbow MLPs
+    (width 0.125) with their rainbow stage under <workdir>/narrow, for the width sweep."""
+    import rainbow
+
     trained_run(workdir, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")
     for seed in (0, 1):
         trained_run(workdir, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
                     "--recipe", "seed002_tutorial")
+        trained_run(workdir / NARROW, "rainbow_mlp", "digits", seed, "--width", "0.125", "--epochs", "1",
+                    "--recipe", "seed002_tutorial")
+    assert rainbow.main([*RAINBOW, "--workdir", str(workdir / NARROW), "--num_samples", "1", "--clip_points", "3",
+                         *SMALL]) == 0
     return workdir
 
 
@@ -60,16 +68,8 @@ def csg_gates(workdir: Path) -> list[str]:
     return ["--csg-gates", str(path)]
 
 def narrow_rainbow(workdir: Path) -> list[str]:
-    """Two rainbow MLPs of width 0.125 (and their rainbow stage) in <workdir>/narrow, for the width sweep."""
-    import rainbow
-    import train_classifier
-
-    narrow = workdir / "narrow"
-    for seed in (0, 1):
-        assert train_classifier.main([*RAINBOW, "--seed", str(seed), "--width", "0.125", "--epochs", "1", "--recipe",
-                                      "seed002_tutorial", "--no-progress", "--workdir", str(narrow)]) == 0
-    assert rainbow.main([*RAINBOW, "--workdir", str(narrow), "--num_samples", "1", "--clip_points", "3"]) == 0
-    return ["--sweep_workdirs", str(narrow)]
+    """The narrower rainbow MLPs of train_tiny_runs, for the width sweep."""
+    return ["--sweep_workdirs", str(workdir / NARROW)]
 
 
 STAGES = {
