@@ -81,7 +81,7 @@ from pipeline.loaded import LoadedRun, check_run_flags
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.rundir import RunDir, safe_name, seed_dirs
+from utils.rundir import RunDir, safe_name, seed_dirs, variant_of
 from utils.taps import LayerTaps
 
 BATCH = 500
@@ -186,12 +186,12 @@ class Data:
 
 def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]:
     """(runs, trained nets, net 1's initialisation), after every check of the input."""
-    found = seed_dirs(args.workdir, args.traindata, args.model_name)
-    runs = found if args.seeds is None else [RunDir.of(args.workdir, args.traindata, args.model_name, s)
+    found = seed_dirs(args.workdir, args.traindata, args.model_name, variant_of(args))
+    runs = found if args.seeds is None else [RunDir.from_args(args, seed=s)
                                              for s in args.seeds]
     if len(runs) < 2:
         raise ToolkitError(f"rainbow.py combines at least 2 seeds; found {len(runs)} under "
-                           f"{RunDir.of(args.workdir, args.traindata, args.model_name, 0).group}; train more with "
+                           f"{RunDir.from_args(args, seed=0).group}; train more with "
                            "`python train_classifier.py --seed N` or pass --seeds")
     nets = []
     for run in runs:

@@ -141,7 +141,8 @@ def test_bad_input_is_one_line_exit_2(workdir, tmp_path, capsys, trained_run, ca
     else:  # twopoints lenet (one-output hinge head): its layers have biases, so it cannot be rainbow-sampled
         for seed in (0, 1):
             trained_run(tmp_path, "lenet", "twopoints", seed, "--ptr", "256", "--epochs", "1")
-        argv = ["--model-name", "lenet", "--traindata", "twopoints", "--device", "cpu", "--workdir", str(tmp_path)]
+        argv = ["--model-name", "lenet", "--traindata", "twopoints", "--ptr", "256", "--device", "cpu",
+                "--workdir", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
         run_main(rainbow.main, argv)
     err = capsys.readouterr().err.strip()
