@@ -349,11 +349,11 @@ def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
             if key not in cosines:
                 ax.axis("off")
                 continue
-            image = ax.imshow(cosines[key], vmin=0, vmax=1, cmap="magma")
+            ax.imshow(cosines[key], vmin=0, vmax=1, cmap="magma")
             ax.set(title=f"{label}, layer {layer}", xticks=[], yticks=[])
             ax.grid(False)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="|cosine|")
-    fig.suptitle(f"{group.label}: eigenvector cosines of net 1 vs net 2, before and after alignment (§7)", y=1.01)
+    fig.suptitle(f"{group.label}: |cosines| of net 1's vs net 2's leading eigenvectors, before and after alignment "
+                 "(§7; black 0, white 1)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_cosines")
 
 
