@@ -351,7 +351,8 @@ def parse_args(argv=None):
     parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")
     parser.add_argument("--gaussian_corruption_std", type=non_negative_float, nargs="+", default=None, metavar="STD",
                         help="train one run per std of Gaussian corruption (seed004 §2.7: a sigma sweep; each lives in "
-                             "<model>@sigma<std>/; default: 0, or the paper's sweep with --paper 004 --full)")
+                             "<model>@sigma<std>/; default: 0, except --paper 004: 0 10 30 in the demo, the "
+                             "paper's 0 0.01 0.1 1 10 30 100 with --full)")
     parser.add_argument("--ood-sets", nargs="+", default=None, metavar="NAME",
                         help="seed000: the reported OOD sets, passed to analyzing.py and features.py (registered "
                              "datasets or imagefolder:PATH; default: the paper's)")

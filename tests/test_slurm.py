@@ -23,7 +23,7 @@ from utils.io import load_torch
 from utils.rundir import RunDir
 
 GRID = ["--paper", "004", "--models", "lenet", "--width", "0.25", "--traindata", "digits", "--stages", "train",
-        "--seeds", "0", "--device", "cpu"]
+        "--seeds", "0", "--gaussian_corruption_std", "0", "--device", "cpu"]  # one chain: the uncorrupted run
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the jobs inherit it: lighter, and the same as the local reference
 REQUEUE_EPOCHS = 40
 
