@@ -29,9 +29,10 @@ P perturbed layers; S sets; K Mahalanobis grid; C classes; Q = 5 noise quantiles
                    norm0, norm1, norm00 and norm0 of the variant's own features; bn_norm (V, L, D, M) with score
                    norm00_bn (seed000's k_bn: ||BN output of weight layer l||^2; only when the stage writes it);
                    predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
-                   as each class by "all"; noise_layers (P,); noise_sets (S,) the ID test set, the detection sets
-                   and traindata when measured; noise_quantiles (V, P, L + 1, S, Q) the sample quantiles
-                   NOISE_QUANTILES (0.5, 0.3173, 0.6827, 0.0455, 0.9545: median, +-1 and +-2 sigma) of chi;
+                   as each class by "all"; noise_layers (P,); noise_eta () the relative noise norm; noise_sets
+                   (S,) the ID test set, the detection sets and traindata when measured; noise_quantiles
+                   (V, P, L + 1, S, Q) the sample quantiles NOISE_QUANTILES of chi (0.5, 0.3173, 0.6827,
+                   0.0455, 0.9545: the median, +-1 and +-2 sigma);
                    noise_metrics (V, P, L + 1, D, M) with score measures.ood.log_sensitivity_score = -log(chi +
                    1e-7) (OOD is expected to be more sensitive); NaN where m < the perturbed layer or the variant
                    was not perturbed
@@ -234,7 +235,7 @@ def _noise_layout(run: RunDir, tags: list[str], dataset: str, sets: list[str]) -
                                                          ds=TRAIN_SET).is_file() else [])]
     first = load(run, "analysis", "sensitivity", tag=perturbed[0], ds=dataset)
     _, P, Lp1 = first["chi"].shape
-    arrays = {"noise_layers": first["noise_layers"], "noise_sets": np.array(noise_sets),
+    arrays = {"noise_layers": first["noise_layers"], "noise_eta": first["eta"], "noise_sets": np.array(noise_sets),
               "noise_quantiles": np.full((len(tags), P, Lp1, len(noise_sets), len(NOISE_QUANTILES)), np.nan)}
     if sets:
         arrays["noise_metrics"] = np.full((len(tags), P, Lp1, len(sets), len(METRICS)), np.nan)
@@ -863,6 +864,8 @@ def _cka_figure(d: Draw, out: Path) -> Path | None:
 
 
 def _noise_figure(d: Draw, out: Path) -> Path | None:
+    """Top: median chi per layer for each perturbed layer (ID test, near-OOD, ID train); bottom: chi at the logits
+    with its +-1 sigma sample quantiles for every set, the log-sensitivity AUROC, and the perturbed layers' key."""
     seeds = d.seeds
     quantiles = seeds["noise_quantiles"]
     if quantiles is None:
@@ -871,10 +874,10 @@ def _noise_figure(d: Draw, out: Path) -> Path | None:
     noise_sets = [str(s) for s in seeds.runs[0]["noise_sets"]]
     shown = [tag for tag in (seeds.group.dataset, seeds.near if seeds.sets else None, TRAIN_SET)
              if tag in noise_sets]
-    fig, axes = new_figure(ncols=len(shown) + 2, nrows=1, width=3.8, height=3.3)
+    fig, axes = new_figure(ncols=3, nrows=2, width=4.2, height=3.3)
     Lp1 = quantiles.shape[3]
     cmap, scale = colormaps["viridis"], Normalize(0, max(len(layers) - 1, 1))
-    for ax, tag in zip(axes.flat, shown):
+    for ax, tag in zip(axes[0], shown):
         s = noise_sets.index(tag)
         for p, start in enumerate(layers):
             ax.plot(np.arange(start, Lp1), d.centre(quantiles[:, 0, p, start:, s, 0]), color=cmap(scale(p)),
@@ -882,19 +885,17 @@ def _noise_figure(d: Draw, out: Path) -> Path | None:
         d.layer_axis(ax, f"layer m ({Lp1 - 1} = logits)")
         ax.set(yscale="log", ylim=(1e-5, 1), ylabel="median χ over samples",
                title=f"noise sensitivity, {_set_label(seeds, tag)}")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles[:len(layers)], labels[:len(layers)], title="perturbed layer (solid lines, first panels)",
-               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(layers), 12), fontsize=7)
-    ax = axes[0, len(shown)]
+    for ax in axes[0, len(shown):]:
+        ax.set_visible(False)
+    ax = axes[1, 0]
     for s, tag in enumerate(noise_sets):
         centre = [d.centre(quantiles[:, 0, :, -1, s, q]) for q in range(3)]
         line = ax.plot(layers, centre[0], marker=".", label=_set_label(seeds, tag))[0]
         ax.fill_between(layers, centre[1], centre[2], color=line.get_color(), alpha=0.15, linewidth=0)
-    ax.set(yscale="log", xlabel="perturbed layer", ylabel="χ at the logits",
-           title="χ at the logits: median, ±1σ quantiles")
-    vertical_line(ax, d.transition, "transition layer")
+    d.layer_axis(ax, "perturbed layer")
+    ax.set(yscale="log", ylabel="χ at the logits", title="χ at the logits: median and ±1σ sample quantiles")
     legend(ax, fontsize=7)
-    ax = axes[0, len(shown) + 1]
+    ax = axes[1, 1]
     metrics = seeds["noise_metrics"]
     if metrics is not None:
         for o, tag in enumerate(seeds.reported):
@@ -905,8 +906,14 @@ def _noise_figure(d: Draw, out: Path) -> Path | None:
         legend(ax, fontsize=7)
     else:
         ax.set_visible(False)
-    fig.suptitle(f"{seeds.group.label}: noise sensitivity of the original network (η = 0.1 relative noise; "
-                 f"{d.stat} over {_seeds(seeds)})")
+    key = axes[1, 2]
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    key.axis("off")
+    key.legend(handles[:len(layers)], labels[:len(layers)], title="perturbed layer (top panels)", loc="center",
+               ncol=2, fontsize=8)
+    eta = f"η = {float(seeds.runs[0]['noise_eta']):g}" if "noise_eta" in seeds.runs[0] else "relative noise η"
+    fig.suptitle(f"{seeds.group.label}: noise sensitivity χ = ||f(x~) - f(x)||² / ||f(x)||² of the original network "
+                 f"({eta}; {d.stat} over {_seeds(seeds)})")
     return save_figure(fig, out, _stem(seeds, "noise", d.stat))
 
 
