@@ -24,6 +24,8 @@ the run). Files written (documented here only):
                             only), fc_topk_overlap_<k> (classes,)
 - indices/summary.json      per k: mutual information with/without self-pairs (§9), union size, mean overlap;
                             psi selectivity at 0.5 and the class-selectivity index of the layer (§10)
+- indices/selectivity.npz   psi at 0.5 and the mean class-selectivity index of EVERY analysis layer (its input,
+                            spatially averaged, from the same pass over the train split; §10), per-unit SI
 - validate/validate.json    full and decomposed test accuracy per k (§5), gathered and masked forms' max gap
 - essential/essential.json  per k and class: images still classified correctly when S_c (noise_at_inf) or the
                             other features (noise_at_noninf) are replaced by N(0, 1) (§7), out of n
@@ -159,16 +161,33 @@ def _pooled(index: int, tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="input"):
+def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="input",
+                 per_layer: dec.LayerSelectivity | None = None):
     """(GAP features (N, D), logits (N, classes), labels (N,)): one forward pass per batch, eval mode, no
-    augmentation; in-memory or streamed data alike (the first `max_samples`)."""
+    augmentation; in-memory or streamed data alike (the first `max_samples`). `per_layer`, when given, is fed
+    the spatially averaged input of every analysis layer in the same pass (seed003 §10)."""
     feats, logits, labels = [], [], []
     for _, x, batch_labels in loaded.batches(data, BATCH, max_samples, desc=f"features {data.name}"):
-        with LayerTaps([module], reduce=_pooled, capture=capture) as taps:
+        with LayerTaps([module], reduce=_pooled, capture=capture) as taps, \
+                LayerTaps(loaded.layers if per_layer is not None else [], reduce=_pooled) as layer_taps:
             logits.append(loaded.model(x).float().cpu())
+        if per_layer is not None:
+            per_layer.update([value.float() for value in layer_taps.values], batch_labels)
         feats.append(taps.values[0].float().cpu())
         labels.append(batch_labels.cpu())
     return torch.cat(feats), torch.cat(logits), torch.cat(labels)
+
+
+def layer_selectivity(loaded: LoadedRun, per_layer: dec.LayerSelectivity) -> dict:
+    """The indices stage's selectivity file (pipeline.contract): Psi(0.5) and the mean class selectivity index
+    of every analysis layer (seed003 §10), NaN for a layer that took negative values (the network input)."""
+    signed = torch.tensor(per_layer.signed())
+    units = per_layer.unit_selectivity()
+    mean_si = torch.stack([u.mean() for u in units])
+    return {"names": loaded.layer_names, "widths": per_layer.widths(), "signed": signed,
+            "psi": torch.where(signed, torch.nan, per_layer.psi()),
+            "class_selectivity": torch.where(signed, torch.nan, mean_si),
+            **{f"unit_si_{layer:02d}": u for layer, u in enumerate(units)}}
 
 
 # ---- filter sets ---------------------------------------------------------------------------------------
@@ -276,7 +295,8 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
         sets_by_k, skipped = stored_sets(args, loaded, n_filters, where)
     else:
         ks, skipped = fitting_ks(args, n_filters, where)
-    features, _, labels = gap_features(loaded, module, train, args.max_samples, capture)
+    per_layer = dec.LayerSelectivity(loaded.num_classes, k=0.5)
+    features, _, labels = gap_features(loaded, module, train, args.max_samples, capture, per_layer)
     num_classes = loaded.num_classes
     weight = classifier_of(loaded).weight.detach().cpu()
     arrays, summary = {}, {}
@@ -303,6 +323,7 @@ def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     out.save("indices", {k: {str(c): s.tolist() for c, s in enumerate(sets)} for k, sets in sets_by_k.items()})
     out.save("histograms", arrays)
     out.save("summary", summary)
+    out.save("selectivity", layer_selectivity(loaded, per_layer))
     return summary, skipped
 
 

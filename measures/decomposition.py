@@ -29,7 +29,7 @@ __all__ = [
     "l1_normalize", "filter_histograms", "class_filters", "sets_to_mask", "overlap_summary",
     "topk_weight_overlap", "decomposed_logits", "decomposed_logits_masked", "DecomposedHead",
     "replace_features", "essentiality_counts", "membership_mutual_info", "filter_sets_mutual_info",
-    "psi_selectivity", "class_selectivity_index",
+    "psi_selectivity", "class_selectivity_index", "selectivity_from_means", "LayerSelectivity",
 ]
 
 
@@ -403,15 +403,19 @@ def psi_selectivity(features: torch.Tensor, labels: torch.Tensor, k: float = 0.5
     Returns:
       float in [0, 1].
     """
+    return _psi_from_counts(_mass_rank_counts(features, k), labels.to(features.device), features.shape[1], reduce)
+
+
+def _psi_from_counts(counts: torch.Tensor, labels: torch.Tensor, n_filters: int, reduce: str) -> float:
+    """Psi from the mass-rank counts n_i (N,) of one layer of D = n_filters units (`psi_selectivity`)."""
     if reduce not in ("median", "mean"):
         raise ValueError(f"reduce must be 'median' or 'mean', got {reduce!r}")
-    counts = _mass_rank_counts(features, k).double()
-    labels = labels.to(features.device)
+    counts = counts.double()
     per_class = []
     for c in labels.unique():
         n = counts[labels == c]
         per_class.append(n.quantile(0.5) if reduce == "median" else n.mean())
-    return float(((features.shape[1] - torch.stack(per_class)) / features.shape[1]).mean())
+    return float(((n_filters - torch.stack(per_class)) / n_filters).mean())
 
 
 def class_selectivity_index(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -420,7 +424,7 @@ def class_selectivity_index(features: torch.Tensor, labels: torch.Tensor) -> tor
     SI = (mu_max - mu_-max) / (mu_max + mu_-max + 1e-7), with mu the class-conditional mean activation of the
     unit, mu_max its largest value over classes and mu_-max the mean of mu over the other classes. 0 = the unit
     responds equally to every class, 1 = only to one (for non-negative activations). For conv maps pass the
-    spatially pooled activation per instance.
+    spatially pooled activation per instance. Differentiable (the selectivity regulariser, training.selectivity).
 
     Args:
       features: (N, D) activations.  labels: (N,) with at least two distinct classes.
@@ -432,8 +436,69 @@ def class_selectivity_index(features: torch.Tensor, labels: torch.Tensor) -> tor
     if len(classes) < 2:
         raise ValueError("the class selectivity index needs at least two classes")
     sums = torch.zeros(len(classes), features.shape[1], dtype=torch.float64, device=features.device)
-    sums.index_add_(0, position, features.to(torch.float64))
-    means = sums / torch.bincount(position, minlength=len(classes))[:, None]     # (C, D)
+    sums = sums.index_add(0, position, features.to(torch.float64))
+    return selectivity_from_means(sums / torch.bincount(position, minlength=len(classes))[:, None])
+
+
+def selectivity_from_means(means: torch.Tensor) -> torch.Tensor:
+    """The class selectivity index (`class_selectivity_index`) from class-conditional means (C, D), C >= 2: (D,)."""
     mu_max = means.max(0).values
-    mu_rest = (means.sum(0) - mu_max) / (len(classes) - 1)
+    mu_rest = (means.sum(0) - mu_max) / (means.shape[0] - 1)
     return (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7)
+
+
+class LayerSelectivity:
+    """Psi at mass fraction k and the class selectivity index of several layers at once, streamed over batches
+    (seed003 §10 per-layer tables): each `update` keeps one integer per instance and layer (the mass-rank count
+    n_i of `psi_selectivity`) and per-class sums of the (spatially averaged) activations, never the activations.
+
+        acc = LayerSelectivity(num_classes=10)
+        for pooled, labels in batches:        # pooled: one (B, D_l) tensor per layer
+            acc.update(pooled, labels)
+        acc.psi()                             # (L,) = psi_selectivity of each layer's whole (N, D_l) matrix
+        acc.unit_selectivity()                # [(D_l,)] = class_selectivity_index of each layer
+
+    `signed()` tells the layers that took a negative value (e.g. the network input): both measures are defined
+    for non-negative (post-ReLU) activations only.
+    """
+
+    def __init__(self, num_classes: int, k: float = 0.5):
+        self.num_classes, self.k = num_classes, k
+        self.counts: list[list[torch.Tensor]] = []
+        self.sums: list[torch.Tensor] = []
+        self.minimum: list[float] = []
+        self.labels: list[torch.Tensor] = []
+
+    def update(self, features: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
+        """Add one batch: `features` one (B, D_l) tensor per layer, `labels` (B,)."""
+        if not self.sums:
+            self.counts = [[] for _ in features]
+            self.sums = [torch.zeros(self.num_classes, f.shape[1], dtype=torch.float64, device=f.device)
+                         for f in features]
+            self.minimum = [float("inf")] * len(features)
+        labels = labels.long()
+        for layer, f in enumerate(features):
+            self.counts[layer].append(_mass_rank_counts(f, self.k).cpu())
+            self.sums[layer].index_add_(0, labels.to(f.device), f.to(torch.float64))
+            self.minimum[layer] = min(self.minimum[layer], float(f.min()))
+        self.labels.append(labels.cpu())
+
+    def psi(self, reduce: str = "median") -> torch.Tensor:
+        """(L,) float64: Psi of each layer (`psi_selectivity`)."""
+        labels = torch.cat(self.labels)
+        return torch.tensor([_psi_from_counts(torch.cat(counts), labels, sums.shape[1], reduce)
+                             for counts, sums in zip(self.counts, self.sums)], dtype=torch.float64)
+
+    def unit_selectivity(self) -> list[torch.Tensor]:
+        """One (D_l,) float64 tensor per layer: the class selectivity index of its units over the classes seen."""
+        sizes = torch.bincount(torch.cat(self.labels), minlength=self.num_classes)
+        seen = sizes > 0
+        if int(seen.sum()) < 2:
+            raise ValueError("the class selectivity index needs at least two classes")
+        return [selectivity_from_means(sums[seen] / sizes[seen, None].to(sums)).cpu() for sums in self.sums]
+
+    def widths(self) -> list[int]:
+        return [int(sums.shape[1]) for sums in self.sums]
+
+    def signed(self) -> list[bool]:
+        return [m < 0 for m in self.minimum]

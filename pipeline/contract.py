@@ -110,7 +110,13 @@ _DECOMPOSE = {
     "indices": {"indices": _f("indices.json"),
                 "histograms": _f("indices.npz", prefixed=("fc_topk_overlap",),
                                  doc="histograms_<k> (classes, D) for computed sets only (not --indices/--csg-gates)"),
-                "summary": _f("summary.json", "skipped_k", "filters")},
+                "summary": _f("summary.json", "skipped_k", "filters"),
+                "selectivity": _f("selectivity.npz", "names", "widths", "psi", "class_selectivity", "signed",
+                                  prefixed=("unit_si",),
+                                  doc="every analysis layer l (its input, spatially averaged; 0-based, the last = "
+                                      "the classifier input), train split: psi at mass 0.5 and the mean class "
+                                      "selectivity index (seed003 §10), NaN where signed (a negative value seen, "
+                                      "e.g. the network input); unit_si_<ll> (D_l,) per unit")},
     "validate": {"validate": _f("validate.json", "full", "decomposed", "max_form_gap")},
     "essential": {"essential": _f("essential.json")},
     "finetune": {"finetune": _f("finetune.json"), "finetuned": _f("finetuned_k{k}.pt")},

@@ -5,23 +5,27 @@ extract stage's seed003 file:
   full_acc, decomposed_acc {k: acc}, finetune {k: [acc before, after epoch 1, ...]},
   essential {k: {"inf": [fraction per class], "noninf": [...]}}, mutual_info {k}, mutual_info_offdiag {k},
   fc_topk_overlap {k}, psi_selectivity, class_selectivity_index, skipped_k [k of the default grid skipped for
-  exceeding the layer's filters], filters;
+  exceeding the layer's filters], filters, layers {names, widths, psi, class_selectivity: one value per analysis
+  layer, None where undefined (signed input)};
   csg {the same keys}: from the decompose-csg-* stages, when CSG filter sets were measured (--csg-gates).
 The report shows ours against CSG side by side (MI, essentiality, decomposed accuracy) when a run has both.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import contract
 from reports import Group, ReportOptions
-from reports.figures import markdown_table, new_figure, save_figure
+from reports.figures import band, markdown_table, new_figure, save_figure, write_csv
+from reports.figures import summary as across_seeds
 from utils.rundir import RunDir
 
 TITLE = "Decomposing the Deep: class-specific filters (seed003)"
 SUBCOMMANDS = ("indices", "validate", "essential", "finetune")
+LAYER_MEASURES = {"psi": "psi(0.5)", "class_selectivity": "class selectivity index"}   # per layer (§10)
 
 
 def _stage(subcommand: str, source: str) -> str:
@@ -48,6 +52,11 @@ def _extract_source(run: RunDir, source: str) -> dict:
         summary["psi_selectivity"] = indices["psi_selectivity_0.5"]
         summary["class_selectivity_index"] = indices["class_selectivity_index"]
         summary["skipped_k"], summary["filters"] = indices["skipped_k"], indices["filters"]
+        if contract.stage_path(run, _stage("indices", source), "selectivity").is_file():
+            layers = contract.load(run, _stage("indices", source), "selectivity")
+            summary["layers"] = {"names": layers["names"].tolist(), "widths": layers["widths"].tolist(),
+                                 **{key: [None if np.isnan(v) else float(v) for v in layers[key]]
+                                    for key in LAYER_MEASURES}}
     if contract.done(run, _stage("essential", source)):
         essential = contract.load(run, _stage("essential", source), "essential")
         summary["essential"] = {k: {"inf": (np.array(v["noise_at_inf"]) / np.array(v["n"])).tolist(),
@@ -74,7 +83,7 @@ def _runs(group: Group) -> list[dict]:
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
-    rows, sections, csg_rows, skipped = [], [], [], []
+    rows, sections, csg_rows, skipped, layer_rows = [], [], [], [], []
     for group in groups:
         runs = _runs(group)
         if not runs:
@@ -123,6 +132,10 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                          float(np.median([pick("fc_topk_overlap", r) for r in runs])),
                          float(np.median([r.get("psi_selectivity", np.nan) for r in runs]))])
         csg_rows += _csg_rows(group, runs)
+        layered = [r["layers"] for r in runs if "layers" in r]
+        if layered:
+            sections.append(f"![{group.label} per layer]({_layer_figure(layered, out, stem + '_layers').name})")
+            layer_rows += _layer_rows(group, layered)
         for run in runs:
             if run.get("skipped_k"):
                 skipped.append(f"{group.label}: k = {', '.join(run['skipped_k'])} of the default grid skipped "
@@ -144,7 +157,45 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                  "medians over seeds; S_c replaced / others replaced = fraction of a class's test images still "
                  "classified correctly when its set (or every other filter) is replaced by N(0, 1) noise (§7), "
                  f"mean over classes.\n\n{comparison}\n\n")
+    if layer_rows:
+        header = ["group", "layer", "module", "width", "seeds", *[f"{name} median [IQR]"
+                                                                 for name in LAYER_MEASURES.values()]]
+        write_csv(out / "seed003_layers.csv", header, layer_rows)
+        text += ("### Selectivity per layer (§10)\n\nLayer l = the input of the l-th weight layer (the last: the "
+                 "classifier input), each channel averaged over space, on the training split; psi(0.5) = 1 - the "
+                 "median fraction of units holding half an instance's L1 mass (mean over classes), class selectivity "
+                 "= mean over units of (mu_max - mu_-max) / (mu_max + mu_-max); medians over seeds [25%-75%]; "
+                 f"undefined (nan) on the signed network input.\n\n{markdown_table(header, layer_rows)}\n\n")
     return text + "\n\n".join(sections)
+
+
+def _layer_figure(layered: list[dict], out: Path, stem: str) -> Path:
+    """Psi and the class selectivity index against layer depth, median over seeds with the 25-75% band."""
+    fig, axes = new_figure(ncols=len(LAYER_MEASURES))
+    depth = np.arange(len(layered[0]["names"]))
+    for ax, (key, name) in zip(axes[0], LAYER_MEASURES.items()):
+        band(ax, depth, _layer_values(layered, key))
+        ax.set(xlabel="layer (input of weight layer l)", ylabel=name, title=f"{name} per layer")
+    return save_figure(fig, out, stem)
+
+
+def _layer_values(layered: list[dict], key: str) -> np.ndarray:
+    """(seeds, layers) values of one per-layer measure, NaN where undefined."""
+    return np.array([[np.nan if v is None else v for v in layers[key]] for layers in layered], dtype=float)
+
+
+def _layer_rows(group: Group, layered: list[dict]) -> list[list]:
+    """One table row per layer: the measures' medians over seeds with their 25-75% quantiles."""
+    cells = []
+    for key in LAYER_MEASURES:
+        values = _layer_values(layered, key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # the signed input layer: all NaN
+            centre, low, high = across_seeds(values)
+        cells.append([f"{c:.3f} [{lo:.3f}-{hi:.3f}]" for c, lo, hi in zip(centre, low, high)])
+    first = layered[0]
+    return [[group.label, layer, name, first["widths"][layer], len(layered), *[column[layer] for column in cells]]
+            for layer, name in enumerate(first["names"])]
 
 
 def _csg_rows(group: Group, runs: list[dict]) -> list[list]:

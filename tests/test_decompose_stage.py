@@ -41,6 +41,13 @@ def test_indices_validate_essential_finetune(workdir):
     assert sorted(sets) == ["32", "5"] and all(len(v) == 5 for v in sets["5"].values())
     summary = load(run, "decompose-indices", "summary")
     assert 0 <= summary["5"]["mutual_info_offdiag"] <= summary["5"]["mutual_info"]
+    layers = load(run, "decompose-indices", "selectivity")  # every analysis layer, from the same pass (§10)
+    assert layers["names"].tolist() == LoadedRun.open(run).layer_names and len(layers["psi"]) == 20
+    assert layers["signed"].tolist() == [True] + [False] * 19 and np.isnan(layers["psi"][0])  # the input: undefined
+    assert np.all((layers["psi"][1:] > 0) & (layers["psi"][1:] < 1) & (layers["class_selectivity"][1:] > 0))
+    assert layers["psi"][-1] == pytest.approx(summary["psi_selectivity_0.5"])  # the last layer = the classifier input
+    assert layers["class_selectivity"][-1] == pytest.approx(summary["class_selectivity_index"])
+    assert layers["unit_si_19"].mean() == pytest.approx(summary["class_selectivity_index"])
 
     assert decompose.main(["validate", *flags(workdir, "-k", "5", "32")]) == 0
     result = load(run, "decompose-validate", "validate")
@@ -65,6 +72,9 @@ def test_indices_validate_essential_finetune(workdir):
     assert averaging.main(["--workdir", str(workdir)]) == 0
     report = (workdir / "report" / "report.md").read_text()
     assert "class-specific filters" in report and "decomposed acc" in report
+    table = report[report.index("Selectivity per layer"):]
+    assert "| digits/resnet20 | 19 | linear | 32 | 1 |" in table and "![digits/resnet20 per layer]" in report
+    assert (workdir / "report" / "seed003_digits_resnet20_layers.png").is_file()
 
 
 def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, trained_run):

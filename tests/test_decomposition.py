@@ -8,6 +8,7 @@ from sklearn.metrics import mutual_info_score
 
 from measures.decomposition import (
     DecomposedHead,
+    LayerSelectivity,
     class_filters,
     class_selectivity_index,
     decomposed_logits,
@@ -319,3 +320,22 @@ def test_class_selectivity_index_extremes_and_label_values():
     # class ids need not be 0..C-1
     torch.testing.assert_close(class_selectivity_index(only_class_1, labels * 7 + 3),
                                class_selectivity_index(only_class_1, labels))
+
+
+def test_streamed_layer_selectivity_equals_the_numpy_formulas_on_the_whole_set():
+    """LayerSelectivity over batches = numpy's Psi and SI on each layer's whole matrix; a layer with a negative
+    value is flagged signed (§10 defines both measures on non-negative activations)."""
+    features, labels = planted(d=16)
+    wide, narrow = features.pow(3), features[:, :5] - 0.5
+    streamed = LayerSelectivity(num_classes=6, k=0.6)   # classes 4 and 5 never seen
+    for rows in torch.arange(len(labels)).split(7):
+        streamed.update([wide[rows], narrow[rows]], labels[rows])
+    y = labels.numpy()
+    ranks = numpy_mass_ranks(wide.double().numpy(), 0.6)
+    expected_psi = np.mean([(16 - np.median(ranks[y == c])) / 16 for c in range(4)])
+    assert streamed.psi()[0].item() == pytest.approx(expected_psi, abs=1e-12)
+    means = np.stack([wide.double().numpy()[y == c].mean(0) for c in range(4)])
+    mu_max, mu_rest = means.max(0), (means.sum(0) - means.max(0)) / 3
+    np.testing.assert_allclose(streamed.unit_selectivity()[0].numpy(), (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7),
+                               rtol=1e-12)
+    assert streamed.widths() == [16, 5] and streamed.signed() == [False, True]
