@@ -54,7 +54,7 @@ from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import RunDir, recorded_flags
-from utils.taps import LayerTaps
+from utils.taps import LayerTaps, spatial_mean
 
 BATCH = 500
 SUBCOMMANDS = ("indices", "validate", "finetune", "essential")
@@ -131,7 +131,7 @@ def open_network(args, device) -> LoadedRun:
                                                              loaded.dataset("test", args.data_root),
                                                              str(loaded.run.config))
     else:
-        run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+        run = RunDir.from_args(args)
         loaded = LoadedRun.from_weights(run, args.weights, args.model_name, args.traindata, args.data_root,
                                         num_classes=args.num_classes, width=args.width,
                                         normalization=args.normalization, device=device)
@@ -156,10 +156,6 @@ def named_module(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def _pooled(index: int, tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.mean(dim=(2, 3)) if tensor.dim() == 4 else tensor
-
-
 @torch.no_grad()
 def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="input",
                  per_layer: dec.LayerSelectivity | None = None):
@@ -168,8 +164,8 @@ def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="inp
     the spatially averaged input of every analysis layer in the same pass (seed003 §10)."""
     feats, logits, labels = [], [], []
     for _, x, batch_labels in loaded.batches(data, BATCH, max_samples, desc=f"features {data.name}"):
-        with LayerTaps([module], reduce=_pooled, capture=capture) as taps, \
-                LayerTaps(loaded.layers if per_layer is not None else [], reduce=_pooled) as layer_taps:
+        with LayerTaps([module], reduce=spatial_mean, capture=capture) as taps, \
+                LayerTaps(loaded.layers if per_layer is not None else [], reduce=spatial_mean) as layer_taps:
             logits.append(loaded.model(x).float().cpu())
         if per_layer is not None:
             per_layer.update([value.float() for value in layer_taps.values], batch_labels)
@@ -275,7 +271,7 @@ def stored_sets(args, loaded: LoadedRun, n_filters: int, where: str) -> tuple[di
 
 def filters_at(loaded: LoadedRun, module: nn.Module, capture: str) -> int:
     """The number of filters (channels, or features) `module` takes in or gives out, from one zero image."""
-    with torch.no_grad(), LayerTaps([module], reduce=_pooled, capture=capture) as taps:
+    with torch.no_grad(), LayerTaps([module], reduce=spatial_mean, capture=capture) as taps:
         loaded.model(loaded.example_input())
     return int(taps.values[0].shape[1])
 
@@ -414,7 +410,7 @@ COMMANDS = {"indices": cmd_indices, "validate": cmd_validate, "finetune": cmd_fi
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    run = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed)
+    run = RunDir.from_args(args)
     out = contract.open_stage(run, contract.decompose_stage(args.command, args.source), recorded_flags(args),
                               args.force)
     if out is None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import contract
-from utils.cli import EXIT_INTERRUPTED, ToolkitParser, non_negative_float, run_main
+from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
 from utils.rundir import DONE_FILE, RunDir, report_dir, run_variant
@@ -105,6 +105,7 @@ class GridPart:
     recipe: str | None
     papers: tuple[str, ...]
     corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
+    selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
     stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
 
     def training(self) -> tuple:
@@ -359,6 +360,10 @@ def parse_args(argv=None):
     parser.add_argument("--near-ood", default=None, metavar="NAME", help="seed000: the near-OOD set among them")
     parser.add_argument("--validation-ood", default=None, metavar="NAME",
                         help="seed000: the set that chooses d and the rank threshold (default: <dataset>_vflip)")
+    parser.add_argument("--selectivity_reg", type=finite_float, nargs="+", default=None, metavar="ALPHA",
+                        help="seed003 §10: train one run per class-selectivity regulariser alpha (0 = plain; "
+                             "each other lives in <model>@si<ALPHA>/, e.g. 0 -0.1 adds regularised nets that the "
+                             "003 report compares with the plain ones; default: 0)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
@@ -401,6 +406,7 @@ def resolve_grid(args) -> list[GridPart]:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
                  "recipe": args.recipe, "corruptions": args.gaussian_corruption_std,
+                 "selectivity_regs": args.selectivity_reg,
                  "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
     overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
                  if value is not None}
@@ -424,7 +430,7 @@ def resolve_grid(args) -> list[GridPart]:
 
 def _shares_runs(a: GridPart, b: GridPart) -> bool:
     return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds)
-                and set(a.corruptions) & set(b.corruptions))
+                and set(a.corruptions) & set(b.corruptions) and set(a.selectivity_regs) & set(b.selectivity_regs))
 
 
 def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
@@ -447,11 +453,12 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
                   if part.stages is None or s.name in part.stages]
         group_stages = [s for s in stages if s.stage.scope == "group"]
         extract = wanted is None or "extract" in wanted
-        for dataset, model, sigma in product(part.traindata, part.models, part.corruptions):
+        for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
+                                                    part.selectivity_regs):
             for seed in part.seeds:
-                chains.append(_chain(args, part, stages, Cell(dataset, model, seed, sigma), mode, common,
+                chains.append(_chain(args, part, stages, Cell(dataset, model, seed, sigma, alpha), mode, common,
                                      wanted, extract and not group_stages))
-            first = Cell(dataset, model, part.seeds[0], sigma)
+            first = Cell(dataset, model, part.seeds[0], sigma, alpha)
             seeds = [str(s) for s in part.seeds]
             for scheduled in group_stages:
                 script, *rest = scheduled.argv(mode)
@@ -472,20 +479,24 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: dataset, model, seed and the run-defining corruption std (utils.rundir.run_variant)."""
+    """One run of the grid: dataset, model, seed and the run-defining corruption std and selectivity regulariser
+    (utils.rundir.run_variant)."""
 
     dataset: str
     model: str
     seed: int
     corruption: float = 0.0
+    selectivity_reg: float = 0.0
 
     def run(self, workdir: str) -> RunDir:
-        return RunDir.of(workdir, self.dataset, self.model, self.seed, run_variant(self.dataset, self.corruption))
+        return RunDir.of(workdir, self.dataset, self.model, self.seed,
+                         run_variant(self.dataset, self.corruption, selectivity_reg=self.selectivity_reg))
 
     def identity(self, common: list[str], seeds: list[str] | None = None) -> list[str]:
         """The flags that name the run (or, with `seeds`, the group of those seeds), plus the workdir and device."""
         who = ["--seeds", *seeds] if seeds is not None else ["--seed", str(self.seed)]
         sigma = ["--gaussian_corruption_std", f"{self.corruption:g}"] if self.corruption else []
+        sigma += ["--selectivity_reg", f"{self.selectivity_reg:g}"] if self.selectivity_reg else []
         return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
 
 

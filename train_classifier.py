@@ -3,10 +3,13 @@
     python train_classifier.py --model-name resnet18 --traindata digits --num_classes 10 --epochs 10 --width 0.25
     python train_classifier.py --model-name resnet18 --traindata cifar10 --num_classes 10 --epochs 1200   # seed000
     python train_classifier.py --model-name resnet20 --traindata cifar10 --recipe akamaster              # seed003
+    python train_classifier.py --model-name resnet20 --traindata cifar10 --selectivity_reg -0.1   # seed003 §10
 
 Writes config.json, train_log.csv, checkpoints/epoch_XXXX.pt (epoch 0 = the initialisation, every
 --save-every epochs, the --save-epochs and the last), checkpoints/last.pt (every epoch, for --resume) and best.pt
-for the seed004 recipes, then _done.json. `--resume` continues exactly where an interrupted run stopped.
+for the seed004 recipes, then _done.json. `--resume` continues exactly where an interrupted run stopped. The
+selectivity regulariser (--selectivity_reg, training.selectivity) is run-defining: such runs live in
+<model>@si<ALPHA>/ and config.json "flags" records selectivity_reg.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from models import build_model
 from models.layers import pytorch_default_init_
 from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
+from training.selectivity import SelectivityRegularizer
 from utils.cli import ToolkitParser, add_run_flags, non_negative_float, positive_float, run_main
 from utils.device import make_generator, resolve_device
 from utils.errors import ToolkitError
@@ -67,7 +71,8 @@ def run_flags(args, recipe) -> dict:
     return {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
             "recipe": dataclasses.asdict(recipe), "corruption": args.gaussian_corruption_std,
             "ptr": args.ptr if args.traindata == "twopoints" else None, "bf16": args.bf16,
-            "channels_last": args.channels_last}
+            "channels_last": args.channels_last,
+            **({"selectivity_reg": args.selectivity_reg} if args.selectivity_reg else {})}
 
 
 def load_data(args, recipe, device) -> tuple[TrainData, object]:
@@ -112,7 +117,8 @@ def main(argv=None) -> int:
     trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
                       save_epochs=tuple(args.save_epochs),
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
-                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""))
+                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""),
+                      regularizer=SelectivityRegularizer(model, args.selectivity_reg) if args.selectivity_reg else None)
     resume_from(trainer, run, args, flags)
     if args.force:
         invalidate_measurements(run)  # measurements of the replaced network are stale

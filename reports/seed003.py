@@ -8,7 +8,9 @@ extract stage's seed003 file:
   exceeding the layer's filters], filters, layers {names, widths, psi, class_selectivity: one value per analysis
   layer, None where undefined (signed input)};
   csg {the same keys}: from the decompose-csg-* stages, when CSG filter sets were measured (--csg-gates).
-The report shows ours against CSG side by side (MI, essentiality, decomposed accuracy) when a run has both.
+The report shows ours against CSG side by side (MI, essentiality, decomposed accuracy) when a run has both, the
+selectivity per layer (§10), and nets trained with the selectivity regulariser (<model>@si<alpha>, §10) against the
+plain nets of the same dataset and model.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pipeline import contract
 from reports import Group, ReportOptions
 from reports.figures import band, markdown_table, new_figure, save_figure, write_csv
 from reports.figures import summary as across_seeds
-from utils.rundir import RunDir
+from utils.rundir import RunDir, split_selectivity, split_variant
 
 TITLE = "Decomposing the Deep: class-specific filters (seed003)"
 SUBCOMMANDS = ("indices", "validate", "essential", "finetune")
@@ -83,11 +85,12 @@ def _runs(group: Group) -> list[dict]:
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
-    rows, sections, csg_rows, skipped, layer_rows = [], [], [], [], []
+    rows, sections, csg_rows, skipped, layer_rows, extracted = [], [], [], [], [], []
     for group in groups:
         runs = _runs(group)
         if not runs:
             continue
+        extracted.append((group, runs))
         stem = f"seed003_{group.dataset}_{group.model}"
         ks = sorted({k for r in runs for k in r.get("decomposed_acc", {})}, key=float)
         fig, axes = new_figure(ncols=3)
@@ -157,6 +160,16 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                  "medians over seeds; S_c replaced / others replaced = fraction of a class's test images still "
                  "classified correctly when its set (or every other filter) is replaced by N(0, 1) noise (§7), "
                  f"mean over classes.\n\n{comparison}\n\n")
+    regularised = _regularised_rows(extracted)
+    if regularised:
+        header = ["plain group", "alpha", "seeds plain/reg", *[f"{name} {net}" for name in
+                  ("full acc", "decomposed acc", "MI (self)", "SI head", "SI mean over layers") for net in
+                  ("plain", "reg")]]
+        text += ("### Selectivity-regularised against plain nets (§10)\n\nNets trained with loss = CE - alpha * mean "
+                 "class selectivity of the stage outputs (Leavitt & Morcos 2021; alpha < 0 lowers selectivity) beside "
+                 "the plain nets of the same dataset and model, per k: medians over seeds; SI head = mean class "
+                 "selectivity index at the classifier input, SI mean over layers = its mean over the analysis "
+                 f"layers.\n\n{markdown_table(header, regularised)}\n\n")
     if layer_rows:
         header = ["group", "layer", "module", "width", "seeds", *[f"{name} median [IQR]"
                                                                  for name in LAYER_MEASURES.values()]]
@@ -167,6 +180,39 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                  "= mean over units of (mu_max - mu_-max) / (mu_max + mu_-max); medians over seeds [25%-75%]; "
                  f"undefined (nan) on the signed network input.\n\n{markdown_table(header, layer_rows)}\n\n")
     return text + "\n\n".join(sections)
+
+
+def _regularised_rows(extracted: list[tuple[Group, list[dict]]]) -> list[list]:
+    """One row per (regularised group, k) whose plain twin (same dataset, model and other variant parts) was
+    extracted: the medians over seeds of each measure, plain then regularised."""
+    plain, found = {}, []
+    for group, runs in extracted:
+        model, variant = split_variant(group.model)
+        alpha, rest = split_selectivity(variant)
+        if alpha:
+            found.append((group.dataset, model, rest, alpha, runs))
+        else:
+            plain[group.dataset, model, rest] = (group, runs)
+    rows = []
+    for dataset, model, rest, alpha, runs in found:
+        if (dataset, model, rest) not in plain:
+            continue
+        twin, plain_runs = plain[dataset, model, rest]
+        ks = sorted({k for r in [*runs, *plain_runs] for k in r.get("decomposed_acc", {})}, key=float)
+        for k in ks:
+            cells = [_median([_measure(r, measure, k) for r in results]) for measure in
+                     ("full_acc", "decomposed_acc", "mutual_info", "class_selectivity_index", "layers")
+                     for results in (plain_runs, runs)]
+            rows.append([twin.label, f"{alpha:g}", f"{len(plain_runs)}/{len(runs)}", *cells])
+    return rows
+
+
+def _measure(result: dict, measure: str, k: str):
+    """One seed's value of a measure of the regularised-vs-plain table (None when not measured)."""
+    value = result.get(measure)
+    if measure == "layers":
+        return None if value is None else float(np.nanmean(_layer_values([value], "class_selectivity")))
+    return value.get(k) if isinstance(value, dict) else value
 
 
 def _layer_figure(layered: list[dict], out: Path, stem: str) -> Path:

@@ -13,6 +13,7 @@ default.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -28,6 +29,7 @@ from datasets.augment import random_crop_flip, random_erasing
 from datasets.perturbations import gaussian_corruption
 from training.recipes import Recipe
 from training.schedule import learning_rate
+from training.selectivity import SelectivityRegularizer
 from utils.cli import EXIT_INTERRUPTED
 from utils.errors import ToolkitError
 from utils.io import atomic_write, save_torch
@@ -145,8 +147,9 @@ class Trainer:
     def __init__(self, model: nn.Module, data: TrainData, recipe: Recipe, run: RunDir | None,
                  generator: torch.Generator,
                  save_every: int = 0, corruption_std: float = 0.0, progress: bool = True, speed: Speed = Speed(),
-                 save_epochs: tuple[int, ...] = ()):
+                 save_epochs: tuple[int, ...] = (), regularizer: SelectivityRegularizer | None = None):
         self.speed = speed
+        self.regularizer = regularizer   # adds its penalty to every step's loss (training.selectivity)
         self.model = speed.prepare(model)
         self.forward = speed.forward(self.model)
         self.data = data
@@ -291,9 +294,12 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch at the current learning rate; returns the output and the loss."""
-        with self.speed.autocast(x.device):
+        watch = self.regularizer.watch() if self.regularizer is not None else contextlib.nullcontext()
+        with self.speed.autocast(x.device), watch:
             output = self.forward(self.speed.inputs(x))
             loss = classification_loss(output, y, self.recipe.loss)
+            if self.regularizer is not None:
+                loss = loss + self.regularizer.penalty(y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

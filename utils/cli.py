@@ -55,6 +55,11 @@ def add_run_flags(parser: argparse.ArgumentParser, default_model: str = "resnet1
                         help="training: std of the Gaussian noise added to normalised train and test images (seed004 "
                              "§2.7); it is part of the run's identity, so stages take it to find the run "
                              "(<model>@sigma<std>/)")
+    parser.add_argument("--selectivity_reg", type=finite_float, default=0.0, metavar="ALPHA",
+                        help="training: the class-selectivity regulariser of Leavitt & Morcos (2021) on the stage "
+                             "outputs (seed003 §10), loss = cross-entropy - ALPHA * mean class selectivity index; "
+                             "ALPHA < 0 lowers selectivity (seed003's repo-2 net: -0.1); part of the run's identity "
+                             "(<model>@si<ALPHA>/)")
     parser.add_argument("--ptr", type=int, default=DEFAULT_PTR,
                         help="twopoints only: number of training points; part of the run's identity (<model>@ptr<n>/ "
                              "when not the default)")

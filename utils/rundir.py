@@ -85,22 +85,34 @@ VARIANT_MARK = "@"
 DEFAULT_PTR = 1024   # twopoints training points (seed004 §2.8)
 
 
-def run_variant(dataset: str, corruption: float = 0.0, ptr: int = DEFAULT_PTR) -> str:
+def run_variant(dataset: str, corruption: float = 0.0, ptr: int = DEFAULT_PTR, selectivity_reg: float = 0.0) -> str:
     """The folder suffix of a run whose run-defining flags beyond dataset, model and seed differ from the defaults,
-    so that such runs coexist in one workdir (a seed004 sigma sweep): "" by default, "sigma10" for a Gaussian
-    corruption of 10 (seed004 §2.7), "ptr2048" for twopoints with 2048 training points, joined by "-".
+    so that such runs coexist in one workdir (a seed004 sigma sweep, seed003's regularised nets): "" by default,
+    "sigma10" for a Gaussian corruption of 10 (seed004 §2.7), "ptr2048" for twopoints with 2048 training points,
+    "si-0.1" for the class-selectivity regulariser at alpha -0.1 (seed003 §10), joined by "-".
     Width and recipe are not part of the path: a second width or recipe at the same path is refused by
     train_classifier.py (its run flags differ), never silently mixed."""
     parts = [f"sigma{corruption:g}"] if corruption else []
     if dataset == "twopoints" and ptr != DEFAULT_PTR:
         parts.append(f"ptr{ptr}")
+    if selectivity_reg:
+        parts.append(f"si{selectivity_reg:g}")
     return "-".join(parts)
 
 
 def variant_of(args) -> str:
     """`run_variant` of parsed flags (utils.cli.add_run_flags)."""
     return run_variant(args.traindata, getattr(args, "gaussian_corruption_std", 0.0) or 0.0,
-                       getattr(args, "ptr", DEFAULT_PTR))
+                       getattr(args, "ptr", DEFAULT_PTR), getattr(args, "selectivity_reg", 0.0) or 0.0)
+
+
+def split_selectivity(variant: str) -> tuple[float, str]:
+    """A variant -> (its selectivity regulariser alpha, the variant without it): "sigma10-si-0.1" -> (-0.1,
+    "sigma10"), "" -> (0.0, "")."""
+    found = re.search(r"(?:^|-)si(-?[0-9.]+(?:e[+-]?[0-9]+)?)$", variant)
+    if found is None:
+        return 0.0, variant
+    return float(found.group(1)), variant[:found.start()]
 
 
 def split_variant(folder: str) -> tuple[str, str]:

@@ -56,6 +56,11 @@ class LayerTaps:
         return hook
 
 
+def spatial_mean(index: int, tensor: torch.Tensor) -> torch.Tensor:
+    """A `reduce` for LayerTaps: conv maps (B, C, H, W) -> per-channel spatial means (B, C); (B, D) unchanged."""
+    return tensor.mean(dim=(2, 3)) if tensor.dim() == 4 else tensor
+
+
 @torch.no_grad()
 def capture_inputs(model: nn.Module, modules: Sequence[nn.Module], x: torch.Tensor) -> tuple[list, torch.Tensor]:
     """One forward pass of `model` on `x`; returns (inputs of each module, model output)."""
