@@ -57,6 +57,7 @@ from utils.rundir import RunDir, recorded_flags
 from utils.taps import LayerTaps, spatial_mean
 
 BATCH = 500
+VAL_TRANSFORMS = ("crop", "squash")
 SUBCOMMANDS = ("indices", "validate", "finetune", "essential")
 
 
@@ -91,6 +92,10 @@ def parse_args(argv=None):
     parser.add_argument("--max-samples", type=int, default=None,
                         help="use at most this many images of each split (streamed ImageNet-scale data)")
     parser.add_argument("--noise-seed", type=int, default=0, help="essential/finetune: generator seed")
+    parser.add_argument("--val-transform", choices=VAL_TRANSFORMS, default="crop",
+                        help="image folders (imagenet, imagefolder:PATH): crop = Resize(256) + CenterCrop(224); "
+                             "squash = Resize((224, 224)) without a crop, as the original code (§11; it scores "
+                             "below the usual top-1)")
     args = parser.parse_args(argv)
     if args.indices and args.csg_gates:
         parser.error("give the filter sets by --indices or by --csg-gates, not both")
@@ -128,7 +133,7 @@ def open_network(args, device) -> LoadedRun:
         data = loaded.config["data"]
         if args.normalization is not None:
             data["mean"], data["std"] = choose_normalization(args.normalization, (data["mean"], data["std"]),
-                                                             loaded.dataset("test", args.data_root),
+                                                             split_of(args, loaded, "test"),
                                                              str(loaded.run.config))
     else:
         run = RunDir.from_args(args)
@@ -139,6 +144,11 @@ def open_network(args, device) -> LoadedRun:
         raise ToolkitError(f"decomposition needs a multi-class head (one output per class); {loaded.run.root} has "
                            "a one-output hinge head, for which class-specific filter sets are undefined")
     return loaded
+
+
+def split_of(args, loaded: LoadedRun, split: str):
+    """A split of the run's dataset as decompose reads it: unaugmented, folders with --val-transform (§11)."""
+    return loaded.dataset(split, args.data_root, squash=args.val_transform == "squash")
 
 
 def classifier_of(loaded: LoadedRun) -> nn.Linear:
@@ -282,7 +292,7 @@ def head_name(loaded: LoadedRun) -> str:
 
 # ---- subcommands ---------------------------------------------------------------------------------------
 def cmd_indices(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
-    train = loaded.dataset("train", args.data_root)  # sets from unaugmented images
+    train = split_of(args, loaded, "train")  # sets from unaugmented images
     module = named_module(loaded.model, args.layer) if args.layer else classifier_of(loaded)
     capture = "output" if args.layer else "input"
     n_filters = filters_at(loaded, module, capture)
@@ -328,7 +338,7 @@ def features_of_test_split(args, loaded: LoadedRun):
     and essential both start from."""
     head = classifier_of(loaded)
     sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
-    features, logits, labels = gap_features(loaded, head, loaded.dataset("test", args.data_root), args.max_samples)
+    features, logits, labels = gap_features(loaded, head, split_of(args, loaded, "test"), args.max_samples)
     return head, sets_by_k, skipped, features, logits, labels
 
 
@@ -367,9 +377,11 @@ def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
 def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     """Adam over the whole backbone and the decomposed head, plain cross-entropy, train mode, crop + flip (§6):
     the training loop's own epochs (training.loop.Trainer, writing nothing), test accuracy before and after each."""
-    train, test = loaded.dataset("train", args.data_root), loaded.dataset("test", args.data_root)
+    train, test = split_of(args, loaded, "train"), split_of(args, loaded, "test")
     if not hasattr(train, "images"):
-        raise ToolkitError(f"finetune needs an in-memory dataset; {args.traindata} is streamed (not supported yet)")
+        raise ToolkitError(f"finetune trains with the training loop, which holds the train split on the device as one "
+                           f"tensor and augments it there; {args.traindata} is streamed from image folders, which it "
+                           f"cannot take yet: finetune on an in-memory dataset (cifar10, digits, ...)")
     model, device = loaded.model, loaded.device
     head = classifier_of(loaded)
     sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))

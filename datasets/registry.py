@@ -68,6 +68,11 @@ def list_datasets() -> list[str]:
             *ROTATION_SETS, "imagenet", "imagefolder:PATH"]
 
 
+def is_folder_dataset(name: str) -> bool:
+    """True for the streamed image folders (imagenet, imagefolder:PATH; datasets/folders.py)."""
+    return name == "imagenet" or name.startswith("imagefolder:")
+
+
 def has_ood_sets(id_name: str) -> bool:
     """True for the in-distribution sets with OOD, near-OOD and validation sets defined (digits, SEED000_SETS);
     False for the others (imagenet, imagefolder:PATH, twopoints), whose seed000 stages skip OOD detection."""
@@ -126,7 +131,7 @@ def build_dataset(name: str, split: str = "train", root: str | Path = "data", **
       (twopoints: extras["points"] (N, 2, 2); scale1d: extras["sites"] (N, 2)).
     """
     augment = options.pop("augment", None)
-    if name == "imagenet" or name.startswith("imagefolder:"):
+    if is_folder_dataset(name):
         return load_folder(name, Path(root), split, squash=bool(options.get("squash", False)), augment=augment)
     if augment:
         raise ToolkitError(f"{name} is held in memory and augmented per batch by the training loop; "

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from datasets import build_dataset
 from datasets.base import normalize
 from datasets.normalization import normalization_for
-from datasets.registry import GREY_SETS
+from datasets.registry import GREY_SETS, is_folder_dataset
 from measures.classification import accuracy, predictions
 from models import build_model
 from models.layers import analysis_layers
@@ -284,12 +284,18 @@ class LoadedRun:
     def accuracy(self, output: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy(output, labels, self.loss)
 
-    def dataset(self, split: str, data_root: str = "data", name: str | None = None):
+    def dataset(self, split: str, data_root: str = "data", name: str | None = None, squash: bool = False):
         """A split of the run's dataset (or of `name`, e.g. an OOD set) as the network sees it: grey sets with the
-        run's channel count, folder datasets with the validation transform (no augmentation), and twopoints as the
-        run was trained on it (its --ptr sets the test size, its seed the train subset; config.json "flags")."""
+        run's channel count, folder datasets with the validation transform (no augmentation; `squash`: seed003's
+        Resize((224, 224)) instead of Resize(256) + CenterCrop(224), seed003 §11), and twopoints as the run was
+        trained on it (its --ptr sets the test size, its seed the train subset; config.json "flags")."""
         name = name or self.dataset_name
         options = {"channels": 1} if self.config["model"]["in_channels"] == 1 and name in GREY_SETS else {}
+        if squash:
+            if not is_folder_dataset(name):
+                raise ToolkitError(f"the squash resize is a transform of streamed image folders (imagenet, "
+                                   f"imagefolder:PATH); {name} is held in memory at its own size")
+            options["squash"] = True
         if name == "twopoints" == self.dataset_name:
             flags = self.config.get("flags", {})
             options.update({key: flags[key] for key in ("ptr", "seed") if flags.get(key) is not None})
