@@ -13,6 +13,7 @@ import decompose
 import extractor
 import import_weights
 from datasets.normalization import DIGITS_MEAN, DIGITS_STD, IMAGENET_MEAN, IMAGENET_STD
+from measures.decomposition import DecomposedHead
 from models import build_model
 from pipeline.contract import done_record, load, stage_path
 from pipeline.loaded import LoadedRun, load_config
@@ -238,3 +239,89 @@ def test_sets_file_is_validated(tmp_path):
     with pytest.raises(Exception, match="class"):
         decompose.sets_from_json(bad, num_classes=2, n_filters=64, ks=[5])
     assert torch.equal(decompose.sets_from_json(bad, 2, 100, [5])["5"][1], torch.tensor([99]))
+
+
+# ---- the stages against hand computations (§5, §6, §7) -------------------------------------------------------
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, trained_run):
+    """A trained resnet20 (width 0.5, 3 epochs) with indices, validate, essential and a 1-epoch finetune at k = 5."""
+    workdir = tmp_path_factory.mktemp("by_hand")
+    run = trained_run(workdir, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
+    for command, extra in (("indices", []), ("validate", []), ("essential", ["--noise-seed", "3"]),
+                           ("finetune", ["--epochs", "1", "--max-samples", "400"])):
+        assert decompose.main([command, *flags(workdir, "-k", "5", *extra)]) == 0
+    sets = load(run, "decompose-indices", "indices")["5"]
+    return run, [sets[str(c)] for c in range(10)]
+
+
+def classifier_features_by_hand(run):
+    """(the model's classifier Linear, its input features on the whole test split, labels), by one plain hook."""
+    loaded = LoadedRun.open(run)
+    test = loaded.dataset("test")
+    captured = []
+    hook = loaded.model.linear.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+    with torch.no_grad():
+        loaded.model(loaded.inputs(test.images))
+    hook.remove()
+    return loaded.model.linear, captured[0], test.labels
+
+
+def test_decomposed_accuracy_equals_a_masked_linear_by_hand(measured):
+    """§5: class c's logit reads only S_c; zero every other feature and take row c of the full Linear layer."""
+    run, sets = measured
+    linear, features, labels = classifier_features_by_hand(run)
+    with torch.no_grad():
+        logits = torch.stack([linear(features * _indicator(s, features.shape[1]))[:, c] for c, s in enumerate(sets)],
+                             dim=1)
+    by_hand = int((logits.argmax(1) == labels).sum()) / len(labels)
+    assert load(run, "decompose-validate", "validate")["decomposed"]["5"] == pytest.approx(by_hand, abs=1e-12)
+    assert by_hand != int((linear(features).argmax(1) == labels).sum()) / len(labels)   # not the full layer's
+
+
+def test_essentiality_counts_equal_a_replacement_by_hand(measured):
+    """§7: per class, the features of S_c (or all the others) replaced by N(0, 1), through the ORIGINAL Linear;
+    one standard-normal draw per feature entry, class by class, S_c first (generator seeded by --noise-seed)."""
+    run, sets = measured
+    linear, features, labels = classifier_features_by_hand(run)
+    generator = torch.Generator().manual_seed(3)
+    inf, noninf = [], []
+    for c, chosen in enumerate(sets):
+        f = features[labels == c]
+        noise = torch.randn(f.shape, generator=generator)
+        corrupted = f.clone()
+        corrupted[:, chosen] = noise[:, chosen]
+        inf.append(int((linear(corrupted).argmax(1) == c).sum()))
+        noise = torch.randn(f.shape, generator=generator)
+        corrupted = noise.clone()
+        corrupted[:, chosen] = f[:, chosen]
+        noninf.append(int((linear(corrupted).argmax(1) == c).sum()))
+    essential = load(run, "decompose-essential", "essential")["5"]
+    assert (essential["noise_at_inf"], essential["noise_at_noninf"]) == (inf, noninf)
+
+
+def test_finetune_changes_the_backbone_and_keeps_the_sets(measured):
+    """§6: the whole backbone trains, the sets stay fixed; the saved network scores what finetune.json records."""
+    run, sets = measured
+    loaded = LoadedRun.open(run)
+    original = loaded.model.state_dict()
+    tuned = load(run, "decompose-finetune", "finetuned", k="5")
+    assert [sorted(row) for row in tuned["linear.index"].tolist()] == [sorted(s) for s in sets]
+    assert bool(tuned["linear.valid"].all()) and "linear.weight" not in tuned
+    convs = [key for key in original if key.endswith("conv1.weight") or key.endswith("conv2.weight")]
+    assert all(not torch.equal(original[key], tuned[key]) for key in convs)   # every conv of the backbone moved
+    assert torch.equal(LoadedRun.open(run).model.linear.weight, original["linear.weight"])  # the run is untouched
+
+    model = loaded.model
+    model.linear = DecomposedHead(original["linear.weight"], original["linear.bias"], [torch.tensor(s) for s in sets])
+    model.load_state_dict(tuned)
+    test = loaded.dataset("test")
+    images, labels = test.images[:400], test.labels[:400]   # finetune --max-samples 400
+    with torch.no_grad():
+        correct = int((model.eval()(loaded.inputs(images)).argmax(1) == labels).sum())
+    assert load(run, "decompose-finetune", "finetune")["5"]["after_epoch"] == [pytest.approx(correct / len(labels))]
+
+
+def _indicator(chosen, n):
+    mask = torch.zeros(n)
+    mask[chosen] = 1.0
+    return mask
