@@ -406,11 +406,15 @@ def resolve_grid(args) -> list[GridPart]:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
                  "recipe": args.recipe, "corruptions": args.gaussian_corruption_std,
-                 "selectivity_regs": args.selectivity_reg,
                  "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
     overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
                  if value is not None}
     merged: list[GridPart] = []
+    if args.selectivity_reg is not None:  # a seed003 experiment: the other papers' parts keep their plain runs
+        if not any("003" in part.papers for part in parts):
+            raise ToolkitError("--selectivity_reg is seed003's (§10); add --paper 003 or --paper all")
+        parts = [replace(part, selectivity_regs=tuple(args.selectivity_reg)) if "003" in part.papers else part
+                 for part in parts]
     for part in (replace(part, **overrides) for part in parts):
         for index, other in enumerate(merged):
             if _shares_runs(part, other):

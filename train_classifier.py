@@ -121,6 +121,7 @@ def main(argv=None) -> int:
                       regularizer=SelectivityRegularizer(model, args.selectivity_reg) if args.selectivity_reg else None)
     resume_from(trainer, run, args, flags)
     if args.force:
+        run.discard_checkpoints()
         invalidate_measurements(run)  # measurements of the replaced network are stale
     clear_done(run.root)  # a continued or restarted run is not finished until it ends
 

@@ -149,6 +149,16 @@ def test_existing_run_needs_resume_or_force(reference, tmp_path):
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
+def test_force_retrains_without_the_old_runs_checkpoints(tmp_path):
+    """A shorter --force retraining leaves no epoch of the longer run before it for a stage to load."""
+    run = RunDir.of(tmp_path, "digits", "lenet", 0)
+    train_here(tmp_path, "--epochs", "2", "--save-epochs", "2")
+    old_init = load_torch(run.epoch_checkpoint(0))["model"]
+    train_here(tmp_path, "--epochs", "1", "--width", "0.25", "--force")
+    assert run.saved_epochs() == [0, 1]
+    assert load_torch(run.epoch_checkpoint(0))["model"]["conv1.weight"].shape != old_init["conv1.weight"].shape
+
+
 def test_truncated_last_checkpoint_is_a_clear_error(tmp_path):
     train_here(tmp_path, "--epochs", "1")
     last = RunDir.of(tmp_path, "digits", "lenet", 0).last

@@ -75,6 +75,12 @@ class RunDir:
         found = (re.fullmatch(r"epoch_(\d+)\.pt", p.name) for p in self.checkpoints.glob("epoch_*.pt"))
         return sorted(int(m.group(1)) for m in found if m)
 
+    def discard_checkpoints(self) -> None:
+        """Remove every checkpoint (--force retrains from scratch: an old epoch_XXXX.pt beyond the new run's last
+        epoch, or its epoch 0 at another width, must not be taken for the new network's)."""
+        for path in self.checkpoints.glob("*.pt"):
+            path.unlink()
+
     @property
     def group(self) -> Path:
         """The <workdir>/<dataset>/<model>/ folder holding every seed of this run."""
