@@ -32,6 +32,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline import contract
+from pipeline.stage_process import StageProcess
 from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
@@ -188,7 +189,7 @@ class Chain:
     since: float = field(default_factory=time.time)  # stages finished after this were done by this grid
 
     def __post_init__(self):
-        self._running: subprocess.Popen | None = None  # the stage in progress, for checkpoint()
+        self._running: StageProcess | None = None  # the stage in progress, for checkpoint()
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_running"}
@@ -296,8 +297,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         log.flush()
         # In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and
         # is stopped by Chain.checkpoint with SIGTERM instead, which it handles.
-        process = subprocess.Popen([sys.executable, *command.argv], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=_ignore_usr2 if _in_slurm_job() else None)
+        process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job())
         if chain is not None:
             chain._running = process
         try:
@@ -317,11 +317,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         command.status = "failed"
 
 
-def _ignore_usr2() -> None:
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 60.0) -> None:
+def _stop(process: StageProcess, grace_s: float = 60.0) -> None:
     """SIGTERM the stage (training saves last.pt) and wait for it; SIGKILL after `grace_s`."""
     if process.poll() is not None:
         return

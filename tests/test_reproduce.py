@@ -97,7 +97,9 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     import pickle
 
     def command(name, code):
-        return reproduce.Command(name, ["-c", code], None, tmp_path / f"{name}.log")
+        script = tmp_path / f"{name}.py"
+        script.write_text(code)
+        return reproduce.Command(name, [str(script)], None, tmp_path / f"{name}.log")
 
     saved = command("train", "raise SystemExit(143)")  # train_classifier.py after saving last.pt
     killed = command("analyzing", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")

@@ -1,0 +1,71 @@
+"""Start a stage script as `python SCRIPT ARGS...` would, without paying for the interpreter and torch again.
+
+A grid runs dozens of short stages, and a fresh interpreter spends about two seconds importing torch before each
+one does any work. Here each stage is a child forked from one server process that imported the heavy libraries
+once (multiprocessing's forkserver: single-threaded, so forking is safe even when the grid runs chains in threads,
+and no CUDA context is ever created there). The child changes to the repository root, sends its output to the
+stage's log and runs the script as `__main__` with its argv: the same program, the same exit status, the same
+signals (SIGTERM makes training save last.pt) as a subprocess.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import runpy
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+PRELOAD = ["torch", "torchvision", "numpy", "scipy.linalg", "scipy.stats", "sklearn.metrics", "tqdm"]
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(PRELOAD)
+
+
+def _run_script(root: str, argv: list[str], log_fd_path: str, ignore_usr2: bool) -> None:
+    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_fd_path`."""
+    if ignore_usr2:  # Slurm's time-limit warning reaches every process; Chain.checkpoint stops the stage
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(root)
+    log = os.open(log_fd_path, os.O_WRONLY | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.path[0] = root
+    sys.argv = list(argv)
+    runpy.run_path(argv[0], run_name="__main__")
+
+
+class StageProcess:
+    """A running stage with the part of subprocess.Popen's interface that reproduce.py uses."""
+
+    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False):
+        self._process = _CONTEXT.Process(target=_run_script, args=(str(root), list(argv), str(log), ignore_usr2),
+                                         name=Path(argv[0]).stem)
+        self._process.start()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status; minus the signal's number when a signal ended it (as Popen's)."""
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self._process.name, timeout)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
