@@ -5,11 +5,13 @@
     python reproduce.py --traindata cifar10 --models vgg13 resnet18 --num_seed 3 --epochs 200 --print
 
 A grid is one or more parts, each datasets x models x seeds trained one way (DEMO_GRIDS, FULL_GRIDS; the
-flags override every part). Each (dataset, model, seed) is one chain of commands: train, the per-run
-measurement stages of the papers that measure it, extract. Stages that combine seeds (rainbow) run once all
-chains of their (dataset, model) are done, and averaging runs last. A stage whose _done.json records the
-same command line is skipped, so an interrupted grid resumes where it stopped; training itself resumes from
-last.pt. Each command's output goes to <run>/logs/<stage>.log.
+flags override every part), in --workdir or a sub-workdir of its own (a run's path names neither width nor recipe);
+a width sweep (--widths, seed002's full grid) is a part trained in one workdir per width, <workdir>/width<s>,
+whose sweep stage (rainbow-width) runs once every width is done. Each (dataset, model, seed) is one chain of
+commands: train, the per-run measurement stages of the papers that measure it, extract. Stages that combine
+seeds (rainbow) run once all chains of their (dataset, model) are done, and averaging (once per workdir) runs
+last. A stage whose _done.json records the same command line is skipped, so an interrupted grid resumes where it
+stopped; training itself resumes from last.pt. Each command's output goes to <run>/logs/<stage>.log.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from pipeline import contract
 from pipeline.stage_process import StageProcess
-from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, run_main
+from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, positive_float, run_main
 from utils.errors import ToolkitError
 from utils.io import load_json
 from utils.rundir import DONE_FILE, RunDir, report_dir, run_variant
@@ -50,6 +52,8 @@ class Scheduled:
     demo: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
     ood: bool = False   # takes the grid's --ood-sets, --near-ood and --validation-ood (pipeline.evaluation)
+    sweep_flag: str = ""  # a stage of a width sweep (GridPart.widths): runs once, in the widest width's workdir,
+                          # after every width's chains and group stages, given the others' workdirs by this flag
 
     @property
     def name(self) -> str:
@@ -60,8 +64,9 @@ class Scheduled:
         return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
 
 
-def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False) -> Scheduled:
-    return Scheduled(contract.stage(name), demo, full, ood)
+def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False,
+               sweep_flag: str = "") -> Scheduled:
+    return Scheduled(contract.stage(name), demo, full, ood, sweep_flag)
 
 
 # seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
@@ -91,6 +96,7 @@ STAGES: tuple[Scheduled, ...] = (
     _scheduled("decompose-finetune", demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
     _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
                full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
+    _scheduled("rainbow-width", full=("--batchsize", "64"), sweep_flag="--sweep_workdirs"),
 )
 
 
@@ -108,12 +114,27 @@ class GridPart:
     corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
     selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
     stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
+    # A run's path names neither its recipe nor its width (utils.rundir.run_variant), so a part that trains the
+    # runs of another part differently lives in its own sub-workdir <--workdir>/<workdir> ("": --workdir itself).
+    workdir: str = ""
+    save_epochs: tuple[int, ...] = ()          # train_classifier.py --save-epochs (seed002 §5.6 training dynamics)
+    widths: tuple[float, ...] = ()             # a width sweep: the part trained at each width (`width` unused), each
+                                               # in <workdir>/width<s>, then the sweep stages (rainbow-width)
 
     def training(self) -> tuple:
-        return self.epochs, self.width, self.recipe
+        return self.epochs, self.width, self.recipe, self.save_epochs
+
+    def members(self, root: str) -> list[tuple[str, GridPart]]:
+        """(workdir, part trained at one width) for each width of a sweep, ascending; [(workdir, self)] otherwise.
+        The workdir of a part in --workdir itself is `root` as given (commands, and their _done.json, unchanged)."""
+        here = str(Path(root) / self.workdir) if self.workdir else root
+        if not self.widths:
+            return [(here, self)]
+        return [(str(Path(here) / f"width{s:g}"), replace(self, width=s, widths=())) for s in sorted(self.widths)]
 
 
 SEED004_SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)   # seed004 §1 Fig. 1/10: training corruption stds
+SEED002_EPOCHS = (0, 1, 2, 5, 10, 20, 50, 100)               # seed002 §4: the kept checkpoints
 # The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
 FULL_GRIDS = {
     "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
@@ -129,7 +150,26 @@ FULL_GRIDS = {
                  "twopoints", ("004",)),
     ),
     "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
-    "002": GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
+    "002": (  # seed002 §4 "Experiment sets"
+        # 50 seeds of the J8 net ("gaussiantest", wd 1e-4): alignment, C_j, rainbow nets (+ retrained), clipping
+        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
+        # 50 seeds of J8 "nowd", the epochs of the training dynamics kept (§5.6: a_r(t), c_r(t))
+        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002_nowd", ("002",),
+                 workdir="nowd", save_epochs=SEED002_EPOCHS),
+        # 10 seeds x 9 widths of the 4-block scale-width nets, nowd (covariance convergence against width, ref 2^5)
+        GridPart(("cifar10",), ("scattering4",), tuple(range(10)), 150, 1.0, "seed002_nowd", ("002",),
+                 workdir="scalewidth", widths=tuple(2.0 ** k for k in range(-3, 6))),
+        # J8 plain and skip at s = 2^-3..2^3 (resampling and alignment against width, ref 2^3): the paper trains
+        # 1 net per width, the rainbow stage here needs 2 seeds
+        GridPart(("cifar10",), ("scattering", "scattering_skip"), (0, 1), 150, 1.0, "seed002", ("002",),
+                 workdir="j8width", widths=tuple(2.0 ** k for k in range(-3, 4))),
+    ),
+}
+# What a published grid leaves out, and why (said by --full and --help).
+FULL_GRID_GAPS = {
+    "002": "seed002's ResNet-18 ImageNet widths (s = 2^-3..2^3, spec §4) are left out: train_classifier.py and "
+           "rainbow.py need in-memory datasets (ImageNet is streamed from folders), and the paper's ResNet-18 variant "
+           "(no biases, non-affine BN after ReLU) is not a registry model",
 }
 # One paper's demo on the bundled digits (a few minutes on 2 CPU cores); seed003's is its own resnet20,
 # seed002's the tutorial MLP and CNN.
@@ -154,6 +194,7 @@ class Command:
     done_dir: Path | None  # None: always run (averaging)
     log: Path
     group: Path | None = None  # the <dataset>/<model> folder a group stage or its extraction needs complete
+    needs: tuple[Path, ...] = ()  # other such folders it needs complete (a width sweep: every other width's)
     # done | skipped | failed | interrupted (stopped by SIGTERM: Slurm requeue, pre-emption, time limit; the same
     # command continues) | busy (another process holds the chain) | pending (not reached)
     status: str = "pending"
@@ -335,7 +376,9 @@ def parse_args(argv=None):
     parser.add_argument("--paper", choices=["000", "002", "003", "004", "all"], default="all",
                         help="which paper's stages to run (all: every implemented paper)")
     parser.add_argument("--full", action="store_true",
-                        help="use the paper's published grid (datasets, models, seeds, epochs) instead of the demo")
+                        help="use the paper's published grid (datasets, models, seeds, epochs) instead of the demo; "
+                             "002: its four experiment sets, each in its own workdir (README); "
+                             + FULL_GRID_GAPS["002"])
     parser.add_argument("--traindata", nargs="+", default=None, help="datasets (demo: digits)")
     parser.add_argument("--models", nargs="+", default=None,
                         help="architectures (demo: resnet18; resnet20 for 003 alone; rainbow_mlp, rainbow_cnn for 002)")
@@ -343,8 +386,14 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="exactly these seeds")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (demo: 6; 15 for 003 alone; 5 for 002)")
-    parser.add_argument("--width", type=float, default=None,
+    widths = parser.add_mutually_exclusive_group()
+    widths.add_argument("--width", type=float, default=None,
                         help="channel-width multiplier (demo: 0.25; 1 for 003 alone and 002)")
+    widths.add_argument("--widths", type=positive_float, nargs="+", default=None, metavar="S",
+                        help="a width sweep: every part trained at each width, in <workdir>/width<S>/, then (002) "
+                             "rainbow.py's width stage over them in the widest one's workdir; e.g. --paper 002 "
+                             "--widths 0.5 1 2 --num_seed 3 (default: none; with --full, 002 sweeps its "
+                             "scattering4 and J8 nets)")
     parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")
     parser.add_argument("--gaussian_corruption_std", type=non_negative_float, nargs="+", default=None, metavar="STD",
                         help="train one run per std of Gaussian corruption (seed004 §2.7: a sigma sweep; each lives in "
@@ -383,7 +432,10 @@ def parse_args(argv=None):
                         help="slurm: requeues after reaching --time before a chain is given up (pre-emptions "
                              "do not count)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when done")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.widths is not None and len(set(args.widths)) < 2:
+        parser.error("--widths needs at least 2 different widths (a single width: --width)")
+    return args
 
 
 def resolve_grid(args) -> list[GridPart]:
@@ -397,14 +449,19 @@ def resolve_grid(args) -> list[GridPart]:
                            "--paper 000, 002, 003 or 004")
     if args.full:
         grids = [FULL_GRIDS[paper] for paper in papers]
+        for paper in papers:
+            if paper in FULL_GRID_GAPS:
+                print(f"note: {FULL_GRID_GAPS[paper]}", file=sys.stderr)
         parts = [part for grid in grids for part in (grid if isinstance(grid, tuple) else (grid,))]
     else:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
-                 "recipe": args.recipe, "corruptions": args.gaussian_corruption_std,
+                 "recipe": args.recipe, "corruptions": args.gaussian_corruption_std, "widths": args.widths,
                  "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
     overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
                  if value is not None}
+    if args.width is not None:  # one width for every part: no sweep
+        overrides["widths"] = ()
     merged: list[GridPart] = []
     if args.selectivity_reg is not None:  # a seed003 experiment: the other papers' parts keep their plain runs
         if not any("003" in part.papers for part in parts):
@@ -430,7 +487,8 @@ def resolve_grid(args) -> list[GridPart]:
 
 def _shares_runs(a: GridPart, b: GridPart) -> bool:
     return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds)
-                and set(a.corruptions) & set(b.corruptions) and set(a.selectivity_regs) & set(b.selectivity_regs))
+                and set(a.corruptions) & set(b.corruptions) and set(a.selectivity_regs) & set(b.selectivity_regs)
+                and a.workdir == b.workdir and a.widths == b.widths)
 
 
 def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
@@ -443,38 +501,64 @@ def available_stages(papers: list[str], only: list[str] | None) -> list[Schedule
 
 
 def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command], list[Command]]:
-    """(per-run chains, group commands, final commands) for every part of the grid."""
+    """(per-run chains, group commands, final commands) for every part of the grid.
+
+    A width sweep (GridPart.widths) is one part per width, each in its own workdir; its sweep stages
+    (rainbow-width) follow the group stages of every width, in the widest one's workdir. Averaging runs once per
+    workdir."""
     wanted = set(args.stages) if args.stages else None
     mode = "full" if args.full else "demo"
-    common = ["--workdir", args.workdir, "--device", args.device]
     chains, group_cmds = [], []
+    averaged: dict[str, set[int]] = {}   # workdir -> the seeds trained there
     for part in parts:
         stages = [s for s in available_stages(list(part.papers), args.stages)
                   if part.stages is None or s.name in part.stages]
-        group_stages = [s for s in stages if s.stage.scope == "group"]
+        group_stages = [s for s in stages if s.stage.scope == "group" and not s.sweep_flag]
         extract = wanted is None or "extract" in wanted
-        for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
-                                                    part.selectivity_regs):
-            for seed in part.seeds:
-                chains.append(_chain(args, part, stages, Cell(dataset, model, seed, sigma, alpha), mode, common,
-                                     wanted, extract and not group_stages))
-            first = Cell(dataset, model, part.seeds[0], sigma, alpha)
-            seeds = [str(s) for s in part.seeds]
-            for scheduled in group_stages:
-                script, *rest = scheduled.argv(mode)
-                argv = [script, *first.identity(common, seeds=seeds), "--data-root", args.data_root, *rest]
-                group = first.run(args.workdir)
-                group_cmds.append(Command(scheduled.name, argv, scheduled.stage.dir(group),
-                                          group.group / "logs" / f"{scheduled.name}.log", group.group))
-            if group_stages and extract:  # extraction reads the group stages' outputs too
-                group_cmds += [replace(_extract_command(args, replace(first, seed=seed), common), group=group.group)
-                               for seed in part.seeds]
+        members = part.members(args.workdir)
+        for workdir, member in members:
+            averaged.setdefault(workdir, set()).update(member.seeds)
+            common = ["--workdir", workdir, "--device", args.device]
+            for dataset, model, sigma, alpha in product(member.traindata, member.models, member.corruptions,
+                                                        member.selectivity_regs):
+                for seed in member.seeds:
+                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha), workdir, mode,
+                                         common, wanted, extract and not group_stages))
+                first = Cell(dataset, model, member.seeds[0], sigma, alpha)
+                group = first.run(workdir)
+                for scheduled in group_stages:
+                    group_cmds.append(_group_command(args, scheduled, first, member.seeds, workdir, mode))
+                if group_stages and extract:  # extraction reads the group stages' outputs too
+                    group_cmds += [replace(_extract_command(replace(first, seed=seed), workdir, common),
+                                           group=group.group) for seed in member.seeds]
+        if len(members) < 2:
+            continue
+        (widest, _), others = members[-1], [workdir for workdir, _ in members[:-1]]
+        for scheduled in (s for s in stages if s.sweep_flag):
+            for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
+                                                        part.selectivity_regs):
+                first = Cell(dataset, model, part.seeds[0], sigma, alpha)
+                command = _group_command(args, scheduled, first, part.seeds, widest, mode)
+                command.argv += [scheduled.sweep_flag, *others]
+                command.needs = tuple(first.run(workdir).group for workdir in others)
+                group_cmds.append(command)
     final = []
     if wanted is None or "average" in wanted:
-        seeds = sorted({seed for part in parts for seed in part.seeds})
-        final.append(Command("average", ["averaging.py", "--workdir", args.workdir, "--seeds", *map(str, seeds)],
-                             None, report_dir(args.workdir) / "averaging.log"))
+        for workdir, seeds in averaged.items():
+            final.append(Command("average", ["averaging.py", "--workdir", workdir, "--seeds",
+                                              *map(str, sorted(seeds))], None, report_dir(workdir) / "averaging.log"))
     return chains, group_cmds, final
+
+
+def _group_command(args, scheduled: Scheduled, first: Cell, seeds: tuple[int, ...], workdir: str,
+                   mode: str) -> Command:
+    """A stage combining the seeds of first's (dataset, model) in `workdir`."""
+    script, *rest = scheduled.argv(mode)
+    common = ["--workdir", workdir, "--device", args.device]
+    argv = [script, *first.identity(common, seeds=[str(s) for s in seeds]), "--data-root", args.data_root, *rest]
+    group = first.run(workdir)
+    return Command(scheduled.name, argv, scheduled.stage.dir(group), group.group / "logs" / f"{scheduled.name}.log",
+                   group.group)
 
 
 @dataclass(frozen=True)
@@ -500,10 +584,10 @@ class Cell:
         return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
 
 
-def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str, common: list[str],
+def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, workdir: str, mode: str, common: list[str],
            wanted: set[str] | None, extract: bool) -> Chain:
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
-    run = cell.run(args.workdir)
+    run = cell.run(workdir)
     ident = cell.identity(common)
     chain = Chain(str(run.root.relative_to(args.workdir)), run.root / "logs" / ".lock")
     if wanted is None or "train" in wanted:
@@ -511,6 +595,8 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str,
                  "--data-root", args.data_root, "--resume", "--no-progress"]
         if part.recipe:
             train += ["--recipe", part.recipe]
+        if part.save_epochs:
+            train += ["--save-epochs", *map(str, part.save_epochs)]
         chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
     for scheduled in (s for s in stages if s.stage.scope == "run"):
         script, *rest = scheduled.argv(mode)
@@ -521,7 +607,7 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, mode: str,
         chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
                                       run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
-        chain.commands.append(_extract_command(args, cell, common))
+        chain.commands.append(_extract_command(cell, workdir, common))
     return chain
 
 
@@ -534,8 +620,8 @@ def ood_flags(args) -> list[str]:
     return flags
 
 
-def _extract_command(args, cell: Cell, common: list[str]) -> Command:
-    run = cell.run(args.workdir)
+def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
+    run = cell.run(workdir)
     extract = contract.stage("extract")
     return Command(extract.name, [extract.script, *cell.identity(common)], extract.dir(run),
                    run.root / "logs" / "extract.log")
@@ -726,18 +812,19 @@ def main(argv=None) -> int:
     failed_groups = {c.lock.parents[2] for c in chains
                      if any(x.status in ("failed", "interrupted") for x in c.commands)}
     for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
-        if command.group not in failed_groups:
+        if command.group not in failed_groups and not failed_groups.intersection(command.needs):
             run_command(command)
             if command.status in ("failed", "interrupted"):
                 failed_groups.add(command.group)
     ran = [c for chain in chains for c in chain.commands] + group_cmds
-    report = report_dir(args.workdir) / "report.md"
-    if any(c.status == "done" for c in ran) or not report.is_file():
-        for command in final:
+    reports = [command.log.parent / "report.md" for command in final]   # averaging: one per workdir
+    for command, report in zip(final, reports):
+        if any(c.status == "done" for c in ran) or not report.is_file():
             run_command(command)
     status = summarize(ran + final)
-    if report.is_file():
-        print(f"report: {report}")
+    for report in reports:
+        if report.is_file():
+            print(f"report: {report}")
     return status
 
 

@@ -213,16 +213,18 @@ def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig, axes = new_figure(ncols=3, nrows=2, width=3.3, height=2.6)
     ax = axes[0, 0]
     for key, label, marker in (("trained_accuracy", "trained", "o"),
-                               ("rainbow_last_trained", "rainbow, last block + classifier trained-then-aligned", "s"),
-                               ("rainbow_full", "rainbow, every layer resampled", "^"),
-                               ("rainbow_retrained", "rainbow + retrained last block & classifier", "D")):
+                               ("rainbow_last_trained", "rainbow (paper's reading)", "s"),
+                               ("rainbow_full", "rainbow (full)", "^"),
+                               ("rainbow_retrained", "rainbow retrained", "D")):
         values = sweep[key]
         measured = np.isfinite(values).any(axis=1)                     # widths where this reading was computed
         if measured.any():
             median_band(ax, widths[measured], values[measured].T, label=label, marker=marker)
     ax.set(xlabel="width $s$", ylabel="test accuracy", title="resampling against width (§2)")
     _width_axis(ax, widths)
-    ax.legend(fontsize=6)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.4 * (high - low))                        # room for the legend above the curves
+    ax.legend(fontsize=6, ncol=2, loc="upper center")
     ax = axes[0, 1]
     for layer in range(layers):
         finite = np.isfinite(sweep["operator_error"][:, layer])

@@ -1,6 +1,7 @@
 """reproduce.py: grids through submitit's local executor, skipping done work, failures, --print."""
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -47,8 +48,10 @@ def test_full_grids_follow_the_papers():
     assert grid.traindata == ("cifar10", "cifar100", "svhn", "mnist")
     assert grid.models == ("vgg13", "vgg16", "resnet18", "resnet34")
     assert grid.seeds == tuple(range(10)) and grid.epochs == 1200 and grid.recipe == "seed000"
-    (grid,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
+    grid, nowd, *sweeps = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
     assert grid.models == ("scattering",) and grid.recipe == "seed002" and grid.seeds == (0, 1, 2)
+    assert nowd.workdir == "nowd" and nowd.recipe == "seed002_nowd" and nowd.seeds == (0, 1, 2)
+    assert [len(part.widths) for part in sweeps] == [9, 7]
 
 
 def test_demo_grid_trains_each_run_once_for_every_paper_that_measures_it():
@@ -116,3 +119,80 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     assert again._running is None and [c.status for c in again.commands] == ["interrupted", "pending"]
     again()  # a requeued attempt retries the interrupted stage
     assert [c.status for c in again.commands] == ["interrupted", "pending"]
+
+
+def _flag(argv: list[str], flag: str) -> list[str]:
+    """The values after `flag` in an argv (up to the next flag); [] when absent."""
+    if flag not in argv:
+        return []
+    values = []
+    for word in argv[argv.index(flag) + 1:]:
+        if word.startswith("--"):
+            break
+        values.append(word)
+    return values
+
+
+def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
+    """seed002 §4 "Experiment sets", each in its own workdir (a run's path names neither width nor recipe): 50 J8
+    seeds; 50 J8 nowd seeds keeping the dynamics epochs; 10 seeds x 9 widths of scattering4 (nowd); J8 plain and
+    skip at 7 widths; every width's rainbow stage, then one rainbow-width per swept model over the other widths."""
+    import shlex
+    from collections import Counter
+
+    root = str(tmp_path)
+    assert reproduce.main(["--paper", "002", "--full", "--print", "--workdir", root]) == 0
+    out, err = capsys.readouterr()
+    assert "ResNet-18 ImageNet" in err    # the part left out is said
+    argvs = [shlex.split(line)[1:] for line in out.strip().splitlines()]
+
+    def where(argv):
+        return str(Path(_flag(argv, "--workdir")[0]).relative_to(root))
+
+    trains = [a for a in argvs if a[0] == "train_classifier.py"]
+    sets = Counter((where(a), _flag(a, "--model-name")[0], _flag(a, "--recipe")[0], float(_flag(a, "--width")[0]),
+                    " ".join(_flag(a, "--save-epochs"))) for a in trains)
+    expected = {(".", "scattering", "seed002", 1.0, ""): 50,
+                ("nowd", "scattering", "seed002_nowd", 1.0, "0 1 2 5 10 20 50 100"): 50}
+    for k in range(-3, 6):
+        expected[(f"scalewidth/width{2.0 ** k:g}", "scattering4", "seed002_nowd", 2.0 ** k, "")] = 10
+    for k in range(-3, 4):
+        for model in ("scattering", "scattering_skip"):
+            expected[(f"j8width/width{2.0 ** k:g}", model, "seed002", 2.0 ** k, "")] = 2
+    assert dict(sets) == expected
+    assert all(_flag(a, "--epochs") == ["150"] and _flag(a, "--traindata") == ["cifar10"] for a in trains)
+    runs = [(where(a), _flag(a, "--model-name")[0], _flag(a, "--seed")[0]) for a in trains]
+    assert len(set(runs)) == len(runs) == 218   # no two trainings share a run directory
+
+    rainbows = [(i, a) for i, a in enumerate(argvs) if a[0] == "rainbow.py"]
+    groups = Counter((where(a), _flag(a, "--model-name")[0]) for _, a in rainbows if "--sweep_workdirs" not in a)
+    assert len(groups) == 1 + 1 + 9 + 2 * 7 and set(groups.values()) == {1}
+    assert all("--retrain_epochs" in a for _, a in rainbows if "--sweep_workdirs" not in a)   # the retrained row
+    sweeps = {_flag(a, "--model-name")[0]: (i, a) for i, a in rainbows if "--sweep_workdirs" in a}
+    assert sorted(sweeps) == ["scattering", "scattering4", "scattering_skip"]
+    for model, (folder, widths) in {"scattering4": ("scalewidth", range(-3, 6)),
+                                    "scattering": ("j8width", range(-3, 4)),
+                                    "scattering_skip": ("j8width", range(-3, 4))}.items():
+        index, sweep = sweeps[model]
+        workdirs = [f"{folder}/width{2.0 ** k:g}" for k in widths]
+        assert where(sweep) == workdirs[-1]     # in the widest workdir, over the others
+        assert [str(Path(w).relative_to(root)) for w in _flag(sweep, "--sweep_workdirs")] == workdirs[:-1]
+        assert _flag(sweep, "--seeds") == [str(s) for s in range(10 if model == "scattering4" else 2)]
+        before = {where(a) for i, a in rainbows if i < index and _flag(a, "--model-name") == [model]
+                  and "--sweep_workdirs" not in a}
+        assert set(workdirs) <= before          # after every width's rainbow stage
+    averaged = {where(a) for a in argvs if a[0] == "averaging.py"}
+    assert averaged == {where(a) for a in trains} and argvs[-1][0] == "averaging.py"
+
+
+def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
+    assert reproduce.main(["--paper", "002", "--models", "rainbow_mlp", "--widths", "2", "0.5", "--num_seed", "2",
+                           "--workdir", str(tmp_path), "--print"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    trains = [line for line in lines if "train_classifier.py" in line]
+    assert len(trains) == 4 and sum(f"{tmp_path}/width0.5 " in t and "--width 0.5" in t for t in trains) == 2
+    sweep = [line for line in lines if "--sweep_workdirs" in line]
+    assert sweep == [f"python rainbow.py --model-name rainbow_mlp --traindata digits --seeds 0 1 --workdir "
+                     f"{tmp_path}/width2 --device auto --data-root data --sweep_workdirs {tmp_path}/width0.5"]
+    assert lines.index(sweep[0]) > max(i for i, line in enumerate(lines) if line.startswith("python rainbow.py")
+                                       and "--sweep_workdirs" not in line)
