@@ -112,7 +112,6 @@ class GridPart:
     recipe: str | None
     papers: tuple[str, ...]
     corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
-    selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
     stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
     # A run's path names neither its recipe nor its width (utils.rundir.run_variant), so a part that trains the
     # runs of another part differently lives in its own sub-workdir <--workdir>/<workdir> ("": --workdir itself).
@@ -120,6 +119,7 @@ class GridPart:
     save_epochs: tuple[int, ...] = ()          # train_classifier.py --save-epochs (seed002 §5.6 training dynamics)
     widths: tuple[float, ...] = ()             # a width sweep: the part trained at each width (`width` unused), each
                                                # in <workdir>/width<s>, then the sweep stages (rainbow-width)
+    selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe, self.save_epochs
