@@ -74,19 +74,19 @@ def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = ()
 # (each stage records its caps in _done.json)
 SEED000_FULL = ("--batchsize", "128")
 STAGES: tuple[Scheduled, ...] = (
-    _scheduled("analysis", demo=("--ratios", "6", "--num_grams", "200", "--num_stability", "100",
-                                 "--stability_variants", "original"),
+    _scheduled("analysis", demo=("--ratios", "6", "--max-samples", "180", "--num_grams", "180", "--num_stability",
+                                 "100", "--stability_variants", "original"),
                full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
                      "--stability_variants", "every"), ood=True),
     _scheduled("features", full=SEED000_FULL, ood=True),
     _scheduled("kernels"),
     # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with
     # 100 probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
-    _scheduled("stability", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+    _scheduled("stability", demo=("--by_layer", "--P", "100", "--corrupt_test"),
                full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
-    _scheduled("stability-init", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+    _scheduled("stability-init", demo=("--by_layer", "--P", "100", "--corrupt_test"),
                full=("--P", "500", "--corrupt_test")),
-    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "200", "--corrupt_test"),
+    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "100", "--corrupt_test"),
                full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
     _scheduled("laplacian"),
     _scheduled("scale1d", full=("--scale1d_channels", "1000")),
