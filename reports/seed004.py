@@ -230,6 +230,7 @@ def error_figure(points: list[dict], out: Path) -> Path | None:
                ylabel="test error $\\epsilon$")
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_minor_formatter(NullFormatter())
+        _whole_decades(ax)
     everything = np.concatenate([p["R"] for p in points])
     everything = everything[np.isfinite(everything) & (everything > 0)]
     if len(everything):
@@ -244,6 +245,14 @@ def error_figure(points: list[dict], out: Path) -> Path | None:
     fig.suptitle("Stability at the output against test error across architectures and training noise $\\sigma$ "
                  "(large markers: median over seeds)", fontsize=10)
     return save_figure(fig, out, "seed004_rf_vs_error")
+
+
+def _whole_decades(ax) -> None:
+    """Widen a log-log panel's limits to whole decades, so that each axis has labelled ticks even when a sweep's
+    points lie within one decade (the minor ticks are unlabelled)."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    ax.set_xlim(10 ** np.floor(np.log10(x0)), 10 ** np.ceil(np.log10(x1)))
+    ax.set_ylim(10 ** np.floor(np.log10(y0)), 10 ** np.ceil(np.log10(y1)))
 
 
 # ---- Fig. 7: the 1-D model ----------------------------------------------------------------------------------------
