@@ -11,7 +11,9 @@ whose sweep stage (rainbow-width) runs once every width is done. Each (dataset, 
 commands: train, the per-run measurement stages of the papers that measure it, extract. Stages that combine
 seeds (rainbow) run once all chains of their (dataset, model) are done, and averaging (once per workdir) runs
 last. A stage whose _done.json records the same command line is skipped, so an interrupted grid resumes where it
-stopped; training itself resumes from last.pt. Each command's output goes to <run>/logs/<stage>.log.
+stopped; training itself resumes from last.pt. Each command's output goes to <run>/logs/<stage>.log. Commands
+run as forks of one process that imported torch once (pipeline/stage_process.py): `--print` shows them as the
+equivalent `python SCRIPT ...` lines, which behave the same.
 """
 from __future__ import annotations
 
