@@ -129,18 +129,21 @@ class WaveletModulus(nn.Module):
                                "(at least 16x16 for `scattering`)")
         self.register_buffer("filters_hat", filter_bank_hat(self.padded, bank), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[:2]
+    def filtered(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, M, M) real or complex -> (B, C, 1 + L, M', M') complex: x * phi, then x * psi_theta."""
         padding = (self.pad_left, self.pad_right, self.pad_left, self.pad_right)
         x_hat = torch.fft.fft2(nn.functional.pad(x, padding, mode="reflect"))   # (B, C, P, P)
         filtered = x_hat[:, :, None] * self.filters_hat                         # (B, C, 1 + L, P, P)
         if self.subsample:  # spatial subsampling by 2 = averaging the two periods of the spectrum
             half = self.padded // 2
             filtered = filtered.reshape(*filtered.shape[:3], 2, half, 2, half).mean(dim=(3, 5))
-            out = torch.fft.ifft2(filtered)[..., 1:half - 1, 1:half - 1]
-        else:
-            crop = slice(self.pad_left, self.pad_left + self.size)
-            out = torch.fft.ifft2(filtered)[..., crop, crop]
+            return torch.fft.ifft2(filtered)[..., 1:half - 1, 1:half - 1]
+        crop = slice(self.pad_left, self.pad_left + self.size)
+        return torch.fft.ifft2(filtered)[..., crop, crop]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        out = self.filtered(x)
         lowpass = out[:, :, 0].real                                              # (B, C, M', M')
         bandpass = out[:, :, 1:].abs().reshape(batch, -1, *out.shape[-2:])      # (B, C L, M', M'), c L + theta
         return torch.cat([lowpass, bandpass], dim=1)
@@ -151,17 +154,8 @@ class WaveletSkip(WaveletModulus):
     [x*phi, x*psi_theta, |x*phi|, |x*psi_theta|] (seed002 §3), each part in WaveletModulus's channel order."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[:2]
-        padding = (self.pad_left, self.pad_right, self.pad_left, self.pad_right)
-        x_hat = torch.fft.fft2(nn.functional.pad(x, padding, mode="reflect"))   # (B, C, P, P) complex
-        filtered = x_hat[:, :, None] * self.filters_hat                         # (B, C, 1 + L, P, P)
-        if self.subsample:
-            half = self.padded // 2
-            filtered = filtered.reshape(*filtered.shape[:3], 2, half, 2, half).mean(dim=(3, 5))
-            out = torch.fft.ifft2(filtered)[..., 1:half - 1, 1:half - 1]
-        else:
-            crop = slice(self.pad_left, self.pad_left + self.size)
-            out = torch.fft.ifft2(filtered)[..., crop, crop]
+        batch = x.shape[0]
+        out = self.filtered(x)
         lowpass = out[:, :, 0]                                                   # (B, C, M', M') complex
         bandpass = out[:, :, 1:].reshape(batch, -1, *out.shape[-2:])            # (B, C L, M', M'), c L + theta
         linear = torch.cat([lowpass, bandpass], dim=1)
