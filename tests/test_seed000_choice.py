@@ -229,4 +229,5 @@ def test_full_grid_measures_at_the_papers_sizes_and_passes_the_ood_choice(capsys
     assert "--ood-sets" not in argv["kernels"]
     kernels.parse_args(argv["kernels"])
     demo = analyzing.parse_args(printed(capsys)["analysis"])
-    assert (demo.ratios, demo.num_grams, demo.num_stability, demo.ood_sets) == (6, 200, 100, None)
+    demo_caps = (demo.ratios, demo.max_samples, demo.num_grams, demo.num_stability, demo.ood_sets)
+    assert demo_caps == (6, 180, 180, 100, None)
