@@ -19,8 +19,9 @@ from pathlib import Path
 
 # What nearly every stage imports, slowest first: torch (~2 s), the optimisers' torch._dynamo (~4 s, on the first
 # optimiser built), scikit-learn (~3 s, loading the bundled digits).
-PRELOAD = ["torch", "torch._dynamo", "torchvision", "numpy", "scipy.linalg", "scipy.stats", "sklearn.datasets",
-           "sklearn.model_selection", "sklearn.metrics", "tqdm"]
+# pipeline.forkserver_init (first) makes the server outlive the SIGTERM that Slurm sends to every process of a job.
+PRELOAD = ["pipeline.forkserver_init", "torch", "torch._dynamo", "torchvision", "numpy", "scipy.linalg",
+           "scipy.stats", "sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "tqdm"]
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
