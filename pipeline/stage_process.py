@@ -26,14 +26,14 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
-def _run_script(root: str, argv: list[str], log_fd_path: str, ignore_usr2: bool) -> None:
-    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_fd_path`."""
+def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool) -> None:
+    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_path`."""
     if ignore_usr2:  # Slurm's time-limit warning reaches every process; Chain.checkpoint stops the stage
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(root)
-    log = os.open(log_fd_path, os.O_WRONLY | os.O_APPEND)
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log, 1)
