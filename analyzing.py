@@ -45,7 +45,9 @@ Gram data (§6.4) of the "all" network on the first --num_grams samples of each 
 features when d < n, else the uncentred linear Gram X X^T, both float64 (DESIGN.md "Performance": the cheaper of
 the two forms); kernels.py turns either into centred-Gram spectra. The tied covariance of the train features
 (§6.6) is computed by features.py. Memory: the first max(--num_grams, --num_stability) samples of a batch are
-kept at every layer, and the Gram samples of a whole set until its Gram is formed (n x sum_l d_l floats).
+kept at every layer; the Gram samples' features go to one file per layer beside the stage's files (n x d_l
+floats each, removed when the set's grams file is written: pipeline/spill.py), and each layer's form is computed
+as it is written, so memory holds one layer's (at most n x n float64: 800 MB at n = 10,000).
 The paper's sizes (`reproduce.py --paper 000 --full`): --ratios 53 --num_grams 10000 --num_stability 10000
 --batchsize 128, every variant perturbed; smaller caps are recorded in _done.json (`caps` beside `paper_caps`).
 
@@ -76,6 +78,7 @@ come from pipeline/contract.py.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
@@ -86,7 +89,6 @@ import torch
 from torch import nn
 
 from measures.ood import patch_energy, projection_energy
-from measures.similarity import gram_linear
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
 from pipeline.contract import StageOutput, open_stage
 from pipeline.evaluation import (
@@ -100,6 +102,7 @@ from pipeline.evaluation import (
     test_set_tag,
 )
 from pipeline.loaded import LoadedRun
+from pipeline.spill import SpilledRows
 from utils.cli import run_main
 from utils.device import make_generator, resolve_device
 from utils.taps import LayerTaps
@@ -327,14 +330,14 @@ def counts(variant: Variant, data, args) -> Counts:
 
 @torch.no_grad()
 def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module | None], variant: Variant, data,
-                loaded: LoadedRun, args, ds: str, perturbed: list[int]
-                ) -> tuple[dict, torch.Tensor | None, list | None]:
+                loaded: LoadedRun, args, ds: str, perturbed: list[int], spill: SpilledRows | None
+                ) -> tuple[dict, torch.Tensor | None]:
     """One pass over an evaluation set: energies (BN outputs' too), logits, labels; chi on the first samples (None
-    when this variant is not perturbed); the first samples' features of every layer for the Gram data of "all"."""
+    when this variant is not perturbed); the first kept.grams samples' features of every layer go to `spill`."""
     kept = counts(variant, data, args)
     generator = make_generator(loaded.device, args.seed)
     columns = {"norm00": [], "norm0": [], "norm1": [], "norm00_bn": [], "logits": [], "labels": []}
-    chi, gram_rows = [], [[] for _ in layers] if kept.grams else None
+    chi = []
     with_bn = [index for index, norm in enumerate(norms) if norm is not None]
     for start, x, labels in loaded.batches(data, args.batchsize, args.max_samples, f"{variant.tag} {ds}"):
         keep = max(0, min(len(x), max(kept.stability, kept.grams) - start))
@@ -357,20 +360,17 @@ def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module
                                      args.eta, generator).cpu())
         rows = max(0, min(len(x), kept.grams - start))
         if rows:
-            for store, head in zip(gram_rows, heads):
-                store.append(head[:rows].flatten(1).cpu())
+            spill.append([head[:rows] for head in heads])
     arrays = {key: torch.cat(parts) for key, parts in columns.items()}
-    return arrays, torch.cat(chi) if chi else None, gram_rows
+    return arrays, torch.cat(chi) if chi else None
 
 
-def gram_arrays(rows: list[list[torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """feat_<ll> (n, d) when d < n, else gram_<ll> = X X^T (n, n), float64 (the cheaper form)."""
-    arrays = {}
-    for index, parts in enumerate(rows):
-        X = torch.cat(parts).to(torch.float64)
-        n, d = X.shape
-        arrays[f"feat_{index:02d}" if d < n else f"gram_{index:02d}"] = X if d < n else gram_linear(X)
-    return arrays
+def gram_spill(out: StageOutput, variant: Variant, data, args, layers: list[nn.Module], ds: str,
+               device: torch.device) -> contextlib.AbstractContextManager[SpilledRows | None]:
+    """Where the pass over `ds` puts the Gram samples' features (pipeline.spill), or None when it keeps none."""
+    if not counts(variant, data, args).grams:
+        return contextlib.nullcontext()
+    return SpilledRows(out.dir / f".gram_rows_{ds}", len(layers), device)
 
 
 def save_spectra(out: StageOutput, layers: list[nn.Module], svds: list[WeightSVD], ranks: torch.Tensor,
@@ -417,7 +417,11 @@ def main(argv=None) -> int:
         install(layers, originals, svds, variant)
         reused.update({tag: variant.tag for tag in variant.tags if tag != variant.tag})
         for ds, data in sets.items():
-            arrays, chi, gram_rows = measure_set(model, layers, norms, variant, data, loaded, args, ds, perturbed)
+            with gram_spill(out, variant, data, args, layers, ds, loaded.device) as spill:
+                arrays, chi = measure_set(model, layers, norms, variant, data, loaded, args, ds, perturbed, spill)
+                if spill is not None:
+                    out.save("grams", spill.gram_data(), ds=ds)
+                    samples["grams"][ds] = spill.rows
             for tag in variant.tags:
                 out.save("projections", {**arrays, "ranks": np.array(variant.ranks)}, tag=tag, ds=ds)
                 if chi is not None:
@@ -427,9 +431,6 @@ def main(argv=None) -> int:
                     accuracy[tag] = loaded.accuracy(arrays["logits"], arrays["labels"])
             if chi is not None:
                 samples["stability"][ds] = len(chi)
-            if gram_rows is not None:
-                out.save("grams", gram_arrays(gram_rows), ds=ds)
-                samples["grams"][ds] = sum(len(part) for part in gram_rows[0])
     tags = ["all", *(f"{q:03d}" for q in positions)]
     caps = {"ratios": len(positions), "num_grams": args.num_grams, "num_stability": args.num_stability,
             "max_samples": args.max_samples, "stability_variants": args.stability_variants,

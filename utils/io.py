@@ -84,11 +84,24 @@ def load_json(path: str | os.PathLike, required: Iterable[str] = ()) -> dict:
     return obj
 
 
+class Deferred:
+    """An array that save_npz computes only when it writes it (numpy's writer takes one array at a time), so a
+    file of many large arrays never holds more than one of them in memory."""
+
+    def __init__(self, compute: Callable[[], Any]):
+        self.compute = compute
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = _to_numpy(self.compute())
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
 def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
-    """Write named arrays to an uncompressed .npz, atomically (never anonymous `arr_0` keys)."""
+    """Write named arrays to an uncompressed .npz, atomically (never anonymous `arr_0` keys); a Deferred value is
+    computed when its turn to be written comes."""
     if not arrays:
         raise ValueError("save_npz needs at least one named array")
-    converted = {key: _to_numpy(value) for key, value in arrays.items()}
+    converted = {key: value if isinstance(value, Deferred) else _to_numpy(value) for key, value in arrays.items()}
     return atomic_write(path, lambda handle: np.savez(handle, **converted))
 
 
