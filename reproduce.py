@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -251,7 +252,10 @@ class Chain:
                     command.status = "busy"
             for command in self.commands:
                 if command.status == "pending":
-                    run_command(command, self)
+                    if STOPPING.is_set():  # stop_on_sigterm: start nothing new
+                        command.status = "interrupted"
+                    else:
+                        run_command(command, self)
                 if progress is not None:
                     progress.update(1)
                 if command.status in ("failed", "interrupted"):
@@ -273,6 +277,20 @@ class Chain:
         if _in_slurm_job():
             _survive_own_requeue()
         return submitit.helpers.DelayedSubmission(self)
+
+
+STOPPING = threading.Event()   # set by SIGTERM to a local reproduce.py
+RUNNING: set[StageProcess] = set()
+
+
+def stop_on_sigterm(signum=None, frame=None) -> None:
+    """The local launcher's SIGTERM handler (`kill` of reproduce.py, which, unlike Ctrl-C's SIGINT, reaches no
+    stage): SIGTERM the running stages (training saves last.pt) and start nothing more, so the grid ends as
+    'interrupted' and a rerun of the same command continues."""
+    STOPPING.set()
+    for process in list(RUNNING):
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
 
 
 def _in_slurm_job() -> bool:
@@ -343,12 +361,16 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job())
         if chain is not None:
             chain._running = process
+        RUNNING.add(process)
+        if STOPPING.is_set():  # SIGTERM came while it was starting
+            process.send_signal(signal.SIGTERM)
         try:
             returncode = process.wait()
         except BaseException:  # submitit ending this attempt for a requeue, or Ctrl-C: let the stage save first
             _stop(process)
             raise
         finally:
+            RUNNING.discard(process)
             if chain is not None:
                 chain._running = None
     command.seconds = time.perf_counter() - started
@@ -810,24 +832,30 @@ def main(argv=None) -> int:
     if args.force:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
+    if args.launcher == "local":
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     chains = launch(chains, args)
     failed_groups = {c.lock.parents[2] for c in chains
                      if any(x.status in ("failed", "interrupted") for x in c.commands)}
     for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
-        if command.group not in failed_groups and not failed_groups.intersection(command.needs):
+        if STOPPING.is_set():
+            command.status = "interrupted"
+        elif command.group not in failed_groups and not failed_groups.intersection(command.needs):
             run_command(command)
             if command.status in ("failed", "interrupted"):
                 failed_groups.add(command.group)
     ran = [c for chain in chains for c in chain.commands] + group_cmds
     reports = [command.log.parent / "report.md" for command in final]   # averaging: one per workdir
     for command, report in zip(final, reports):
-        if any(c.status == "done" for c in ran) or not report.is_file():
+        if STOPPING.is_set():
+            command.status = "interrupted"
+        elif any(c.status == "done" for c in ran) or not report.is_file():
             run_command(command)
     status = summarize(ran + final)
     for report in reports:
         if report.is_file():
             print(f"report: {report}")
-    return status
+    return EXIT_INTERRUPTED if STOPPING.is_set() else status
 
 
 def _union(sequences) -> tuple:

@@ -121,6 +121,30 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     assert [c.status for c in again.commands] == ["interrupted", "pending"]
 
 
+def test_sigterm_to_reproduce_stops_its_running_stage_which_saves(tmp_path):
+    """`kill PID` of a local reproduce.py reaches its forked stage too: training saves last.pt and stops (no
+    orphan keeps training), nothing new starts, and the grid exits 143 saying to rerun."""
+    import signal
+    import time
+
+    run = RunDir.of(tmp_path, "digits", "lenet", 0)
+    grid = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--paper", "000", "--workdir", str(tmp_path),
+                             *GRID[:2], "--seeds", "0", "--epochs", "500", *GRID[4:]], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    log = run.root / "train_log.csv"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) > 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    grid.send_signal(signal.SIGTERM)
+    out, _ = grid.communicate(timeout=120)
+    assert grid.returncode == 143, out
+    assert "INTERRUPTED train" in out and "0 failed, 1 interrupted" in out
+    assert (run.root / "checkpoints" / "last.pt").is_file()
+    epochs = len(log.read_text().splitlines())
+    time.sleep(3)
+    assert len(log.read_text().splitlines()) == epochs < 501  # the stage stopped with reproduce.py
+
+
 def _flag(argv: list[str], flag: str) -> list[str]:
     """The values after `flag` in an argv (up to the next flag); [] when absent."""
     if flag not in argv:
