@@ -88,7 +88,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from measures.ood import patch_energy, projection_energy
+from measures.ood import patch_energy, projection_energy, squared_norms
 from measures.spectra import WeightSVD, rank_at_ratio, threshold_ratios, truncate, weight_svd
 from pipeline.contract import StageOutput, open_stage
 from pipeline.evaluation import (
@@ -239,9 +239,6 @@ def projector_weight(layer: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     return rows.reshape(rows.shape[0], *layer.weight.shape[1:])
 
 
-def energy(x: torch.Tensor) -> torch.Tensor:
-    """||x||^2 per sample, accumulated in float64: (B, ...) -> (B,)."""
-    return x.flatten(1).square().sum(1, dtype=torch.float64)
 
 
 def has_corner_bug(layer: nn.Module, x: torch.Tensor) -> bool:
@@ -275,7 +272,7 @@ class BatchReducer:
         norm0 = patch_energy(x, layer)
         if self.corner_bug:
             norm0 = norm0 + corner_bug_offset(x, layer)
-        return {"norm00": energy(x), "norm0": norm0,
+        return {"norm00": squared_norms(x), "norm0": norm0,
                 "norm1": projection_energy(x, layer, self.weights[index]), "head": x[:self.keep].clone()}
 
 
@@ -298,10 +295,10 @@ def sensitivities(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, cl
     chi_m = ||f_m(x~) - f_m(x)||^2 / ||f_m(x)||^2 for the clean features `clean` and logits `clean_logits`.
     """
     n, L = x.shape[0], len(layers)
-    scales = [energy(f) for f in clean] + [energy(clean_logits)]
+    scales = [squared_norms(f) for f in clean] + [squared_norms(clean_logits)]
     chi = torch.full((n, len(perturbed), L + 1), float("nan"), dtype=torch.float64, device=x.device)
     for p, start in enumerate(perturbed):
-        reduce = lambda m, f: energy(f - clean[m]) if m >= start else None  # noqa: E731,B023
+        reduce = lambda m, f: squared_norms(f - clean[m]) if m >= start else None  # noqa: E731,B023
         handle = layers[start].register_forward_pre_hook(perturb_in_place(eta, generator))
         try:
             with LayerTaps(layers, reduce=reduce) as taps:
@@ -309,7 +306,7 @@ def sensitivities(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, cl
         finally:
             handle.remove()
         chi[:, p, start:L] = torch.stack(taps.values[start:], dim=1)
-        chi[:, p, L] = energy(logits - clean_logits)
+        chi[:, p, L] = squared_norms(logits - clean_logits)
     return chi / torch.stack(scales, dim=1)[:, None, :]
 
 
@@ -343,7 +340,8 @@ def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module
         keep = max(0, min(len(x), max(kept.stability, kept.grams) - start))
         reducer = BatchReducer(layers, variant, keep, args.norm0_corner_bug)
         with LayerTaps(layers, reduce=reducer) as taps, \
-                LayerTaps([norms[i] for i in with_bn], reduce=lambda i, y: energy(y), capture="output") as bn_taps:
+                LayerTaps([norms[i] for i in with_bn], reduce=lambda i, y: squared_norms(y),
+                          capture="output") as bn_taps:
             logits = model(x)
         for key in ("norm00", "norm0", "norm1"):
             columns[key].append(torch.stack([value[key] for value in taps.values], dim=1).cpu())

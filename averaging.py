@@ -1,4 +1,4 @@
-"""Across seeds: figures (PNG + PDF), CSV tables and report.md in <workdir>/report/.
+"""Across seeds: figures (PNG + PDF, or PNG alone with --no-pdf), CSV tables and report.md in <workdir>/report/.
 
     python averaging.py --num_seed 10            # seeds 0..9 of every (dataset, model) under --workdir
     python averaging.py --seeds 0 2 3 --workdir runs
@@ -8,11 +8,15 @@ Every (dataset, model) folder whose runs have a finished extract/ is averaged by
 """
 from __future__ import annotations
 
+import importlib
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline import contract
-from reports import Group, ReportOptions, paper_modules
+from reports import Group, ReportOptions, figures, paper_modules
 from utils.cli import ToolkitParser, run_main
 from utils.errors import ToolkitError
 from utils.io import atomic_write
@@ -32,7 +36,15 @@ def parse_args(argv=None):
                              "figure drawn with mean +- std bands (seed000's *-mean figures)")
     parser.add_argument("--per-seed", action="store_true",
                         help="seed000: draw every seed's own curve beside the statistic across seeds")
-    return parser.parse_args(argv)
+    parser.add_argument("--no-pdf", action="store_true",
+                        help="write the figures as PNG only, not also as PDF (drawing takes half the time; the demo "
+                             "of reproduce.py uses it)")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="papers' reports drawn in parallel processes (default: the cores this process may use)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
 
 
 def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
@@ -46,6 +58,21 @@ def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
             if runs:
                 groups.append(Group(dataset_dir.name, model_dir.name, tuple(runs)))
     return groups
+
+
+def _paper_section(module: str, groups: list[Group], out: Path, options: ReportOptions) -> str:
+    return importlib.import_module(module).average(groups, out, options)
+
+
+def paper_sections(groups: list[Group], out: Path, options: ReportOptions, jobs: int) -> list[str]:
+    """Each paper's report section (its figures and tables written into `out`), the papers drawn in up to `jobs`
+    forked processes (matplotlib draws on one core; the papers write disjoint files)."""
+    names = [paper.__name__ for paper in paper_modules()]
+    if jobs <= 1 or len(names) <= 1:
+        return [_paper_section(name, groups, out, options) for name in names]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_paper_section, name, groups, out, options) for name in names]
+        return [future.result() for future in futures]
 
 
 def main(argv=None) -> int:
@@ -65,9 +92,14 @@ def main(argv=None) -> int:
                 print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
     out = report_dir(workdir)
     options = ReportOptions(oracle=args.oracle, mean_std=args.mean_std, per_seed=args.per_seed)
-    sections = [paper.average(groups, out, options) for paper in paper_modules()]
+    if args.no_pdf:
+        figures.FORMATS[:] = ["png"]
+    sections = paper_sections(groups, out, options, args.jobs)
     header = (f"# Report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from {len(groups)} (dataset, model) "
               f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")
+    if args.no_pdf:
+        header += ("\nFigures are PNG only (--no-pdf); for PDFs as well, run averaging.py again with the same "
+                   "flags but --no-pdf.\n")
     text = "\n\n".join([header, *[s for s in sections if s]]) + "\n"
     atomic_write(out / "report.md", lambda handle: handle.write(text.encode()))
     print(f"wrote {out / 'report.md'}")

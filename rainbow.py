@@ -815,15 +815,17 @@ def main(argv=None) -> int:
         # thin: r = min(M N, D) directions of C_j, through an SVD of the M N stacked rows when M N < D (an MLP's
         # first layer: D = 3072), with no D x D matrix; C_j is zero on the rest, so its spectrum is padded with
         # zeros to length D
-        eigenvalues, eigenvectors = al.weight_spectrum(aligned)
+        # C_l's spectrum from the first `count` nets, each computed once (the SVDs are most of this stage's time)
+        by_count = {count: al.weight_spectrum(aligned[:count]) for count in {*counts, 1}}
+        eigenvalues, eigenvectors = by_count[M]
         dim, rank = eigenvectors.shape
         spectra[f"weight_{layer_key(j)}"] = torch.cat([eigenvalues, eigenvalues.new_zeros(dim - rank)])
-        spectra[f"weight_single_{layer_key(j)}"] = al.weight_spectrum(rows(aligned[0]))[0]
+        spectra[f"weight_single_{layer_key(j)}"] = by_count[1][0]
         spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
         weight_spectra.append((eigenvalues, eigenvectors))
         spectrum = np.zeros((len(counts), dim))
         for c, count in enumerate(counts):
-            values = eigenvalues if count == M else al.weight_spectrum(aligned[:count])[0]
+            values = by_count[count][0]
             spectrum[c, :values.numel()] = values.cpu().numpy()
             convergence["operator_error"][c, j] = float(al.relative_operator_error(aligned[:count], aligned))
         convergence[f"spectrum_{layer_key(j)}"] = spectrum
@@ -834,8 +836,7 @@ def main(argv=None) -> int:
             spectra[f"activation_{layer_key(j)}"] = activation_values
             bases[j] = {"weight": weight_basis(aligned, eigenvectors), "activation": activation_vectors,
                         "random": al.random_basis(int(dims[j]), random_generator, device),
-                        "convergence": [weight_basis(aligned[:count], al.weight_spectrum(aligned[:count])[1])
-                                        for count in counts[:-1]]}
+                        "convergence": [weight_basis(aligned[:count], by_count[count][1]) for count in counts[:-1]]}
     out.save("spectra", spectra)
 
     trained = np.array([evaluate(net, data) for net in nets])             # (M, 2): top-1, top-5

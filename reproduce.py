@@ -78,7 +78,7 @@ def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = ()
 SEED000_FULL = ("--batchsize", "128")
 STAGES: tuple[Scheduled, ...] = (
     _scheduled("analysis", demo=("--ratios", "6", "--max-samples", "180", "--num_grams", "180", "--num_stability",
-                                 "100", "--stability_variants", "original"),
+                                 "50", "--stability_variants", "original"),
                full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
                      "--stability_variants", "every"), ood=True),
     _scheduled("features", full=SEED000_FULL, ood=True),
@@ -279,6 +279,25 @@ class Chain:
         return submitit.helpers.DelayedSubmission(self)
 
 
+class ThreadShare:
+    """The cores of a local grid shared among the tasks (chains, group stages) running in parallel (--jobs): a
+    stage gets cores / min(jobs, tasks running) threads when it starts, so what runs alone (the last chain,
+    averaging) gets every core. With --jobs 1 (and on Slurm) stages keep torch's default."""
+
+    def __init__(self):
+        self.jobs, self.running, self.lock = 1, 0, threading.Lock()
+
+    def change(self, delta: int) -> None:
+        with self.lock:
+            self.running += delta
+
+    def threads(self) -> int | None:
+        if self.jobs <= 1:
+            return None
+        return max(1, len(os.sched_getaffinity(0)) // max(1, min(self.jobs, self.running)))
+
+
+THREADS = ThreadShare()
 STOPPING = threading.Event()   # set by SIGTERM to a local reproduce.py
 RUNNING: set[StageProcess] = set()
 
@@ -358,7 +377,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         log.flush()
         # In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and
         # is stopped by Chain.checkpoint with SIGTERM instead, which it handles.
-        process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job())
+        process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads())
         if chain is not None:
             chain._running = process
         RUNNING.add(process)
@@ -441,8 +460,10 @@ def parse_args(argv=None):
     parser.add_argument("--print", action="store_true", help="print the commands, one per line, without running them")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                         help="local processes, Slurm job arrays through submitit, or submitit's local executor")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="local launcher: chains run in parallel, each with cores / N threads")
+    parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+                        help="local launcher: chains run in parallel; a stage gets cores / (chains running) threads, "
+                             "so what runs alone (the last chain, group stages, averaging) gets every core "
+                             "(default: 2, or 1 on one core)")
     parser.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
     parser.add_argument("--time", type=int, default=24 * 60,
@@ -569,8 +590,10 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     final = []
     if wanted is None or "average" in wanted:
         for workdir, seeds in averaged.items():
+            pdf = [] if args.full else ["--no-pdf"]   # the demo draws PNGs only (half the drawing time)
             final.append(Command("average", ["averaging.py", "--workdir", workdir, "--seeds",
-                                              *map(str, sorted(seeds))], None, report_dir(workdir) / "averaging.log"))
+                                              *map(str, sorted(seeds)), *pdf], None,
+                                 report_dir(workdir) / "averaging.log"))
     return chains, group_cmds, final
 
 
@@ -621,6 +644,8 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, workdir: s
             train += ["--recipe", part.recipe]
         if part.save_epochs:
             train += ["--save-epochs", *map(str, part.save_epochs)]
+        if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
+            train.append("--channels-last")
         chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
     for scheduled in (s for s in stages if s.stage.scope == "run"):
         script, *rest = scheduled.argv(mode)
@@ -651,18 +676,82 @@ def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
                    run.root / "logs" / "extract.log")
 
 
+@dataclass
+class _Task:
+    """A chain, or a group stage with the tasks it waits for (run_local)."""
+
+    chain: Chain | None
+    command: Command | None = None
+    needs: list[_Task] = field(default_factory=list)
+    finished: bool = False
+
+    def commands(self) -> list[Command]:
+        return self.chain.commands if self.chain is not None else [self.command]
+
+    def blocked(self) -> bool:
+        """A finished task that failed, was interrupted, or left stages unreached (a skipped group stage)."""
+        return any(c.status in ("failed", "interrupted", "pending") for c in self.commands())
+
+
+def run_local(chains: list[Chain], group_cmds: list[Command], jobs: int) -> None:
+    """The local launcher: the chains and the group stages on `jobs` worker threads.
+
+    A group stage (rainbow, its runs' extraction) waits for every chain and earlier group stage of its group and
+    of the groups it needs, and is skipped when one of them failed; once ready it goes ahead of the chains not
+    yet started. The chains of groups with group stages start first, so those stages overlap the other chains."""
+    def group(chain: Chain) -> Path:
+        return chain.lock.parents[2]
+
+    with_group_stages = {c.group for c in group_cmds} | {g for c in group_cmds for g in c.needs}
+    pending = [_Task(chain) for chain in sorted(chains, key=lambda c: group(c) not in with_group_stages)]
+    placed: dict[Path, list[_Task]] = {}
+    for task in pending:
+        placed.setdefault(group(task.chain), []).append(task)
+    for command in group_cmds:
+        task = _Task(None, command, [t for g in (command.group, *command.needs) for t in placed.get(g, [])])
+        placed.setdefault(command.group, []).append(task)
+        pending.append(task)
+    ready = threading.Condition()
+    bar = tqdm(total=sum(len(t.commands()) for t in pending), desc="grid", unit="stage", dynamic_ncols=True)
+
+    def next_task() -> _Task | None:
+        with ready:
+            while pending:
+                runnable = [t for t in pending if all(n.finished for n in t.needs)]
+                if runnable:
+                    task = min(runnable, key=lambda t: t.chain is not None)  # a ready group stage first
+                    pending.remove(task)
+                    return task
+                ready.wait()
+            return None
+
+    def work() -> None:
+        while (task := next_task()) is not None:
+            THREADS.change(+1)
+            try:
+                if task.chain is not None:
+                    task.chain(bar)
+                elif STOPPING.is_set():
+                    task.command.status = "interrupted"
+                elif not any(n.blocked() for n in task.needs):
+                    run_command(task.command)
+                    bar.update(1)
+            finally:
+                THREADS.change(-1)
+                with ready:
+                    task.finished = True
+                    ready.notify_all()
+
+    with bar, ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(work) for _ in range(jobs)]:
+            future.result()
+
+
 def launch(chains: list[Chain], args) -> list[Chain]:
-    """Run the chains with the chosen launcher; returns them with their statuses filled in.
+    """Run the chains on Slurm or submitit's local executor; returns them with their statuses filled in.
 
     On Slurm the chains go out as one job array and this waits until every one has finished, following
     requeues (time limit, pre-emption), so what comes after (group stages, averaging) sees finished chains."""
-    if args.launcher == "local":
-        total = sum(len(c.commands) for c in chains)
-        with tqdm(total=total, desc="grid", unit="stage", dynamic_ncols=True) as bar:
-            if args.jobs <= 1:
-                return [chain(bar) for chain in chains]
-            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-                return list(pool.map(lambda c: c(bar), chains))
     if not chains:
         return []
     import submitit
@@ -819,6 +908,17 @@ def summarize(commands: list[Command]) -> int:
     return 1 if counts["failed"] or counts["interrupted"] else 0
 
 
+def run_group_stages(chains: list[Chain], group_cmds: list[Command]) -> None:
+    """After Slurm's chains: each group stage in order, skipped when a chain or stage of its groups failed."""
+    failed_groups = {c.lock.parents[2] for c in chains
+                     if any(x.status in ("failed", "interrupted") for x in c.commands)}
+    for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
+        if command.group not in failed_groups and not failed_groups.intersection(command.needs):
+            run_command(command)
+            if command.status in ("failed", "interrupted"):
+                failed_groups.add(command.group)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     parts = resolve_grid(args)
@@ -829,21 +929,16 @@ def main(argv=None) -> int:
         return 0
     if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # N processes x all cores would oversubscribe
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    THREADS.jobs = args.jobs
     if args.force:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
     if args.launcher == "local":
         signal.signal(signal.SIGTERM, stop_on_sigterm)
-    chains = launch(chains, args)
-    failed_groups = {c.lock.parents[2] for c in chains
-                     if any(x.status in ("failed", "interrupted") for x in c.commands)}
-    for command in group_cmds:  # a group stage needs every seed of its group, its extraction the group stage
-        if STOPPING.is_set():
-            command.status = "interrupted"
-        elif command.group not in failed_groups and not failed_groups.intersection(command.needs):
-            run_command(command)
-            if command.status in ("failed", "interrupted"):
-                failed_groups.add(command.group)
+        run_local(chains, group_cmds, args.jobs)
+    else:
+        chains = launch(chains, args)   # submitit returns the chains it ran (copies)
+        run_group_stages(chains, group_cmds)
     ran = [c for chain in chains for c in chain.commands] + group_cmds
     reports = [command.log.parent / "report.md" for command in final]   # averaging: one per workdir
     for command, report in zip(final, reports):
@@ -855,7 +950,33 @@ def main(argv=None) -> int:
     for report in reports:
         if report.is_file():
             print(f"report: {report}")
+    if not args.full and status == 0:
+        print(full_run_summary(args))
     return EXIT_INTERRUPTED if STOPPING.is_set() else status
+
+
+def full_run_summary(args) -> str:
+    """What the papers' own grids (--full) add to the demo just run: per paper its runs, epochs and stages."""
+    papers = list(PAPER_ORDER) if args.paper == "all" else [args.paper]
+    lines = ["This was the demo. Each paper's published grid (python reproduce.py --paper P --full --print lists "
+             "its commands; CIFAR and SVHN are read from torchvision's files under --data-root, README: Data):"]
+    for paper in papers:
+        grid = FULL_GRIDS[paper]
+        parts = grid if isinstance(grid, tuple) else (grid,)
+        full = parse_args(["--paper", paper, "--full", "--workdir", args.workdir])
+        with contextlib.redirect_stderr(io.StringIO()):  # the grid's notes are --full's to print
+            chains, group_cmds, _ = build_plan(full, resolve_grid(full))
+        commands = [c for chain in chains for c in chain.commands] + group_cmds
+        trainings = sum(c.stage == "train" for c in commands)
+        what = "; ".join(f"{'/'.join(p.traindata)} x {len(p.models)} models x {len(p.seeds)} seeds, {p.epochs} epochs"
+                         for p in parts)
+        lines.append(f"  {paper}: {trainings} training(s), {len(commands) - trainings} measuring stages ({what})")
+    if "000" in papers:
+        full, demo = (dict(zip(flags[0::2], flags[1::2])) for flags in (STAGES[0].full, STAGES[0].demo))
+        lines.append("  000's analysis there: " + ", ".join(
+            f"{flag} {full[flag]} (demo {demo[flag]})" for flag in ("--ratios", "--num_grams", "--num_stability",
+                                                                    "--stability_variants")))
+    return "\n".join(lines)
 
 
 def _union(sequences) -> tuple:

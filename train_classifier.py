@@ -48,7 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--bf16", action="store_true",
                         help="bf16 autocast of forward and loss (weights and optimiser stay float32); for GPUs")
     parser.add_argument("--channels-last", action="store_true",
-                        help="channels_last memory layout for the convolutions (faster on recent GPUs)")
+                        help="channels_last memory layout for the convolutions (faster on recent GPUs, and on CPU: "
+                             "1.36x for resnet18 at width 0.25 on one core; reproduce.py's demo uses it)")
     parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                         help="torch.compile the forward passes with this backend (default inductor; it pays off "
                              "on GPUs over many epochs, and the first batches compile for about a minute); an "

@@ -17,17 +17,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+from reports import PAPERS
+
 # What nearly every stage imports, slowest first: torch (~2 s), the optimisers' torch._dynamo (~4 s, on the first
-# optimiser built), scikit-learn (~3 s, loading the bundled digits).
+# optimiser built), scikit-learn (~3 s, loading the bundled digits); extract and averaging: matplotlib and the
+# report modules (~2 s; reports.figures selects the Agg backend first).
 # pipeline.forkserver_init (first) makes the server outlive the SIGTERM that Slurm sends to every process of a job.
 PRELOAD = ["pipeline.forkserver_init", "torch", "torch._dynamo", "torchvision", "numpy", "scipy.linalg",
-           "scipy.stats", "sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "tqdm"]
+           "scipy.stats", "sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "tqdm", "reports.figures",
+           *(f"reports.{paper}" for paper in PAPERS)]
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
-def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool) -> None:
-    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_path`."""
+def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None) -> None:
+    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_path`, with `threads` intra-op
+    threads (None: torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if ignore_usr2:  # Slurm's time-limit warning reaches every process; Chain.checkpoint stops the stage
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -47,9 +56,9 @@ def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool) ->
 class StageProcess:
     """A running stage with the part of subprocess.Popen's interface that reproduce.py uses."""
 
-    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False):
-        self._process = _CONTEXT.Process(target=_run_script, args=(str(root), list(argv), str(log), ignore_usr2),
-                                         name=Path(argv[0]).stem)
+    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False, threads: int | None = None):
+        self._process = _CONTEXT.Process(target=_run_script, name=Path(argv[0]).stem,
+                                         args=(str(root), list(argv), str(log), ignore_usr2, threads))
         self._process.start()
         self.pid = self._process.pid
 

@@ -1,4 +1,4 @@
-"""One figure style for every report: paper-ready PNG + PDF, written atomically, no display needed."""
+"""One figure style for every report: PNG and paper-ready PDF, written atomically, no display needed."""
 from __future__ import annotations
 
 import csv
@@ -27,11 +27,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kwargs)
 
 
+FORMATS = ["png", "pdf"]  # what save_figure writes; averaging.py --no-pdf leaves out the PDF (half the drawing)
+
+
 def save_figure(fig, out_dir: Path, stem: str) -> Path:
-    """Write `stem.png` and `stem.pdf` into out_dir atomically; returns the PNG path."""
+    """Write `stem.png` and (unless --no-pdf) `stem.pdf` into out_dir atomically; returns the PNG path."""
     out_dir = Path(out_dir)
     fig.tight_layout()
-    for ext in ("pdf", "png"):
+    for ext in FORMATS:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=ext)
         data = buffer.getvalue()

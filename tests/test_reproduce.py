@@ -145,6 +145,36 @@ def test_sigterm_to_reproduce_stops_its_running_stage_which_saves(tmp_path):
     assert len(log.read_text().splitlines()) == epochs < 501  # the stage stopped with reproduce.py
 
 
+def test_local_grid_runs_a_group_stage_once_its_group_is_done_ahead_of_other_chains(tmp_path):
+    """run_local: the chains of a group with a group stage go first, its stage runs as soon as they are done (before
+    the other group's chains), and is skipped (left pending) when one of its chains failed."""
+    order = tmp_path / "order.txt"
+
+    def command(name, group, fail=False):
+        script = tmp_path / f"{name}.py"
+        script.write_text(f"open({str(order)!r}, 'a').write('{name} ')\n" + ("raise SystemExit(1)\n" if fail else ""))
+        return reproduce.Command(name, [str(script)], None, tmp_path / f"{name}.log", group=tmp_path / group)
+
+    def chain(name, group, fail=False):
+        lock = tmp_path / group / name / "logs" / ".lock"
+        lock.parent.mkdir(parents=True)
+        return reproduce.Chain(f"{group}/{name}", lock, [command(name, group, fail)])
+
+    for jobs, broken in ((1, False), (2, False), (1, True)):
+        order.write_text("")
+        chains = [chain(f"b{i}", f"B{jobs}{broken}") for i in range(2)]
+        chains += [chain(f"a{i}", f"A{jobs}{broken}", fail=broken and i == 1) for i in range(2)]
+        stage = command("gA", f"A{jobs}{broken}")
+        reproduce.run_local(chains, [stage], jobs)
+        ran = order.read_text().split()
+        if broken:
+            assert ran == ["a0", "a1", "b0", "b1"] and stage.status == "pending"
+        else:
+            assert stage.status == "done" and ran.index("gA") > max(ran.index("a0"), ran.index("a1"))
+        if jobs == 1 and not broken:
+            assert ran == ["a0", "a1", "gA", "b0", "b1"]
+
+
 def _flag(argv: list[str], flag: str) -> list[str]:
     """The values after `flag` in an argv (up to the next flag); [] when absent."""
     if flag not in argv:
