@@ -8,10 +8,19 @@ process, one after the other, and os.wait4 gives that process's own peak RSS (no
 as getrusage would). `--set FLAG=VALUE` replaces the value of --FLAG in every command that has it (e.g. measure
 6 of the 53 thresholds and project the rest). A failed command is recorded with its exit status and the grid
 goes on. Prints a markdown table (stage, run, wall s, peak RSS GB, status) and writes it to --out when given.
+
+`--samples N1 N2 ...` measures how the stages grow with the sample size: the grid runs once as it is (training
+included), then its measuring stages again with --force at each N (--num_grams, --num_stability and --P set to N),
+and the table gives wall time and peak RSS per N with the log-log slope between the first and the last N
+(1: linear; 2: the n x n Gram quantities of seed000 §6.4, §8). Stages without a sample-size flag are left out.
+
+    python benchmarks/stage_cost.py --samples 500 1000 2000 --set ratios=2 -- --full --paper 000 --traindata mnist \
+        --models resnet18 --seeds 0 --width 0.25 --epochs 1 --stages train analysis kernels stability
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
@@ -64,26 +73,71 @@ def measure(argv: list[str], log: Path) -> tuple[float, float, int]:
     return time.perf_counter() - started, usage.ru_maxrss / 2 ** 20, process.returncode
 
 
+SAMPLE_FLAGS = ("num_grams", "num_stability", "P")   # the flags that set a stage's sample size n
+SIZED_BY = {"kernels.py": "analyzing.py"}           # a stage whose n is that of the stage it reads
+
+
+def sized(argv: list[str]) -> bool:
+    """Whether the command's cost depends on the sample size (it has a sample-size flag, or reads one that has)."""
+    return argv[0] in SIZED_BY or any(f"--{flag}" in argv for flag in SAMPLE_FLAGS)
+
+
+def slope(first: tuple[int, float], last: tuple[int, float]) -> float:
+    """log-log growth exponent between two (n, value) points."""
+    return math.log(last[1] / first[1]) / math.log(last[0] / first[0])
+
+
+def scaling(commands: list[list[str]], samples: list[int], log: Path) -> str:
+    """The markdown table of wall time and peak RSS of every sample-sized command at each n (module docstring)."""
+    for command in commands:   # once as listed: trainings and the stages the sized ones read
+        measure(command, log)
+    head = " | ".join(f"n={n:,} s / GB" for n in samples)
+    rows = [f"| stage | run | {head} | growth of time, RSS |", "|---|---|" + "---|" * len(samples) + "---|"]
+    for command in filter(sized, commands):
+        points = []
+        for n in samples:
+            upstream = [c for c in commands if SIZED_BY.get(command[0]) == c[0] and run_label(c) == run_label(command)]
+            for before in upstream:   # the stage this one reads, at n
+                measure([*with_values(before, dict.fromkeys(SAMPLE_FLAGS, str(n))), "--force"], log)
+            seconds, rss, status = measure([*with_values(command, dict.fromkeys(SAMPLE_FLAGS, str(n))), "--force"],
+                                           log)
+            points.append((n, seconds, rss, status))
+        cells = " | ".join(f"{s:.0f} / {r:.2f}" if status == 0 else f"exit {status}" for _, s, r, status in points)
+        growth = (f"n^{slope(points[0][:2], points[-1][:2]):.2f}, "
+                  f"n^{slope((points[0][0], points[0][2]), (points[-1][0], points[-1][2])):.2f}")
+        rows.append(f"| {stage_name(command)} | {run_label(command)} | {cells} | {growth} |")
+        print(rows[-1], flush=True)
+    return "\n".join(rows) + "\n"
+
+
+def costs(commands: list[list[str]], log: Path) -> str:
+    """The markdown table of wall time and peak RSS of every command, run once each in order."""
+    rows = ["| stage | run | wall s | peak RSS GB | status |", "|---|---|---|---|---|"]
+    total = 0.0
+    for command in commands:
+        seconds, rss, status = measure(command, log)
+        total += seconds
+        rows.append(f"| {stage_name(command)} | {run_label(command)} | {seconds:.0f} | {rss:.2f} | "
+                    f"{'ok' if status == 0 else f'exit {status}'} |")
+        print(rows[-1], flush=True)
+    rows.append(f"| all | | {total:.0f} | | |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
                         help="replace --FLAG's value in every command that has it")
     parser.add_argument("--log", type=Path, default=Path("stage_cost.log"), help="the commands' output")
+    parser.add_argument("--samples", type=int, nargs="+", default=None, metavar="N",
+                        help="measure the sample-sized stages at each N instead (module docstring)")
     parser.add_argument("reproduce_args", nargs=argparse.REMAINDER, help="-- then reproduce.py's flags")
     args = parser.parse_args(argv)
-    reproduce_args = [a for a in args.reproduce_args if a != "--"]
-    rows = ["| stage | run | wall s | peak RSS GB | status |", "|---|---|---|---|---|"]
-    total = 0.0
     values = dict(item.split("=", 1) for item in args.set)
-    for command in (with_values(c, values) for c in grid_commands(reproduce_args)):
-        seconds, rss, status = measure(command, args.log.resolve())
-        total += seconds
-        rows.append(f"| {stage_name(command)} | {run_label(command)} | {seconds:.0f} | {rss:.2f} | "
-                    f"{'ok' if status == 0 else f'exit {status}'} |")
-        print(rows[-1], flush=True)
-    rows.append(f"| all | | {total:.0f} | | |")
-    table = "\n".join(rows) + "\n"
+    commands = [with_values(c, values) for c in grid_commands([a for a in args.reproduce_args if a != "--"])]
+    log = args.log.resolve()
+    table = scaling(commands, args.samples, log) if args.samples else costs(commands, log)
     print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
