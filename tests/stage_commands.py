@@ -108,7 +108,9 @@ STAGES = {
                               "stability fresh", "stability shuffled2", "laplacian", "scale1d", "decompose validate",
                               "decompose essential", "decompose finetune"]),
     "extractor rainbow": Stage(["extractor.py", *RAINBOW], "extract", model=MLP, needs=["rainbow"]),
-    "averaging": Stage(["averaging.py"], "", needs=["extractor", "extractor rainbow"], force=False),
+    # one process: the fault test counts and kills at the writes of the process it runs (the parallel drawing is
+    # compared with this in test_seed000_stages.py)
+    "averaging": Stage(["averaging.py", "--jobs", "1"], "", needs=["extractor", "extractor rainbow"], force=False),
 }
 
 

@@ -345,6 +345,24 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
 
 
+def test_papers_drawn_in_parallel_write_what_one_process_writes(run, workdir):
+    """averaging.py --jobs 2 (the papers' reports in forked processes) gives the report and tables of --jobs 1;
+    --no-pdf leaves the PDFs out and says so."""
+    report = workdir / "report"
+    outputs = {}
+    for jobs in ("1", "2"):
+        shutil.rmtree(report, ignore_errors=True)
+        assert averaging.main(["--workdir", str(workdir), "--jobs", jobs]) == 0
+        text = (report / "report.md").read_text().split("\n", 3)[3]   # without the "Generated <time>" line
+        outputs[jobs] = (text, {p.name: p.read_bytes() for p in report.glob("*.csv")},
+                         sorted(p.name for p in report.glob("*.p*")))
+    assert outputs["1"] == outputs["2"] and outputs["1"][1] and any(n.endswith(".pdf") for n in outputs["1"][2])
+    shutil.rmtree(report)
+    assert averaging.main(["--workdir", str(workdir), "--no-pdf"]) == 0
+    assert not list(report.glob("*.pdf")) and list(report.glob("*.png"))
+    assert "PNG only" in (report / "report.md").read_text()
+
+
 def test_ratio_positions_depend_on_the_count_only():
     """Every seed evaluates the same thresholds: round(linspace(0, 52, N)), whatever its ranks."""
     assert analyzing.ratio_positions(53) == list(range(53))
