@@ -827,7 +827,8 @@ def main(argv=None) -> int:
         for c, count in enumerate(counts):
             values = by_count[count][0]
             spectrum[c, :values.numel()] = values.cpu().numpy()
-            convergence["operator_error"][c, j] = float(al.relative_operator_error(aligned[:count], aligned))
+            if count < M:  # C_l from all M nets against itself is 0
+                convergence["operator_error"][c, j] = float(al.relative_operator_error(aligned[:count], aligned))
         convergence[f"spectrum_{layer_key(j)}"] = spectrum
         if j < L - 1:
             gauss.append(gaussianity(aligned, eigenvalues, eigenvectors, args.ks_ranks))

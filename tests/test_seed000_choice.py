@@ -230,4 +230,4 @@ def test_full_grid_measures_at_the_papers_sizes_and_passes_the_ood_choice(capsys
     kernels.parse_args(argv["kernels"])
     demo = analyzing.parse_args(printed(capsys)["analysis"])
     demo_caps = (demo.ratios, demo.max_samples, demo.num_grams, demo.num_stability, demo.ood_sets)
-    assert demo_caps == (6, 180, 180, 50, None)
+    assert demo_caps == (6, 150, 150, 50, None)

@@ -12,16 +12,19 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from utils.errors import ToolkitError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -126,6 +129,8 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
 
     The checkpoint is serialised in memory first, so a full disk surfaces as an OSError of the write (a one-line
     error, `disk_full_message`) rather than as an error deep inside torch's zip writer."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getbuffer()
@@ -134,6 +139,8 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
 
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Read a checkpoint with `weights_only=True`: a pickle that would run code is refused, never executed."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"missing checkpoint {path}")
@@ -144,8 +151,15 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ToolkitError(f"{path} is not a readable checkpoint ({reason})") from err
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether `value` is a torch.Tensor, without importing torch (none exists before torch is imported): tools
+    such as reproduce.py use this module and start faster without torch."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return value.detach().cpu().numpy()
     return np.asarray(value)
 
@@ -153,7 +167,7 @@ def _to_numpy(value: Any) -> np.ndarray:
 def _json_default(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
+    if isinstance(value, np.ndarray) or _is_tensor(value):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)

@@ -19,11 +19,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from utils.errors import ToolkitError
 from utils.io import load_json, save_json
+
+if TYPE_CHECKING:
+    import torch
 
 DONE_FILE = "_done.json"
 CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
@@ -146,6 +148,8 @@ def write_config(run: RunDir, device: torch.device | str, **sections) -> Path:
     """Write the run's config.json: `sections` (flags, argv, model, data, recipe, ...; the keys pipeline.loaded
     reads) plus the versions, git commit, time and device, atomically. train_classifier.py and import_weights.py
     write every config through here."""
+    import torch
+
     return save_json(run.config, {
         **sections,
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
