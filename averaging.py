@@ -98,7 +98,7 @@ def main(argv=None) -> int:
               f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")
     if args.no_pdf:
         header += ("\nFigures are PNG only (--no-pdf); for PDFs as well, run averaging.py again with the same "
-                   "flags but --no-pdf.\n")
+                   "flags, leaving out --no-pdf.\n")
     text = "\n\n".join([header, *[s for s in sections if s]]) + "\n"
     atomic_write(out / "report.md", lambda handle: handle.write(text.encode()))
     print(f"wrote {out / 'report.md'}")

@@ -10,9 +10,10 @@ as getrusage would). `--set FLAG=VALUE` replaces the value of --FLAG in every co
 goes on. Prints a markdown table (stage, run, wall s, peak RSS GB, status) and writes it to --out when given.
 
 `--samples N1 N2 ...` measures how the stages grow with the sample size: the grid runs once as it is (training
-included), then its measuring stages again with --force at each N (--num_grams, --num_stability and --P set to N),
-and the table gives wall time and peak RSS per N with the log-log slope between the first and the last N
-(1: linear; 2: the n x n Gram quantities of seed000 §6.4, §8). Stages without a sample-size flag are left out.
+included), then for each N its sample-sized stages again, in order, with --force (--num_grams, --num_stability and
+--P set to N; kernels.py reads the analysis just made). The table gives wall time and peak RSS per N with the
+log-log slope between the first and the last N (1: linear; 2: the n x n Gram quantities of seed000 §6.4, §8).
+Stages without a sample size are left out.
 
     python benchmarks/stage_cost.py --samples 500 1000 2000 --set ratios=2 -- --full --paper 000 --traindata mnist \
         --models resnet18 --seeds 0 --width 0.25 --epochs 1 --stages train analysis kernels stability
@@ -74,12 +75,12 @@ def measure(argv: list[str], log: Path) -> tuple[float, float, int]:
 
 
 SAMPLE_FLAGS = ("num_grams", "num_stability", "P")   # the flags that set a stage's sample size n
-SIZED_BY = {"kernels.py": "analyzing.py"}           # a stage whose n is that of the stage it reads
+READS_SIZED = ("kernels.py",)                        # stages whose n is that of the analysis they read
 
 
 def sized(argv: list[str]) -> bool:
     """Whether the command's cost depends on the sample size (it has a sample-size flag, or reads one that has)."""
-    return argv[0] in SIZED_BY or any(f"--{flag}" in argv for flag in SAMPLE_FLAGS)
+    return argv[0] in READS_SIZED or any(f"--{flag}" in argv for flag in SAMPLE_FLAGS)
 
 
 def slope(first: tuple[int, float], last: tuple[int, float]) -> float:
@@ -88,25 +89,26 @@ def slope(first: tuple[int, float], last: tuple[int, float]) -> float:
 
 
 def scaling(commands: list[list[str]], samples: list[int], log: Path) -> str:
-    """The markdown table of wall time and peak RSS of every sample-sized command at each n (module docstring)."""
+    """The markdown table of wall time and peak RSS of every sample-sized command at each n (module docstring).
+    For each n the sized commands run in the grid's order, so kernels.py reads the analysis just made at n."""
     for command in commands:   # once as listed: trainings and the stages the sized ones read
         measure(command, log)
+    sized_commands = list(filter(sized, commands))
+    points: dict[int, list] = {index: [] for index in range(len(sized_commands))}
+    for n in samples:
+        for index, command in enumerate(sized_commands):
+            argv = [*with_values(command, dict.fromkeys(SAMPLE_FLAGS, str(n))), "--force"]
+            points[index].append((n, *measure(argv, log)))
+            print(f"n={n} {stage_name(command)} {run_label(command)}: {points[index][-1][1]:.0f} s, "
+                  f"{points[index][-1][2]:.2f} GB", flush=True)
     head = " | ".join(f"n={n:,} s / GB" for n in samples)
     rows = [f"| stage | run | {head} | growth of time, RSS |", "|---|---|" + "---|" * len(samples) + "---|"]
-    for command in filter(sized, commands):
-        points = []
-        for n in samples:
-            upstream = [c for c in commands if SIZED_BY.get(command[0]) == c[0] and run_label(c) == run_label(command)]
-            for before in upstream:   # the stage this one reads, at n
-                measure([*with_values(before, dict.fromkeys(SAMPLE_FLAGS, str(n))), "--force"], log)
-            seconds, rss, status = measure([*with_values(command, dict.fromkeys(SAMPLE_FLAGS, str(n))), "--force"],
-                                           log)
-            points.append((n, seconds, rss, status))
-        cells = " | ".join(f"{s:.0f} / {r:.2f}" if status == 0 else f"exit {status}" for _, s, r, status in points)
-        growth = (f"n^{slope(points[0][:2], points[-1][:2]):.2f}, "
-                  f"n^{slope((points[0][0], points[0][2]), (points[-1][0], points[-1][2])):.2f}")
+    for index, command in enumerate(sized_commands):
+        found = points[index]
+        cells = " | ".join(f"{s:.0f} / {r:.2f}" if status == 0 else f"exit {status}" for _, s, r, status in found)
+        growth = (f"n^{slope(found[0][:2], found[-1][:2]):.2f}, "
+                  f"n^{slope((found[0][0], found[0][2]), (found[-1][0], found[-1][2])):.2f}")
         rows.append(f"| {stage_name(command)} | {run_label(command)} | {cells} | {growth} |")
-        print(rows[-1], flush=True)
     return "\n".join(rows) + "\n"
 
 
