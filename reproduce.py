@@ -283,8 +283,9 @@ class Chain:
 
 class ThreadShare:
     """The cores of a local grid shared among the tasks (chains, group stages) running in parallel (--jobs): a
-    stage gets cores / min(jobs, tasks running) threads when it starts, so what runs alone (the last chain,
-    averaging) gets every core. With --jobs 1 (and on Slurm) stages keep torch's default."""
+    stage gets cores / min(jobs, tasks running) threads when it starts (torch.set_num_threads in the stage), so
+    what runs alone (the last chain, averaging) gets every core; on Slurm a chain's stages get its job's cores.
+    OMP_NUM_THREADS, when set, is the number of cores to share."""
 
     def __init__(self):
         self.jobs, self.running, self.lock = 1, 0, threading.Lock()
@@ -293,10 +294,9 @@ class ThreadShare:
         with self.lock:
             self.running += delta
 
-    def threads(self) -> int | None:
-        if self.jobs <= 1:
-            return None
-        return max(1, len(os.sched_getaffinity(0)) // max(1, min(self.jobs, self.running)))
+    def threads(self) -> int:
+        cores = int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))  # a user's cap first
+        return max(1, cores // max(1, min(self.jobs, self.running)))
 
 
 THREADS = ThreadShare()
@@ -735,10 +735,11 @@ def run_local(chains: list[Chain], group_cmds: list[Command], jobs: int) -> None
             try:
                 if task.chain is not None:
                     task.chain(bar)
-                elif STOPPING.is_set():
-                    task.command.status = "interrupted"
-                elif not any(n.blocked() for n in task.needs):
-                    run_command(task.command)
+                else:
+                    if STOPPING.is_set():
+                        task.command.status = "interrupted"
+                    elif not any(n.blocked() for n in task.needs):  # else left pending: not reached
+                        run_command(task.command)
                     bar.update(1)
             finally:
                 THREADS.change(-1)
@@ -747,8 +748,13 @@ def run_local(chains: list[Chain], group_cmds: list[Command], jobs: int) -> None
                     ready.notify_all()
 
     with bar, ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(work) for _ in range(jobs)]:
-            future.result()
+        futures = [pool.submit(work) for _ in range(jobs)]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:  # Ctrl-C: stop the running stages as SIGTERM does, let the workers wind down
+            stop_on_sigterm()
+            raise
 
 
 def launch(chains: list[Chain], args) -> list[Chain]:
@@ -931,9 +937,8 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())
         return 0
-    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # N processes x all cores would oversubscribe
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     THREADS.jobs = args.jobs
+    STOPPING.clear()
     if args.force:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")

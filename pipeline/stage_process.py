@@ -33,7 +33,7 @@ _CONTEXT.set_forkserver_preload(PRELOAD)
 def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None) -> None:
     """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_path`, with `threads` intra-op
     threads (None: torch's default)."""
-    if threads is not None:
+    if threads is not None:  # the server's torch is imported, so this costs nothing
         import torch
 
         torch.set_num_threads(threads)

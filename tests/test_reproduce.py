@@ -1,8 +1,11 @@
 """reproduce.py: grids through submitit's local executor, skipping done work, failures, --print."""
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 import reproduce
@@ -121,12 +124,10 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     assert [c.status for c in again.commands] == ["interrupted", "pending"]
 
 
-def test_sigterm_to_reproduce_stops_its_running_stage_which_saves(tmp_path):
-    """`kill PID` of a local reproduce.py reaches its forked stage too: training saves last.pt and stops (no
-    orphan keeps training), nothing new starts, and the grid exits 143 saying to rerun."""
-    import signal
-    import time
-
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_reproduce_stops_its_running_stage_which_saves(tmp_path, signum, status):
+    """`kill PID` (SIGTERM) or SIGINT to reproduce.py alone reaches its forked stage too: training saves last.pt
+    and stops (no orphan keeps training), nothing new starts, and the grid exits 143 (saying to rerun) or 130."""
     run = RunDir.of(tmp_path, "digits", "lenet", 0)
     grid = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--paper", "000", "--workdir", str(tmp_path),
                              *GRID[:2], "--seeds", "0", "--epochs", "500", *GRID[4:]], cwd=ROOT, stdout=subprocess.PIPE,
@@ -135,10 +136,11 @@ def test_sigterm_to_reproduce_stops_its_running_stage_which_saves(tmp_path):
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) > 2) and time.monotonic() < deadline:
         time.sleep(0.2)
-    grid.send_signal(signal.SIGTERM)
+    grid.send_signal(signum)
     out, _ = grid.communicate(timeout=120)
-    assert grid.returncode == 143, out
-    assert "INTERRUPTED train" in out and "0 failed, 1 interrupted" in out
+    assert grid.returncode == status, out
+    if signum == signal.SIGTERM:
+        assert "INTERRUPTED train" in out and "0 failed, 1 interrupted" in out
     assert (run.root / "checkpoints" / "last.pt").is_file()
     epochs = len(log.read_text().splitlines())
     time.sleep(3)
@@ -250,3 +252,21 @@ def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
                      f"{tmp_path}/width2 --device auto --data-root data --sweep_workdirs {tmp_path}/width0.5"]
     assert lines.index(sweep[0]) > max(i for i, line in enumerate(lines) if line.startswith("python rainbow.py")
                                        and "--sweep_workdirs" not in line)
+
+
+def test_running_tasks_share_the_cores(monkeypatch):
+    """ThreadShare: cores / min(jobs, tasks running) threads per stage; OMP_NUM_THREADS caps the cores."""
+    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    share = reproduce.ThreadShare()
+    share.jobs = 2
+    share.change(+1)
+    assert share.threads() == 8        # alone: every core
+    share.change(+1)
+    assert share.threads() == 4
+    share.change(+1)                   # never more tasks than jobs at once; still half each
+    assert share.threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert share.threads() == 1
+    share.jobs = 1
+    assert share.threads() == 2
