@@ -17,15 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reports import PAPERS
-
 # What nearly every stage imports, slowest first: torch (~2 s), the optimisers' torch._dynamo (~4 s, on the first
 # optimiser built), scikit-learn (~3 s, loading the bundled digits); extract and averaging: matplotlib and the
 # report modules (~2 s; reports.figures selects the Agg backend first).
 # pipeline.forkserver_init (first) makes the server outlive the SIGTERM that Slurm sends to every process of a job.
 PRELOAD = ["pipeline.forkserver_init", "torch", "torch._dynamo", "torchvision", "numpy", "scipy.linalg",
            "scipy.stats", "sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "tqdm", "reports.figures",
-           *(f"reports.{paper}" for paper in PAPERS)]
+           # the report modules by file name: a preload, not an import of this floor (tests/test_floors.py)
+           *sorted(f"reports.{path.stem}" for path in (Path(__file__).parents[1] / "reports").glob("seed*.py"))]
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
