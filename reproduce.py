@@ -289,14 +289,32 @@ class ThreadShare:
 
     def __init__(self):
         self.jobs, self.running, self.lock = 1, 0, threading.Lock()
+        self.cores: int | None = None   # fixed by main before it sets OMP_NUM_THREADS for the stage server
+
+    @staticmethod
+    def usable_cores() -> int:
+        return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))  # a user's cap first
 
     def change(self, delta: int) -> None:
         with self.lock:
             self.running += delta
 
     def threads(self) -> int:
-        cores = int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))  # a user's cap first
-        return max(1, cores // max(1, min(self.jobs, self.running)))
+        return max(1, (self.cores or self.usable_cores()) // max(1, min(self.jobs, self.running)))
+
+
+@contextlib.contextmanager
+def server_blas_threads(threads: int):
+    """OMP_NUM_THREADS = `threads` for the stage server started inside (numpy's BLAS sizes its pool when imported
+    there; torch's threads are set per stage by ThreadShare), unless the user set it; restored afterwards."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
 
 THREADS = ThreadShare()
@@ -937,24 +955,25 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())
         return 0
-    THREADS.jobs = args.jobs
+    THREADS.jobs, THREADS.cores = args.jobs, ThreadShare.usable_cores()
     STOPPING.clear()
     if args.force:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
-    if args.launcher == "local":
-        signal.signal(signal.SIGTERM, stop_on_sigterm)
-        run_local(chains, group_cmds, args.jobs)
-    else:
-        chains = launch(chains, args)   # submitit returns the chains it ran (copies)
-        run_group_stages(chains, group_cmds)
-    ran = [c for chain in chains for c in chain.commands] + group_cmds
     reports = [command.log.parent / "report.md" for command in final]   # averaging: one per workdir
-    for command, report in zip(final, reports):
-        if STOPPING.is_set():
-            command.status = "interrupted"
-        elif any(c.status == "done" for c in ran) or not report.is_file():
-            run_command(command)
+    with server_blas_threads(max(1, THREADS.cores // args.jobs)):
+        if args.launcher == "local":
+            signal.signal(signal.SIGTERM, stop_on_sigterm)
+            run_local(chains, group_cmds, args.jobs)
+        else:
+            chains = launch(chains, args)   # submitit returns the chains it ran (copies)
+            run_group_stages(chains, group_cmds)
+        ran = [c for chain in chains for c in chain.commands] + group_cmds
+        for command, report in zip(final, reports):
+            if STOPPING.is_set():
+                command.status = "interrupted"
+            elif any(c.status == "done" for c in ran) or not report.is_file():
+                run_command(command)
     status = summarize(ran + final)
     for report in reports:
         if report.is_file():
