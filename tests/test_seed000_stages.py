@@ -28,6 +28,7 @@ from datasets import build_dataset
 from measures.similarity import linear_cka
 from pipeline.contract import TRAIN_SET, done_record, stage, stage_path
 from pipeline.loaded import LoadedRun
+from reports import figures
 from utils.rundir import RunDir
 from utils.taps import LayerTaps, capture_inputs
 
@@ -345,9 +346,10 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
 
 
-def test_papers_drawn_in_parallel_write_what_one_process_writes(run, workdir):
+def test_papers_drawn_in_parallel_write_what_one_process_writes(run, workdir, monkeypatch):
     """averaging.py --jobs 2 (the papers' reports in forked processes) gives the report and tables of --jobs 1;
     --no-pdf leaves the PDFs out and says so."""
+    monkeypatch.setattr(figures, "FORMATS", list(figures.FORMATS))  # --no-pdf must not reach later tests
     report = workdir / "report"
     outputs = {}
     for jobs in ("1", "2"):
