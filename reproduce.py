@@ -291,6 +291,12 @@ class ThreadShare:
         self.jobs, self.running, self.lock = 1, 0, threading.Lock()
         self.cores: int | None = None   # fixed by main before it sets OMP_NUM_THREADS for the stage server
 
+    def __getstate__(self) -> dict:  # submitit pickles the chains, and with them (reproduce.py is __main__) this
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
     @staticmethod
     def usable_cores() -> int:
         return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))  # a user's cap first
@@ -318,8 +324,32 @@ def server_blas_threads(threads: int):
 
 
 THREADS = ThreadShare()
-STOPPING = threading.Event()   # set by SIGTERM to a local reproduce.py
-RUNNING: set[StageProcess] = set()
+class StopFlag:
+    """Set by SIGTERM (or Ctrl-C) to a local reproduce.py, with the stages running now (`running`, for
+    stop_on_sigterm); a plain flag and no processes when pickled, as submitit pickles the chains that use it (a
+    threading.Event holds a lock, a running stage its process)."""
+
+    def __init__(self):
+        self.stopping = False
+        self.running: set[StageProcess] = set()
+
+    def __getstate__(self) -> dict:
+        return {"stopping": self.stopping}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, running=set())
+
+    def set(self) -> None:
+        self.stopping = True
+
+    def clear(self) -> None:
+        self.stopping = False
+
+    def is_set(self) -> bool:
+        return self.stopping
+
+
+STOPPING = StopFlag()
 
 
 def stop_on_sigterm(signum=None, frame=None) -> None:
@@ -327,7 +357,7 @@ def stop_on_sigterm(signum=None, frame=None) -> None:
     stage): SIGTERM the running stages (training saves last.pt) and start nothing more, so the grid ends as
     'interrupted' and a rerun of the same command continues."""
     STOPPING.set()
-    for process in list(RUNNING):
+    for process in list(STOPPING.running):
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
 
@@ -400,7 +430,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads())
         if chain is not None:
             chain._running = process
-        RUNNING.add(process)
+        STOPPING.running.add(process)
         if STOPPING.is_set():  # SIGTERM came while it was starting
             process.send_signal(signal.SIGTERM)
         try:
@@ -409,7 +439,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
             _stop(process)
             raise
         finally:
-            RUNNING.discard(process)
+            STOPPING.running.discard(process)
             if chain is not None:
                 chain._running = None
     command.seconds = time.perf_counter() - started
