@@ -511,9 +511,9 @@ def parse_args(argv=None):
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                         help="local processes, Slurm job arrays through submitit, or submitit's local executor")
     parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
-                        help="local launcher: chains run in parallel; a stage gets cores / (chains running) threads, "
-                             "so what runs alone (the last chain, group stages, averaging) gets every core "
-                             "(default: 2, or 1 on one core)")
+                        help="local launcher: chains and group stages (rainbow, once its seeds are done) run "
+                             "side by side on N workers; a stage gets cores / (tasks running) threads, so what runs "
+                             "alone (the last chain, averaging) gets every core (default: 2, or 1 on one core)")
     parser.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
     parser.add_argument("--time", type=int, default=24 * 60,
