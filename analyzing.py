@@ -239,8 +239,6 @@ def projector_weight(layer: nn.Module, rows: torch.Tensor) -> torch.Tensor:
     return rows.reshape(rows.shape[0], *layer.weight.shape[1:])
 
 
-
-
 def has_corner_bug(layer: nn.Module, x: torch.Tensor) -> bool:
     """Whether seed000's stride-1 norm0 formula (with its corner bug) applies: a 3x3, stride-1, pad-1 conv on a
     map larger than 2x2 (2x2 maps take x4 everywhere there, which is exact)."""
