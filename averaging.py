@@ -29,8 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_seed", type=int, default=None, help="use seeds 0..N-1 (default: every seed found)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="use exactly these seeds")
     parser.add_argument("--oracle", action="store_true",
-                        help="seed000: choose the Mahalanobis d and the rank threshold on the reported near-OOD set, "
-                             "as the paper did (default: on the validation OOD set, which is never reported)")
+                        help="seed000's figures: choose the Mahalanobis d and the rank threshold on the reported "
+                             "near-OOD set, as the paper did (default: on the validation OOD set, which is never "
+                             "reported); the main table always has both, each row labelled with its protocol")
     parser.add_argument("--mean-std", action="store_true",
                         help="seed000: mean +- std beside median (IQR/2) in the table, and a `-mean` twin of every "
                              "figure drawn with mean +- std bands (seed000's *-mean figures)")

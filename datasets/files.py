@@ -15,7 +15,8 @@ the same four values). Every file is checked before it is read; a missing or dif
 
 CIFAR batches are pickles. They are read with a restricted unpickler that can only rebuild numpy arrays (the
 four globals a protocol-2 array pickle names), so a tampered file raises an error instead of running code.
-Images come back in [0, 1] as float32 (N, 3, 32, 32); grey MNIST is resized 28 -> 32 (bilinear) and repeated to
+Images come back in [0, 1] as float32 (N, 3, 32, 32); grey MNIST is resized 28 -> 32 (PIL bilinear, as torchvision's
+Resize on PIL images) and repeated to
 three channels, as in seed000 §4. `cifar10_grey` (load_cifar10_grey) is the rainbow tutorial's grey CIFAR-10 from
 the cifar10 files (seed002 §7), one channel.
 """
@@ -225,8 +226,20 @@ def mnist_file(root: Path, name: str) -> Path:
     return dataset_file(root, "mnist", relative)
 
 
+def pil_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 grey images resized to (N, size, size) uint8 as torchvision's Resize(size) does on PIL images
+    (PIL's bilinear filter, 8-bit rounding), bit for bit: seed000 §4 resizes MNIST that way before ToTensor."""
+    from PIL import Image
+
+    out = np.empty((len(images), size, size), dtype=np.uint8)
+    for index, image in enumerate(images):
+        out[index] = np.asarray(Image.fromarray(image, mode="L").resize((size, size), Image.BILINEAR))
+    return out
+
+
 def load_mnist(root: Path, split: str, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST resized to 32x32 (bilinear) as in seed000 §4.
+    """MNIST resized to 32x32 as seed000 §4 does: torchvision's Resize(32) of the PIL uint8 images (`pil_resize`),
+    then / 255 (a float interpolation differs by a grey level on about a quarter of the pixels).
 
     Returns:
       images (N, channels, 32, 32) float32 in [0, 1] (grey repeated when channels = 3), labels (N,) int64.
@@ -236,5 +249,5 @@ def load_mnist(root: Path, split: str, channels: int = 3) -> tuple[torch.Tensor,
     images, labels = read_idx(image_path, "images"), read_idx(label_path, "labels")
     if len(images) != len(labels):
         raise ToolkitError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
-    x = torch.from_numpy(images.copy()).float()[:, None] / 255.0  # (N, 1, 28, 28)
+    x = torch.from_numpy(pil_resize(images, 32)).float()[:, None] / 255.0  # (N, 1, 32, 32)
     return to_rgb32(x, channels), torch.from_numpy(labels.astype(np.int64))

@@ -8,7 +8,8 @@ the positive class. A distance (Mahalanobis) is turned into a score by negating 
     g.finalize()
     dist, cls = mahalanobis(z_test, g, dims_exp(D))           # partial distances on the top-d components
     detection_metrics(-dist_id[:, -1], -dist_ood[:, -1])      # AUROC, AUPR_IN, AUPR_OUT, FPR95, TNR95, TPR05
-    metric_vector(-dist_id[:, -1], -dist_ood[:, -1])          # seed000's 13 metrics (METRIC_NAMES)
+    paper_metric_vector(-dist_id[:, -1], -dist_ood[:, -1])    # seed000's 13 metrics as its extractor computes them
+    metric_vector(-dist_id[:, -1], -dist_ood[:, -1])          # the same 13 with scikit-learn's conventions
     projection_ratio(x, fc, k)                                # ||V_k^T x||^2 / ||x||^2, the proposed score
     msp_score(logits); log_sensitivity_score(chi)             # -log(1 - max softmax + 1e-7); -log(chi + 1e-7)
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,7 +26,7 @@ from measures.spectra import WeightSVD, weight_svd
 
 __all__ = ["ClassGaussians", "mahalanobis", "dims_exp", "dims_eps", "patch_energy", "projection_energy",
            "projection_ratio", "msp_score", "log_sensitivity_score", "roc_counts", "fpr_at_tpr", "tpr_at_fpr",
-           "metric_vector", "METRIC_NAMES", "detection_metrics"]
+           "metric_vector", "paper_metric_vector", "METRIC_NAMES", "detection_metrics"]
 
 MSP_EPS = 1e-7            # seed000 §9: -log(1 - max softmax + 1e-7)
 SENSITIVITY_EPS = 1e-7    # seed000 §9: log(chi + 1e-7)
@@ -257,12 +259,15 @@ def log_sensitivity_score(chi: torch.Tensor, eps: float = SENSITIVITY_EPS) -> to
 # ---- detection metrics (seed000 §9) ------------------------------------------------------------------------------
 # The 13-value metric vector of seed000's extractor, every entry for scores oriented higher = more in-distribution
 # with ID positive (so every entry reads the same way for every score: the original's lower-is-ID scores read the
-# swapped entries of its vector instead). rho in {0.90, 0.95}.
+# swapped entries of its vector instead). rho in {0.90, 0.95}. Two readings of the same names:
+# `paper_metric_vector` is the original's arithmetic (per-sample curves, trapezoids, exact rate matches, NaN when no
+# point sits at a rate), `metric_vector` scikit-learn's conventions (ties grouped, step sums, nearest operating point).
 METRIC_NAMES = ("AUROC", "AUPR_IN", "AUNPV_TPR", "AUPR_OUT", "AUPPV_TNR",
                 "TNR@TPR90", "FPR@TPR10", "TPR@FPR10", "FNR@FPR90",
                 "TNR@TPR95", "FPR@TPR05", "TPR@FPR05", "FNR@FPR95")
 OPERATING_RHOS = (0.90, 0.95)
 RATE_TOLERANCE = 1e-9   # a rate x counts as reached when rate >= x - 1e-9 (1 - 0.95 is 0.050000000000000044)
+PAPER_RATE_TOLERANCE = 1e-6   # seed000's extractor: a point sits at rate x when |rate - x| < 1e-6
 
 
 def _scores(score_id, score_ood, resample_generator: torch.Generator | None):
@@ -324,7 +329,8 @@ def tpr_at_fpr(score_id, score_ood, fpr: float) -> float:
 
 
 def metric_vector(score_id, score_ood, resample_generator: torch.Generator | None = None) -> torch.Tensor:
-    """seed000's 13 detection metrics (§9, names in METRIC_NAMES), ID positive, higher score = more ID.
+    """seed000's 13 detection metrics (names in METRIC_NAMES) with scikit-learn's conventions, ID positive, higher
+    score = more ID: the toolkit's reading, reported beside `paper_metric_vector` (the original's arithmetic).
 
     On the partitions of `roc_counts` (accept score >= t, ties together; j = 0 accepts nothing, T everything), with
     tpr = TP / n_id, fpr = FP / n_ood, tnr = 1 - fpr, ppv = TP / (TP + FP) (ID fraction of the accepted) and
@@ -336,13 +342,13 @@ def metric_vector(score_id, score_ood, resample_generator: torch.Generator | Non
       [3] AUPR_OUT = sum_j (tnr_j - tnr_{j+1}) npv_j, the area under npv vs tnr = 1 - fpr (= average precision with
           OOD positive and score -s);
       [4] AUPPV_TNR = sum_j (tnr_j - tnr_{j+1}) ppv_j, the area under ppv vs tnr;
-      for rho = 0.90 then 0.95 ([5..8], [9..12]): 1 - FPR@TPR=rho (TNR@TPR90: the rate seed000's table prints
-      under the label "FPR@TPR90"), FPR@TPR=1-rho, TPR@FPR=1-rho, 1 - TPR@FPR=rho, where FPR@TPR=x is
-      `fpr_at_tpr` and TPR@FPR=y `tpr_at_fpr` (the original matched the exact grid point, +-1e-6, which exists
-      when no tie straddles it).
-    The areas are step sums (sklearn's average-precision rule); seed000 took trapezoids of its per-sample curves,
-    which differ by O(1/n). Swapping ID and OOD and negating the scores permutes the vector: [1] <-> [3],
-    [2] <-> [4], [5] <-> [7], [6] <-> [8] (and the same for 0.95).
+      for rho = 0.90 then 0.95 ([5..8], [9..12]): 1 - FPR@TPR=rho, FPR@TPR=1-rho, TPR@FPR=1-rho, 1 - TPR@FPR=rho,
+      where FPR@TPR=x is `fpr_at_tpr` (the conservative operating point: the smallest FPR reaching TPR x) and
+      TPR@FPR=y `tpr_at_fpr`; always defined.
+    These are not seed000's numbers: its areas are trapezoids of per-sample curves and its operating points the mean
+    over the points exactly at a rate, NaN when there is none (`paper_metric_vector`; e.g. TNR@TPR95 0.56 here
+    against 0.34 there on 10,000 samples of a CIFAR-100 stand-in). Swapping ID and OOD and negating the scores
+    permutes the vector: [1] <-> [3], [2] <-> [4], [5] <-> [7], [6] <-> [8] (and the same for 0.95).
 
     Args:
       score_id: (n_id,) scores; score_ood: (n_ood,) scores (tensors or arrays; NaN is an error).
@@ -366,6 +372,70 @@ def metric_vector(score_id, score_ood, resample_generator: torch.Generator | Non
         values += [1 - _fpr_at_tpr(tp, fp, n_id, n_ood, rho), _fpr_at_tpr(tp, fp, n_id, n_ood, 1 - rho),
                    _tpr_at_fpr(tp, fp, n_id, n_ood, 1 - rho), 1 - _tpr_at_fpr(tp, fp, n_id, n_ood, rho)]
     return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values])
+
+
+def _area(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoid area under y(x) for x monotone either way, positive (sklearn.metrics.auc's rule)."""
+    area = float(np.trapezoid(y, x))
+    return -area if bool((np.diff(x) < 0).any()) else area
+
+
+def _mean_at(rate: np.ndarray, target: float, values: np.ndarray) -> float:
+    """Mean of `values` over the points whose `rate` lies within PAPER_RATE_TOLERANCE of `target`; NaN if none."""
+    hit = np.abs(rate - target) < PAPER_RATE_TOLERANCE
+    return float(values[hit].mean()) if hit.any() else float("nan")
+
+
+def paper_metric_vector(score_id, score_ood, resample_generator: torch.Generator | None = None,
+                        higher_is_id: bool = True) -> torch.Tensor:
+    """seed000's 13 detection metrics (names in METRIC_NAMES) exactly as its extractor computes them (spec §9).
+
+    The n ID (positive) and m OOD scores are pooled, ID first, and ordered by descending score, ties in the order of
+    numpy's default `argsort` reversed. After the i-th sample (i = 1..N, N = n + m) tp_i and fp_i count the ID and
+    OOD samples so far; TPR_i = tp_i / n, FPR_i = fp_i / m, with a leading point TPR_0 = FPR_0 = 0 (N + 1 points);
+    PPV_i = tp_i / i and NPV_i = (m - fp_i) / (N - i + 1) for i = 1..N (the original's arrays: its NPV counts one
+    more rejected sample than there is, and its i-th value is paired with the point before, TPR_{i-1}).
+      [0] area of TPR against FPR; [1] PPV against TPR_1..N; [2] NPV against TPR_0..N-1; [3] NPV against
+      1 - FPR_0..N-1; [4] PPV against 1 - FPR_1..N (trapezoids, sklearn.metrics.auc);
+      for rho = 0.90 then 0.95 ([5..8], [9..12]): 1 - mean FPR where TPR = rho, mean FPR where TPR = 1 - rho,
+      mean TPR where FPR = 1 - rho, 1 - mean TPR where FPR = rho, each mean over every point within 1e-6 of the
+      rate and NaN when no point is (e.g. TPR = 0.95 with n = 150).
+    Per-sample points make tied scores count in their sort order, not 1/2 as in `metric_vector`.
+    A score where lower means in-distribution (a Mahalanobis distance, a noise sensitivity) is passed as it is with
+    higher_is_id=False: the vector v is computed on it unchanged, as the original does, and read back the way
+    seed000's averaging reads it (its table prints 1 - v[0], 1 - v[2], 1 - v[4], v[6], v[8], v[10], v[12]), so that
+    every entry carries its name: [1 - v0, 1 - v2, 1 - v1, 1 - v4, 1 - v3, v6, v5, v8, v7, v10, v9, v12, v11].
+    This is not the vector of the negated score: the NPV denominator and the ordering of ties make them differ (by
+    0.015 in AUPR_OUT on 400 + 400 Gaussian scores).
+
+    Args:
+      score_id: (n,) scores; score_ood: (m,) scores (tensors or arrays; NaN is an error).
+      resample_generator: if given and m != n, OOD scores are first resampled with replacement to n (§9).
+      higher_is_id: False for scores oriented higher = more OOD (read as above).
+
+    Returns:
+      (13,) float64 tensor (NaN entries where a rate is not on the grid).
+    """
+    s_id, s_ood = (s.cpu().numpy() for s in _scores(score_id, score_ood, resample_generator))
+    n, m = len(s_id), len(s_ood)
+    order = np.argsort(np.concatenate([s_id, s_ood]))[::-1]
+    hits = (order < n).astype(np.float64)                                      # (N,) 1 for an ID sample
+    tp, fp = np.cumsum(hits), np.cumsum(1 - hits)
+    tpr, fpr = np.r_[0.0, tp / n], np.r_[0.0, fp / m]                          # (N + 1,)
+    i = np.arange(1, n + m + 1)
+    ppv = tp / i                                                               # i = 1..N
+    npv = (m - fp) / (n + m - i + 1)                                           # paired with TPR_0..N-1
+    values = [_area(fpr, tpr), _area(tpr[1:], ppv), _area(tpr[:-1], npv), _area(1 - fpr[:-1], npv),
+              _area(1 - fpr[1:], ppv)]
+    for rho in OPERATING_RHOS:
+        values += [1 - _mean_at(tpr, rho, fpr), _mean_at(tpr, 1 - rho, fpr), _mean_at(fpr, 1 - rho, tpr),
+                   1 - _mean_at(fpr, rho, tpr)]
+    v = torch.tensor(values, dtype=torch.float64)
+    if higher_is_id:
+        return v
+    read = v[[0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11]]
+    read[:5] = 1 - read[:5]
+    return read
 
 
 def detection_metrics(score_id: torch.Tensor, score_ood: torch.Tensor,

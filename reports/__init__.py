@@ -37,7 +37,7 @@ class Group:
 
 @dataclass(frozen=True)
 class ReportOptions:
-    oracle: bool = False  # choose detection hyper-parameters on a reported OOD set (seed000 §10), not on validation
+    oracle: bool = False  # seed000's figures choose on the reported near-OOD set (§10), not on validation
     mean_std: bool = False   # also mean +- std beside median (IQR): table cells and `-mean` twins of the figures
     per_seed: bool = False   # draw every seed's own curve beside the statistic across seeds
 

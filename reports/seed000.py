@@ -1,17 +1,21 @@
 """seed000 (dimensionality-induced information loss of outliers): per-run scores and the across-seed section.
 
 extract(run) reads analysis/, features/ and kernels/ (whichever have finished) and writes extract/seed000.npz.
-Detection metrics are `measures.ood.metric_vector`, seed000's 13-value vector (§9; METRICS = measures.ood.
-METRIC_NAMES: AUROC, AUPR_IN, AUNPV_TPR, AUPR_OUT, AUPPV_TNR, then TNR@TPR, FPR@TPR, TPR@FPR, FNR@FPR at rho = 0.90
-and 0.95) with the in-distribution test set as the positive class and every score oriented higher = more
-in-distribution, so every entry reads the same way for every score. OOD scores are resampled with replacement to
-the ID size by a generator seeded with RESAMPLE_SEED when the sizes differ (§9). A score that is not finite for
-every sample (no BatchNorm after a layer, a layer not perturbed) gives NaN metrics.
+Detection metrics (the last axis M = 26 of every metric array, names ALL_METRICS) are seed000's 13-value vector
+(§9: AUROC, AUPR_IN, AUNPV_TPR, AUPR_OUT, AUPPV_TNR, then TNR@TPR, FPR@TPR, TPR@FPR, FNR@FPR at rho = 0.90 and 0.95)
+twice: entries 0-12 (METRICS) as the authors' extractor computes them (`measures.ood.paper_metric_vector`: per-sample
+trapezoids, exact rate matches, NaN where no point sits at a rate), entries 13-25 (SKLEARN_METRICS, a toolkit
+extra) with scikit-learn's conventions (`measures.ood.metric_vector`). The in-distribution test set is the positive
+class and every entry reads higher = better detection; the scores where lower means in-distribution in seed000
+(the Mahalanobis distance, the noise sensitivity log(chi + 1e-7)) go through the paper's reading as the original
+reads them (higher_is_id=False). OOD scores are resampled with replacement to the ID size by a generator seeded
+with RESAMPLE_SEED when the sizes differ (§9). A score that is not finite for every sample (no BatchNorm after a
+layer, a layer not perturbed) gives NaN metrics.
 
 The detection sets are the reported OOD sets followed by the validation OOD set, which chooses hyper-parameters at
 averaging time: the choice analyzing.py records in its _done.json (ood_sets, near_ood, validation_ood, ood_note,
 ood_tags), else the dataset's defaults (datasets.ood_sets / near_ood / validation_ood), marked "default".
-Keys (V network variants "all", then one per evaluated threshold; L layers; D detection sets; M = 13 metrics;
+Keys (V network variants "all", then one per evaluated threshold; L layers; D detection sets; M = 26 metrics;
 P perturbed layers; S sets; K Mahalanobis grid; C classes; Q = 5 noise quantiles):
   meta:            model () the architecture; num_classes (); layer_spatial (L,) H x W of every layer's input (1 for
                    a vector; from one zero image through the run's network; absent when the checkpoint is not
@@ -25,44 +29,54 @@ P perturbed layers; S sets; K Mahalanobis grid; C classes; Q = 5 noise quantiles
                    the number of singular values (seed000's sval-norm); residual_params (V,) seed000 §10's residual
                    parameter fraction of each variant (1 for "all"); accuracy (V, 2) train and test
                    (measures.classification: a hinge head too); msp (V, D, M) with score measures.ood.msp_score;
-                   projection_ratio, projection_norm, feature_norm, patch_norm (V, L, D, M) with scores norm1 /
-                   norm0, norm1, norm00 and norm0 of the variant's own features; bn_norm (V, L, D, M) with score
+                   projection_ratio (V, L, D, M) with seed000's proposed score normr = norm1 of the variant /
+                   norm0 of the uncompressed network "all" (its extractor.py; > 1 possible on a compressed net);
+                   projection_ratio_own (V, L, D, M), a toolkit extra, with norm1 / norm0 both of the variant (the
+                   fraction of the variant's own input energy); projection_norm, feature_norm, patch_norm
+                   (V, L, D, M) with scores norm1, norm00 and norm0 of the variant's own features; bn_norm (V, L, D, M) with score
                    norm00_bn (seed000's k_bn: ||BN output of weight layer l||^2; only when the stage writes it);
                    predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
                    as each class by "all"; noise_layers (P,); noise_eta () the relative noise norm; noise_sets
                    (S,) the ID test set, the detection sets and traindata when measured; noise_quantiles
-                   (V, P, L + 1, S, Q) the sample quantiles NOISE_QUANTILES of chi (0.5, 0.3173, 0.6827,
-                   0.0455, 0.9545: the median, +-1 and +-2 sigma);
-                   noise_metrics (V, P, L + 1, D, M) with score measures.ood.log_sensitivity_score = -log(chi +
-                   1e-7) (OOD is expected to be more sensitive); NaN where m < the perturbed layer or the variant
-                   was not perturbed
+                   (V, P, L + 1, S, Q) the sample quantiles NOISE_QUANTILES of chi (0.5, 0.31731051, 0.68268949,
+                   0.04550026, 0.95449974, the original's levels: the median, +-1 and +-2 sigma);
+                   noise_metrics (V, P, L + 1, D, M) with score log(chi + 1e-7), higher = more OOD (the sklearn
+                   half on measures.ood.log_sensitivity_score = -log(chi + 1e-7)); NaN where m < the perturbed
+                   layer or the variant was not perturbed
   from features/:  covariance_stable_rank (L,) sum l^2 / l_max^2 of the tied covariance; covariance_norms (L, 4)
                    l_max, sqrt(sum l^2), sum l, D (seed000's sigma-tied-norm); mahalanobis_dims (L, K) the counts d
                    of dims_exp(D_l), 0-padded; mahalanobis (L, D, K, M) with score -M_d, NaN where d exceeds the
-                   layer's grid or its directions of non-zero variance; mahalanobis_full (L, D, M) at d = D (every
+                   layer's grid or its directions of non-zero variance (the paper's half on M_d itself, higher =
+                   more OOD, as the original scores (M_d / d)^(1/3)); mahalanobis_full (L, D, M) at d = D (every
                    direction of non-zero variance; only when the stage writes distance_full) and
                    mahalanobis_full_dims (L,)
   from kernels/:   cka_sets (S,); cka (S, L, L) linear CKA between layers within each set; gram_eigenvalues
                    (S, L, r) centred-Gram eigenvalues, descending, 0-padded; gram_lengths (S, L); gram_norms
                    (S, L, 4); <kind>_norms (S, L, L, 4) max, sqrt(sum v^2), sum v, count of each layer pair's
                    spectrum for kind in cka, cca, reg0, reg1 (seed000's *-all-norm_interlayers: sum v of cka is
-                   the CKA matrix); <kind>_spectra (S, L, L, <= SPECTRUM_KEEP) the largest values of each spectrum
+                   the CKA matrix); <kind>_spectra (S, L, L, <= SPECTRUM_KEEP) the largest values of each spectrum.
+                   Layout of reg0/reg1: entry [a, b] is the spectrum of pair (min(a, b), max(a, b)) as kernels.py
+                   stores it (symmetric); the original stores reg0 and reg1 swapped below the diagonal and its
+                   averaging recombines them (reg0 on and below the diagonal, reg1 above), which gives this reg1.
 
 average(groups, out, options) writes per (dataset, model) five figures (the detection overview, projection against
 residual parameters for every layer, spectra, CKA heatmaps, noise sensitivity) and the main table (seed000 §10):
 statistics across seeds are the median with 25-75% bands (mean +- std too with options.mean_std). Variants are
 pooled across seeds by their threshold position (ratio_index), never by their index in a run: the rank threshold
 is the position with the best median AUROC over seeds on the selection set among the positions every seed has
-(seeds lacking a position are named in the report). The Mahalanobis d (per seed) and the rank threshold are chosen
-on the validation OOD set, never on a reported one; with options.oracle on the reported near-OOD set, as seed000
-did. The projection norm is read at seed000 §10's fixed layer (NORM_LAYER, else the first layer past the transition
-layer), the layer chosen on the selection set being an extra row.
+(seeds lacking a position are named in the report). Every row of the table carries its protocol (PROTOCOLS): the
+paper's rows choose the rank threshold and the Mahalanobis d on the reported near-OOD set as seed000 did (one d
+for every seed, the best median AUROC among the first lenmin - 1 of the grid, lenmin the shortest seed's grid);
+the toolkit's extras choose them on the validation OOD set, never on a reported one (d per seed). The figures use
+the validation choice, or the near-OOD set with options.oracle. The projection norm is read at seed000's fixed
+layer (NORM_LAYER, else the rule of `Seeds.norm_layer`), the layer chosen on the validation set being an extra row.
 """
 from __future__ import annotations
 
 import json
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +89,14 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullF
 
 from datasets import near_ood
 from measures.classification import accuracy, predictions
-from measures.ood import METRIC_NAMES, dims_exp, log_sensitivity_score, metric_vector, msp_score
+from measures.ood import METRIC_NAMES, dims_exp, log_sensitivity_score, metric_vector, msp_score, paper_metric_vector
 from measures.spectra import residual_params, stable_rank, threshold_ratios
 from pipeline import contract
 from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, stage_path
 from pipeline.evaluation import detection_sets, test_set_tag
 from pipeline.loaded import LoadedRun, load_config
 from reports import Group, ReportOptions
+from reports.references import MISSING, markdown, reference_cell
 from reports.figures import band, legend, markdown_table, new_figure, save_figure, summary, vertical_line, write_csv
 from utils.errors import ToolkitError
 from utils.rundir import RunDir
@@ -89,43 +104,58 @@ from utils.taps import capture_inputs
 
 TITLE = "Dimensionality-induced information loss of outliers (seed000)"
 STAGES = [name for name, record in contract.STAGES.items() if record.scope == "run" and record.paper == "000"]
-METRICS = METRIC_NAMES
-M = {name: i for i, name in enumerate(METRICS)}
+METRICS = METRIC_NAMES                                               # the paper's reading, entries 0-12
+SKLEARN_METRICS = tuple(f"{name} (sklearn)" for name in METRIC_NAMES)  # the toolkit's reading, entries 13-25
+ALL_METRICS = METRICS + SKLEARN_METRICS
+M = {name: i for i, name in enumerate(ALL_METRICS)}
 # the paper's 7 table columns (seed000 §10); its "FPR@TPR90" / "FPR@TPR95" columns hold TNR@TPR (§9), named so here
 TABLE_METRICS = ("AUROC", "AUPR_IN", "AUPR_OUT", "TNR@TPR90", "TPR@FPR10", "TNR@TPR95", "TPR@FPR05")
 PAPER_LABELS = {"TNR@TPR90": "FPR@TPR90", "TNR@TPR95": "FPR@TPR95"}
-NOISE_QUANTILES = (0.5, 0.3173, 0.6827, 0.0455, 0.9545)
+NOISE_QUANTILES = (0.5, 0.31731051, 0.68268949, 0.04550026, 0.95449974)  # the original extractor's levels
 RESAMPLE_SEED = 0
 CKA_FLOOR = 0.04
 SPECTRUM_KEEP = 512
 KINDS = ("cka", "cca", "reg0", "reg1")
-# seed000 §2.2 (averaging.py's `lowdiml`): the transition layer lies between layers floor(t) and ceil(t); the key
-# is (model, 100 for ID CIFAR-100, 10 for CIFAR-10, SVHN, MNIST: the class count of other sets picks the row)
-TRANSITION = {("vgg13", 10): 7.5, ("vgg16", 10): 9.5, ("resnet18", 10): 15.5, ("resnet34", 10): 27.5,
-              ("vgg13", 100): 9.5, ("vgg16", 100): 11.5, ("resnet18", 100): 16.5, ("resnet34", 100): 33.5}
-# seed000 §10: the layer at which the projection norm is read
-NORM_LAYER = {("vgg13", 10): 8, ("resnet18", 10): 15, ("vgg13", 100): 10, ("resnet18", 100): 17}
+PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "mnist")
+PAPER_MODELS = ("vgg13", "vgg16", "resnet18", "resnet34")
+# seed000 §2.2 (averaging.py's `lowdiml`): the transition layer lies between layers floor(t) and ceil(t), per
+# (model, ID dataset); CIFAR-10, SVHN and MNIST share one row
+_T10 = {"vgg13": 7.5, "vgg16": 9.5, "resnet18": 15.5, "resnet34": 27.5}
+_T100 = {"vgg13": 9.5, "vgg16": 11.5, "resnet18": 16.5, "resnet34": 33.5}
+TRANSITION = {(model, ds): table[model] for ds, table in (("cifar10", _T10), ("svhn", _T10), ("mnist", _T10),
+                                                           ("cifar100", _T100)) for model in PAPER_MODELS}
+# the layer at which seed000's table reads the projection norm (its averaging.py, per ID dataset: spec §10 names the
+# CIFAR ones; SVHN and MNIST differ from CIFAR-10 for resnet34 only); the ratio is read at the FC input throughout
+_NORM = {"cifar10": (8, 10, 15, 27), "cifar100": (10, 11, 17, 33), "svhn": (8, 10, 15, 29), "mnist": (8, 10, 15, 29)}
+NORM_LAYER = {(model, ds): layers[i] for ds, layers in _NORM.items() for i, model in enumerate(PAPER_MODELS)}
+# the protocol of every row of the main table
+PROTOCOLS = {"paper": "paper's protocol", "paper-other": "paper's protocol, other data",
+             "extra": "toolkit extra"}
 # seed000 §6's sizes, used only when the analysis stage does not record its own `paper_caps`
 PAPER_CAPS = {"ratios": 53, "num_grams": 10000, "num_stability": 10000, "stability_variants": "every",
               "max_samples": None}
-VARIANT_KEYS = ("accuracy", "residual_params", "msp", "projection_ratio", "projection_norm", "feature_norm",
-                "patch_norm", "bn_norm", "noise_quantiles", "noise_metrics")
-LAYER_SCORES = {"projection_ratio": "norm1", "projection_norm": "norm1", "feature_norm": "norm00",
-                "patch_norm": "norm0", "bn_norm": "norm00_bn"}
+VARIANT_KEYS = ("accuracy", "residual_params", "msp", "projection_ratio", "projection_ratio_own", "projection_norm",
+                "feature_norm", "patch_norm", "bn_norm", "noise_quantiles", "noise_metrics")
+LAYER_SCORES = {"projection_ratio": "norm1", "projection_ratio_own": "norm1", "projection_norm": "norm1",
+                "feature_norm": "norm00", "patch_norm": "norm0", "bn_norm": "norm00_bn"}
 
 
 def has_outputs(run: RunDir) -> bool:
     return any(done(run, stage) for stage in STAGES)
 
 
-def _metrics(score_id, score_ood) -> np.ndarray:
-    """METRICS of one score (ID positive, higher = more ID), OOD resampled to the ID size; NaN when a score is not
-    finite for every sample."""
+def _metrics(score_id, score_ood, higher_is_id: bool = True) -> np.ndarray:
+    """ALL_METRICS of one score (ID positive): the paper's reading, then scikit-learn's, OOD resampled to the ID size
+    (the same draw for both); NaN when a score is not finite for every sample. higher_is_id=False: a score where
+    lower means in-distribution, read as seed000 reads it (measures.ood.paper_metric_vector)."""
     s_id, s_ood = np.asarray(score_id, dtype=np.float64), np.asarray(score_ood, dtype=np.float64)
     if not (np.isfinite(s_id).all() and np.isfinite(s_ood).all()):
-        return np.full(len(METRICS), np.nan)
-    generator = torch.Generator().manual_seed(RESAMPLE_SEED)
-    return metric_vector(torch.from_numpy(s_id), torch.from_numpy(s_ood), resample_generator=generator).numpy()
+        return np.full(len(ALL_METRICS), np.nan)
+    s_id, s_ood = torch.from_numpy(s_id), torch.from_numpy(s_ood)
+    paper = paper_metric_vector(s_id, s_ood, torch.Generator().manual_seed(RESAMPLE_SEED), higher_is_id)
+    sign = 1.0 if higher_is_id else -1.0
+    toolkit = metric_vector(sign * s_id, sign * s_ood, torch.Generator().manual_seed(RESAMPLE_SEED))
+    return torch.cat([paper, toolkit]).numpy()
 
 
 def _done_record(run: RunDir, stage: str, *keys: str) -> dict:
@@ -191,10 +221,11 @@ def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
         out.update(detection_sets=np.array(sets), detection_names=np.array(choice["names"]),
                    validation_set=np.array(sets[-1]), near_set=np.array(choice["near"] or sets[0]),
                    ood_source=np.array(choice["source"]), ood_note=np.array(choice["note"]),
-                   msp=np.full((len(tags), len(sets), len(METRICS)), np.nan))
+                   msp=np.full((len(tags), len(sets), len(ALL_METRICS)), np.nan))
     noise = _noise_layout(run, tags, dataset, sets)
     out.update(noise.pop("arrays"))
     reused = record.get("reused") if isinstance(record.get("reused"), dict) else {}
+    uncompressed_norm0 = {}                     # norm0 of "all" (tags[0]), the paper's normr denominator
     for v, tag in enumerate(tags):
         if reused.get(tag) in tags[:v]:  # the same network as an earlier threshold: its files are copies
             for key in VARIANT_KEYS:
@@ -202,6 +233,8 @@ def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
                     out[key][v] = out[key][tags.index(reused[tag])]
             continue
         proj = {ds: load(run, "analysis", "projections", tag=tag, ds=ds) for ds in (TRAIN_SET, dataset, *sets)}
+        if v == 0:
+            uncompressed_norm0 = {ds: proj[ds]["norm0"] for ds in (dataset, *sets)}
         out["residual_params"][v] = float(residual_params(proj[dataset]["ranks"], shapes))
         out["accuracy"][v] = [accuracy(proj[ds]["logits"], proj[ds]["labels"], loss) for ds in (TRAIN_SET, dataset)]
         if not sets:
@@ -210,9 +243,11 @@ def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
         for key, column in LAYER_SCORES.items():
             if column not in proj[dataset]:
                 continue  # bn_norm: written by newer analysis stages only
-            scores = {ds: proj[ds]["norm1"] / proj[ds]["norm0"] if key == "projection_ratio" else proj[ds][column]
+            denominator = {"projection_ratio": uncompressed_norm0, "projection_ratio_own": {
+                ds: proj[ds]["norm0"] for ds in (dataset, *sets)}}.get(key)
+            scores = {ds: proj[ds][column] / denominator[ds] if denominator else proj[ds][column]
                       for ds in (dataset, *sets)}
-            values = out.setdefault(key, np.full((len(tags), L, len(sets), len(METRICS)), np.nan))
+            values = out.setdefault(key, np.full((len(tags), L, len(sets), len(ALL_METRICS)), np.nan))
             values[v] = [[_metrics(scores[dataset][:, layer], scores[ds][:, layer]) for ds in sets]
                          for layer in range(L)]
         if tag == "all":
@@ -238,7 +273,7 @@ def _noise_layout(run: RunDir, tags: list[str], dataset: str, sets: list[str]) -
     arrays = {"noise_layers": first["noise_layers"], "noise_eta": first["eta"], "noise_sets": np.array(noise_sets),
               "noise_quantiles": np.full((len(tags), P, Lp1, len(noise_sets), len(NOISE_QUANTILES)), np.nan)}
     if sets:
-        arrays["noise_metrics"] = np.full((len(tags), P, Lp1, len(sets), len(METRICS)), np.nan)
+        arrays["noise_metrics"] = np.full((len(tags), P, Lp1, len(sets), len(ALL_METRICS)), np.nan)
     return {"perturbed": perturbed, "sets": noise_sets, "arrays": arrays}
 
 
@@ -255,12 +290,13 @@ def _noise_variant(run: RunDir, tag: str, v: int, dataset: str, sets: list[str],
                                                                    0, -1)
     if not sets:
         return
-    score = {ds: log_sensitivity_score(chi[ds]).numpy() for ds in (dataset, *sets)}
+    sensitivity = {ds: -log_sensitivity_score(chi[ds]).numpy() for ds in (dataset, *sets)}   # log(chi + 1e-7)
     _, P, Lp1 = chi[dataset].shape
     for p in range(P):
         for m in range(Lp1):
-            if np.isfinite(score[dataset][:, p, m]).all():
-                out["noise_metrics"][v, p, m] = [_metrics(score[dataset][:, p, m], score[ds][:, p, m]) for ds in sets]
+            if np.isfinite(sensitivity[dataset][:, p, m]).all():
+                out["noise_metrics"][v, p, m] = [_metrics(sensitivity[dataset][:, p, m], sensitivity[ds][:, p, m],
+                                                          higher_is_id=False) for ds in sets]
 
 
 def _features(run: RunDir, dataset: str, sets: list[str] | None) -> dict:
@@ -278,18 +314,19 @@ def _features(run: RunDir, dataset: str, sets: list[str] | None) -> dict:
         return out
     grids = [dims_exp(int(D)).numpy() for D in eig["dims"]]
     width = max(len(grid) for grid in grids)
-    metrics = np.full((len(grids), len(sets), width, len(METRICS)), np.nan)
-    full = np.full((len(grids), len(sets), len(METRICS)), np.nan)
+    metrics = np.full((len(grids), len(sets), width, len(ALL_METRICS)), np.nan)
+    full = np.full((len(grids), len(sets), len(ALL_METRICS)), np.nan)
     full_dims = np.zeros(len(grids), dtype=int)
     for layer, grid in enumerate(grids):
         dist = {ds: load(run, "features", "mahalanobis", layer=f"{layer:02d}", ds=ds) for ds in (dataset, *sets)}
         columns = np.searchsorted(grid, dist[dataset]["dims_exp"])  # the saved d are a prefix of the full grid
         for o, ds in enumerate(sets):
             for k, column in enumerate(columns):
-                metrics[layer, o, column] = _metrics(-dist[dataset]["distance_exp"][:, k],
-                                                     -dist[ds]["distance_exp"][:, k])
+                metrics[layer, o, column] = _metrics(dist[dataset]["distance_exp"][:, k],
+                                                     dist[ds]["distance_exp"][:, k], higher_is_id=False)
             if "distance_full" in dist[dataset]:
-                full[layer, o] = _metrics(-dist[dataset]["distance_full"], -dist[ds]["distance_full"])
+                full[layer, o] = _metrics(dist[dataset]["distance_full"], dist[ds]["distance_full"],
+                                          higher_is_id=False)
         full_dims[layer] = int(dist[dataset].get("dims_full", 0))
     out.update(mahalanobis_dims=np.array([np.pad(grid, (0, width - len(grid))) for grid in grids]),
                mahalanobis=metrics)
@@ -400,8 +437,10 @@ class Seeds:
         self.reported = self.sets[:-1]
         self.near = str(first["near_set"])
         self.source = str(first.get("ood_source", "default"))
-        self.oracle = options.oracle and self.near in self.sets
-        self.select = self.sets.index(self.near) if self.oracle else len(self.sets) - 1
+        self.validation = len(self.sets) - 1
+        self.paper_select = self.sets.index(self.near) if self.near in self.sets[:-1] else None
+        self.oracle = options.oracle and self.paper_select is not None
+        self.select = self.paper_select if self.oracle else self.validation
         self.select_label = (f"{'oracle: reported near-OOD set' if self.oracle else 'validation set'} "
                              f"{self.name(self.sets[self.select])}")
 
@@ -439,49 +478,72 @@ class Seeds:
         shared = self.complete or self.positions
         return np.array([1 + self.positions.index(q) for q in shared])
 
-    def best_variant(self, key: str, layer: int) -> int:
-        """The pooled column v >= 1 with the best median AUROC over seeds on the selection set at `layer`."""
+    def best_variant(self, key: str, layer: int, select: int | None = None) -> int:
+        """The pooled column v >= 1 with the best median AUROC over seeds on set `select` (default: the selection
+        set) at `layer`."""
+        select = self.select if select is None else select
         columns = self._candidates()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            values = np.nanmedian(self[key][:, :, layer, self.select, 0][:, columns], axis=0)
+            values = np.nanmedian(self[key][:, :, layer, select, 0][:, columns], axis=0)
         return int(columns[np.argmax(np.where(np.isfinite(values), values, -np.inf))])
 
-    def best_variant_and_layer(self, key: str) -> tuple[int, int]:
-        """(v >= 1, layer) with the best median AUROC over seeds on the selection set over every layer."""
+    def best_variant_and_layer(self, key: str, select: int | None = None) -> tuple[int, int]:
+        """(v >= 1, layer) with the best median AUROC over seeds on set `select` over every layer."""
+        select = self.select if select is None else select
         columns = self._candidates()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            values = np.nanmedian(self[key][:, :, :, self.select, 0][:, columns], axis=0)  # (columns, L)
+            values = np.nanmedian(self[key][:, :, :, select, 0][:, columns], axis=0)  # (columns, L)
         v, layer = np.unravel_index(np.argmax(np.where(np.isfinite(values), values, -np.inf)), values.shape)
         return int(columns[v]), int(layer)
 
-    def mahalanobis_at(self, layer: int, chosen: bool = True) -> np.ndarray:
-        """(seeds, D, M) at the d chosen per seed on the selection set (else at the largest valid d)."""
+    def mahalanobis_at(self, layer: int, chosen: bool = True, select: int | None = None) -> np.ndarray:
+        """(seeds, D, M) at the d chosen per seed on set `select` (else at the largest valid d)."""
+        select = self.select if select is None else select
         values = self["mahalanobis"][:, layer]  # (seeds, D, K, M)
-        valid = np.isfinite(values[:, self.select, :, 0])
+        valid = np.isfinite(values[:, select, :, 0])
         if chosen:
-            picks = [int(np.nanargmax(row)) if np.isfinite(row).any() else 0 for row in values[:, self.select, :, 0]]
+            picks = [int(np.nanargmax(row)) if np.isfinite(row).any() else 0 for row in values[:, select, :, 0]]
         else:
             picks = [int(np.flatnonzero(row)[-1]) if row.any() else 0 for row in valid]
         return np.stack([seed[:, k] for seed, k in zip(values, picks)])
+
+    def mahalanobis_paper(self, layer: int, select: int) -> tuple[np.ndarray, int]:
+        """(seeds, D, M) at seed000's table d and that d: one grid column for every seed, the best median AUROC
+        over seeds on set `select` among the first lenmin - 1 columns, lenmin the fewest valid columns of a seed
+        (its averaging.py drops the last shared one)."""
+        values = self["mahalanobis"][:, layer]  # (seeds, D, K, M)
+        lenmin = int(np.isfinite(values[:, select, :, 0]).sum(1).min())
+        columns = np.arange(max(lenmin - 1, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(values[:, select, columns, 0], axis=0)
+        k = int(columns[np.argmax(np.where(np.isfinite(medians), medians, -np.inf))])
+        return values[:, :, k], int(self.runs[0]["mahalanobis_dims"][layer][k])
 
     # ---- the paper's layers ----
     @property
     def layers(self) -> int:
         return len(self.runs[0]["weight_stable_rank"]) if "weight_stable_rank" in self.runs[0] else 0
 
-    def _paper_key(self) -> tuple[str, int]:
+    def paper_key(self) -> tuple[tuple[str, str], str]:
+        """(model, seed000 dataset) of the paper's layer tables and how the dataset was matched: the ID dataset
+        itself when it is one of seed000's, else the CIFAR set of its class count (an assumption, said so)."""
         first = self.runs[0]
         model = str(first["model"]) if "model" in first else self.group.model
+        if self.group.dataset in PAPER_DATASETS:
+            return (model, self.group.dataset), f"{model} on {self.group.dataset}"
         classes = int(first["num_classes"]) if "num_classes" in first else 10
-        return model, 100 if classes >= 100 else 10
+        stand_in = "cifar100" if classes >= 100 else "cifar10"
+        return (model, stand_in), (f"{model} on {stand_in}, assumed for {self.group.dataset} ({classes} classes; "
+                                   "seed000 has no row for it)")
 
     def transition(self) -> tuple[float | None, str]:
         """seed000's transition layer t (between layers floor(t) and ceil(t)) and where it comes from."""
-        key = self._paper_key()
+        key, matched = self.paper_key()
         if key in TRANSITION:
-            return TRANSITION[key], f"seed000 §2.2 lowdiml for {key[0]} with {key[1]}-class ID data"
+            return TRANSITION[key], f"seed000 §2.2 lowdiml for {matched}"
         spatial = self.runs[0].get("layer_spatial")
         if spatial is None:
             return None, "unknown (no layer sizes recorded)"
@@ -492,14 +554,22 @@ class Seeds:
                                       "one")
 
     def norm_layer(self) -> tuple[int, str]:
-        """The layer of the projection-norm row (seed000 §10) and where it comes from."""
-        key = self._paper_key()
+        """The layer of the projection-norm row (seed000 §10) and where it comes from. Without a row in seed000's
+        table: the toolkit's rule ceil(t), moved back to the nearest block boundary (a perturbed layer of the noise
+        stage, seed000's `layers0`) when those are known; it gives seed000's layer in 13 of its 16 (dataset, model)
+        cases, not for vgg16 on CIFAR-100 (12 against 11) and resnet34 on SVHN and MNIST (27 against 29)."""
+        key, matched = self.paper_key()
         if key in NORM_LAYER:
-            return NORM_LAYER[key], f"seed000 §10's layer for {key[0]} with {key[1]}-class ID data"
+            return NORM_LAYER[key], f"seed000's table layer for {matched}"
         t, _ = self.transition()
         if t is None:
-            return self.layers - 1, "the FC input (no transition layer known)"
-        return min(int(np.ceil(t)), self.layers - 1), "the first layer past the transition layer"
+            return self.layers - 1, "the FC input (no transition layer known; toolkit rule)"
+        layer = min(int(np.ceil(t)), self.layers - 1)
+        boundaries = self.runs[0].get("noise_layers")
+        if boundaries is not None and any(int(b) <= layer for b in boundaries):
+            layer = max(int(b) for b in boundaries if int(b) <= layer)
+            return layer, "toolkit rule: the last block boundary up to ceil(transition layer)"
+        return layer, "toolkit rule: the first layer past the transition layer"
 
 
 # ---- the table ------------------------------------------------------------------------------------------------------
@@ -515,62 +585,109 @@ def _cell(values: np.ndarray, mean_std: bool) -> str:
     return text
 
 
-def _methods(seeds: Seeds) -> tuple[list[tuple[str, np.ndarray]], list[str]]:
-    """(label, (seeds, D, M)) of every row of the main table, and notes on the choices."""
-    methods, notes = [], []
+@dataclass(frozen=True)
+class Row:
+    """One row of the main table: its label, protocol (a PROTOCOLS key), the values (seeds, D, M) and the key of its
+    published numbers in reports.references (None: none can exist)."""
+
+    label: str
+    protocol: str
+    values: np.ndarray
+    reference: str | None = None
+
+
+def _paper_protocol(seeds: Seeds) -> str:
+    """"paper" on seed000's data (its ID datasets, models and OOD sets), else "paper-other"."""
+    ours = (seeds.group.dataset in PAPER_DATASETS and seeds.paper_key()[0][0] in PAPER_MODELS
+            and not str(seeds.runs[0].get("ood_note", "")))
+    return "paper" if ours else "paper-other"
+
+
+def _methods(seeds: Seeds) -> tuple[list[Row], list[str]]:
+    """The rows of the main table (module docstring: the paper's choices on the near-OOD set, the toolkit's on the
+    validation set) and notes on the choices."""
+    rows, notes = [], []
+    paper, near, val = _paper_protocol(seeds), seeds.paper_select, seeds.validation
     if seeds["msp"] is not None:
-        methods.append(("MSP", seeds["msp"][:, 0]))
+        rows.append(Row("MSP", paper, seeds["msp"][:, 0], "msp"))
     if seeds["mahalanobis"] is not None:
-        methods.append(("Mahalanobis, FC input, d chosen", seeds.mahalanobis_at(-1)))
+        if near is not None:
+            values, d = seeds.mahalanobis_paper(-1, near)
+            rows.append(Row(f"Mahalanobis, FC input, d = {d} chosen on the near-OOD set (one d for all seeds)", paper,
+                            values, "mahalanobis"))
+        rows.append(Row("Mahalanobis, FC input, d chosen per seed on the validation set", "extra",
+                        seeds.mahalanobis_at(-1, select=val)))
     if seeds["mahalanobis_full"] is not None:
         dims = int(np.median(seeds["mahalanobis_full_dims"][:, -1]))
-        methods.append((f"Mahalanobis, FC input, full d = D ({dims})", seeds["mahalanobis_full"][:, -1]))
+        rows.append(Row(f"Mahalanobis, FC input, full d = D ({dims})", "extra", seeds["mahalanobis_full"][:, -1],
+                        "mahalanobis"))
     else:
         notes.append("Mahalanobis at the full d = D: not written by this features stage (distance_full)")
-    ratio, norm = seeds["projection_ratio"], seeds["projection_norm"]
+    ratio, norm, own = seeds["projection_ratio"], seeds["projection_norm"], seeds["projection_ratio_own"]
     if ratio is None or ratio.shape[1] < 2:
-        return methods, notes
+        return rows, notes
     accuracy, params = seeds["accuracy"], seeds["residual_params"]
     layer, why = seeds.norm_layer()
-    v = seeds.best_variant("projection_norm", layer)
-    methods.append((f"projection norm, layer {layer} (fixed), ratio chosen", norm[:, v, layer]))
-    notes.append(f"projection norm at layer {layer} ({why}): ratio {seeds.ratio(v):.3g} (position "
-                 f"{seeds.positions[v - 1]})")
-    v_any, layer_any = seeds.best_variant_and_layer("projection_norm")
-    methods.append((f"projection norm, layer {layer_any} and ratio chosen", norm[:, v_any, layer_any]))
+    choices = [(near, paper, "near-OOD set"), (val, "extra", "validation set")] if near is not None else \
+        [(val, "extra", "validation set")]
+    for select, protocol, where in choices:
+        v = seeds.best_variant("projection_norm", layer, select)
+        rows.append(Row(f"projection norm, layer {layer} (fixed), ratio chosen on the {where}", protocol,
+                        norm[:, v, layer], "projection_norm" if protocol != "extra" else None))
+        notes.append(f"projection norm at layer {layer} ({why}), chosen on the {where}: ratio {seeds.ratio(v):.3g} "
+                     f"(position {seeds.positions[v - 1]})")
+    v_any, layer_any = seeds.best_variant_and_layer("projection_norm", val)
+    rows.append(Row(f"projection norm, layer {layer_any} and ratio chosen on the validation set", "extra",
+                    norm[:, v_any, layer_any]))
     notes.append(f"projection norm, layer chosen too: layer {layer_any}, ratio {seeds.ratio(v_any):.3g}")
-    methods.append(("projection ratio, FC input, full rank (full-FC)", ratio[:, 0, -1]))
-    v = seeds.best_variant("projection_ratio", -1)
-    methods.append(("projection ratio, FC input, ratio chosen (proposed)", ratio[:, v, -1]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        notes.append(f"projection ratio (proposed): ratio {seeds.ratio(v):.3g} (position {seeds.positions[v - 1]}), "
-                     f"residual parameters {np.nanmedian(params[:, v]):.3f}, test accuracy "
-                     f"{np.nanmedian(accuracy[:, v, 1]):.4f} at that threshold (uncompressed "
-                     f"{np.nanmedian(accuracy[:, 0, 1]):.4f}; seed000 printed the accuracy of the threshold one "
-                     "position off, indexing its 54 networks with the 53-threshold index)")
-    return methods, notes
+    if 0 in seeds.positions:   # seed000's full-FC row: threshold 1e-6, the first of the 53 (practically full rank)
+        rows.append(Row("projection ratio, FC input, threshold 1e-6 (full-FC)", paper,
+                        ratio[:, 1 + seeds.positions.index(0), -1], "full_fc"))
+    else:
+        rows.append(Row("projection ratio, FC input, uncompressed network (full-FC; threshold 1e-6 not evaluated)",
+                        "extra", ratio[:, 0, -1]))
+    for select, protocol, where in choices:
+        v = seeds.best_variant("projection_ratio", -1, select)
+        rows.append(Row(f"projection ratio, FC input, ratio chosen on the {where} (proposed)", protocol,
+                        ratio[:, v, -1], "projection_ratio" if protocol != "extra" else None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            notes.append(f"projection ratio (proposed), chosen on the {where}: ratio {seeds.ratio(v):.3g} (position "
+                         f"{seeds.positions[v - 1]}), residual parameters {np.nanmedian(params[:, v]):.3f}, test "
+                         f"accuracy {np.nanmedian(accuracy[:, v, 1]):.4f} at that threshold (uncompressed "
+                         f"{np.nanmedian(accuracy[:, 0, 1]):.4f}; seed000 printed the accuracy of the threshold one "
+                         "position off, indexing its 54 networks with the 53-threshold index)")
+    if own is not None:
+        v = seeds.best_variant("projection_ratio_own", -1, val)
+        rows.append(Row("projection ratio with the compressed network's own norm0, FC input, ratio chosen on the "
+                        "validation set", "extra", own[:, v, -1]))
+    return rows, notes
 
 
-def _table(seeds: Seeds) -> tuple[list[list], list[list], list[str]]:
-    """Markdown rows (the paper's 7 columns), CSV rows (all 13 metrics) and notes."""
+def _table(seeds: Seeds) -> tuple[list[list], list[list], list[list], list[str]]:
+    """Markdown rows of the paper's reading and of scikit-learn's (the paper's 7 columns), CSV rows (all 26
+    metrics) and notes."""
     methods, notes = _methods(seeds)
     label, mean_std = seeds.group.label, seeds.options.mean_std
-    rows, csv_rows = [], []
+    key, _ = seeds.paper_key()
+    rows, sklearn_rows, csv_rows = [], [], []
     for o, tag in enumerate(seeds.reported):
-        for method, values in methods:
-            rows.append([label, seeds.name(tag), method,
-                         *[_cell(values[:, o, M[name]], mean_std) for name in TABLE_METRICS]])
+        for row in methods:
+            reference = reference_cell("000", key[1], key[0], row.reference, tag)
+            head = [label, seeds.name(tag), row.label, PROTOCOLS[row.protocol]]
+            rows.append([*head, *[_cell(row.values[:, o, M[name]], mean_std) for name in TABLE_METRICS], reference])
+            sklearn_rows.append([*head, *[_cell(row.values[:, o, M[f"{name} (sklearn)"]], mean_std)
+                                          for name in TABLE_METRICS]])
             stats = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)   # a metric no seed has: NaN
-                for i in range(len(METRICS)):
-                    column = values[:, o, i][:, None]
+                for i in range(len(ALL_METRICS)):
+                    column = row.values[:, o, i][:, None]
                     median, low, high = summary(column, "median")
                     mean, low_m, _ = summary(column, "mean")
                     stats += [median[0], (high[0] - low[0]) / 2, mean[0], mean[0] - low_m[0]]
-            csv_rows.append([label, seeds.name(tag), method, len(values), *stats])
-    return rows, csv_rows, notes
+            csv_rows.append([*head, len(row.values), *stats])
+    return rows, sklearn_rows, csv_rows, notes
 
 
 def _choice_notes(seeds: Seeds) -> list[str]:
@@ -930,13 +1047,14 @@ def _figures(seeds: Seeds, out: Path) -> list[Path]:
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """Figures per (dataset, model), the main detection table (CSV + markdown); returns the report section."""
-    rows, csv_rows, sections = [], [], []
+    rows, sklearn_rows, csv_rows, sections = [], [], [], []
     for group in groups:
         seeds = Seeds(group, options)
         if not seeds.sets:
             continue
-        group_rows, group_csv, notes = _table(seeds)
+        group_rows, group_sklearn, group_csv, notes = _table(seeds)
         rows += group_rows
+        sklearn_rows += group_sklearn
         csv_rows += group_csv
         notes = _choice_notes(seeds) + notes
         t, where = seeds.transition()
@@ -945,28 +1063,35 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
         if seeds.incomplete:
             notes.append(f"left out (other stages, flags or OOD sets): {', '.join(seeds.incomplete)}")
         figures = "\n\n".join(f"![{group.label} {path.stem}]({path.name})" for path in _figures(seeds, out))
-        sections.append(f"### {group.label} ({_seeds(seeds)}: {', '.join(seeds.names)})\n\nChoices on the "
+        sections.append(f"### {group.label} ({_seeds(seeds)}: {', '.join(seeds.names)})\n\nFigures: choices on the "
                         f"{seeds.select_label}.\n\n" + "\n".join(f"- {note}" for note in notes) + f"\n\n{figures}")
     if not sections:
         return ""
-    header = ["group", "ood_set", "method", "seeds"]
-    header += [f"{m} {s}" for m in METRICS for s in ("median", "IQR/2", "mean", "std")]
+    header = ["group", "ood_set", "method", "protocol", "seeds"]
+    header += [f"{m} {s}" for m in ALL_METRICS for s in ("median", "IQR/2", "mean", "std")]
     write_csv(out / "seed000_table.csv", header, csv_rows)
     columns = [f"{m} (paper: {PAPER_LABELS[m]})" if m in PAPER_LABELS else m for m in TABLE_METRICS]
-    table = markdown_table(["group", "OOD set", "method", *columns], rows)
+    table = markdown_table(["group", "OOD set", "method", "protocol", *columns, "published"], rows)
+    extras = markdown_table(["group", "OOD set", "method", "protocol", *TABLE_METRICS], sklearn_rows)
     cells = "median (IQR / 2)" + ("; mean ± std" if options.mean_std else "")
-    return (f"## {TITLE}\n\nOOD detection with the in-distribution test set as positive class and every score "
-            "oriented higher = more in-distribution: MSP -log(1 - max softmax + 1e-7), Mahalanobis -M_d, projection "
-            "norm ||V_k^T x||^2 and projection ratio ||V_k^T x||^2 / ||x||^2 (the proposed score) on the features "
-            "of the rank-truncated network. The paper's 7 columns (seed000 §10): AUROC, AUPR-In, AUPR-Out, "
-            "TNR@TPR90 (the fraction of OOD rejected when 90% of ID is accepted; higher is better), TPR@FPR10 (ID "
-            "accepted when 10% of OOD is), TNR@TPR95, TPR@FPR05. seed000 printed the TNR columns under the labels "
-            "FPR@TPR90 / FPR@TPR95 (its score vector holds 1 - FPR there, §9); they are named for what they hold "
-            "here: FPR@TPR90 = 1 - TNR@TPR90. All 13 metrics of §9 per row are in seed000_table.csv. "
-            f"Cells: {cells} over seeds. The Mahalanobis d and the rank threshold are chosen on the "
-            + ("reported near-OOD set (--oracle, as seed000 §10 did)" if options.oracle else
-               "validation OOD set, never on a reported set; --oracle chooses them on the reported near-OOD set as "
-               "seed000 §10 did")
-            + "; the threshold is pooled across seeds by its position among the 53 (the argmax over positions of "
-            "the median over seeds), and the projection norm is read at seed000 §10's fixed layer.\n\n"
-            f"{table}\n\n" + "\n\n".join(sections))
+    return (f"## {TITLE}\n\nOOD detection with the in-distribution test set as positive class and every metric read "
+            "higher = better: MSP -log(1 - max softmax + 1e-7), Mahalanobis M_d (lower = in-distribution, read as "
+            "seed000 reads it), projection norm ||V_k^T x||^2 and projection ratio (the proposed score) ||V_k^T x||^2 "
+            "of the rank-truncated network over ||x||^2 of the uncompressed one (seed000's extractor: the two come "
+            "from different networks and the ratio can exceed 1). The paper's 7 columns (seed000 §10) are computed "
+            "with the authors' own formulas (measures.ood.paper_metric_vector: per-sample trapezoid areas, operating "
+            "points as the mean over the points exactly at a rate and '-' when there is none, e.g. TPR = 0.95 of 150 "
+            "samples): AUROC, AUPR-In, AUPR-Out, TNR@TPR90 (the fraction of OOD rejected when 90% of ID is accepted; "
+            "higher is better), TPR@FPR10 (ID accepted when 10% of OOD is), TNR@TPR95, TPR@FPR05. seed000 printed "
+            "the TNR columns under the labels FPR@TPR90 / FPR@TPR95 (its score vector holds 1 - FPR there, §9). "
+            f"Cells: {cells} over seeds. Protocol: \"{PROTOCOLS['paper']}\" rows choose the rank threshold and the "
+            "Mahalanobis d on the reported near-OOD set, as seed000 §10 did (an oracle choice); \""
+            f"{PROTOCOLS['paper-other']}\" is the same on data other than seed000's (its ID sets, models and OOD "
+            f"sets); \"{PROTOCOLS['extra']}\" rows are this toolkit's, chosen on the validation OOD set, never on a "
+            "reported one. The threshold is pooled across seeds by its position among the 53 (the argmax over "
+            "positions of the median over seeds); the projection norm is read at seed000's fixed layer. "
+            f"Published: {MISSING['000']}.\n\n{table}\n\n"
+            "The same rows with scikit-learn's conventions (toolkit extra: ties count 1/2, step-sum areas, the "
+            "conservative operating point, always defined; measures.ood.metric_vector). All 26 metrics per row are in "
+            f"seed000_table.csv.\n\n{extras}\n\nReference values (reports/references.py):\n\n{markdown('000')}\n\n"
+            + "\n\n".join(sections))

@@ -1,6 +1,7 @@
 """Tests of measures/ood.py (seed000 §6.3, §7, §9) against numpy covariances and inverses, an explicit patch loop,
 scikit-learn's roc_auc_score / average_precision_score / roc_curve / precision_recall_curve (seed000's 13-value
-metric vector), a brute-force FPR95, and scipy's softmax / numpy's log for the MSP and log-sensitivity scores."""
+metric vector), a brute-force FPR95, scipy's softmax / numpy's log for the MSP and log-sensitivity scores, and, for
+seed000's own reading of the vector, a hand count and a loop written from the words of the spec (§9)."""
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,7 @@ from measures.ood import (
     mahalanobis,
     metric_vector,
     msp_score,
+    paper_metric_vector,
     patch_energy,
     projection_energy,
     projection_ratio,
@@ -374,3 +376,89 @@ def test_metric_vector_resampling_and_errors():
     np.testing.assert_allclose(got.numpy(), sklearn_vector(s_id.numpy(), resampled), atol=1e-12)
     with pytest.raises(ValueError, match="NaN"):
         metric_vector(np.array([1.0, np.nan]), np.array([0.0]))
+
+
+# ---- seed000's own arithmetic (spec §9, issue 25 item 13) ---------------------------------------------------------
+def loop_paper_vector(s_id: np.ndarray, s_ood: np.ndarray) -> np.ndarray:
+    """The 13 entries from the spec's words, one sample at a time: ID first, order by descending score (ties as
+    numpy's argsort reversed); after i samples TPR_i = tp/n, FPR_i = fp/m with TPR_0 = FPR_0 = 0; PPV_i = tp_i / i
+    (i >= 1); NPV after i >= 1 samples = (m - fp_i) / (N - i + 1), paired with TPR_{i-1}; trapezoids; each "@" entry
+    the mean over the points within 1e-6 of its rate, NaN if none."""
+    n, m = len(s_id), len(s_ood)
+    N = n + m
+    scores = list(s_id) + list(s_ood)
+    order = list(np.argsort(np.array(scores))[::-1])
+    tpr, fpr, ppv, npv, tp, fp = [0.0], [0.0], [], [], 0, 0
+    for i, index in enumerate(order, start=1):
+        tp, fp = tp + (index < n), fp + (index >= n)
+        tpr.append(tp / n)
+        fpr.append(fp / m)
+        ppv.append(tp / i)
+        npv.append((m - fp) / (N - i + 1))
+
+    def area(x, y):
+        return sum(abs(x[k + 1] - x[k]) * (y[k] + y[k + 1]) / 2 for k in range(len(x) - 1))
+
+    def mean_at(rate, target, values):
+        hits = [v for r, v in zip(rate, values) if abs(r - target) < 1e-6]
+        return sum(hits) / len(hits) if hits else float("nan")
+
+    vector = [area(fpr, tpr), area(tpr[1:], ppv), area(tpr[:-1], npv), area([1 - f for f in fpr[:-1]], npv),
+              area([1 - f for f in fpr[1:]], ppv)]
+    for rho in (0.90, 0.95):
+        vector += [1 - mean_at(tpr, rho, fpr), mean_at(tpr, 1 - rho, fpr), mean_at(fpr, 1 - rho, tpr),
+                   1 - mean_at(fpr, rho, tpr)]
+    return np.array(vector)
+
+
+def test_paper_metric_vector_by_hand():
+    """10 ID and 10 OOD scores: the order I I O I I I I I I I O O O I O O O O O O puts four points at TPR = 0.9
+    (FPR 0.1..0.4) and eight at FPR = 0.1 (TPR 0.2..0.9); no point lies at TPR 0.95 or 0.05, FPR 0.05 or 0.95."""
+    s_id = np.arange(10.0, 0.0, -1.0)
+    s_ood = np.array([8.5, 1.5, 1.4, 1.3, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    v = dict(zip(METRIC_NAMES, paper_metric_vector(s_id, s_ood).tolist()))
+    assert v["AUROC"] == pytest.approx(0.89)               # (2 x 10 + 7 x 9 + 1 x 6) pairs won of 100
+    assert v["TNR@TPR90"] == pytest.approx(1 - (0.1 + 0.2 + 0.3 + 0.4) / 4)   # the mean, not the smallest FPR
+    assert v["FPR@TPR10"] == 0.0 and v["FNR@FPR90"] == pytest.approx(0.0)
+    assert v["TPR@FPR10"] == pytest.approx(sum(range(2, 10)) / 8 / 10)        # 0.55, not the largest TPR 0.9
+    assert all(np.isnan(v[name]) for name in ("TNR@TPR95", "FPR@TPR05", "TPR@FPR05", "FNR@FPR95"))
+    np.testing.assert_allclose(list(v.values()), loop_paper_vector(s_id, s_ood), atol=1e-12, equal_nan=True)
+    # scikit-learn's conventions give other numbers here: the test fails if they stand in for the paper's
+    sk = dict(zip(METRIC_NAMES, metric_vector(s_id, s_ood).tolist()))
+    assert sk["TNR@TPR90"] == pytest.approx(0.9) and sk["TPR@FPR10"] == pytest.approx(0.9)
+    assert np.isfinite(sk["TNR@TPR95"]) and abs(sk["AUPR_OUT"] - v["AUPR_OUT"]) > 1e-3
+
+
+@pytest.mark.parametrize("n_id, n_ood, decimals", [(200, 200, 12), (100, 100, 0), (50, 20, 2), (60, 160, 12)])
+def test_paper_metric_vector_matches_the_loop(n_id, n_ood, decimals):
+    """Untied, heavily tied (0 decimals: ties in argsort order) and m != n scores (resampled to n, seeded)."""
+    rng = np.random.default_rng(n_id + 3 * n_ood + decimals)
+    s_id = np.round(rng.standard_normal(n_id) + 0.8, decimals)
+    s_ood = np.round(rng.standard_normal(n_ood), decimals)
+    generator = torch.Generator().manual_seed(5) if n_id != n_ood else None
+    got = paper_metric_vector(s_id, s_ood, resample_generator=generator).numpy()
+    if n_id != n_ood:
+        s_ood = s_ood[torch.randint(n_ood, (n_id,), generator=torch.Generator().manual_seed(5)).numpy()]
+    np.testing.assert_allclose(got, loop_paper_vector(s_id, s_ood), atol=1e-12, equal_nan=True)
+    if decimals == 12:          # no ties: the trapezoid AUROC is scikit-learn's
+        assert got[0] == pytest.approx(roc_auc_score(np.r_[np.ones(n_id), np.zeros(n_id)], np.r_[s_id, s_ood]))
+    if n_id == 200:             # TPR = 0.9 and 0.95 lie on the grid of 200
+        assert np.isfinite(got).all()
+
+
+def test_paper_reading_of_a_lower_is_id_score():
+    """A distance read as seed000 reads it: the raw vector of the distance, entries swapped and complemented; its
+    AUROC is that of the negated distance; its other entries differ from the negated score's (AUPR_OUT by 0.015
+    here), which is why the paper's reading keeps the distance as it is."""
+    rng = np.random.default_rng(8)
+    d_id, d_ood = rng.standard_normal(400), rng.standard_normal(400) + 1.0
+    raw = loop_paper_vector(d_id, d_ood)
+    got = paper_metric_vector(d_id, d_ood, higher_is_id=False).numpy()
+    expected = np.r_[1 - raw[[0, 2, 1, 4, 3]], raw[[6, 5, 8, 7, 10, 9, 12, 11]]]
+    np.testing.assert_allclose(got, expected, atol=1e-12, equal_nan=True)
+    labels = np.r_[np.ones(400), np.zeros(400)]
+    assert got[0] == pytest.approx(roc_auc_score(labels, -np.r_[d_id, d_ood]), abs=1e-12)
+    negated = paper_metric_vector(-d_id, -d_ood).numpy()
+    np.testing.assert_allclose(got, negated, atol=0.03)
+    assert np.abs(got - negated).max() > 0.01
+    assert average_precision_score(labels, -np.r_[d_id, d_ood]) == pytest.approx(got[1], abs=0.03)
