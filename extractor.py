@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     if not papers:
         raise ToolkitError(f"{run.root} holds no measurement yet; run analyzing.py, features.py, kernels.py, "
                            "stability.py, decompose.py or rainbow.py first")
-    flags = {"papers": [paper.__name__ for paper in papers], "start_epoch": args.start_epoch}
+    flags = {"papers": [paper.__name__ for paper in papers], "formats": [paper.FORMAT for paper in papers],
+             "start_epoch": args.start_epoch}
     out = open_stage(run, "extract", flags, args.force)
     if out is None:
         return 0

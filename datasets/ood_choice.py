@@ -10,9 +10,10 @@ the detection hyper-parameters and is never reported (`<id>_vflip` by default). 
 (`OFFLINE_OOD`: MNIST -> photos, uniform, mnist_rot90 with mnist_rot90 as near-OOD), that stand-in is used and the
 choice's note says which files were missing and how to point --ood-sets elsewhere; without a stand-in the missing
 files are a one-line error. An OOD set may be any registered dataset with a test split or `imagefolder:PATH`: every
-image file under PATH (sub-folders included, classes ignored), in memory, labels -1, each of the in-distribution
-image size (OpenOOD-style benchmark copies at 32x32); a missing or empty folder or an image of another size is a
-one-line error.
+image file under PATH (sub-folders included, classes ignored), in memory, labels -1; an image of another size is
+resized (shorter side to the network's size, bilinear) and centre-cropped as OpenOOD's test preprocessing does
+(Textures, Places365, ... come in many sizes), and the choice's note says so. A missing or empty folder or an
+unreadable image is a one-line error.
 """
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def choose_ood(id_name: str, root: str | Path, sets: list[str] | None = None, ne
         _check_name(name, id_name)
     if near not in sets:
         raise ToolkitError(f"--near-ood {near} must be one of the reported sets ({', '.join(sets)})")
+    folders = [name for name in (*sets, validation) if name.startswith(FOLDER_PREFIX)]
+    if folders:
+        note = "; ".join(filter(None, [note, f"{', '.join(folders)}: images of another size resized (shorter side, "
+                                             "bilinear) and centre-cropped to the network's size, as OpenOOD does"]))
     if validation in sets:
         raise ToolkitError(f"--validation-ood {validation} chooses hyper-parameters and is never reported; "
                            "drop it from --ood-sets")
@@ -123,8 +128,13 @@ def build_ood_set(name: str, root: str | Path, image_size: int, channels: int) -
 
 
 def load_image_folder(folder: Path, image_size: int, channels: int, name: str) -> ImageData:
-    """Every image file under `folder` (sorted paths, classes ignored) as (N, channels, S, S) float32 in [0, 1]."""
+    """Every image file under `folder` (sorted paths, classes ignored) as (N, channels, S, S) float32 in [0, 1];
+    an image of another size goes through torchvision's Resize(S) and CenterCrop(S) (OpenOOD's test transform).
+    extras: paths, and resized (how many images were resized)."""
     from PIL import Image, UnidentifiedImageError
+    from torchvision import transforms
+
+    fit = transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
 
     if not folder.is_dir():
         raise ToolkitError(f"OOD set {name}: no folder {folder}")
@@ -132,13 +142,14 @@ def load_image_folder(folder: Path, image_size: int, channels: int, name: str) -
     if not paths:
         raise ToolkitError(f"OOD set {name}: {folder} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...)")
     images = np.empty((len(paths), image_size, image_size, channels), dtype=np.uint8)
+    resized = 0
     for index, path in enumerate(paths):
         try:
             with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
                 if image.size != (image_size, image_size):
-                    raise ToolkitError(f"OOD set {name}: {path} is {image.size[0]}x{image.size[1]}, the network takes "
-                                       f"{image_size}x{image_size} images; resize the folder first")
-                pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+                    image, resized = fit(image), resized + 1
+                pixels = np.asarray(image)
         except (UnidentifiedImageError, OSError) as err:
             raise ToolkitError(f"OOD set {name}: {path} is not a readable image ({err})") from err
         images[index] = pixels.reshape(image_size, image_size, channels)
@@ -146,4 +157,4 @@ def load_image_folder(folder: Path, image_size: int, channels: int, name: str) -
     labels = torch.full((len(paths),), -1, dtype=torch.long)
     unused = (0.0,) * channels  # OOD images are normalised with the in-distribution constants, never their own
     return ImageData(name, "test", tensor.contiguous(), labels, 0, unused, (1.0,) * channels,
-                     {"paths": [str(p) for p in paths]})
+                     {"paths": [str(p) for p in paths], "resized": resized})

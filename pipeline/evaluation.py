@@ -13,7 +13,8 @@ projections_<tag>_<ds>.npz): TRAIN_SET (the train split, no augmentation), the i
 the rank threshold at averaging time. The OOD sets are `datasets.ood_choice.choose_ood(dataset, --data-root,
 --ood-sets, --near-ood, --validation-ood)`: by default the paper's (datasets.ood_sets, near_ood, validation_ood), for
 MNIST without the CIFAR/SVHN files an offline stand-in (with a note), or the user's (any registered dataset or
-`imagefolder:PATH`, a class-less folder of images of the network's size), each built by `build_ood_set` (labels -1).
+`imagefolder:PATH`, a class-less folder of images, resized and centre-cropped to the network's size as OpenOOD
+does), each built by `build_ood_set` (labels -1).
 An OOD set's tag is `set_tag(name)`: the name made folder-safe (utils.rundir.safe_name; imagefolder:/data/x ->
 imagefolder__data_x, cut to 120 characters plus a hash when longer); the stages record the mapping tag -> name in
 their _done.json (`ood_tags`). A dataset without OOD sets (imagenet, imagefolder:PATH, twopoints) and no --ood-sets
@@ -61,8 +62,9 @@ def stage_parser(doc: str, ood: bool = True, reads_images: bool = True) -> Toolk
                         help="use at most the first N images of every evaluation set (default: all)" + unused)
     if ood:
         parser.add_argument("--ood-sets", nargs="+", default=None, metavar="NAME",
-                            help="the reported OOD sets: registered datasets or imagefolder:PATH (a folder of images "
-                                 "of the network's size, sub-folders included, classes ignored); default: the "
+                            help="the reported OOD sets: registered datasets or imagefolder:PATH (a folder of images, "
+                                 "sub-folders included, classes ignored; other sizes are resized and centre-cropped "
+                                 "to the network's, as OpenOOD does); default: the "
                                  "paper's (seed000 §3), or for MNIST without the CIFAR/SVHN files an offline stand-in")
         parser.add_argument("--near-ood", default=None, metavar="NAME",
                             help="the near-OOD set among the reported ones (seed000's dataref; default: the paper's, "

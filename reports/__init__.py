@@ -4,6 +4,8 @@ extractor.py and averaging.py are thin loops over the paper modules listed in PA
 `reports/<paper>.py` defines:
 
     TITLE: str                                        heading of its report section
+    FORMAT: int                                       version of its extract file's layout; a run extracted in
+                                                      another is extracted again (extractor.py's flags)
     def has_outputs(run: RunDir) -> bool              the run holds this paper's stage outputs
     def extract(run, out) -> dict                     write the paper's extract file through `out` (the extract
                                                       stage's pipeline.contract.StageOutput); return a summary

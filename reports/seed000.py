@@ -140,6 +140,9 @@ LAYER_SCORES = {"projection_ratio": "norm1", "projection_ratio_own": "norm1", "p
                 "feature_norm": "norm00", "patch_norm": "norm0", "bn_norm": "norm00_bn"}
 
 
+FORMAT = 2   # 2: 26 metrics (the paper's reading, then scikit-learn's) and projection_ratio_own
+
+
 def has_outputs(run: RunDir) -> bool:
     return any(done(run, stage) for stage in STAGES)
 
@@ -430,6 +433,10 @@ class Seeds:
         if not self.runs or "detection_sets" not in self.runs[0]:
             self.sets = []
             return
+        if self.runs[0]["msp"].shape[-1] != len(ALL_METRICS):
+            raise ToolkitError(f"{group.label}: extract/seed000.npz holds {self.runs[0]['msp'].shape[-1]} metrics, an "
+                               f"older layout than this toolkit's {len(ALL_METRICS)}; run extractor.py again on its "
+                               "runs (reproduce.py does)")
         first = self.runs[0]
         self.sets = [str(name) for name in first["detection_sets"]]
         names = first.get("detection_names", first["detection_sets"])

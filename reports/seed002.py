@@ -55,6 +55,9 @@ def _summary(run: RunDir) -> dict | None:
     return contract.load(run, STAGE, "summary") if contract.done(run, STAGE) else None
 
 
+FORMAT = 1
+
+
 def has_outputs(run: RunDir) -> bool:
     summary = _summary(run)
     return summary is not None and int(run.root.name[3:]) in summary["seeds"]

@@ -34,6 +34,9 @@ def _stage(subcommand: str, source: str) -> str:
     return contract.decompose_stage(subcommand, source)
 
 
+FORMAT = 1
+
+
 def has_outputs(run: RunDir) -> bool:
     return any(contract.done(run, _stage(sub, source)) for sub in SUBCOMMANDS for source in contract.DECOMPOSE_SOURCES)
 

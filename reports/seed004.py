@@ -50,6 +50,9 @@ SIGMA_MARK = "sigma"
 MARKERS = "os^Dv<>pP*X"
 
 
+FORMAT = 1
+
+
 def has_outputs(run: RunDir) -> bool:
     return any(done(run, name) for name in (*STABILITY_MODES.values(), "laplacian", "scale1d"))
 

@@ -59,17 +59,33 @@ def test_registered_sets_are_relabelled_and_rotations_are_exact(tmp_path):
     assert torch.equal(data.images, torch.rot90(test, 1, dims=(2, 3))) and (data.labels == -1).all()
 
 
+def test_a_folder_of_other_sizes_is_resized_and_centre_cropped_as_openood_does(tmp_path):
+    """OpenOOD's test transform: Resize(32) of the shorter side, CenterCrop(32), on the PIL image; 32x32 images kept."""
+    from torchvision import transforms
+
+    write_images(tmp_path / "textures" / "a", 2, size=32)
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)               # 56 wide, 40 high
+    Image.fromarray(wide).save(tmp_path / "textures" / "b.png")
+    name = f"imagefolder:{tmp_path / 'textures'}"
+    choice = choose_ood("digits", tmp_path, sets=[name, "uniform"], near="uniform")
+    assert "resized (shorter side, bilinear) and centre-cropped" in choice.note and name in choice.note
+    data = build_ood_set(name, tmp_path, 32, 3)
+    assert data.images.shape == (3, 3, 32, 32) and data.extras["resized"] == 1
+    expected = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32), transforms.PILToTensor()])(
+        Image.fromarray(wide))
+    assert torch.equal((data.images[2] * 255).round().byte(), expected)   # b.png sorts after a/
+
+
 @pytest.mark.parametrize("case, message", [
-    ("missing", "no folder"), ("empty", "no image files"), ("size", "is 28x28"), ("near", "must be one of"),
+    ("missing", "no folder"), ("empty", "no image files"), ("near", "must be one of"),
     ("validation", "never reported"), ("unknown", "unknown OOD set"), ("self", "in-distribution set")])
 def test_bad_choices_are_one_line(tmp_path, case, message):
     folder = tmp_path / "f"
     if case == "empty":
         folder.mkdir()
-    if case == "size":
-        write_images(folder, 2, size=28)
     sets = {"missing": [f"imagefolder:{folder}"], "empty": [f"imagefolder:{folder}"],
-            "size": [f"imagefolder:{folder}"], "near": ["uniform"], "validation": ["uniform", "digits_vflip"],
+            "near": ["uniform"], "validation": ["uniform", "digits_vflip"],
             "unknown": ["nonesuch"], "self": ["digits"]}[case]
     with pytest.raises(ToolkitError) as err:
         choice = choose_ood("digits", tmp_path, sets=sets, near="photos" if case == "near" else None)

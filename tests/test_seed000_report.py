@@ -15,7 +15,7 @@ import averaging
 import extractor
 from pipeline.contract import TRAIN_SET, load, open_stage
 from reports import Group, ReportOptions
-from reports.seed000 import ALL_METRICS, METRICS, Seeds
+from reports.seed000 import ALL_METRICS, Seeds
 from utils.io import save_json
 from utils.rundir import RunDir
 

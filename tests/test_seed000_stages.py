@@ -322,9 +322,9 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
     scores = load(stage_path(run, "extract", "seed000"))
     assert scores["detection_sets"].tolist() == SETS[2:] and str(scores["validation_set"]) == "digits_vflip"
-    assert scores["projection_ratio"].shape == (3, L, 4, 13) and scores["msp"].shape == (3, 4, 13)
-    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 13)
-    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 13
+    assert scores["projection_ratio"].shape == (3, L, 4, 26) and scores["msp"].shape == (3, 4, 26)
+    assert scores["cka"].shape == (6, L, L) and scores["noise_metrics"].shape == (3, 10, L + 1, 4, 26)
+    assert scores["mahalanobis"].shape[:2] == (L, 4) and scores["mahalanobis"].shape[3] == 26
     assert scores["predicted_fraction"].shape == (5, 10)
     np.testing.assert_allclose(scores["predicted_fraction"].sum(1), 1)
     assert scores["residual_params"][0] == 1 and (scores["residual_params"][1:] <= 1).all()
