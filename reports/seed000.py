@@ -33,8 +33,9 @@ P perturbed layers; S sets; K Mahalanobis grid; C classes; Q = 5 noise quantiles
                    norm0 of the uncompressed network "all" (its extractor.py; > 1 possible on a compressed net);
                    projection_ratio_own (V, L, D, M), a toolkit extra, with norm1 / norm0 both of the variant (the
                    fraction of the variant's own input energy); projection_norm, feature_norm, patch_norm
-                   (V, L, D, M) with scores norm1, norm00 and norm0 of the variant's own features; bn_norm (V, L, D, M) with score
-                   norm00_bn (seed000's k_bn: ||BN output of weight layer l||^2; only when the stage writes it);
+                   (V, L, D, M) with scores norm1, norm00 and norm0 of the variant's own features; bn_norm
+                   (V, L, D, M) with score norm00_bn (seed000's k_bn: ||BN output of weight layer l||^2; only
+                   when the stage writes it);
                    predicted_fraction (1 + D, C) fraction of the ID test set, then of each detection set, predicted
                    as each class by "all"; noise_layers (P,); noise_eta () the relative noise norm; noise_sets
                    (S,) the ID test set, the detection sets and traindata when measured; noise_quantiles
@@ -96,8 +97,8 @@ from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, s
 from pipeline.evaluation import detection_sets, test_set_tag
 from pipeline.loaded import LoadedRun, load_config
 from reports import Group, ReportOptions
-from reports.references import MISSING, markdown, reference_cell
 from reports.figures import band, legend, markdown_table, new_figure, save_figure, summary, vertical_line, write_csv
+from reports.references import MISSING, markdown, reference_cell
 from utils.errors import ToolkitError
 from utils.rundir import RunDir
 from utils.taps import capture_inputs
@@ -858,7 +859,7 @@ def _feature_norm_panel(d: Draw, ax) -> None:
         labels.append("transition layer")
     ax.legend(handles, labels, fontsize=7, ncol=2)
     ax.axhline(0.5, color="0.7", linewidth=0.8)
-    ax.set(ylabel="AUROC", title="feature norms of the original network as scores")
+    ax.set(ylabel="AUROC", title="feature norms of the original network as scores (toolkit extra)")
 
 
 def _projection_figure(d: Draw, out: Path) -> Path | None:

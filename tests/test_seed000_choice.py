@@ -147,7 +147,9 @@ def test_chosen_ood_sets_are_measured_named_and_recorded_and_a_new_choice_recomp
         record = done_record(run, name_of_stage)
         assert record["datasets"] == (sets[1:] if name_of_stage == "features" else sets)
         assert record["ood_sets"] == [name, "uniform"] and record["near_ood"] == "uniform"
-        assert record["validation_ood"] == "digits_vflip" and record["ood_note"] == ""
+        assert record["validation_ood"] == "digits_vflip"
+        assert record["ood_note"].startswith(f"{name}: images of another size resized (shorter side, bilinear) and "
+                                             "centre-cropped")
         assert record["ood_tags"] == {tag: name, "uniform": "uniform", "digits_vflip": "digits_vflip"}
         assert detection_sets("digits", record["datasets"], record) == [tag, "uniform", "digits_vflip"]
         assert near_set("digits", record) == "uniform"
@@ -181,9 +183,10 @@ def test_bad_folders_are_one_line_and_keep_the_finished_stage(workdir):
     run = RunDir.of(workdir, "digits", "resnet18", 0)
     assert analyzing.main(flags(workdir, "--ratios", "1", *TINY)) == 0
     before = done_record(run, "analysis")
-    write_images(workdir / "small", 2, size=28)
+    (workdir / "broken").mkdir()
+    (workdir / "broken" / "x.png").write_bytes(b"not an image")
     (workdir / "empty").mkdir()
-    for folder, message in (("small", "is 28x28"), ("empty", "no image files")):
+    for folder, message in (("broken", "is not a readable image"), ("empty", "no image files")):
         with pytest.raises(ToolkitError, match=message):
             analyzing.main(flags(workdir, "--ratios", "1", *TINY, "--ood-sets", f"imagefolder:{workdir / folder}"))
         assert done(run, "analysis") and done_record(run, "analysis") == before

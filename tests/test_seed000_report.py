@@ -237,25 +237,24 @@ def test_extracted_noise_mahalanobis_and_kernels(extracted):
 
 # ---- averaging ---------------------------------------------------------------------------------------------------
 def hand_extract(workdir, seed: int, positions: list[int], auroc: dict, model="resnet18", classes=10, variant="",
-                 **extra):
-    """An extract/seed000.npz of a 2-layer run with the AUROC (metric 0) of every score given by hand:
+                 dataset="digits", sets=("photos", "digits_vflip"), **extra):
+    """An extract/seed000.npz of an 18-layer run with the AUROC (metric 0) of every score given by hand:
     auroc[(position, set)] for the FC-input projection ratio and norm ("all" is position None)."""
-    run = RunDir.of(workdir, "digits", model, seed, variant)
+    run = RunDir.of(workdir, dataset, model, seed, variant)
     write_config(run, model, classes)
     V, D, Ls = 1 + len(positions), 2, 18
     ratio = np.full((V, Ls, D, len(ALL_METRICS)), 0.5)
     for v, q in enumerate([None, *positions]):
-        for o, ds in enumerate(("photos", "digits_vflip")):
+        for o, ds in enumerate(sets):
             ratio[v, :, o, 0] = auroc.get((q, ds), 0.5)
     arrays = {"model": model, "num_classes": classes, "variants": np.array(["all", *(f"{q:03d}" for q in positions)]),
               "ratio_index": np.array(positions), "ratios": np.array([threshold(q) for q in positions]),
-              "detection_sets": np.array(["photos", "digits_vflip"]), "detection_names": np.array(["photos",
-                                                                                                   "digits_vflip"]),
-              "validation_set": np.array("digits_vflip"), "near_set": np.array("photos"),
+              "detection_sets": np.array(sets), "detection_names": np.array(sets),
+              "validation_set": np.array(sets[-1]), "near_set": np.array(sets[0]),
               "ood_source": np.array("default"), "ood_note": np.array(""),
               "weight_stable_rank": np.ones(Ls), "residual_params": np.linspace(1, 0.2, V),
-              "accuracy": np.full((V, 2), 0.9), "msp": np.full((V, D, len(ALL_METRICS)), 0.6), "projection_ratio": ratio,
-              "projection_norm": ratio.copy(), **extra}
+              "accuracy": np.full((V, 2), 0.9), "msp": np.full((V, D, len(ALL_METRICS)), 0.6),
+              "projection_ratio": ratio, "projection_norm": ratio.copy(), **extra}
     out = open_stage(run, "extract", {}, force=True)
     out.save("seed000", arrays)
     out.done()
@@ -348,3 +347,21 @@ def test_groups_of_variant_folders_are_averaged(tmp_path):
     run = hand_extract(tmp_path, 0, [0, 20], AUROC[0], variant="sigma0.1")
     groups = averaging.find_groups(tmp_path, None)
     assert [(g.model, g.runs) for g in groups] == [(run.root.parent.name, (run,))]
+
+
+def test_paper_rows_on_the_papers_data_carry_the_published_column(tmp_path):
+    """ID CIFAR-10 with the paper's near-OOD set: the paper's rows are "paper's protocol" and MSP gets OpenOOD's
+    number as literature context (reports/references.py); extras never do."""
+    for seed in (0, 1):
+        hand_extract(tmp_path, seed, [0, 20], {}, dataset="cifar10", sets=("cifar100", "cifar10_vflip"))
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    rows = {}
+    for line in report.splitlines():
+        if line.startswith("| cifar10/resnet18 | cifar100 |"):
+            rows.setdefault(line.split(" | ")[2], line.rstrip(" |").split(" | "))
+    assert rows["MSP"][3] == "paper's protocol" and rows["MSP"][-1] == "0.880 (literature: OpenOOD v1.5 near-OOD)"
+    extra = rows["projection ratio, FC input, ratio chosen on the validation set (proposed)"]
+    assert extra[3] == "toolkit extra" and extra[-1] == "-"
+    assert "| 000 | cifar10 | resnet18 | msp | cifar100 | AUROC | 0.8803 | literature |" in report
+    assert "no row has a published number of the paper" in report
