@@ -48,6 +48,11 @@ def list_models(aliases: bool = False) -> list[str]:
     return sorted(_BUILDERS if aliases else _CANONICAL)
 
 
+def is_model(name: str) -> bool:
+    """True for a name that `build_model` accepts: a registered architecture or alias, or a family's prefix."""
+    return name in _BUILDERS or any(name.startswith(prefix) for prefix in _FAMILIES)
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
                 image_size: int = 32) -> nn.Module:
     """A freshly initialised registered architecture.

@@ -3,13 +3,15 @@
 A grid runs dozens of short stages, and a fresh interpreter spends about two seconds importing torch before each
 one does any work. Here each stage is a child forked from one server process that imported the heavy libraries
 once (multiprocessing's forkserver: single-threaded, so forking is safe even when the grid runs chains in threads,
-and no CUDA context is ever created there). The child changes to the repository root, sends its output to the
-stage's log and runs the script as `__main__` with its argv: the same program, the same exit status, the same
-signals (SIGTERM makes training save last.pt) as a subprocess.
+and no CUDA context is ever created there). The child sends its output to the stage's log and runs the script (a
+path relative to the repository root) as `__main__` with its argv, in the grid's working directory, so relative
+paths (--workdir, --data-root, logs) mean what they mean to the user wherever reproduce.py was started: the same
+program, the same exit status, the same signals (SIGTERM makes training save last.pt) as a subprocess.
 """
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import runpy
 import signal
@@ -30,8 +32,8 @@ _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
 def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None) -> None:
-    """The child: `python argv[0] argv[1:]` in `root`, its output appended to `log_path`, with `threads` intra-op
-    threads (None: torch's default)."""
+    """The child: `python root/argv[0] argv[1:]` in the current folder, its output appended to `log_path`, with
+    `threads` intra-op threads (None: torch's default)."""
     if threads is not None:  # the server's torch is imported, so this costs nothing
         import torch
 
@@ -40,16 +42,21 @@ def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, th
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.chdir(root)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    script = os.path.join(root, argv[0])
     sys.path[0] = root
-    sys.argv = list(argv)
-    runpy.run_path(argv[0], run_name="__main__")
+    sys.argv = [script, *argv[1:]]
+    runpy.run_path(script, run_name="__main__")
+
+
+def start_server() -> None:
+    """Start the forkserver now (it imports PRELOAD in the background), before the first stage needs it."""
+    multiprocessing.forkserver.ensure_running()
 
 
 class StageProcess:

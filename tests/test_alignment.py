@@ -307,7 +307,8 @@ def test_weight_covariance_stacks_rows_without_centring():
 def test_weight_spectrum_matches_eigvalsh(nets, rows, dim):
     weights = [torch.randn(rows, dim, generator=rng(70 + k), dtype=torch.float64) for k in range(nets)]
     eigenvalues, eigenvectors = weight_spectrum(weights)
-    C = weight_covariance(weights).numpy()
+    stacked = np.vstack([w.numpy() for w in weights])                   # every net's rows, uncentred (§5.3)
+    C = stacked.T @ stacked / len(stacked)
     r = min(nets * rows, dim)
     assert eigenvalues.shape == (r,) and eigenvectors.shape == (dim, r)
     np.testing.assert_allclose(eigenvalues.numpy(), np.linalg.eigvalsh(C)[::-1][:r], rtol=1e-10, atol=1e-12)

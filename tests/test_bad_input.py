@@ -189,10 +189,6 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
     assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point())
 
 
-def test_table_has_at_least_25_cases():
-    assert len(CASES) >= 25
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["train_classifier.py", "decompose.py", "averaging.py"])
 def test_no_traceback_reaches_the_user(script, tmp_path):

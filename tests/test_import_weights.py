@@ -100,6 +100,7 @@ def test_bad_input_is_one_line(folder, resnet18_state, tmp_path, capsys):
     assert import_weights.main([*flags, "--weights", str(weights), "--force"]) == 0
 
 
+@pytest.mark.slow
 def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp_path):
     weights = tmp_path / "resnet18.pth"
     torch.save(resnet18_state, weights)

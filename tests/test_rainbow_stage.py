@@ -222,6 +222,7 @@ def test_cosine_matrices_of_net_1_and_net_2(workdir):
         assert after[0, 0] > 0.5 and np.trace(after[:5, :5]) > 2 * np.trace(before[:5, :5]), key
 
 
+@pytest.mark.slow
 def test_flat_classifier_aligns_the_cnn_classifier_over_its_1600_features(tmp_path, trained_run):
     """--flat_classifier: the tutorial CNN's classifier input is aligned as 64 x 5 x 5 = 1600 features (§7 step 9);
     by default over its 64 channels, space as samples."""

@@ -9,11 +9,13 @@ import pytest
 from conftest import ROOT
 
 import reproduce
+from pipeline import commands, local, plan
 from utils.rundir import RunDir
 
 GRID = ["--models", "lenet", "--epochs", "1", "--width", "0.25", "--device", "cpu", "--stages", "train"]
 
 
+@pytest.mark.slow
 def test_two_run_grid_through_submitit_local_executor_then_nothing_to_do(tmp_path, capsys):
     args = [*GRID, "--seeds", "0", "1", "--workdir", str(tmp_path)]
     assert reproduce.main([*args, "--launcher", "submitit-local"]) == 0
@@ -47,25 +49,25 @@ def test_print_lists_commands_that_run_as_is(tmp_path, capsys):
 
 
 def test_full_grids_follow_the_papers():
-    (grid,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "000", "--full"]))
+    (grid,) = plan.resolve_grid(reproduce.parse_args(["--paper", "000", "--full"]))
     assert grid.traindata == ("cifar10", "cifar100", "svhn", "mnist")
     assert grid.models == ("vgg13", "vgg16", "resnet18", "resnet34")
     assert grid.seeds == tuple(range(10)) and grid.epochs == 1200 and grid.recipe == "seed000"
-    grid, nowd, *sweeps = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
+    grid, nowd, *sweeps = plan.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
     assert grid.models == ("scattering",) and grid.recipe == "seed002" and grid.seeds == (0, 1, 2)
     assert nowd.workdir == "nowd" and nowd.recipe == "seed002_nowd" and nowd.seeds == (0, 1, 2)
     assert [len(part.widths) for part in sweeps] == [9, 7]
 
 
 def test_demo_grid_trains_each_run_once_for_every_paper_that_measures_it():
-    parts = reproduce.resolve_grid(reproduce.parse_args([]))
+    parts = plan.resolve_grid(reproduce.parse_args([]))
     assert [(p.models, p.papers) for p in parts] == [(("resnet18",), ("000", "004", "003")),
                                                      (("rainbow_mlp",), ("002",))]
-    (seed003,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "003"]))
+    (seed003,) = plan.resolve_grid(reproduce.parse_args(["--paper", "003"]))
     assert seed003.models == ("resnet20",) and seed003.papers == ("003",)
-    (seed002,) = reproduce.resolve_grid(reproduce.parse_args(["--paper", "002"]))
+    (seed002,) = plan.resolve_grid(reproduce.parse_args(["--paper", "002"]))
     assert seed002.models == ("rainbow_mlp", "rainbow_cnn") and seed002.recipe == "seed002_tutorial"
-    (merged,) = reproduce.resolve_grid(reproduce.parse_args(["--models", "lenet", "--num_seed", "2"]))
+    (merged,) = plan.resolve_grid(reproduce.parse_args(["--models", "lenet", "--num_seed", "2"]))
     assert merged.papers == ("000", "004", "003", "002") and merged.seeds == (0, 1)
 
 
@@ -79,7 +81,7 @@ def test_unknown_stage_is_a_one_line_error(tmp_path):
 def test_a_chain_held_by_another_process_is_left_alone(tmp_path, capsys):
     """Two reproduce.py processes on one workdir: a chain locked by one is not run by the other."""
     lock = RunDir.of(tmp_path, "digits", "lenet", 0).root / "logs" / ".lock"
-    with reproduce.exclusive(lock) as acquired:
+    with commands.exclusive(lock) as acquired:
         assert acquired
         assert reproduce.main([*GRID, "--seeds", "0", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -105,13 +107,13 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     def command(name, code):
         script = tmp_path / f"{name}.py"
         script.write_text(code)
-        return reproduce.Command(name, [str(script)], None, tmp_path / f"{name}.log")
+        return commands.Command(name, [str(script)], None, tmp_path / f"{name}.log")
 
     saved = command("train", "raise SystemExit(143)")  # train_classifier.py after saving last.pt
     killed = command("analyzing", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
     after = command("extract", "pass")
-    reproduce.Chain("digits/lenet/rnd0", tmp_path / ".lock", [saved])()
-    chain = reproduce.Chain("digits/lenet/rnd1", tmp_path / ".lock1", [killed, after])()
+    commands.Chain("digits/lenet/rnd0", tmp_path / ".lock", [saved])()
+    chain = commands.Chain("digits/lenet/rnd1", tmp_path / ".lock1", [killed, after])()
     assert saved.status == killed.status == "interrupted" and after.status == "pending"
     assert reproduce.summarize([saved, killed, after]) == 1
     out = capsys.readouterr().out
@@ -124,14 +126,31 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     assert [c.status for c in again.commands] == ["interrupted", "pending"]
 
 
+@pytest.mark.slow
+def test_the_runner_works_from_any_folder(tmp_path):
+    """`python /path/to/reproduce.py` from a scratch folder (as on a cluster): the relative --workdir, the logs and
+    the stages are the user's folder's, and the stages run."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--paper", "000", *GRID, "--seeds", "0",
+                             "--workdir", "w"], cwd=scratch, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = RunDir.of(scratch / "w", "digits", "lenet", 0)
+    assert len((run.root / "train_log.csv").read_text().splitlines()) == 2       # header and the one epoch
+    assert "Traceback" not in (run.root / "logs" / "train.log").read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_reproduce_stops_its_running_stage_which_saves(tmp_path, signum, status):
     """`kill PID` (SIGTERM) or SIGINT to reproduce.py alone reaches its forked stage too: training saves last.pt
-    and stops (no orphan keeps training), nothing new starts, and the grid exits 143 (saying to rerun) or 130."""
+    and stops (no orphan keeps training), nothing new starts, and the grid exits 143 (saying to rerun) or 130.
+    reproduce.py is started with SIGINT ignored, as every background job of a non-interactive shell is."""
     run = RunDir.of(tmp_path, "digits", "lenet", 0)
     grid = subprocess.Popen([sys.executable, str(ROOT / "reproduce.py"), "--paper", "000", "--workdir", str(tmp_path),
                              *GRID[:2], "--seeds", "0", "--epochs", "500", *GRID[4:]], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     log = run.root / "train_log.csv"
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) > 2) and time.monotonic() < deadline:
@@ -155,19 +174,19 @@ def test_local_grid_runs_a_group_stage_once_its_group_is_done_ahead_of_other_cha
     def command(name, group, fail=False):
         script = tmp_path / f"{name}.py"
         script.write_text(f"open({str(order)!r}, 'a').write('{name} ')\n" + ("raise SystemExit(1)\n" if fail else ""))
-        return reproduce.Command(name, [str(script)], None, tmp_path / f"{name}.log", group=tmp_path / group)
+        return commands.Command(name, [str(script)], None, tmp_path / f"{name}.log", group=tmp_path / group)
 
     def chain(name, group, fail=False):
         lock = tmp_path / group / name / "logs" / ".lock"
         lock.parent.mkdir(parents=True)
-        return reproduce.Chain(f"{group}/{name}", lock, [command(name, group, fail)])
+        return commands.Chain(f"{group}/{name}", lock, [command(name, group, fail)])
 
     for jobs, broken in ((1, False), (2, False), (1, True)):
         order.write_text("")
         chains = [chain(f"b{i}", f"B{jobs}{broken}") for i in range(2)]
         chains += [chain(f"a{i}", f"A{jobs}{broken}", fail=broken and i == 1) for i in range(2)]
         stage = command("gA", f"A{jobs}{broken}")
-        reproduce.run_local(chains, [stage], jobs)
+        local.run_local(chains, [stage], jobs)
         ran = order.read_text().split()
         if broken:
             assert ran == ["a0", "a1", "b0", "b1"] and stage.status == "pending"
@@ -256,9 +275,9 @@ def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
 
 def test_running_tasks_share_the_cores(monkeypatch):
     """ThreadShare: cores / min(jobs, tasks running) threads per stage; OMP_NUM_THREADS caps the cores."""
-    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(commands.os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    share = reproduce.ThreadShare()
+    share = commands.ThreadShare()
     share.jobs = 2
     share.change(+1)
     assert share.threads() == 8        # alone: every core

@@ -3,7 +3,7 @@ twopoints' training-set size are part of the run's folder, stages find the run b
 plans a sigma sweep as one run folder per std."""
 import reproduce
 import stability
-from pipeline import contract
+from pipeline import contract, plan
 from pipeline.loaded import load_config
 from utils.rundir import RunDir, run_variant, split_variant
 
@@ -33,7 +33,7 @@ def test_a_sigma_sweep_lives_in_one_workdir_and_stages_find_each_run(tmp_path, t
 def test_reproduce_plans_one_run_per_std(tmp_path):
     args = reproduce.parse_args(["--paper", "004", "--models", "lenet", "--num_seed", "2", "--workdir", str(tmp_path),
                                  "--gaussian_corruption_std", "0", "0.1", "10"])
-    chains, _, _ = reproduce.build_plan(args, reproduce.resolve_grid(args))
+    chains, _, _ = plan.build_plan(args, plan.resolve_grid(args))
     folders = sorted({chain.lock.parents[2].name for chain in chains})
     assert folders == ["lenet", "lenet@sigma0.1", "lenet@sigma10"] and len(chains) == 6
     train = [c for chain in chains for c in chain.commands if c.stage == "train"]

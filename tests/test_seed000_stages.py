@@ -347,6 +347,7 @@ def test_extract_and_average_write_the_table(run, workdir):
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
 
 
+@pytest.mark.slow
 def test_papers_drawn_in_parallel_write_what_one_process_writes(run, workdir, monkeypatch):
     """averaging.py --jobs 2 (the papers' reports in forked processes) gives the report and tables of --jobs 1;
     --no-pdf leaves the PDFs out and says so."""

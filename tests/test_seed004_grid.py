@@ -1,6 +1,7 @@
 """reproduce.py's seed004 grids (issue 17 item 3): the published grid's three parts (the sigma sweep of the CNNs and
 of the FCNs, the twopoints nets) with their stages, and the demo's sigma sweep with the 1-D stage."""
 import reproduce
+from pipeline.plan import build_plan, resolve_grid
 
 CNNS = ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet", "lenet",
         "efficientnet_b0")
@@ -9,8 +10,8 @@ SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)
 
 def plan(*argv):
     args = reproduce.parse_args([*argv, "--workdir", "runs"])
-    parts = reproduce.resolve_grid(args)
-    return parts, reproduce.build_plan(args, parts)[0]
+    parts = resolve_grid(args)
+    return parts, build_plan(args, parts)[0]
 
 
 def stages_of(chains, folder):

@@ -9,6 +9,7 @@ import decompose
 import extractor
 import reproduce
 import train_classifier
+from pipeline import plan
 from pipeline.contract import load
 from pipeline.loaded import load_config
 from utils.cli import run_main
@@ -58,7 +59,7 @@ def test_a_network_without_stages_is_refused_in_one_line(tmp_path, capsys):
 
 def test_reproduce_adds_the_regularised_runs_to_the_003_grid(tmp_path):
     args = reproduce.parse_args(["--paper", "003", "--workdir", str(tmp_path), "--selectivity_reg", "0", "-0.1"])
-    chains, _, _ = reproduce.build_plan(args, reproduce.resolve_grid(args))
+    chains, _, _ = plan.build_plan(args, plan.resolve_grid(args))
     assert sorted({chain.lock.parents[2].name for chain in chains}) == ["resnet20", "resnet20@si-0.1"]
     regularised = [c for chain in chains for c in chain.commands if "--selectivity_reg" in c.argv]
     assert {c.stage for c in regularised} >= {"train", "decompose-indices", "decompose-validate", "extract"}

@@ -1,0 +1,162 @@
+"""The grid catalogue, as data: the stages a grid schedules with their demo and published flags, and the parts
+(datasets x models x seeds trained one way) of each paper's demo and published grid.
+
+    from pipeline.grid import DEMO_GRIDS, FULL_GRIDS, STAGES
+    FULL_GRIDS["000"].models          # ('vgg13', 'vgg16', 'resnet18', 'resnet34')
+
+reproduce.py reads it through pipeline.plan; nothing here runs anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pipeline import contract
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A stage of the contract (pipeline.contract: script, folder, scope, paper) and the flags the grid adds to it
+    in the demo and in the published (--full) grid."""
+
+    stage: contract.Stage
+    demo: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
+    ood: bool = False   # takes the grid's --ood-sets, --near-ood and --validation-ood (pipeline.evaluation)
+    sweep_flag: str = ""  # a stage of a width sweep (GridPart.widths): runs once, in the widest width's workdir,
+                          # after every width's chains and group stages, given the others' workdirs by this flag
+    demo_seeds: int | None = None  # the demo runs this stage for the part's first N seeds only (None: every seed)
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+    def argv(self, mode: str) -> list[str]:
+        """script, subcommand, the folder-selecting flags and the grid's flags (run identity flags excluded)."""
+        return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
+
+
+def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False,
+               sweep_flag: str = "", demo_seeds: int | None = None) -> Scheduled:
+    return Scheduled(contract.stage(name), demo, full, ood, sweep_flag, demo_seeds)
+
+
+# seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
+# perturbed, batches of 128 (BN in eval mode: the batch size changes nothing but the speed); the demo caps them
+# (each stage records its caps in _done.json)
+SEED000_FULL = ("--batchsize", "128")
+STAGES: tuple[Scheduled, ...] = (
+    _scheduled("analysis", demo=("--ratios", "6", "--max-samples", "150", "--num_grams", "150", "--num_stability",
+                                 "50", "--stability_variants", "original"),
+               full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
+                     "--stability_variants", "every"), ood=True),
+    _scheduled("features", full=SEED000_FULL, ood=True),
+    _scheduled("kernels"),
+    # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with
+    # 100 probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+    _scheduled("stability", demo=("--by_layer", "--P", "100", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
+    _scheduled("stability-init", demo=("--by_layer", "--P", "100", "--corrupt_test"),
+               full=("--P", "500", "--corrupt_test")),
+    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "100", "--corrupt_test"),
+               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
+    _scheduled("laplacian"),
+    # the 1-D net of §2.12 is trained by the stage itself (the run's net is not read): one seed in the demo
+    _scheduled("scale1d", full=("--scale1d_channels", "1000"), demo_seeds=1),
+    _scheduled("decompose-indices"),
+    _scheduled("decompose-validate"),
+    _scheduled("decompose-essential"),
+    _scheduled("decompose-finetune", demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
+    _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
+               full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
+    _scheduled("rainbow-width", full=("--batchsize", "64"), sweep_flag="--sweep_workdirs"),
+)
+
+
+@dataclass(frozen=True)
+class GridPart:
+    """One block of a grid: datasets x models x seeds trained one way, then measured by the stages of `papers`."""
+
+    traindata: tuple[str, ...]
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    width: float
+    recipe: str | None
+    papers: tuple[str, ...]
+    corruptions: tuple[float, ...] = (0.0,)   # seed004 §2.7: one run per Gaussian corruption std (a sigma sweep)
+    stages: tuple[str, ...] | None = None     # the stages of `papers` this part runs (None: all of them)
+    # A run's path names neither its recipe nor its width (utils.rundir.run_variant), so a part that trains the
+    # runs of another part differently lives in its own sub-workdir <--workdir>/<workdir> ("": --workdir itself).
+    workdir: str = ""
+    save_epochs: tuple[int, ...] = ()          # train_classifier.py --save-epochs (seed002 §5.6 training dynamics)
+    widths: tuple[float, ...] = ()             # a width sweep: the part trained at each width (`width` unused), each
+                                               # in <workdir>/width<s>, then the sweep stages (rainbow-width)
+    selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
+
+    def training(self) -> tuple:
+        return self.epochs, self.width, self.recipe, self.save_epochs
+
+    def members(self, root: str) -> list[tuple[str, GridPart]]:
+        """(workdir, part trained at one width) for each width of a sweep, ascending; [(workdir, self)] otherwise.
+        The workdir of a part in --workdir itself is `root` as given (commands, and their _done.json, unchanged)."""
+        here = str(Path(root) / self.workdir) if self.workdir else root
+        if not self.widths:
+            return [(here, self)]
+        return [(str(Path(here) / f"width{s:g}"), replace(self, width=s, widths=())) for s in sorted(self.widths)]
+
+
+SEED004_SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)   # seed004 §1 Fig. 1/10: training corruption stds
+SEED002_EPOCHS = (0, 1, 2, 5, 10, 20, 50, 100)               # seed002 §4: the kept checkpoints
+# The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
+FULL_GRIDS = {
+    "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
+                    tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
+    "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024)
+        GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
+                                "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian")),
+        GridPart(("cifar10",), ("fcn2", "fcn4", "fcn6"), tuple(range(11)), 250, 1.0, "seed004_fcn", ("004",),
+                 SEED004_SIGMAS, ("stability", "stability-init")),
+        GridPart(("twopoints",), ("vgg11_nobn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34",
+                                  "resnet50", "alexnet", "lenet", "efficientnet_b0"), tuple(range(10)), 300, 1.0,
+                 "twopoints", ("004",)),
+    ),
+    "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
+    "002": (  # seed002 §4 "Experiment sets"
+        # 50 seeds of the J8 net ("gaussiantest", wd 1e-4): alignment, C_j, rainbow nets (+ retrained), clipping
+        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
+        # 50 seeds of J8 "nowd", the epochs of the training dynamics kept (§5.6: a_r(t), c_r(t))
+        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002_nowd", ("002",),
+                 workdir="nowd", save_epochs=SEED002_EPOCHS),
+        # 10 seeds x 9 widths of the 4-block scale-width nets, nowd (covariance convergence against width, ref 2^5)
+        GridPart(("cifar10",), ("scattering4",), tuple(range(10)), 150, 1.0, "seed002_nowd", ("002",),
+                 workdir="scalewidth", widths=tuple(2.0 ** k for k in range(-3, 6))),
+        # J8 plain and skip at s = 2^-3..2^3 (resampling and alignment against width, ref 2^3): the paper trains
+        # 1 net per width, the rainbow stage here needs 2 seeds
+        GridPart(("cifar10",), ("scattering", "scattering_skip"), (0, 1), 150, 1.0, "seed002", ("002",),
+                 workdir="j8width", widths=tuple(2.0 ** k for k in range(-3, 4))),
+    ),
+}
+# What a published grid leaves out, and why (said by --full and --help).
+FULL_GRID_GAPS = {
+    "002": "seed002's ResNet-18 ImageNet widths (s = 2^-3..2^3, spec §4) are left out: train_classifier.py and "
+           "rainbow.py need in-memory datasets (ImageNet is streamed from folders), and the paper's ResNet-18 variant "
+           "(no biases, non-affine BN after ReLU) is not a registry model",
+}
+# One paper's demo on the bundled digits (a few minutes on 2 CPU cores); seed003's is its own resnet20,
+# seed002's the tutorial MLP and CNN.
+DEMO_GRIDS = {
+    "000": GridPart(("digits",), ("resnet18",), (0, 1), 5, 0.25, None, ("000",)),
+    "004": GridPart(("digits",), ("resnet18",), (0, 1), 5, 0.25, "seed004", ("004",), (0.0, 10.0, 30.0)),
+    "003": GridPart(("digits",), ("resnet20",), (0, 1), 15, 1.0, None, ("003",)),
+    "002": GridPart(("digits",), ("rainbow_mlp", "rainbow_cnn"), (0, 1, 2, 3, 4), 5, 1.0, "seed002_tutorial",
+                    ("002",)),
+}
+# The default demo (`python reproduce.py`): every paper in about 5 minutes, so one ResNet-18 serves 000, 004, 003
+# and seed002 takes the MLP only.
+ALL_PAPERS_DEMO = (replace(DEMO_GRIDS["000"], papers=("000", "004", "003")),
+                   replace(DEMO_GRIDS["002"], models=("rainbow_mlp",)))
+PAPER_ORDER = ("000", "004", "003", "002")
+
+

@@ -1,0 +1,256 @@
+"""The plan of a grid: its parts resolved from the catalogue and the flags, then one chain of commands per run
+(train, the per-run stages, extract), the group stages that combine seeds, and the averaging of each workdir.
+
+    parts = resolve_grid(args)                       # pipeline.grid parts, flags applied, shared runs merged
+    chains, group_cmds, final = build_plan(args, parts)
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from itertools import product
+
+from pipeline import contract
+from pipeline.commands import Chain, Command
+from pipeline.grid import (
+    ALL_PAPERS_DEMO,
+    DEMO_GRIDS,
+    FULL_GRID_GAPS,
+    FULL_GRIDS,
+    PAPER_ORDER,
+    STAGES,
+    GridPart,
+    Scheduled,
+)
+from utils.errors import ToolkitError
+from utils.rundir import RunDir, report_dir, run_variant
+
+
+def resolve_grid(args) -> list[GridPart]:
+    """The demo grids of the chosen papers, or one paper's published grid with --full; flags override every part.
+
+    Parts that train the same (dataset, model, seed) are merged into one training measured by all their papers,
+    keeping the first part's epochs, width and recipe (a run directory holds one training)."""
+    papers = list(PAPER_ORDER) if args.paper == "all" else [args.paper]
+    if args.full and len(papers) > 1:
+        raise ToolkitError("--full reproduces one paper at a time (each trains with its own recipe); add "
+                           "--paper 000, 002, 003 or 004")
+    if args.full:
+        grids = [FULL_GRIDS[paper] for paper in papers]
+        for paper in papers:
+            if paper in FULL_GRID_GAPS:
+                print(f"note: {FULL_GRID_GAPS[paper]}", file=sys.stderr)
+        parts = [part for grid in grids for part in (grid if isinstance(grid, tuple) else (grid,))]
+    else:
+        parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
+    overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,
+                 "recipe": args.recipe, "corruptions": args.gaussian_corruption_std, "widths": args.widths,
+                 "seeds": args.seeds or (list(range(args.num_seed)) if args.num_seed else None)}
+    overrides = {key: tuple(value) if isinstance(value, list) else value for key, value in overrides.items()
+                 if value is not None}
+    if args.width is not None:  # one width for every part: no sweep
+        overrides["widths"] = ()
+    merged: list[GridPart] = []
+    if args.selectivity_reg is not None:  # a seed003 experiment: the other papers' parts keep their plain runs
+        if not any("003" in part.papers for part in parts):
+            raise ToolkitError("--selectivity_reg is seed003's (§10); add --paper 003 or --paper all")
+        parts = [replace(part, selectivity_regs=tuple(args.selectivity_reg)) if "003" in part.papers else part
+                 for part in parts]
+    for part in (replace(part, **overrides) for part in parts):
+        for index, other in enumerate(merged):
+            if _shares_runs(part, other):
+                if part.training() != other.training():
+                    print(f"note: paper {'/'.join(part.papers)} measures the runs of paper {'/'.join(other.papers)} "
+                          f"(epochs {other.epochs}, width {other.width}, recipe {other.recipe or 'default'})",
+                          file=sys.stderr)
+                merged[index] = replace(other, traindata=_union([other.traindata, part.traindata]),
+                                        models=_union([other.models, part.models]),
+                                        seeds=_union([other.seeds, part.seeds]),
+                                        papers=_union([other.papers, part.papers]))
+                break
+        else:
+            merged.append(part)
+    return merged
+
+
+def validate(parts: list[GridPart], data_root: str, check_files: bool = True) -> None:
+    """Every model and training set of the grid exists, and (check_files) a file-backed set's files, plain or
+    gzipped, are under `data_root`: else a one-line ToolkitError (exit 2) before anything runs or is submitted.
+    (Imports torch, through the registries.)"""
+    from datasets.files import missing_files
+    from datasets.registry import FILE_LOADERS, is_folder_dataset, list_datasets
+    from models.registry import is_model, list_models
+
+    for model in dict.fromkeys(m for part in parts for m in part.models):
+        if not is_model(model):
+            raise ToolkitError(f"unknown model {model!r} in --models; choose among {', '.join(list_models())} "
+                               "(or torchvision:<arch>)")
+    for dataset in dict.fromkeys(d for part in parts for d in part.traindata):
+        if not (dataset in list_datasets() or is_folder_dataset(dataset)):
+            raise ToolkitError(f"unknown dataset {dataset!r} in --traindata; choose among "
+                               f"{', '.join(list_datasets())}")
+        absent = missing_files(data_root, dataset) if check_files and dataset in FILE_LOADERS else []
+        missing = [path for path in absent if not path.with_name(f"{path.name}.gz").is_file()]
+        if missing:
+            raise ToolkitError(f"{dataset}: {len(missing)} file(s) missing under --data-root {data_root}, e.g. "
+                               f"{missing[0]}; README: Data says how to get them (python -m datasets.prepare mnist "
+                               "for MNIST), or point --data-root at them")
+
+
+def _shares_runs(a: GridPart, b: GridPart) -> bool:
+    return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds)
+                and set(a.corruptions) & set(b.corruptions) and set(a.selectivity_regs) & set(b.selectivity_regs)
+                and a.workdir == b.workdir and a.widths == b.widths)
+
+
+def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
+    """The stages of the chosen papers (only those named in --stages, when given)."""
+    names = {s.name for s in STAGES} | {"train", "extract", "average"}
+    unknown = sorted(set(only or ()) - names)
+    if unknown:
+        raise ToolkitError(f"unknown --stages {unknown}; choose among {sorted(names)}")
+    return [s for s in STAGES if s.stage.paper in papers and (only is None or s.name in only)]
+
+
+def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command], list[Command]]:
+    """(per-run chains, group commands, final commands) for every part of the grid.
+
+    A width sweep (GridPart.widths) is one part per width, each in its own workdir; its sweep stages
+    (rainbow-width) follow the group stages of every width, in the widest one's workdir. Averaging runs once per
+    workdir."""
+    wanted = set(args.stages) if args.stages else None
+    mode = "full" if args.full else "demo"
+    chains, group_cmds = [], []
+    averaged: dict[str, set[int]] = {}   # workdir -> the seeds trained there
+    for part in parts:
+        stages = [s for s in available_stages(list(part.papers), args.stages)
+                  if part.stages is None or s.name in part.stages]
+        group_stages = [s for s in stages if s.stage.scope == "group" and not s.sweep_flag]
+        extract = wanted is None or "extract" in wanted
+        members = part.members(args.workdir)
+        for workdir, member in members:
+            averaged.setdefault(workdir, set()).update(member.seeds)
+            common = ["--workdir", workdir, "--device", args.device]
+            for dataset, model, sigma, alpha in product(member.traindata, member.models, member.corruptions,
+                                                        member.selectivity_regs):
+                for seed in member.seeds:
+                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha), workdir, mode,
+                                         common, wanted, extract and not group_stages))
+                first = Cell(dataset, model, member.seeds[0], sigma, alpha)
+                group = first.run(workdir)
+                for scheduled in group_stages:
+                    group_cmds.append(_group_command(args, scheduled, first, member.seeds, workdir, mode))
+                if group_stages and extract:  # extraction reads the group stages' outputs too
+                    group_cmds += [replace(_extract_command(replace(first, seed=seed), workdir, common),
+                                           group=group.group) for seed in member.seeds]
+        if len(members) < 2:
+            continue
+        (widest, _), others = members[-1], [workdir for workdir, _ in members[:-1]]
+        for scheduled in (s for s in stages if s.sweep_flag):
+            for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
+                                                        part.selectivity_regs):
+                first = Cell(dataset, model, part.seeds[0], sigma, alpha)
+                command = _group_command(args, scheduled, first, part.seeds, widest, mode)
+                command.argv += [scheduled.sweep_flag, *others]
+                command.needs = tuple(first.run(workdir).group for workdir in others)
+                group_cmds.append(command)
+    final = []
+    if wanted is None or "average" in wanted:
+        for workdir, seeds in averaged.items():
+            pdf = [] if args.full else ["--no-pdf"]   # the demo draws PNGs only (half the drawing time)
+            final.append(Command("average", ["averaging.py", "--workdir", workdir, "--seeds",
+                                              *map(str, sorted(seeds)), *pdf], None,
+                                 report_dir(workdir) / "averaging.log"))
+    return chains, group_cmds, final
+
+
+def _group_command(args, scheduled: Scheduled, first: Cell, seeds: tuple[int, ...], workdir: str,
+                   mode: str) -> Command:
+    """A stage combining the seeds of first's (dataset, model) in `workdir`."""
+    script, *rest = scheduled.argv(mode)
+    common = ["--workdir", workdir, "--device", args.device]
+    argv = [script, *first.identity(common, seeds=[str(s) for s in seeds]), "--data-root", args.data_root, *rest]
+    group = first.run(workdir)
+    return Command(scheduled.name, argv, scheduled.stage.dir(group), group.group / "logs" / f"{scheduled.name}.log",
+                   group.group)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: dataset, model, seed and the run-defining corruption std and selectivity regulariser
+    (utils.rundir.run_variant)."""
+
+    dataset: str
+    model: str
+    seed: int
+    corruption: float = 0.0
+    selectivity_reg: float = 0.0
+
+    def run(self, workdir: str) -> RunDir:
+        return RunDir.of(workdir, self.dataset, self.model, self.seed,
+                         run_variant(self.dataset, self.corruption, selectivity_reg=self.selectivity_reg))
+
+    def identity(self, common: list[str], seeds: list[str] | None = None) -> list[str]:
+        """The flags that name the run (or, with `seeds`, the group of those seeds), plus the workdir and device."""
+        who = ["--seeds", *seeds] if seeds is not None else ["--seed", str(self.seed)]
+        sigma = ["--gaussian_corruption_std", f"{self.corruption:g}"] if self.corruption else []
+        sigma += ["--selectivity_reg", f"{self.selectivity_reg:g}"] if self.selectivity_reg else []
+        return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
+
+
+def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, workdir: str, mode: str, common: list[str],
+           wanted: set[str] | None, extract: bool) -> Chain:
+    """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
+    run = cell.run(workdir)
+    ident = cell.identity(common)
+    chain = Chain(str(run.root.relative_to(args.workdir)), run.root / "logs" / ".lock")
+    if wanted is None or "train" in wanted:
+        train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
+                 "--data-root", args.data_root, "--resume", "--no-progress"]
+        if part.recipe:
+            train += ["--recipe", part.recipe]
+        if part.save_epochs:
+            train += ["--save-epochs", *map(str, part.save_epochs)]
+        if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
+            train.append("--channels-last")
+        chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
+    for scheduled in (s for s in stages if s.stage.scope == "run"):
+        if mode == "demo" and scheduled.demo_seeds is not None and cell.seed not in part.seeds[:scheduled.demo_seeds]:
+            continue
+        script, *rest = scheduled.argv(mode)
+        argv = [script, *rest[:len(scheduled.stage.subcommand)], *ident, "--data-root", args.data_root,
+                *rest[len(scheduled.stage.subcommand):]]
+        if scheduled.ood:
+            argv += ood_flags(args)
+        chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
+                                      run.root / "logs" / f"{scheduled.name}.log"))
+    if extract:
+        chain.commands.append(_extract_command(cell, workdir, common))
+    return chain
+
+
+def ood_flags(args) -> list[str]:
+    """The grid's OOD-set flags, as the seed000 stages take them (only those given)."""
+    flags = ["--ood-sets", *args.ood_sets] if args.ood_sets else []
+    for flag, value in (("--near-ood", args.near_ood), ("--validation-ood", args.validation_ood)):
+        if value:
+            flags += [flag, value]
+    return flags
+
+
+def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
+    run = cell.run(workdir)
+    extract = contract.stage("extract")
+    return Command(extract.name, [extract.script, *cell.identity(common)], extract.dir(run),
+                   run.root / "logs" / "extract.log")
+
+
+
+
+def _union(sequences) -> tuple:
+    out = []
+    for items in sequences:
+        out += [x for x in items if x not in out]
+    return tuple(out)
+
+
