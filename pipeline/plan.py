@@ -92,9 +92,10 @@ def validate(parts: list[GridPart], data_root: str, check_files: bool = True) ->
         absent = missing_files(data_root, dataset) if check_files and dataset in FILE_LOADERS else []
         missing = [path for path in absent if not path.with_name(f"{path.name}.gz").is_file()]
         if missing:
+            how = ("python -m datasets.prepare mnist writes them" if dataset == "mnist" else
+                   "README: Data says where torchvision's files go")
             raise ToolkitError(f"{dataset}: {len(missing)} file(s) missing under --data-root {data_root}, e.g. "
-                               f"{missing[0]}; README: Data says how to get them (python -m datasets.prepare mnist "
-                               "for MNIST), or point --data-root at them")
+                               f"{missing[0]}; {how}, or point --data-root at them")
 
 
 def _shares_runs(a: GridPart, b: GridPart) -> bool:

@@ -10,6 +10,7 @@ from conftest import ROOT
 
 import reproduce
 from pipeline import commands, local, plan
+from utils.cli import run_main
 from utils.rundir import RunDir
 
 GRID = ["--models", "lenet", "--epochs", "1", "--width", "0.25", "--device", "cpu", "--stages", "train"]
@@ -29,13 +30,32 @@ def test_two_run_grid_through_submitit_local_executor_then_nothing_to_do(tmp_pat
 
 
 def test_a_broken_run_is_reported_and_the_others_complete(tmp_path, capsys):
-    status = reproduce.main([*GRID, "--models", "lenet", "nonet", "--seeds", "0", "--workdir", str(tmp_path)])
+    """A run that fails at training (a torchvision architecture that does not exist passes the plan's name check)."""
+    status = reproduce.main([*GRID, "--models", "lenet", "torchvision:nonet", "--seeds", "0", "--workdir",
+                             str(tmp_path)])
     out = capsys.readouterr().out
     assert status == 1
     assert "1 done, 0 skipped, 1 failed" in out
     assert "FAILED train" in out and "nonet" in out and "train.log" in out
-    log = RunDir.of(tmp_path, "digits", "nonet", 0).root / "logs" / "train.log"
-    assert "unknown model 'nonet'" in log.read_text()
+    log = RunDir.of(tmp_path, "digits", "torchvision:nonet", 0).root / "logs" / "train.log"
+    assert "nonet" in log.read_text() and "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("flags, message", [(["--models", "nosuchnet"], "unknown model 'nosuchnet'"),
+                                            (["--traindata", "nosuchset"], "unknown dataset 'nosuchset'"),
+                                            (["--traindata", "cifar10"], "cifar10: 6 file(s) missing under")])
+def test_a_bad_grid_is_one_line_before_anything_runs(tmp_path, capsys, flags, message):
+    """The plan is checked first: exit 2, one line, no run folder (and --print lists nothing for a bad name)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(reproduce.main, ["--paper", "000", *GRID, *flags, "--seeds", "0", "--workdir", str(tmp_path / "w"),
+                                  "--data-root", str(tmp_path / "data")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "w").exists()
+    if "missing" not in message:
+        with pytest.raises(SystemExit):
+            run_main(reproduce.main, ["--paper", "000", *GRID, *flags, "--print"])
+        assert capsys.readouterr().out == ""
 
 
 def test_print_lists_commands_that_run_as_is(tmp_path, capsys):
@@ -121,7 +141,7 @@ def test_a_stage_stopped_by_sigterm_is_interrupted_and_stops_its_chain(tmp_path,
     delayed = chain.checkpoint()
     assert delayed.function is chain
     again = pickle.loads(pickle.dumps(chain))
-    assert again._running is None and [c.status for c in again.commands] == ["interrupted", "pending"]
+    assert not commands.RUNNING and [c.status for c in again.commands] == ["interrupted", "pending"]
     again()  # a requeued attempt retries the interrupted stage
     assert [c.status for c in again.commands] == ["interrupted", "pending"]
 
