@@ -352,6 +352,7 @@ def test_papers_drawn_in_parallel_write_what_one_process_writes(run, workdir, mo
     """averaging.py --jobs 2 (the papers' reports in forked processes) gives the report and tables of --jobs 1;
     --no-pdf leaves the PDFs out and says so."""
     monkeypatch.setattr(figures, "FORMATS", list(figures.FORMATS))  # --no-pdf must not reach later tests
+    assert extractor.main(["--model-name", "resnet18", "--traindata", "digits", "--workdir", str(workdir)]) == 0
     report = workdir / "report"
     outputs = {}
     for jobs in ("1", "2"):
