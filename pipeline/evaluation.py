@@ -19,7 +19,7 @@ An OOD set's tag is `set_tag(name)`: the name made folder-safe (utils.rundir.saf
 imagefolder__data_x, cut to 120 characters plus a hash when longer); the stages record the mapping tag -> name in
 their _done.json (`ood_tags`). A dataset without OOD sets (imagenet, imagefolder:PATH, twopoints) and no --ood-sets
 gets only its train and test splits. Images stay in pixel space; `LoadedRun.inputs` normalises each batch with the
-run's constants. The readers (reports/seed000.py) tell the detection sets among the evaluated tags with
+run's constants. The readers (reports/seed000/) tell the detection sets among the evaluated tags with
 `detection_sets(dataset, evaluated, record)` and the near-OOD set with `near_set(dataset, record)`, passing a
 stage's _done.json record so that the user's choice is honoured.
 """

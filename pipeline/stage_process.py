@@ -26,7 +26,8 @@ from pathlib import Path
 PRELOAD = ["pipeline.forkserver_init", "torch", "torch._dynamo", "torchvision", "numpy", "scipy.linalg",
            "scipy.stats", "sklearn.datasets", "sklearn.model_selection", "sklearn.metrics", "tqdm", "reports.figures",
            # the report modules by file name: a preload, not an import of this floor (tests/test_floors.py)
-           *sorted(f"reports.{path.stem}" for path in (Path(__file__).parents[1] / "reports").glob("seed*.py"))]
+           *sorted(f"reports.{path.stem}" for path in (Path(__file__).parents[1] / "reports").glob("seed*")
+                   if path.suffix == ".py" or (path / "__init__.py").is_file())]
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 

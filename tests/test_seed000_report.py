@@ -1,4 +1,4 @@
-"""reports/seed000.py on hand-made files, no training: the extraction of seed000's 13 metrics (the paper's reading
+"""reports/seed000/ on hand-made files, no training: the extraction of seed000's 13 metrics (the paper's reading
 and scikit-learn's), noise quantiles, k_bn, full-D Mahalanobis and kernel spectra from stage files written through
 the contract (against scikit-learn and numpy on the same numbers), the paper's normr over the uncompressed network's
 norm0, and the averaging: thresholds pooled by their position among the 53, never by their index in a run; the

@@ -1,4 +1,4 @@
-"""analyzing.py, features.py, kernels.py and reports/seed000.py on one tiny ResNet-18 run (digits), and analyzing.py
+"""analyzing.py, features.py, kernels.py and reports/seed000/ on one tiny ResNet-18 run (digits), and analyzing.py
 on a twopoints run (one-output hinge head, no OOD sets).
 
 The references are computed here from features captured directly with utils.taps and from numpy: patch energies
