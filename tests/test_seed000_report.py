@@ -365,3 +365,15 @@ def test_paper_rows_on_the_papers_data_carry_the_published_column(tmp_path):
     assert extra[3] == "toolkit extra" and extra[-1] == "-"
     assert "| 000 | cifar10 | resnet18 | msp | cifar100 | AUROC | 0.8803 | literature |" in report
     assert "no row has a published number of the paper" in report
+
+
+def test_a_chosen_threshold_whose_network_is_at_chance_is_flagged(tmp_path):
+    """The report says so when the proposed row's compressed network is near chance accuracy (1 / classes)."""
+    for seed, accuracy in ((0, 0.09), (1, 0.11)):
+        hand_extract(tmp_path, seed, [0, 20], AUROC[0], accuracy=np.full((3, 2), accuracy))
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    assert "near chance accuracy" in (tmp_path / "report" / "report.md").read_text()
+    for seed in (0, 1):
+        hand_extract(tmp_path, seed, [0, 20], AUROC[0], accuracy=np.full((3, 2), 0.5))
+    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    assert "near chance accuracy" not in (tmp_path / "report" / "report.md").read_text()

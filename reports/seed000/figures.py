@@ -123,7 +123,7 @@ def _projection_layer_panel(d: Draw, ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     styles = [Line2D([], [], color="k", linestyle="-"), Line2D([], [], color="k", linestyle="--"),
               Line2D([], [], color="0.6", linestyle=":")]
-    ax.legend(handles + styles, labels + [f"ratio ||V_k^T x||²/||x||², r = {seeds.ratio(v_ratio):.2g}",
+    ax.legend(handles + styles, labels + [f"ratio ||V_k^T x||²/||x_all||², r = {seeds.ratio(v_ratio):.2g}",
                                           f"norm ||V_k^T x||², r = {seeds.ratio(v_norm):.2g}",
                                           f"norm layer {layer}"], fontsize=7)
     ax.set(ylabel="AUROC", title="projection scores at the chosen thresholds")
@@ -172,7 +172,7 @@ def _projection_figure(d: Draw, out: Path) -> Path | None:
     cmap, scale = colormaps["viridis"], Normalize(0, L - 1)
     norm_layer, _ = seeds.norm_layer()
     for ax, values, title, mark in ((axes[0, 0], norm, "projection norm ||V_k^T x||²", norm_layer),
-                                    (axes[0, 1], ratio, "projection ratio ||V_k^T x||²/||x||²", L - 1)):
+                                    (axes[0, 1], ratio, "projection ratio ||V_k^T x||²/||x_all||² (normr)", L - 1)):
         for layer in range(L):
             centre = d.centre(values[:, 1:, layer, near, 0])[order]
             ax.plot(x[order], centre, color=cmap(scale(layer)), linewidth=0.9, alpha=0.8)

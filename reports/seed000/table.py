@@ -93,11 +93,15 @@ def _methods(seeds: Seeds) -> tuple[list[Row], list[str]]:
                         ratio[:, v, -1], "projection_ratio" if protocol != "extra" else None))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
+            chosen = np.nanmedian(accuracy[:, v, 1])
+            chance = 1 / int(seeds.runs[0].get("num_classes", 10))
             notes.append(f"projection ratio (proposed), chosen on the {where}: ratio {seeds.ratio(v):.3g} (position "
                          f"{seeds.positions[v - 1]}), residual parameters {np.nanmedian(params[:, v]):.3f}, test "
-                         f"accuracy {np.nanmedian(accuracy[:, v, 1]):.4f} at that threshold (uncompressed "
+                         f"accuracy {chosen:.4f} at that threshold (uncompressed "
                          f"{np.nanmedian(accuracy[:, 0, 1]):.4f}; seed000 printed the accuracy of the threshold one "
-                         "position off, indexing its 54 networks with the 53-threshold index)")
+                         "position off, indexing its 54 networks with the 53-threshold index)"
+                         + ("; **that compressed network is near chance accuracy**: its features are scored, its "
+                            "predictions are useless" if chosen < 1.5 * chance else ""))
     if own is not None:
         v = seeds.best_variant("projection_ratio_own", -1, val)
         rows.append(Row("projection ratio with the compressed network's own norm0, FC input, ratio chosen on the "
