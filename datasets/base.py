@@ -40,12 +40,22 @@ class ImageData:
         return self.images[indices], self.labels[indices]
 
 
+def _channel_constants(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, -1, 1, 1)
+    return (torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(shape),
+            torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(shape))
+
+
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     """(x - mean) / std per channel, for a batch (B, C, H, W) on any device."""
-    shape = (1, -1, 1, 1)
-    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(shape)
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(shape)
+    mean, std = _channel_constants(x, mean, std)
     return (x - mean) / std
+
+
+def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """The inverse of `normalize`: x * std + mean per channel."""
+    mean, std = _channel_constants(x, mean, std)
+    return x * std + mean
 
 
 def to_rgb32(images: torch.Tensor, channels: int = 3) -> torch.Tensor:

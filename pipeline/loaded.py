@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from datasets import build_dataset
-from datasets.base import normalize
+from datasets.base import denormalize, normalize
 from datasets.normalization import normalization_for
 from datasets.registry import GREY_SETS, is_folder_dataset
 from measures.classification import accuracy, predictions
@@ -273,10 +273,7 @@ class LoadedRun:
     def pixels(self, inputs: torch.Tensor) -> torch.Tensor:
         """The inverse of `inputs`: normalised inputs -> pixel space."""
         data = self.config["data"]
-        shape = (1, -1, 1, 1)
-        mean = torch.as_tensor(data["mean"], dtype=inputs.dtype, device=inputs.device).reshape(shape)
-        std = torch.as_tensor(data["std"], dtype=inputs.dtype, device=inputs.device).reshape(shape)
-        return inputs * std + mean
+        return denormalize(inputs, data["mean"], data["std"])
 
     def predictions(self, output: torch.Tensor) -> torch.Tensor:
         return predictions(output, self.loss)

@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from datasets import (
     build_dataset,
+    denormalize,
     has_ood_sets,
     list_datasets,
     near_ood,
@@ -177,6 +178,10 @@ def test_normalize_is_per_channel_and_keeps_device_and_dtype():
     assert out.dtype == torch.float64
     data = build_dataset("digits", "test")
     torch.testing.assert_close(data.normalize(data.images[:2]), (data.images[:2] - 0.3054) / 0.3237)
+    back = denormalize(out, SEED000_CIFAR_MEAN, SEED000_CIFAR_STD)     # the inverse, channel by channel
+    for c in range(3):
+        torch.testing.assert_close(back[:, c], out[:, c] * SEED000_CIFAR_STD[c] + SEED000_CIFAR_MEAN[c])
+    torch.testing.assert_close(back, x)
 
 
 # ---------------------------------------------------------------------------------------------------------------

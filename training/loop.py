@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from datasets.augment import random_crop_flip, random_erasing
+from datasets.base import normalize
 from datasets.perturbations import gaussian_corruption
 from training.recipes import Recipe
 from training.schedule import learning_rate
@@ -76,7 +77,7 @@ class TrainData:
     inputs: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inputs(x) if self.inputs is not None else (x - self.mean) / self.std
+        return self.inputs(x) if self.inputs is not None else normalize(x, self.mean, self.std)
 
 
 @dataclass

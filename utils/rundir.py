@@ -212,12 +212,6 @@ def mark_done(stage_dir: str | Path, flags: dict, **summary) -> Path:
     return save_json(Path(stage_dir) / DONE_FILE, record)
 
 
-def require_done(stage_dir: str | Path, stage: str, command: str) -> None:
-    """Raise a one-line error when a prerequisite stage has not finished."""
-    if not (Path(stage_dir) / DONE_FILE).is_file():
-        raise ToolkitError(f"{stage} has not finished for {Path(stage_dir).parent}; run `{command}` first")
-
-
 def jsonable(flags: dict) -> dict:
     """The flags as they read back from JSON (tuples become lists), for comparisons."""
     return json.loads(json.dumps(flags, sort_keys=True, default=str))
