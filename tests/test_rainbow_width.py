@@ -3,6 +3,8 @@ covariance_convergence): rainbow MLPs of widths 1/8, 1/4 and 1/2 (two seeds each
 the widest. Checks: shapes; the operator-norm error of layer 0's C_l (the image: no alignment) against numpy on the
 raw weights; the alignment error of the widest nets; each width's accuracies copied from its rainbow stage; the
 report's width figure and table; one-line errors for a repeated width and a missing rainbow stage."""
+import csv
+
 import numpy as np
 import pytest
 import scipy.sparse.linalg
@@ -87,8 +89,19 @@ def test_the_report_draws_the_width_figures(sweep):
     text = (report / "report.md").read_text()
     assert "Width sweep" in text and "reference" in text
     for stem in ("_width", "_covariance", "_dynamics"):
-        assert (report / f"seed002_digits_rainbow_mlp{stem}.png").stat().st_size > 1000
-    assert (report / "seed002_width.csv").read_text().count("\n") == 1 + len(WIDTHS)
+        assert (report / f"seed002_digits_rainbow_mlp{stem}.png").is_file()
+    # the numbers the width figure draws, as the CSV holds them, against the sweep file they come from
+    result = contract.load(group_run(sweep, WIDTHS[-1]), "rainbow-width", "widths")
+    rows = list(csv.reader((report / "seed002_width.csv").read_text().splitlines()))[1:]
+    assert [float(row[1]) for row in rows] == list(WIDTHS)
+    for s, row in enumerate(rows):
+        assert float(row[2]) == pytest.approx(np.nanmedian(result["trained_accuracy"][s]), abs=1e-12)
+        errors = np.nanmedian(result["alignment_error"][s, 1:], axis=1)
+        np.testing.assert_allclose([float(e) for e in row[6].split()], errors, atol=5e-4)
+        if s == len(WIDTHS) - 1:
+            assert row[7] == "reference"
+        else:
+            np.testing.assert_allclose([float(e) for e in row[7].split()], result["operator_error"][s], atol=5e-4)
 
 
 @pytest.mark.parametrize("case, message", [("same width", "same width"), ("no rainbow stage", "rainbow.py")])

@@ -147,3 +147,12 @@ def test_extract_and_average_draw_the_seed004_figures(workdir):
     for stem in ("seed004_rf_vs_error", "seed004_digits_vgg11_layers", "seed004_digits_vgg11_laplacian",
                  "seed004_twopoints_lenet@ptr256_layers"):
         assert (report / f"{stem}.png").is_file() and (report / f"{stem}.pdf").is_file()
+    # the output points the R_f-against-error figure draws, as the table holds them, from the measured stability
+    header, _, *rows = [line.strip("| ").split(" | ") for line in text.splitlines()
+                        if line.startswith("| group | sigma |") or line.startswith("|---")
+                        or line.startswith("| digits/vgg11 |")][:3]
+    row = dict(zip(header, rows[0]))
+    measured = load(RunDir.of(workdir, "digits", "vgg11", 0), "stability", "stability")
+    assert float(row["R_f trained"]) == pytest.approx(float(measured["R"][-1]), rel=1e-3)
+    assert float(row["D_f trained"]) == pytest.approx(float(measured["D"][-1]), rel=1e-3)
+    assert float(row["test error"]) == pytest.approx(float(extracted["test_error"]), rel=1e-3)
