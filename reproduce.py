@@ -181,7 +181,8 @@ def full_run_summary(args) -> str:
                          for p in parts)
         lines.append(f"  {paper}: {trainings} training(s), {len(commands) - trainings} measuring stages ({what})")
     if "000" in papers:
-        full, demo = (dict(zip(flags[0::2], flags[1::2])) for flags in (STAGES[0].full, STAGES[0].demo))
+        analysis = STAGES[0].schedule
+        full, demo = (dict(zip(flags[0::2], flags[1::2])) for flags in (analysis.full, analysis.demo))
         lines.append("  000's analysis there: " + ", ".join(
             f"{flag} {full[flag]} (demo {demo[flag]})" for flag in ("--ratios", "--num_grams", "--num_stability",
                                                                     "--stability_variants")))

@@ -61,8 +61,23 @@ class StageFile:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """How reproduce.py's grids run a stage: the flags the demo and the published (--full) grid add, whether it
+    takes the grid's --ood-sets/--near-ood/--validation-ood (pipeline.evaluation), the flag that gives a width
+    sweep's stage the other widths' workdirs (it then runs once, in the widest width's workdir, after every
+    width's chains and group stages), and how many of a part's first seeds the demo runs it for (None: all)."""
+
+    demo: tuple[str, ...] = ()
+    full: tuple[str, ...] = ()
+    ood: bool = False
+    sweep_flag: str = ""
+    demo_seeds: int | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
-    """A stage: the script (and subcommand) that writes it, its folder and files, and what must run first."""
+    """A stage, declared once: the script (and subcommand) that writes it, its folder and files, what must run
+    first, how the grids schedule it (None: reproduce.py does not) and the tiny sizes the tests run it at."""
 
     name: str
     script: str
@@ -73,6 +88,8 @@ class Stage:
     subcommand: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()      # the flags that select this stage's folder (stability modes)
     paper: str = ""
+    schedule: Schedule | None = None
+    tiny: tuple[str, ...] = ()       # the test suite's small sizes (tests/stage_commands.py)
 
     def dir(self, run: RunDir) -> Path:
         return (run.group if self.scope == "group" else run.root) / self.folder
@@ -84,6 +101,11 @@ class Stage:
 
     def path(self, run: RunDir, key: str, **fields) -> Path:
         return self.dir(run) / self.file(key).name(**fields)
+
+    def argv(self, mode: str) -> list[str]:
+        """script, subcommand, the folder-selecting flags and the grid's flags for `mode` ("demo" or "full"), the
+        run's identity flags excluded."""
+        return [self.script, *self.subcommand, *self.flags, *getattr(self.schedule, mode)]
 
     def command(self, run: RunDir) -> str:
         """The command that produces this stage for `run` (for error messages)."""
@@ -123,6 +145,9 @@ _DECOMPOSE = {
 }
 
 
+_DECOMPOSE_SCHEDULE = {"finetune": Schedule(demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10"))}
+
+
 def decompose_stage(subcommand: str, source: str = "ours") -> str:
     """The stage name of a decompose.py subcommand for filter sets of `source` (DECOMPOSE_SOURCES)."""
     if source not in DECOMPOSE_SOURCES:
@@ -130,8 +155,25 @@ def decompose_stage(subcommand: str, source: str = "ours") -> str:
     return f"decompose-{subcommand}" if source == "ours" else f"decompose-{source}-{subcommand}"
 
 
+SMALL = ("--max-samples", "120", "--batchsize", "32")   # the tests' evaluation sets and batches
+BY_LAYER = ("--by_layer", "--P", "40")
+# seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
+# perturbed, batches of 128 (BN in eval mode: the batch size changes nothing but the speed); the demo caps them
+# (each stage records its caps in _done.json)
+SEED000_FULL = ("--batchsize", "128")
+# seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with 100
+# probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+SEED004_DEMO = ("--by_layer", "--P", "100", "--corrupt_test")
+SEED004_FULL = ("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("analysis", "analyzing.py", "analysis", paper="000", files={   # docstring of analyzing.py
+    Stage("analysis", "analyzing.py", "analysis", paper="000", tiny=("--ratios", "3", "--num_grams", "80",
+                                                                      "--num_stability", "16", *SMALL),
+          schedule=Schedule(demo=("--ratios", "6", "--max-samples", "150", "--num_grams", "150", "--num_stability",
+                                  "50", "--stability_variants", "original"),
+                            full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability",
+                                  "10000", "--stability_variants", "every"), ood=True),
+          files={   # docstring of analyzing.py
         "svals": _f("svals.npz", "svals", "lengths", "ratios", "ratio_index", "ndims", "same_as", "fan_in", "fan_out",
                     doc="ratio_index (R,): positions among the 53 thresholds, the same for every seed "
                         "(analyzing.ratio_positions(R)); same_as (R,): the column whose network (and numbers) a "
@@ -146,33 +188,42 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                           doc="every set, traindata included; chi (n, P, L + 1)"),
         "grams": _f("grams_{ds}.npz", prefixed=("feat", "gram")),
     }),
-    Stage("features", "features.py", "features", paper="000", files={   # docstring of features.py
+    Stage("features", "features.py", "features", paper="000", tiny=SMALL,
+          schedule=Schedule(full=SEED000_FULL, ood=True), files={   # docstring of features.py
         "eigenvalues": _f("eigenvalues.npz", "eigenvalues", "dims", "counts"),
         "mahalanobis": _f("mahalanobis_{layer}_{ds}.npz", "distance_exp", "inferred_exp", "distance_eps",
                           "inferred_eps", "dims_exp", "dims_eps", "distance_full", "inferred_full", "dims_full",
                           doc="distance_full/inferred_full (N,): at d = dims_full = D, the directions of non-zero "
                               "variance (= dims_eps[-1])"),
     }),
-    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", files={   # docstring of kernels.py
+    Stage("kernels", "kernels.py", "kernels", requires=("analysis",), paper="000", tiny=SMALL, schedule=Schedule(),
+          files={   # docstring of kernels.py
         "kernels": _f("kernels_{ds}.npz", "gram_eigenvalues", "gram_lengths", "cka",
                       *[f"{p}_{k}" for k in ("cka", "cca", "reg0", "reg1") for p in ("sum", "spectrum", "length")],
                       doc="gram_eigenvalues (L, r) centred-Gram eigenvalues (gram_lengths valid); spectrum_<kind> "
                           "(L, L, r) with length_<kind> valid values, sum_<kind> (L, L), for kind in cka, cca, reg0, "
                           "reg1; cka (L, L) = sum_cka"),
     }),
-    Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY),
-    Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY),
+    Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY, tiny=BY_LAYER,
+          schedule=Schedule(demo=SEED004_DEMO, full=SEED004_FULL)),
+    Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY,
+          tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=("--P", "500", "--corrupt_test"))),
     Stage("stability-fresh", "stability.py", "stability/fresh", flags=("--init", "fresh"), paper="004",
-          files=_STABILITY),
+          files=_STABILITY, tiny=("--P", "40")),
     Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
-          files=_STABILITY),
+          files=_STABILITY, tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=SEED004_FULL)),
     Stage("stability-shuffled2", "stability.py", "stability/shuffled2", flags=("--shuffle_channels", "2"),
-          paper="004", files=_STABILITY),
-    Stage("laplacian", "stability.py", "stability/laplacian", flags=("--laplacian",), paper="004", files={
+          paper="004", files=_STABILITY, tiny=("--P", "40")),
+    Stage("laplacian", "stability.py", "stability/laplacian", flags=("--laplacian",), paper="004",
+          schedule=Schedule(), files={
         "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
         "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
     }),
-    Stage("scale1d", "stability.py", "stability/scale1d", flags=("--scale1d",), paper="004", files={
+    # the 1-D net of §2.12 is trained by the stage itself (the run's net is not read): one seed in the demo
+    Stage("scale1d", "stability.py", "stability/scale1d", flags=("--scale1d",), paper="004",
+          tiny=("--scale1d_channels", "16", "--scale1d_length", "32", "--scale1d_xi", "8", "--scale1d_ptr", "64",
+                "--scale1d_epochs", "2"),
+          schedule=Schedule(full=("--scale1d_channels", "1000"), demo_seeds=1), files={
         "scale1d": _f("scale1d.npz", "layers", "diffusive_k",
                       *[f"{m}_{k}" for m in ("trained", "init", "trained_chmean", "init_chmean", "pooling",
                                              "prediction", "diffusive") for k in "DGR"]),
@@ -181,9 +232,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     }),
     *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
             requires=() if sub == "indices" else (decompose_stage("indices", source),),
-            flags=() if source == "ours" else ("--source", source), paper="003", files=files)
+            flags=() if source == "ours" else ("--source", source), paper="003", files=files,
+            tiny=("-k", "3", *SMALL, *(("--epochs", "2") if sub == "finetune" else ())),
+            schedule=_DECOMPOSE_SCHEDULE.get(sub, Schedule()) if source == "ours" else None)
       for source in DECOMPOSE_SOURCES for sub, files in _DECOMPOSE.items()),
-    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002", files={   # layer keys 00..L-1 (0-based)
+    Stage("rainbow", "rainbow.py", "rainbow", scope="group", paper="002",
+          tiny=("--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"),
+          schedule=Schedule(demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
+                            full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
+          files={   # layer keys 00..L-1 (0-based)
         "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
         "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),
         "rainbow": _f("rainbow.npz", "trained_accuracy", "trained_top5", "seeds", "rainbow_accuracy", "rainbow_top5",
@@ -201,6 +258,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                       "ks_pvalue", "seconds"),
     }),
     Stage("rainbow-width", "rainbow.py", "rainbow-width", scope="group", requires=("rainbow",), paper="002",
+          tiny=SMALL, schedule=Schedule(full=("--batchsize", "64"), sweep_flag="--sweep_workdirs"),
           files={   # rainbow.py --sweep_workdirs DIR...: nets of several widths (one workdir each) vs the widest
               "widths": _f("widths.npz", "widths", "dims", "seeds", "alignment_error", "operator_error",
                            "trained_accuracy", "rainbow_last_trained", "rainbow_full", "rainbow_retrained",

@@ -4,7 +4,8 @@
     from pipeline.grid import DEMO_GRIDS, FULL_GRIDS, STAGES
     FULL_GRIDS["000"].models          # ('vgg13', 'vgg16', 'resnet18', 'resnet34')
 
-reproduce.py reads it through pipeline.plan; nothing here runs anything.
+Each stage's flags live in its pipeline.contract record (Schedule); reproduce.py reads this through pipeline.plan;
+nothing here runs anything.
 """
 from __future__ import annotations
 
@@ -13,64 +14,8 @@ from pathlib import Path
 
 from pipeline import contract
 
-
-@dataclass(frozen=True)
-class Scheduled:
-    """A stage of the contract (pipeline.contract: script, folder, scope, paper) and the flags the grid adds to it
-    in the demo and in the published (--full) grid."""
-
-    stage: contract.Stage
-    demo: tuple[str, ...] = ()
-    full: tuple[str, ...] = ()
-    ood: bool = False   # takes the grid's --ood-sets, --near-ood and --validation-ood (pipeline.evaluation)
-    sweep_flag: str = ""  # a stage of a width sweep (GridPart.widths): runs once, in the widest width's workdir,
-                          # after every width's chains and group stages, given the others' workdirs by this flag
-    demo_seeds: int | None = None  # the demo runs this stage for the part's first N seeds only (None: every seed)
-
-    @property
-    def name(self) -> str:
-        return self.stage.name
-
-    def argv(self, mode: str) -> list[str]:
-        """script, subcommand, the folder-selecting flags and the grid's flags (run identity flags excluded)."""
-        return [self.stage.script, *self.stage.subcommand, *self.stage.flags, *getattr(self, mode)]
-
-
-def _scheduled(name: str, demo: tuple[str, ...] = (), full: tuple[str, ...] = (), ood: bool = False,
-               sweep_flag: str = "", demo_seeds: int | None = None) -> Scheduled:
-    return Scheduled(contract.stage(name), demo, full, ood, sweep_flag, demo_seeds)
-
-
-# seed000 §6: every one of the 53 thresholds (analyzing.py's default), 10,000 Gram and noise samples, every variant
-# perturbed, batches of 128 (BN in eval mode: the batch size changes nothing but the speed); the demo caps them
-# (each stage records its caps in _done.json)
-SEED000_FULL = ("--batchsize", "128")
-STAGES: tuple[Scheduled, ...] = (
-    _scheduled("analysis", demo=("--ratios", "6", "--max-samples", "150", "--num_grams", "150", "--num_stability",
-                                 "50", "--stability_variants", "original"),
-               full=(*SEED000_FULL, "--ratios", "53", "--num_grams", "10000", "--num_stability", "10000",
-                     "--stability_variants", "every"), ood=True),
-    _scheduled("features", full=SEED000_FULL, ood=True),
-    _scheduled("kernels"),
-    # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with
-    # 100 probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
-    _scheduled("stability", demo=("--by_layer", "--P", "100", "--corrupt_test"),
-               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
-    _scheduled("stability-init", demo=("--by_layer", "--P", "100", "--corrupt_test"),
-               full=("--P", "500", "--corrupt_test")),
-    _scheduled("stability-shuffled", demo=("--by_layer", "--P", "100", "--corrupt_test"),
-               full=("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")),
-    _scheduled("laplacian"),
-    # the 1-D net of §2.12 is trained by the stage itself (the run's net is not read): one seed in the demo
-    _scheduled("scale1d", full=("--scale1d_channels", "1000"), demo_seeds=1),
-    _scheduled("decompose-indices"),
-    _scheduled("decompose-validate"),
-    _scheduled("decompose-essential"),
-    _scheduled("decompose-finetune", demo=("-k", "5", "--epochs", "1"), full=("--epochs", "10")),
-    _scheduled("rainbow", demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
-               full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
-    _scheduled("rainbow-width", full=("--batchsize", "64"), sweep_flag="--sweep_workdirs"),
-)
+# the stages reproduce.py schedules, in the contract's order (each declared once, with its Schedule, there)
+STAGES: tuple[contract.Stage, ...] = tuple(s for s in contract.STAGES.values() if s.schedule is not None)
 
 
 @dataclass(frozen=True)

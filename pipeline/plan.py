@@ -20,7 +20,6 @@ from pipeline.grid import (
     PAPER_ORDER,
     STAGES,
     GridPart,
-    Scheduled,
 )
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, report_dir, run_variant
@@ -104,13 +103,13 @@ def _shares_runs(a: GridPart, b: GridPart) -> bool:
                 and a.workdir == b.workdir and a.widths == b.widths)
 
 
-def available_stages(papers: list[str], only: list[str] | None) -> list[Scheduled]:
+def available_stages(papers: list[str], only: list[str] | None) -> list[contract.Stage]:
     """The stages of the chosen papers (only those named in --stages, when given)."""
     names = {s.name for s in STAGES} | {"train", "extract", "average"}
     unknown = sorted(set(only or ()) - names)
     if unknown:
         raise ToolkitError(f"unknown --stages {unknown}; choose among {sorted(names)}")
-    return [s for s in STAGES if s.stage.paper in papers and (only is None or s.name in only)]
+    return [s for s in STAGES if s.paper in papers and (only is None or s.name in only)]
 
 
 def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command], list[Command]]:
@@ -126,7 +125,7 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     for part in parts:
         stages = [s for s in available_stages(list(part.papers), args.stages)
                   if part.stages is None or s.name in part.stages]
-        group_stages = [s for s in stages if s.stage.scope == "group" and not s.sweep_flag]
+        group_stages = [s for s in stages if s.scope == "group" and not s.schedule.sweep_flag]
         extract = wanted is None or "extract" in wanted
         members = part.members(args.workdir)
         for workdir, member in members:
@@ -147,12 +146,12 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
         if len(members) < 2:
             continue
         (widest, _), others = members[-1], [workdir for workdir, _ in members[:-1]]
-        for scheduled in (s for s in stages if s.sweep_flag):
+        for scheduled in (s for s in stages if s.schedule.sweep_flag):
             for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
                                                         part.selectivity_regs):
                 first = Cell(dataset, model, part.seeds[0], sigma, alpha)
                 command = _group_command(args, scheduled, first, part.seeds, widest, mode)
-                command.argv += [scheduled.sweep_flag, *others]
+                command.argv += [scheduled.schedule.sweep_flag, *others]
                 command.needs = tuple(first.run(workdir).group for workdir in others)
                 group_cmds.append(command)
     final = []
@@ -165,14 +164,14 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
     return chains, group_cmds, final
 
 
-def _group_command(args, scheduled: Scheduled, first: Cell, seeds: tuple[int, ...], workdir: str,
+def _group_command(args, scheduled: contract.Stage, first: Cell, seeds: tuple[int, ...], workdir: str,
                    mode: str) -> Command:
     """A stage combining the seeds of first's (dataset, model) in `workdir`."""
     script, *rest = scheduled.argv(mode)
     common = ["--workdir", workdir, "--device", args.device]
     argv = [script, *first.identity(common, seeds=[str(s) for s in seeds]), "--data-root", args.data_root, *rest]
     group = first.run(workdir)
-    return Command(scheduled.name, argv, scheduled.stage.dir(group), group.group / "logs" / f"{scheduled.name}.log",
+    return Command(scheduled.name, argv, scheduled.dir(group), group.group / "logs" / f"{scheduled.name}.log",
                    group.group)
 
 
@@ -199,7 +198,7 @@ class Cell:
         return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
 
 
-def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, workdir: str, mode: str, common: list[str],
+def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workdir: str, mode: str, common: list[str],
            wanted: set[str] | None, extract: bool) -> Chain:
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
     run = cell.run(workdir)
@@ -215,15 +214,16 @@ def _chain(args, part: GridPart, stages: list[Scheduled], cell: Cell, workdir: s
         if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
             train.append("--channels-last")
         chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
-    for scheduled in (s for s in stages if s.stage.scope == "run"):
-        if mode == "demo" and scheduled.demo_seeds is not None and cell.seed not in part.seeds[:scheduled.demo_seeds]:
+    for scheduled in (s for s in stages if s.scope == "run"):
+        demo_seeds = scheduled.schedule.demo_seeds
+        if mode == "demo" and demo_seeds is not None and cell.seed not in part.seeds[:demo_seeds]:
             continue
         script, *rest = scheduled.argv(mode)
-        argv = [script, *rest[:len(scheduled.stage.subcommand)], *ident, "--data-root", args.data_root,
-                *rest[len(scheduled.stage.subcommand):]]
-        if scheduled.ood:
+        argv = [script, *rest[:len(scheduled.subcommand)], *ident, "--data-root", args.data_root,
+                *rest[len(scheduled.subcommand):]]
+        if scheduled.schedule.ood:
             argv += ood_flags(args)
-        chain.commands.append(Command(scheduled.name, argv, scheduled.stage.dir(run),
+        chain.commands.append(Command(scheduled.name, argv, scheduled.dir(run),
                                       run.root / "logs" / f"{scheduled.name}.log"))
     if extract:
         chain.commands.append(_extract_command(cell, workdir, common))

@@ -1,5 +1,6 @@
 """The tiny command line of every stage, on one resnet20 and two rainbow MLPs trained on digits, shared by the fault
-tests (tests/test_faults.py) and the contract test (tests/test_contract.py)."""
+tests (tests/test_faults.py) and the contract test (tests/test_contract.py). Each stage's script, subcommand,
+folder-selecting flags and tiny sizes come from its pipeline.contract record (`tiny`)."""
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from utils.rundir import RunDir, report_dir
 
 RUN = ["--model-name", "resnet20", "--traindata", "digits", "--device", "cpu"]
 RAINBOW = ["--model-name", "rainbow_mlp", "--traindata", "digits", "--device", "cpu"]
-SMALL = ["--max-samples", "120", "--batchsize", "32"]
+SMALL = list(contract.SMALL)
 NARROW = "narrow"   # the sub-workdir of the width sweep's narrower nets
 
 
@@ -61,6 +62,12 @@ class Stage:
 MLP = "rainbow_mlp"
 
 
+def tiny(name: str, who: list[str] = RUN, *extra: str) -> list[str]:
+    """The contract stage's command at its tiny sizes (script first) for the run named by `who`."""
+    stage = contract.stage(name)
+    return [stage.script, *stage.subcommand, *who, *stage.flags, *stage.tiny, *extra]
+
+
 def csg_gates(workdir: Path) -> list[str]:
     """A CSG gate matrix (classes, filters) for the resnet20 at width 0.25 (16 filters at the classifier input)."""
     path = workdir / "csg_gates.npy"
@@ -73,35 +80,24 @@ def narrow_rainbow(workdir: Path) -> list[str]:
 
 
 STAGES = {
-    "decompose indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-indices"),
-    "decompose validate": Stage(["decompose.py", "validate", *RUN, "-k", "3", *SMALL], "decompose-validate",
-                                needs=["decompose indices"]),
-    "decompose essential": Stage(["decompose.py", "essential", *RUN, "-k", "3", *SMALL], "decompose-essential",
-                                 needs=["decompose indices"]),
-    "decompose finetune": Stage(["decompose.py", "finetune", *RUN, "-k", "3", "--epochs", "2", *SMALL],
-                                "decompose-finetune", needs=["decompose indices"]),
-    "csg indices": Stage(["decompose.py", "indices", *RUN, "-k", "3", *SMALL], "decompose-csg-indices",
-                         inputs=csg_gates),
-    **{f"csg {sub}": Stage(["decompose.py", sub, *RUN, "-k", "3", "--source", "csg", *SMALL,
-                            *(["--epochs", "1"] if sub == "finetune" else [])], f"decompose-csg-{sub}",
-                           needs=["csg indices"]) for sub in ("validate", "essential", "finetune")},
-    "analyzing": Stage(["analyzing.py", *RUN, "--ratios", "3", "--num_grams", "80", "--num_stability", "16", *SMALL],
-                       "analysis"),
-    "features": Stage(["features.py", *RUN, *SMALL], "features"),
-    "kernels": Stage(["kernels.py", *RUN, *SMALL], "kernels", needs=["analyzing"]),
-    "stability": Stage(["stability.py", *RUN, "--by_layer", "--P", "40"], "stability"),
-    "stability init": Stage(["stability.py", *RUN, "--by_layer", "--P", "40", "--init"], "stability-init"),
-    "stability shuffled": Stage(["stability.py", *RUN, "--by_layer", "--P", "40", "--shuffle_channels"],
-                                "stability-shuffled"),
-    "stability fresh": Stage(["stability.py", *RUN, "--P", "40", "--init", "fresh"], "stability-fresh"),
-    "stability shuffled2": Stage(["stability.py", *RUN, "--P", "40", "--shuffle_channels", "2"],
-                                 "stability-shuffled2"),
-    "laplacian": Stage(["stability.py", *RUN, "--laplacian"], "laplacian"),
-    "scale1d": Stage(["stability.py", *RUN, "--scale1d", "--scale1d_channels", "16", "--scale1d_length", "32",
-                      "--scale1d_xi", "8", "--scale1d_ptr", "64", "--scale1d_epochs", "2"], "scale1d"),
-    "rainbow": Stage(["rainbow.py", *RAINBOW, "--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"],
-                     "rainbow", model=MLP),
-    "rainbow width": Stage(["rainbow.py", *RAINBOW, *SMALL], "rainbow-width", model=MLP, needs=["rainbow"],
+    **{f"decompose {sub}": Stage(tiny(f"decompose-{sub}"), f"decompose-{sub}",
+                                 needs=[] if sub == "indices" else ["decompose indices"])
+       for sub in ("indices", "validate", "essential", "finetune")},
+    # the CSG sets: indices from a gate matrix (--csg-gates, no --source), the other subcommands with --source csg
+    "csg indices": Stage(["decompose.py", "indices", *RUN, *contract.stage("decompose-csg-indices").tiny],
+                         "decompose-csg-indices", inputs=csg_gates),
+    **{f"csg {sub}": Stage(tiny(f"decompose-csg-{sub}"), f"decompose-csg-{sub}", needs=["csg indices"])
+       for sub in ("validate", "essential", "finetune")},
+    "analyzing": Stage(tiny("analysis"), "analysis"),
+    "features": Stage(tiny("features"), "features"),
+    "kernels": Stage(tiny("kernels"), "kernels", needs=["analyzing"]),
+    **{name.replace("-", " "): Stage(tiny(name), name) for name in ("stability", "stability-init",
+                                                                     "stability-shuffled", "stability-fresh",
+                                                                     "stability-shuffled2")},
+    "laplacian": Stage(tiny("laplacian"), "laplacian"),
+    "scale1d": Stage(tiny("scale1d"), "scale1d"),
+    "rainbow": Stage(tiny("rainbow", RAINBOW), "rainbow", model=MLP),
+    "rainbow width": Stage(tiny("rainbow-width", RAINBOW), "rainbow-width", model=MLP, needs=["rainbow"],
                            inputs=narrow_rainbow),
     "extractor": Stage(["extractor.py", *RUN], "extract",
                        needs=["analyzing", "features", "kernels", "stability", "stability init", "stability shuffled",
