@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from measures import decomposition as dec
 from pipeline import contract
+from pipeline.contract import layer_key
 from pipeline.loaded import NORMALIZATIONS, LoadedRun, choose_normalization
 from training.loop import TrainData, Trainer, evaluate
 from training.recipes import Recipe
@@ -193,7 +194,7 @@ def layer_selectivity(loaded: LoadedRun, per_layer: dec.LayerSelectivity) -> dic
     return {"names": loaded.layer_names, "widths": per_layer.widths(), "signed": signed,
             "psi": torch.where(signed, torch.nan, per_layer.psi()),
             "class_selectivity": torch.where(signed, torch.nan, mean_si),
-            **{f"unit_si_{layer:02d}": u for layer, u in enumerate(units)}}
+            **{layer_key(layer, "unit_si"): u for layer, u in enumerate(units)}}
 
 
 # ---- filter sets ---------------------------------------------------------------------------------------

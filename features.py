@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from measures.ood import ClassGaussians, dims_eps, dims_exp, mahalanobis
-from pipeline.contract import TRAIN_SET, StageOutput, open_stage
+from pipeline.contract import TRAIN_SET, StageOutput, layer_key, open_stage
 from pipeline.evaluation import (
     check_positive,
     choice_flags,
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             for kind in ("distance", "inferred"):  # dims_eps ends at D: its last column is the full dimension
                 arrays[f"{kind}_full"] = arrays[f"{kind}_eps"][:, -1]
             out.save("mahalanobis", {"dims_exp": exp, "dims_eps": eps, "dims_full": eps[-1], **arrays},
-                     layer=f"{index:02d}", ds=ds)
+                     layer=layer_key(index), ds=ds)
     seconds = time.perf_counter() - started
     out.done(datasets=list(sets), caps={"max_samples": args.max_samples, "batchsize": args.batchsize},
              **choice_summary(choice), seconds=seconds)

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from measures.similarity import GramFactor, cka_spectrum, gram_factor, gram_factor_from_gram
-from pipeline.contract import done_record, load, open_stage, require, stage_dir
+from pipeline.contract import done_record, layer_key, load, open_stage, require, stage_dir
 from pipeline.evaluation import choice_summary, stage_parser
 from pipeline.loaded import check_run_flags, load_config
 from utils.cli import run_main
@@ -55,11 +55,11 @@ def layer_factors(grams: dict[str, np.ndarray], device: torch.device) -> list[Gr
     count = len({key.split("_")[1] for key in grams})
     factors = []
     for index in range(count):
-        features = grams.get(f"feat_{index:02d}")
+        features = grams.get(layer_key(index, "feat"))
         if features is not None:
             factors.append(gram_factor(torch.from_numpy(features).to(device)))
         else:
-            factors.append(gram_factor_from_gram(torch.from_numpy(grams[f"gram_{index:02d}"]).to(device)))
+            factors.append(gram_factor_from_gram(torch.from_numpy(grams[layer_key(index, "gram")]).to(device)))
     return factors
 
 

@@ -128,7 +128,7 @@ from tqdm import tqdm
 
 from measures import alignment as al
 from measures.classification import top_k_accuracy
-from pipeline.contract import load, open_stage, require
+from pipeline.contract import layer_key, load, open_stage, require
 from pipeline.loaded import LoadedRun, check_run_flags
 from training.loop import TrainData, Trainer
 from training.recipes import Recipe, get_recipe
@@ -411,15 +411,15 @@ def cosine_matrices(nets: list[Net], own: list[list[al.Moments]], train_pairs: l
         first, second = vectors[0][:k], vectors[1][:k]
         A = None if j == 0 else al.procrustes(train_pairs[j - 1][0].cross)          # (D_1, D_2): net 2 -> net 1
         moved = second if A is None else al.weight_to_reference(second.reshape(k, *weights[1].shape[1:]), A)
-        result[f"weight_{layer_key(j)}"] = (first @ second.T).abs().cpu().numpy() \
+        result[layer_key(j, "weight")] = (first @ second.T).abs().cpu().numpy() \
             if first.shape == second.shape else np.full((k, k), np.nan)
-        result[f"weight_aligned_{layer_key(j)}"] = (first @ moved.reshape(k, -1).T).abs().cpu().numpy()
+        result[layer_key(j, "weight_aligned")] = (first @ moved.reshape(k, -1).T).abs().cpu().numpy()
         if j > 0:
             E1, E2 = (al.principal_components(moments[j - 1].cross)[1] for moments in own)
             k = min(rank, E1.shape[1], E2.shape[1])
-            result[f"activation_{layer_key(j)}"] = (E1[:, :k].T @ E2[:, :k]).abs().cpu().numpy() \
+            result[layer_key(j, "activation")] = (E1[:, :k].T @ E2[:, :k]).abs().cpu().numpy() \
                 if E1.shape == E2.shape else np.full((k, k), np.nan)
-            result[f"activation_aligned_{layer_key(j)}"] = (E1[:, :k].T @ A @ E2[:, :k]).abs().cpu().numpy()
+            result[layer_key(j, "activation_aligned")] = (E1[:, :k].T @ A @ E2[:, :k]).abs().cpu().numpy()
     return result
 
 
@@ -579,8 +579,8 @@ def dynamics(run: RunDir, aligners: list[al.MeanAlignment | None], vectors: list
             directions = al.weight_from_reference(directions, aligners[j].alignments[0])
         directions = directions.reshape(basis.shape[1], -1).T
         curves = [al.weight_dynamics(per_layer[j], weights[0][j], directions) for per_layer in weights]
-        result[f"amplification_{layer_key(j)}"] = torch.stack([a for a, _ in curves]).cpu().numpy()
-        result[f"cosine_{layer_key(j)}"] = torch.stack([c for _, c in curves]).cpu().numpy()
+        result[layer_key(j, "amplification")] = torch.stack([a for a, _ in curves]).cpu().numpy()
+        result[layer_key(j, "cosine")] = torch.stack([c for _, c in curves]).cpu().numpy()
     return result
 
 
@@ -620,11 +620,6 @@ def within_one_percent(grid: np.ndarray, curve: np.ndarray, reference: float) ->
     """The smallest grid d whose accuracy is >= reference - 0.01 (-1 if none)."""
     good = curve >= reference - 0.01
     return int(grid[np.argmax(good)]) if good.any() else -1
-
-
-def layer_key(j: int) -> str:
-    """0-based layer index -> the two-digit file key 00..L-1."""
-    return f"{j:02d}"
 
 
 # ---- the width sweep (§2 "resampling_width", "alignment_convergence", "covariance_convergence") --------------
@@ -734,10 +729,10 @@ def width_sweep(args, device: torch.device) -> int:
             if g < S - 1:
                 result["operator_error"][g, j] = float(al.relative_operator_error(
                     in_reference[g][j], in_reference[-1][j], native[g], native[-1]))
-        result[f"weight_{layer_key(j)}"] = padded(spectra, fan_in[-1], 0.0)
+        result[layer_key(j, "weight")] = padded(spectra, fan_in[-1], 0.0)
         if j > 0:
             values = [al.principal_components(activations[g][j - 1].cross)[0] for g in range(S)]
-            result[f"activation_{layer_key(j)}"] = padded([(v / v.sum()).cpu().numpy() for v in values])
+            result[layer_key(j, "activation")] = padded([(v / v.sum()).cpu().numpy() for v in values])
     summaries = [load(group.runs[0], "rainbow", "summary") for group in groups]
     result.update({
         "seeds": padded(flags["seeds"], fill=-1).astype(np.int64),
@@ -819,9 +814,9 @@ def main(argv=None) -> int:
         by_count = {count: al.weight_spectrum(aligned[:count]) for count in {*counts, 1}}
         eigenvalues, eigenvectors = by_count[M]
         dim, rank = eigenvectors.shape
-        spectra[f"weight_{layer_key(j)}"] = torch.cat([eigenvalues, eigenvalues.new_zeros(dim - rank)])
-        spectra[f"weight_single_{layer_key(j)}"] = by_count[1][0]
-        spectra[f"weight_init_{layer_key(j)}"] = al.weight_spectrum(rows(init.weight(j)))[0]
+        spectra[layer_key(j, "weight")] = torch.cat([eigenvalues, eigenvalues.new_zeros(dim - rank)])
+        spectra[layer_key(j, "weight_single")] = by_count[1][0]
+        spectra[layer_key(j, "weight_init")] = al.weight_spectrum(rows(init.weight(j)))[0]
         weight_spectra.append((eigenvalues, eigenvectors))
         spectrum = np.zeros((len(counts), dim))
         for c, count in enumerate(counts):
@@ -829,12 +824,12 @@ def main(argv=None) -> int:
             spectrum[c, :values.numel()] = values.cpu().numpy()
             if count < M:  # C_l from all M nets against itself is 0
                 convergence["operator_error"][c, j] = float(al.relative_operator_error(aligned[:count], aligned))
-        convergence[f"spectrum_{layer_key(j)}"] = spectrum
+        convergence[layer_key(j, "spectrum")] = spectrum
         if j < L - 1:
             gauss.append(gaussianity(aligned, eigenvalues, eigenvectors, args.ks_ranks))
         if j > 0:
             activation_values, activation_vectors = al.principal_components(mean_cov[j - 1].cross)
-            spectra[f"activation_{layer_key(j)}"] = activation_values
+            spectra[layer_key(j, "activation")] = activation_values
             bases[j] = {"weight": weight_basis(aligned, eigenvectors), "activation": activation_vectors,
                         "random": al.random_basis(int(dims[j]), random_generator, device),
                         "convergence": [weight_basis(aligned[:count], by_count[count][1]) for count in counts[:-1]]}
@@ -859,12 +854,12 @@ def main(argv=None) -> int:
     clipping = {"bases": np.array(BASES), "reference_accuracy": np.array(trained[0, 0])}
     for j in range(1, L):
         A = alignment_of(aligners, j, 0)
-        clipping[f"d_{layer_key(j)}"], clipping[f"accuracy_{layer_key(j)}"] = clipping_curves(
+        clipping[layer_key(j, "d")], clipping[layer_key(j, "accuracy")] = clipping_curves(
             nets[0], A, [bases[j][name] for name in BASES], j, args.clip_points, data)
-        convergence[f"d_{layer_key(j)}"] = clipping[f"d_{layer_key(j)}"]
+        convergence[layer_key(j, "d")] = clipping[layer_key(j, "d")]
         own = clipping_curves(nets[0], A, bases[j]["convergence"], j, args.clip_points, data)[1] \
-            if bases[j]["convergence"] else np.zeros((0, len(convergence[f"d_{layer_key(j)}"])))
-        convergence[f"accuracy_{layer_key(j)}"] = np.vstack([own, clipping[f"accuracy_{layer_key(j)}"][:1]])
+            if bases[j]["convergence"] else np.zeros((0, len(convergence[layer_key(j, "d")])))
+        convergence[layer_key(j, "accuracy")] = np.vstack([own, clipping[layer_key(j, "accuracy")][:1]])
     out.save("clipping", clipping)
     out.save("convergence", convergence)
     out.save("dynamics", dynamics(runs[0], aligners, [vectors for _, vectors in weight_spectra], epochs[0], device,
@@ -895,8 +890,8 @@ def main(argv=None) -> int:
         "rainbow_by_layer": np.median(top1, 0).tolist(),
         "r2": [1.0, *np.median(r2, 1).tolist()], "alignment_error": [0.0, *np.median(error, 1).tolist()],
         "unexplained_variance": [0.0, *[float(a.unexplained_variance[-1]) for a in aligners[1:]]],
-        "clip_within_1pct": {name: [within_one_percent(clipping[f"d_{layer_key(j)}"],
-                                                       clipping[f"accuracy_{layer_key(j)}"][b], trained[0, 0])
+        "clip_within_1pct": {name: [within_one_percent(clipping[layer_key(j, "d")],
+                                                       clipping[layer_key(j, "accuracy")][b], trained[0, 0])
                                     for j in range(1, L)] for b, name in enumerate(BASES)},
         "mp_colored": gaussian_arrays["mp_colored"].tolist(), "mp_white": gaussian_arrays["mp_white"].tolist(),
         "ks_pvalue": {layer_key(j): {str(r): float(p) for r, p in zip(args.ks_ranks, g["ks_pvalue"])}

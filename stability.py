@@ -114,7 +114,7 @@ from measures.stability import (
 )
 from models import build_model
 from models.layers import pytorch_default_init_
-from pipeline.contract import STABILITY_MODES, StageOutput, open_stage
+from pipeline.contract import STABILITY_MODES, StageOutput, layer_key, open_stage
 from pipeline.loaded import LoadedRun, build_run_model, load_config
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_float, run_main
 from utils.device import resolve_device
@@ -464,9 +464,9 @@ def measure_laplacian(args, loaded: LoadedRun, out: StageOutput) -> dict:
     initial = conv_filters(LoadedRun.open(loaded.run, init=True, device=loaded.device, dtype=torch.float64).model)
     arrays = {"layers": np.array(list(trained)), "kernel_sizes": np.array([w.shape[-1] for w in trained.values()])}
     for index, (name, weight) in enumerate(trained.items()):
-        arrays[f"eigenvalues_{index:02d}"] = laplacian_modes(weight.shape[-1])[0]
-        arrays[f"trained_{index:02d}"] = laplacian_spectrum(weight).cpu()
-        arrays[f"init_{index:02d}"] = laplacian_spectrum(initial[name]).cpu()
+        arrays[layer_key(index, "eigenvalues")] = laplacian_modes(weight.shape[-1])[0]
+        arrays[layer_key(index, "trained")] = laplacian_spectrum(weight).cpu()
+        arrays[layer_key(index, "init")] = laplacian_spectrum(initial[name]).cpu()
     out.save("laplacian", arrays)
     return {"epoch": loaded.epoch, "checkpoint": loaded.checkpoint, "layers": list(trained)}
 

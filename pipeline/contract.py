@@ -28,6 +28,11 @@ from utils.rundir import DONE_FILE, RunDir, is_done, mark_done
 TRAIN_SET = "traindata"   # the evaluation-set tag of the train split (no augmentation) in seed000 file names
 
 
+def layer_key(index: int, prefix: str | None = None) -> str:
+    """The 0-based layer key of every per-layer file name and array key: "07", or "feat_07" with a prefix."""
+    return f"{prefix}_{index:02d}" if prefix else f"{index:02d}"
+
+
 @dataclass(frozen=True)
 class StageFile:
     """One file of a stage: its name template (str.format fields), required keys and per-layer key prefixes."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.contract import layer_key
 from utils.io import Deferred
 
 BLOCK_BYTES = 2 ** 28  # rows of float64 read per Gram block: 256 MB (two blocks and the n x n result in memory)
@@ -23,7 +24,7 @@ class SpilledRows:
 
     def __init__(self, folder: Path, layers: int, device: torch.device, block_bytes: int = BLOCK_BYTES):
         self.folder, self.device, self.block_bytes = Path(folder), device, block_bytes
-        self.paths = [self.folder / f"layer_{index:02d}.raw" for index in range(layers)]
+        self.paths = [self.folder / f"{layer_key(index, 'layer')}.raw" for index in range(layers)]
         self.widths: list[int] = [0] * layers
         self.dtype: np.dtype | None = None
         self.rows = 0
@@ -73,7 +74,7 @@ class SpilledRows:
         arrays = {}
         for index, d in enumerate(self.widths):
             if d < n:
-                arrays[f"feat_{index:02d}"] = Deferred(lambda index=index: self.read(index, 0, n))
+                arrays[layer_key(index, "feat")] = Deferred(lambda index=index: self.read(index, 0, n))
             else:
-                arrays[f"gram_{index:02d}"] = Deferred(lambda index=index: self.gram(index))
+                arrays[layer_key(index, "gram")] = Deferred(lambda index=index: self.gram(index))
         return arrays

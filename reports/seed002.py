@@ -36,6 +36,7 @@ from scipy import stats
 
 from measures.alignment import marchenko_pastur_density, marchenko_pastur_edges, positive_eigenpairs
 from pipeline import contract
+from pipeline.contract import layer_key
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
 from utils.rundir import RunDir
@@ -44,11 +45,6 @@ TITLE = "A Rainbow in Deep Network Black Boxes (seed002)"
 BASIS_LABELS = {"weight": "$C_l$ PCA", "activation": "activation PCA", "random": "random"}
 STAGE = "rainbow"
 WIDTH_STAGE = "rainbow-width"
-
-
-def _key(prefix: str, layer: int) -> str:
-    """A per-layer key of the rainbow files: prefix and the two-digit 0-based layer index."""
-    return f"{prefix}_{layer:02d}"
 
 
 def _summary(run: RunDir) -> dict | None:
@@ -76,7 +72,7 @@ def extract(run: RunDir, out: contract.StageOutput) -> dict:
 def _mp_layer(gauss: dict, count: int) -> int:
     """The resampled layer shown in the Marchenko-Pastur panels: the widest one not white by construction."""
     finite = [layer for layer in range(count) if np.isfinite(gauss["mp_white"][layer])] or list(range(count))
-    return max(finite, key=lambda layer: gauss[_key("mp_eigs_colored", layer)].size)
+    return max(finite, key=lambda layer: gauss[layer_key(layer, "mp_eigs_colored")].size)
 
 
 def _layer_colors(count: int):
@@ -102,16 +98,16 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
     ax.legend()
     ax = axes[0, 1]
     for layer in range(layers - 1):
-        dim = spectra[_key("weight", layer)].size
+        dim = spectra[layer_key(layer, "weight")].size
         for name, style in (("weight", "-"), ("weight_init", ":")):
-            values = positive_eigenpairs(spectra[_key(name, layer)])
+            values = positive_eigenpairs(spectra[layer_key(layer, name)])
             ax.loglog(np.arange(1, values.size + 1), values * dim, color=colors[layer], linestyle=style,
                       linewidth=1.5 if style == "-" else 1, label=f"$C_{{{layer}}}$" if style == "-" else None)
     ax.set(xlabel="rank", ylabel="eigenvalue $\\times D$", title="weight covariance spectra (dotted: init)")
     ax.legend(ncol=2)
     ax = axes[0, 2]
     for layer in range(1, layers):
-        values = positive_eigenpairs(spectra[_key("activation", layer)])
+        values = positive_eigenpairs(spectra[layer_key(layer, "activation")])
         ax.loglog(np.arange(1, values.size + 1), values / values.sum(), color=colors[layer], label=f"layer {layer}")
     ax.set(xlabel="rank", ylabel="eigenvalue / trace", title="activation spectra (mean net)")
     if layers > 1:
@@ -132,8 +128,8 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
     for column, stage in ((1, "colored"), (2, "white")):
         ax = axes[1, column]
         shown = _mp_layer(gauss, layers - 1)
-        eigenvalues = gauss[_key(f"mp_eigs_{stage}", shown)]
-        q = gauss[_key("mp_q", shown)][0 if stage == "colored" else 1]
+        eigenvalues = gauss[layer_key(shown, f"mp_eigs_{stage}")]
+        q = gauss[layer_key(shown, "mp_q")][0 if stage == "colored" else 1]
         q = min(q, 1 / q)
         fraction = gauss[f"mp_{stage}"][shown]
         low, high = float(eigenvalues.min()), float(eigenvalues.max())
@@ -159,7 +155,7 @@ def _clipping_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig, axes = new_figure(ncols=ncols, nrows=nrows, width=2.8, height=2.3)
     reference = float(clipping["reference_accuracy"])
     for ax, layer in zip(axes.flat, layers):
-        grid, curves = clipping[_key("d", layer)], clipping[_key("accuracy", layer)]
+        grid, curves = clipping[layer_key(layer, "d")], clipping[layer_key(layer, "accuracy")]
         for name, curve in zip(clipping["bases"], curves):
             ax.plot(grid, curve, marker=".", markersize=3, label=BASIS_LABELS[str(name)])
         ax.axhline(reference, color="k", linestyle="--", linewidth=1)
@@ -180,7 +176,7 @@ def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig, axes = new_figure(ncols=len(ranks), nrows=len(shown), width=2.4, height=2.0, sharex=True)
     grid = np.linspace(-4, 4, 200)
     for row, layer in enumerate(shown):
-        samples = gauss[_key("whitened", layer)]
+        samples = gauss[layer_key(layer, "whitened")]
         for column, rank in enumerate(ranks):
             ax = axes[row, column]
             values = samples[:, column]
@@ -248,7 +244,7 @@ def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
         ax.legend(ncol=2)
     width_colors = _layer_colors(len(widths))
     for ax, layer in zip(axes[1], shown):
-        for w, (width, values) in enumerate(zip(widths, sweep[_key("activation", layer)])):
+        for w, (width, values) in enumerate(zip(widths, sweep[layer_key(layer, "activation")])):
             values = positive_eigenpairs(values[np.isfinite(values)])
             ax.loglog(np.arange(1, values.size + 1), values, color=width_colors[w], label=f"s = {width:g}")
         ax.set(xlabel="rank", ylabel="eigenvalue / trace", title=f"activation spectra, layer {layer} (net 1)")
@@ -291,11 +287,11 @@ def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
         ax.axis("off")
     for column, layer in enumerate(shown, start=1):
         ax = axes[0, column]
-        dim = convergence[_key("spectrum", layer)].shape[1]
+        dim = convergence[layer_key(layer, "spectrum")].shape[1]
         for c, count in enumerate(nets):
-            values = positive_eigenpairs(convergence[_key("spectrum", layer)][c])
+            values = positive_eigenpairs(convergence[layer_key(layer, "spectrum")][c])
             ax.semilogy(np.arange(1, values.size + 1), values * dim, color=colors[c], label=f"N = {count}")
-        init = positive_eigenpairs(spectra[_key("weight_init", layer)])
+        init = positive_eigenpairs(spectra[layer_key(layer, "weight_init")])
         ax.semilogy(np.arange(1, init.size + 1), init * dim, color="k", linestyle=":", label="init (net 1)")
         ax.set(xlabel="rank", ylabel="eigenvalue $\\times D$", title=f"$C_{{{layer}}}$ from N nets")
         ax.legend()
@@ -304,7 +300,7 @@ def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
             clipping = contract.load(run, STAGE, "clipping")
             reference = float(clipping["reference_accuracy"])
             for c, count in enumerate(nets):
-                ax.plot(convergence[_key("d", layer)], convergence[_key("accuracy", layer)][c], marker=".",
+                ax.plot(convergence[layer_key(layer, "d")], convergence[layer_key(layer, "accuracy")][c], marker=".",
                         color=colors[c], label=f"$C_l$ from {count}")
             ax.axhline(reference, color="k", linestyle="--", linewidth=1)
             ax.axhspan(reference - 0.01, reference, color="k", alpha=0.08, linewidth=0)
@@ -327,7 +323,7 @@ def _dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
     for column, layer in enumerate(shown):
         for row, (name, label) in enumerate((("amplification", "$a_r(t)$"), ("cosine", "$c_r(t)$"))):
             ax = axes[row, column]
-            curves = dynamics[_key(name, layer)]
+            curves = dynamics[layer_key(layer, name)]
             for t, epoch in enumerate(epochs):
                 if t > 0:
                     ax.plot(np.arange(1, curves.shape[1] + 1), curves[t], color=colors[t], label=f"t = {epoch}")
@@ -350,7 +346,7 @@ def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
     for column, layer in enumerate(shown):
         for row, (prefix, label) in enumerate(rows):
             ax = axes[row, column]
-            key = _key(prefix, layer)
+            key = layer_key(layer, prefix)
             if key not in cosines:
                 ax.axis("off")
                 continue

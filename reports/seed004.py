@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from pipeline.contract import STABILITY_MODES, StageOutput, done, load, stage_path
+from pipeline.contract import STABILITY_MODES, StageOutput, done, layer_key, load, stage_path
 from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
@@ -156,7 +156,7 @@ def layer_figure(group: Group, runs: list[dict], out: Path) -> Path | None:
 
 def _energy_shares(run: dict, kind: str, index: int) -> np.ndarray:
     """a_k / sum_k a_k of one conv layer (§2.9), kind = trained or init."""
-    spectrum = run[f"laplacian_{kind}_{index:02d}"]
+    spectrum = run[layer_key(index, f"laplacian_{kind}")]
     return spectrum / spectrum.sum()
 
 
@@ -180,7 +180,7 @@ def laplacian_figure(group: Group, runs: list[dict], out: Path) -> Path | None:
     for kind in ("trained", "init"):
         constant = np.array([[_energy_shares(r, kind, i)[0] for i in range(len(layers))] for r in runs])
         median_band(ax, np.arange(len(layers)), constant, label=kind, **STYLES[kind])
-    sizes = {len(runs[0][f"laplacian_eigenvalues_{i:02d}"]) for i in range(len(layers))}
+    sizes = {len(runs[0][layer_key(i, "laplacian_eigenvalues")]) for i in range(len(layers))}
     if len(sizes) == 1:
         ax.axhline(1.0 / sizes.pop(), color="k", linewidth=0.6, label="flat spectrum")
     ax.set_xticks(range(len(layers)))

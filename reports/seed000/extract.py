@@ -73,7 +73,7 @@ from measures.classification import accuracy, predictions
 from measures.ood import dims_exp, log_sensitivity_score, metric_vector, msp_score, paper_metric_vector
 from measures.spectra import residual_params, stable_rank, threshold_ratios
 from pipeline import contract
-from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, load, stage_path
+from pipeline.contract import TRAIN_SET, StageOutput, done, done_record, layer_key, load, stage_path
 from pipeline.evaluation import detection_sets, test_set_tag
 from pipeline.loaded import LoadedRun, load_config
 from reports.seed000.layout import (
@@ -270,7 +270,7 @@ def _features(run: RunDir, dataset: str, sets: list[str] | None) -> dict:
     full = np.full((len(grids), len(sets), len(ALL_METRICS)), np.nan)
     full_dims = np.zeros(len(grids), dtype=int)
     for layer, grid in enumerate(grids):
-        dist = {ds: load(run, "features", "mahalanobis", layer=f"{layer:02d}", ds=ds) for ds in (dataset, *sets)}
+        dist = {ds: load(run, "features", "mahalanobis", layer=layer_key(layer), ds=ds) for ds in (dataset, *sets)}
         columns = np.searchsorted(grid, dist[dataset]["dims_exp"])  # the saved d are a prefix of the full grid
         for o, ds in enumerate(sets):
             for k, column in enumerate(columns):
