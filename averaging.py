@@ -55,7 +55,7 @@ def find_groups(workdir: Path, seeds: set[int] | None) -> list[Group]:
         for model_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir()):
             runs = [run for run in seed_dirs(workdir, dataset_dir.name, *split_variant(model_dir.name))
                     if contract.done(run, "extract")
-                    and (seeds is None or int(run.root.name[3:]) in seeds)]
+                    and (seeds is None or run.seed in seeds)]
             if runs:
                 groups.append(Group(dataset_dir.name, model_dir.name, tuple(runs)))
     return groups
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         raise ToolkitError(f"no run under {workdir} has a finished extract/{wanted}; run extractor.py first")
     if seeds:
         for group in groups:
-            found = {int(run.root.name[3:]) for run in group.runs}
+            found = {run.seed for run in group.runs}
             if found != seeds:
                 print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
     out = report_dir(workdir)

@@ -687,7 +687,7 @@ def width_sweep(args, device: torch.device) -> int:
     reference = groups[-1]
     flags = {"workdirs": [str(group.runs[0].root.parents[2]) for group in groups],
              "widths": [group.width for group in groups],
-             "seeds": [[int(run.root.name[3:]) for run in group.runs] for group in groups],
+             "seeds": [[run.seed for run in group.runs] for group in groups],
              "epochs": [[net.loaded.epoch for net in group.nets] for group in groups],
              "num_iters": args.num_iters, "max_samples": args.max_samples}
     here = seed_dirs(args.workdir, args.traindata, args.model_name, variant_of(args))
@@ -775,7 +775,7 @@ def main(argv=None) -> int:
     if args.sweep_workdirs:
         return width_sweep(args, device)
     runs, nets, init = open_runs(args, device)
-    seeds = [int(run.root.name[3:]) for run in runs]
+    seeds = [run.seed for run in runs]
     epochs = [net.loaded.epoch for net in nets]
     flags = {"seeds": seeds, "epochs": epochs, "num_samples": args.num_samples, "num_iters": args.num_iters,
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,

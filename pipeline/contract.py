@@ -114,10 +114,8 @@ class Stage:
 
     def command(self, run: RunDir) -> str:
         """The command that produces this stage for `run` (for error messages)."""
-        who = ["--model-name", run.group.name, "--traindata", run.group.parent.name]
-        if self.scope == "run":
-            who += ["--seed", run.root.name[3:]]
-        return " ".join(["python", self.script, *self.subcommand, *who, *self.flags])
+        return " ".join(["python", self.script, *self.subcommand, *run.identity(seed=self.scope == "run"),
+                         *self.flags])
 
 
 def _f(template: str, *keys: str, prefixed: tuple[str, ...] = (), doc: str = "") -> StageFile:

@@ -53,8 +53,7 @@ def load_config(run: RunDir) -> dict:
     """The run's config.json; a one-line error tells how to train the run when it is missing."""
     if not run.config.is_file():
         raise ToolkitError(f"no trained run at {run.root}; train it first with "
-                           f"`python train_classifier.py --model-name {run.root.parent.name} "
-                           f"--traindata {run.root.parent.parent.name} --seed {run.root.name[3:]}`")
+                           f"`python train_classifier.py {' '.join(run.identity())}`")
     config = load_json(run.config, required=CONFIG_SECTIONS)
     for section, keys in CONFIG_SECTIONS.items():
         found = config[section]

@@ -56,12 +56,12 @@ FORMAT = 1
 
 def has_outputs(run: RunDir) -> bool:
     summary = _summary(run)
-    return summary is not None and int(run.root.name[3:]) in summary["seeds"]
+    return summary is not None and run.seed in summary["seeds"]
 
 
 def extract(run: RunDir, out: contract.StageOutput) -> dict:
     summary = _summary(run)
-    seed = run.root.name[3:]
+    seed = str(run.seed)
     result = {"trained_accuracy": summary["trained_accuracy"][seed], "trained_top5": summary["trained_top5"][seed],
               "rainbow_accuracy": float(np.median(summary["rainbow_accuracy"])),
               "rainbow_last_trained": float(np.median(summary["rainbow_last_trained"])), "seeds": summary["seeds"]}

@@ -11,6 +11,7 @@ the stages' own folders and files are named in pipeline/contract.py, nowhere els
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import re
@@ -48,6 +49,28 @@ class RunDir:
         """The run named by --workdir, --traindata, --model-name, --seed (or `seed`) and the run-defining flags."""
         return cls.of(args.workdir, args.traindata, args.model_name, args.seed if seed is None else seed,
                       variant_of(args))
+
+    @property
+    def seed(self) -> int:
+        return int(self.root.name[3:])
+
+    @property
+    def variant(self) -> str:
+        """The run-defining suffix of its model folder ("sigma10", "si-0.1", ...; "" for none), see run_variant."""
+        return split_variant(self.group.name)[1]
+
+    def identity(self, seed: bool = True) -> list[str]:
+        """The flags that name this run for every script (--model-name, --traindata, --seed, and the variant's
+        --gaussian_corruption_std / --ptr / --selectivity_reg): the model and dataset as config.json records them
+        when the run has one (a folder name is made folder-safe), else read from the folders."""
+        recorded = {}
+        if self.config.is_file():
+            with contextlib.suppress(ToolkitError):
+                recorded = load_json(self.config).get("flags") or {}
+        model = recorded.get("model") or split_variant(self.group.name)[0]
+        dataset = recorded.get("traindata") or self.group.parent.name
+        who = ["--model-name", str(model), "--traindata", str(dataset)]
+        return who + (["--seed", str(self.seed)] if seed else []) + variant_flags(self.variant)
 
     @property
     def config(self) -> Path:
@@ -123,6 +146,18 @@ def split_selectivity(variant: str) -> tuple[float, str]:
     return float(found.group(1)), variant[:found.start()]
 
 
+def variant_flags(variant: str) -> list[str]:
+    """The flags of a `run_variant` suffix: "sigma10-si-0.1" -> --gaussian_corruption_std 10 --selectivity_reg -0.1."""
+    alpha, rest = split_selectivity(variant)
+    flags = []
+    for part in filter(None, rest.split("-")):
+        if part.startswith("sigma"):
+            flags += ["--gaussian_corruption_std", part[len("sigma"):]]
+        elif part.startswith("ptr"):
+            flags += ["--ptr", part[len("ptr"):]]
+    return flags + (["--selectivity_reg", f"{alpha:g}"] if alpha else [])
+
+
 def split_variant(folder: str) -> tuple[str, str]:
     """A model folder name -> (model folder, variant): "vgg11@sigma10" -> ("vgg11", "sigma10")."""
     model, _, variant = folder.partition(VARIANT_MARK)
@@ -164,8 +199,8 @@ def report_dir(workdir: str | Path) -> Path:
 def seed_dirs(workdir: str | Path, dataset: str, model: str, variant: str = "") -> list[RunDir]:
     """Every rnd<seed> run of one (dataset, model folder), ordered by seed."""
     group = RunDir.of(workdir, dataset, model, 0, variant).group
-    runs = [p for p in group.glob("rnd*") if _is_run_folder(p)]
-    return [RunDir(p) for p in sorted(runs, key=lambda p: int(p.name[3:]))]
+    runs = [RunDir(p) for p in group.glob("rnd*") if _is_run_folder(p)]
+    return sorted(runs, key=lambda run: run.seed)
 
 
 def _is_run_folder(path: Path) -> bool:
