@@ -28,6 +28,17 @@ from utils.rundir import DONE_FILE, RunDir, is_done, mark_done
 TRAIN_SET = "traindata"   # the evaluation-set tag of the train split (no augmentation) in seed000 file names
 
 
+def log_path(folder: Path, name: str) -> Path:
+    """The log of command `name` (a stage, "train", "averaging") run for `folder` (a run's root, a group folder or
+    the report folder): <folder>/logs/<name>.log, or <report>/<name>.log beside the report it writes."""
+    return folder / f"{name}.log" if name == "averaging" else folder / "logs" / f"{name}.log"
+
+
+def lock_path(run: RunDir) -> Path:
+    """The lock a grid holds while it runs the run's chain (one grid per run at a time)."""
+    return run.root / "logs" / ".lock"
+
+
 def layer_key(index: int, prefix: str | None = None) -> str:
     """The 0-based layer key of every per-layer file name and array key: "07", or "feat_07" with a prefix."""
     return f"{prefix}_{index:02d}" if prefix else f"{index:02d}"

@@ -160,7 +160,7 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
             pdf = [] if args.full else ["--no-pdf"]   # the demo draws PNGs only (half the drawing time)
             final.append(Command("average", ["averaging.py", "--workdir", workdir, "--seeds",
                                               *map(str, sorted(seeds)), *pdf], None,
-                                 report_dir(workdir) / "averaging.log"))
+                                 contract.log_path(report_dir(workdir), "averaging")))
     return chains, group_cmds, final
 
 
@@ -171,7 +171,7 @@ def _group_command(args, scheduled: contract.Stage, first: Cell, seeds: tuple[in
     common = ["--workdir", workdir, "--device", args.device]
     argv = [script, *first.identity(common, seeds=[str(s) for s in seeds]), "--data-root", args.data_root, *rest]
     group = first.run(workdir)
-    return Command(scheduled.name, argv, scheduled.dir(group), group.group / "logs" / f"{scheduled.name}.log",
+    return Command(scheduled.name, argv, scheduled.dir(group), contract.log_path(group.group, scheduled.name),
                    group.group)
 
 
@@ -203,7 +203,7 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
     """train -> the part's per-run stages -> extract (unless group stages come first), for one run."""
     run = cell.run(workdir)
     ident = cell.identity(common)
-    chain = Chain(str(run.root.relative_to(args.workdir)), run.root / "logs" / ".lock")
+    chain = Chain(str(run.root.relative_to(args.workdir)), contract.lock_path(run))
     if wanted is None or "train" in wanted:
         train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
                  "--data-root", args.data_root, "--resume", "--no-progress"]
@@ -213,7 +213,7 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
             train += ["--save-epochs", *map(str, part.save_epochs)]
         if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
             train.append("--channels-last")
-        chain.commands.append(Command("train", train, run.root, run.root / "logs" / "train.log"))
+        chain.commands.append(Command("train", train, run.root, contract.log_path(run.root, "train")))
     for scheduled in (s for s in stages if s.scope == "run"):
         demo_seeds = scheduled.schedule.demo_seeds
         if mode == "demo" and demo_seeds is not None and cell.seed not in part.seeds[:demo_seeds]:
@@ -224,7 +224,7 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
         if scheduled.schedule.ood:
             argv += ood_flags(args)
         chain.commands.append(Command(scheduled.name, argv, scheduled.dir(run),
-                                      run.root / "logs" / f"{scheduled.name}.log"))
+                                      contract.log_path(run.root, scheduled.name)))
     if extract:
         chain.commands.append(_extract_command(cell, workdir, common))
     return chain
@@ -243,7 +243,7 @@ def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
     run = cell.run(workdir)
     extract = contract.stage("extract")
     return Command(extract.name, [extract.script, *cell.identity(common)], extract.dir(run),
-                   run.root / "logs" / "extract.log")
+                   contract.log_path(run.root, extract.name))
 
 
 
