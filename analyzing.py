@@ -104,7 +104,7 @@ from pipeline.evaluation import (
 from pipeline.loaded import LoadedRun
 from pipeline.spill import SpilledRows
 from utils.cli import run_main
-from utils.device import make_generator, resolve_device
+from utils.device import make_generator, measurement_device
 from utils.taps import LayerTaps
 
 ETA = 0.1
@@ -330,7 +330,7 @@ def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module
     """One pass over an evaluation set: energies (BN outputs' too), logits, labels; chi on the first samples (None
     when this variant is not perturbed); the first kept.grams samples' features of every layer go to `spill`."""
     kept = counts(variant, data, args)
-    generator = make_generator(loaded.device, args.seed)
+    generator = make_generator(args.seed)
     columns = {"norm00": [], "norm0": [], "norm1": [], "norm00_bn": [], "logits": [], "labels": []}
     chi = []
     with_bn = [index for index, norm in enumerate(norms) if norm is not None]
@@ -384,7 +384,7 @@ def save_spectra(out: StageOutput, layers: list[nn.Module], svds: list[WeightSVD
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loaded = LoadedRun.from_args(args, device=resolve_device(args.device))
+    loaded = LoadedRun.from_args(args, device=measurement_device(args.device, args.allow_tf32))
     started = time.perf_counter()
     svds = [weight_svd(layer.weight) for layer in loaded.layers]
     every = threshold_ratios()
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
     flags = {"epoch": loaded.epoch, "ratio_index": positions, "num_grams": args.num_grams,
              "num_stability": args.num_stability, "stability_variants": args.stability_variants,
              "max_samples": args.max_samples, "eta": args.eta, "seed": args.seed,
-             "norm0_corner_bug": args.norm0_corner_bug, **choice_flags(choice)}
+             "norm0_corner_bug": args.norm0_corner_bug, "allow_tf32": args.allow_tf32, **choice_flags(choice)}
     out = open_stage(loaded.run, "analysis", flags, args.force)
     if out is None:
         return 0

@@ -51,7 +51,7 @@ from pipeline.loaded import NORMALIZATIONS, LoadedRun, choose_normalization
 from training.loop import TrainData, Trainer, evaluate
 from training.recipes import Recipe
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
-from utils.device import make_generator, resolve_device
+from utils.device import make_generator, measurement_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import RunDir, recorded_flags
@@ -397,7 +397,7 @@ def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     for k, sets in sets_by_k.items():
         model.load_state_dict(original)
         setattr(parent, attr, dec.DecomposedHead(head.weight.detach(), head.bias.detach(), sets).to(device))
-        trainer = Trainer(model, data, recipe, None, make_generator(device, args.noise_seed), progress=False)
+        trainer = Trainer(model, data, recipe, None, make_generator(args.noise_seed), progress=False)
         curve = [evaluate(model, data, recipe)]
         for _ in tqdm(range(args.epochs), desc=f"finetune k={k}", unit="epoch", disable=None, leave=False):
             curve.append(trainer.train_epoch()["test_acc"])
@@ -422,7 +422,7 @@ COMMANDS = {"indices": cmd_indices, "validate": cmd_validate, "finetune": cmd_fi
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = measurement_device(args.device, args.allow_tf32)
     run = RunDir.from_args(args)
     out = contract.open_stage(run, contract.decompose_stage(args.command, args.source), recorded_flags(args),
                               args.force)

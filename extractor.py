@@ -19,7 +19,8 @@ def parse_args(argv=None):
     parser = ToolkitParser(description=__doc__.split("\n\n")[0])
     add_run_flags(parser)
     add_stage_flags(parser, start_epoch_help="accepted so that the seed000 README's command runs as written; the "
-                    "extraction reads what the stages measured (each stage's _done.json records its epoch)")
+                    "extraction reads what the stages measured (each stage's _done.json records its epoch)",
+                    precision=False)
     return parser.parse_args(argv)
 
 

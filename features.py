@@ -52,7 +52,7 @@ from pipeline.evaluation import (
 )
 from pipeline.loaded import LoadedRun
 from utils.cli import run_main
-from utils.device import resolve_device
+from utils.device import measurement_device
 from utils.taps import LayerTaps
 
 
@@ -115,9 +115,10 @@ def save_eigenvalues(out: StageOutput, gaussians: list[ClassGaussians]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loaded = LoadedRun.from_args(args, device=resolve_device(args.device))
+    loaded = LoadedRun.from_args(args, device=measurement_device(args.device, args.allow_tf32))
     choice = ood_choice(loaded, args)
-    flags = {"epoch": loaded.epoch, "max_samples": args.max_samples, **choice_flags(choice)}
+    flags = {"epoch": loaded.epoch, "max_samples": args.max_samples, "allow_tf32": args.allow_tf32,
+             **choice_flags(choice)}
     out = open_stage(loaded.run, "features", flags, args.force)
     if out is None:
         return 0

@@ -37,7 +37,7 @@ from pipeline.contract import done_record, layer_key, load, open_stage, require,
 from pipeline.evaluation import choice_summary, stage_parser
 from pipeline.loaded import check_run_flags, load_config
 from utils.cli import run_main
-from utils.device import resolve_device
+from utils.device import measurement_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir
 
@@ -111,12 +111,12 @@ def main(argv=None) -> int:
     run = RunDir.from_args(args)
     check_run_flags(args, load_config(run), run)  # a clear error when the run does not exist or the flags disagree
     analysis = analysis_flags(run, args)
-    flags = {"analysis": analysis["flags"]}
+    flags = {"analysis": analysis["flags"], "allow_tf32": args.allow_tf32}
     out = open_stage(run, "kernels", flags, args.force)
     if out is None:
         return 0
     started = time.perf_counter()
-    device = resolve_device(args.device)
+    device = measurement_device(args.device, args.allow_tf32)
     for ds in analysis["datasets"]:
         grams = load(run, "analysis", "grams", ds=ds)
         out.save("kernels", similarity_arrays(layer_factors(grams, device), ds), ds=ds)

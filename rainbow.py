@@ -133,7 +133,7 @@ from pipeline.loaded import LoadedRun, check_run_flags
 from training.loop import TrainData, Trainer
 from training.recipes import Recipe, get_recipe
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, run_main
-from utils.device import make_generator, resolve_device
+from utils.device import make_generator, measurement_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, safe_name, seed_dirs, variant_of
 from utils.taps import LayerTaps
@@ -524,7 +524,7 @@ def retrain_last_block(news: list[Net], data: Data, epochs: int, seed: int) -> n
             parameter.requires_grad_(False)
         for layer in new.layers[-2:]:
             layer.weight.requires_grad_(True)
-        trainer = Trainer(new.model, train_data, recipe, None, make_generator(loaded.device, seed + index),
+        trainer = Trainer(new.model, train_data, recipe, None, make_generator(seed + index),
                           progress=False)
         for _ in tqdm(range(epochs), desc=f"retrain rainbow net {index}", unit="epoch", disable=None, leave=False):
             trainer.train_epoch()
@@ -689,7 +689,7 @@ def width_sweep(args, device: torch.device) -> int:
              "widths": [group.width for group in groups],
              "seeds": [[run.seed for run in group.runs] for group in groups],
              "epochs": [[net.loaded.epoch for net in group.nets] for group in groups],
-             "num_iters": args.num_iters, "max_samples": args.max_samples}
+             "num_iters": args.num_iters, "max_samples": args.max_samples, "allow_tf32": args.allow_tf32}
     here = seed_dirs(args.workdir, args.traindata, args.model_name, variant_of(args))
     out = open_stage(here[0] if args.seeds is None else RunDir.from_args(args, seed=args.seeds[0]), "rainbow-width",
                      flags, args.force)
@@ -771,7 +771,7 @@ def net_dims(net: Net, j: int) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = measurement_device(args.device, args.allow_tf32)
     if args.sweep_workdirs:
         return width_sweep(args, device)
     runs, nets, init = open_runs(args, device)
@@ -781,7 +781,7 @@ def main(argv=None) -> int:
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,
              "max_samples": args.max_samples, "cov_nets": args.cov_nets, "retrain_epochs": args.retrain_epochs,
              "retrain_samples": args.retrain_samples, "flat_classifier": args.flat_classifier,
-             "cosine_rank": args.cosine_rank}
+             "cosine_rank": args.cosine_rank, "allow_tf32": args.allow_tf32}
     out = open_stage(runs[0], "rainbow", flags, args.force)
     if out is None:
         return 0
@@ -804,7 +804,7 @@ def main(argv=None) -> int:
     counts = convergence_counts(args.cov_nets, M)
     spectra, weight_spectra, gauss, bases = {}, [], [], {}
     convergence = {"nets": np.array(counts), "operator_error": np.zeros((len(counts), L))}
-    random_generator = make_generator(device, args.seed + 1)
+    random_generator = make_generator(args.seed + 1)
     for j in range(L):
         aligned = aligned_weights(nets, aligners, j)
         # thin: r = min(M N, D) directions of C_j, through an SVD of the M N stacked rows when M N < D (an MLP's
@@ -837,7 +837,7 @@ def main(argv=None) -> int:
 
     trained = np.array([evaluate(net, data) for net in nets])             # (M, 2): top-1, top-5
     mean_classifier = sum(aligned_weights(nets, aligners, L - 1)) / M
-    sample_generator = make_generator(device, args.seed)
+    sample_generator = make_generator(args.seed)
     draws = [al.sample_from_spectrum(*weight_spectra[j], args.num_samples * nets[0].layers[j].weight.shape[0],
                                      sample_generator).chunk(args.num_samples) for j in range(L - 1)]
     top1, top5, rainbows = rainbow_networks(nets, aligners, [[d[k] for d in draws] for k in range(args.num_samples)],

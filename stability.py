@@ -117,7 +117,7 @@ from models.layers import pytorch_default_init_
 from pipeline.contract import STABILITY_MODES, StageOutput, layer_key, open_stage
 from pipeline.loaded import LoadedRun, build_run_model, load_config
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_float, run_main
-from utils.device import resolve_device
+from utils.device import measurement_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, recorded_flags
 from utils.taps import LayerTaps
@@ -552,7 +552,7 @@ def measure_scale1d(args, out: StageOutput) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = measurement_device(args.device, args.allow_tf32)
     run = RunDir.from_args(args)
     out = open_stage(run, stage_of(args), recorded_flags(args), args.force)
     if out is None:

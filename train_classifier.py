@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if recipe.init == "pytorch":
         pytorch_default_init_(model)
     model = model.to(device)
-    trainer = Trainer(model, data, recipe, run, make_generator(device, args.seed), save_every=args.save_every,
+    trainer = Trainer(model, data, recipe, run, make_generator(args.seed), save_every=args.save_every,
                       save_epochs=tuple(args.save_epochs),
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
                       speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""),

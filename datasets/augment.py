@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from utils.device import draw_device
+
 ERASING_ATTEMPTS = 10  # torchvision's RandomErasing tries 10 boxes per image before giving up
 
 
@@ -24,7 +26,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, 
 
     Args:
       x: (B, C, H, W) images.
-      generator: torch.Generator on x's device, or None.
+      generator: torch.Generator (on the CPU: draws move to x's device), or None.
       padding: zero padding on every side; the crop's top-left corner is uniform in {0..2 padding}^2.
       flip: whether to flip horizontally.
 
@@ -32,13 +34,13 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, 
       (B, C, H, W) augmented images, a new tensor.
     """
     b, _, h, w = x.shape
-    device = x.device
-    top = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=device)
+    device, source = x.device, draw_device(generator, x.device)
+    top = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=source).to(device)
+    left = torch.randint(0, 2 * padding + 1, (b, 1), generator=generator, device=source).to(device)
     padded = torch.nn.functional.pad(x, (padding,) * 4) if padding else x
     cols = left + torch.arange(w, device=device)  # (B, W)
     if flip:
-        flipped = torch.rand(b, 1, generator=generator, device=device) < 0.5
+        flipped = torch.rand(b, 1, generator=generator, device=source).to(device) < 0.5
         cols = torch.where(flipped, cols.flip(1), cols)
     rows = top + torch.arange(h, device=device)  # (B, H)
     batch = torch.arange(b, device=device)[:, None, None]
@@ -58,24 +60,24 @@ def random_erasing(x: torch.Tensor, generator: torch.Generator | None = None, p:
 
     Args:
       x: (B, C, H, W) images (in seed000's recipe: already normalised).
-      generator: torch.Generator on x's device, or None.
+      generator: torch.Generator (on the CPU: draws move to x's device), or None.
       p, scale, ratio, value: as torchvision.transforms.RandomErasing.
 
     Returns:
       (B, C, H, W) images with the boxes erased, a new tensor.
     """
     b, _, h, w = x.shape
-    device = x.device
-    area = torch.empty(b, ERASING_ATTEMPTS, device=device).uniform_(*scale, generator=generator) * (h * w)
-    log_ratio = torch.empty(b, ERASING_ATTEMPTS, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]),
-                                                                          generator=generator)
+    device, source = x.device, draw_device(generator, x.device)
+    area = torch.empty(b, ERASING_ATTEMPTS, device=source).uniform_(*scale, generator=generator).to(device) * (h * w)
+    log_ratio = torch.empty(b, ERASING_ATTEMPTS, device=source).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                                          generator=generator).to(device)
     aspect = torch.exp(log_ratio)
     box_h = torch.sqrt(area * aspect).round().long()  # (B, attempts)
     box_w = torch.sqrt(area / aspect).round().long()
     fits = (box_h < h) & (box_w < w)
     first = fits.int().argmax(1, keepdim=True)  # index of the first fitting draw (0 when none fits)
     box_h, box_w = box_h.gather(1, first), box_w.gather(1, first)  # (B, 1)
-    erase = (torch.rand(b, generator=generator, device=device) < p) & fits.any(1)  # (B,)
+    erase = (torch.rand(b, generator=generator, device=source).to(device) < p) & fits.any(1)  # (B,)
     top = _uniform_below(h - box_h + 1, generator)
     left = _uniform_below(w - box_w + 1, generator)
     rows = torch.arange(h, device=device)
@@ -88,5 +90,6 @@ def random_erasing(x: torch.Tensor, generator: torch.Generator | None = None, p:
 
 def _uniform_below(high: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Integers uniform in {0, ..., high - 1}, elementwise for a (B, 1) tensor of positive `high`."""
-    draw = torch.rand(high.shape, generator=generator, device=high.device, dtype=torch.float64)
+    draw = torch.rand(high.shape, generator=generator, device=draw_device(generator, high.device),
+                      dtype=torch.float64).to(high.device)
     return torch.minimum((draw * high).long(), high - 1)

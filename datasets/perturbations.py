@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from utils.device import draw_device
+
 
 def gaussian_corruption(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian corruption of seed004 §2.7: x + std * xi / sqrt(C H W), xi ~ N(0, I) drawn per sample.
@@ -15,11 +17,12 @@ def gaussian_corruption(x: torch.Tensor, std: float, generator: torch.Generator 
     Args:
       x: (B, C, H, W) batch (normalised).
       std: norm of the noise per sample, in the units of x.
-      generator: torch.Generator on x's device, or None for the global RNG.
+      generator: torch.Generator (on the CPU: the draw moves to x's device), or None for the global RNG.
 
     Returns:
       (B, C, H, W) corrupted batch, a new tensor.
     """
     dim = math.prod(x.shape[1:])
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise = torch.randn(x.shape, generator=generator, device=draw_device(generator, x.device), dtype=x.dtype)
+    noise = noise.to(x.device)
     return x + noise * (std / dim ** 0.5)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from utils.device import draw_device
+
 __all__ = [
     "as_samples", "Moments", "CovarianceAccumulator", "cross_covariance",
     "procrustes", "alignment_r2", "alignment_error", "MeanAlignment", "align_to_mean",
@@ -549,7 +551,8 @@ def _haar_partial_isometry(rows: int, cols: int, generator: torch.Generator | No
     """Uniformly random (rows, cols) matrix with orthonormal columns (rows >= cols) or orthonormal rows."""
     tall = rows >= cols
     shape = (rows, cols) if tall else (cols, rows)
-    gaussian = torch.randn(shape, generator=generator, dtype=torch.float64, device=device)
+    gaussian = torch.randn(shape, generator=generator, dtype=torch.float64,
+                           device=draw_device(generator, device)).to(device)
     Q, R = torch.linalg.qr(gaussian)
     Q = Q * torch.sign(R.diagonal())          # sign fix: the Haar measure, not QR's convention
     return Q if tall else Q.T
@@ -606,7 +609,8 @@ def sample_from_spectrum(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, 
     dim, device = eigenvectors.shape[0], eigenvectors.device
     if method == "gaussian":
         root = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T
-        noise = torch.randn((n, dim), generator=generator, dtype=torch.float64, device=device)
+        noise = torch.randn((n, dim), generator=generator, dtype=torch.float64,
+                            device=draw_device(generator, device)).to(device)
         return noise @ root
     if method == "orthogonal":
         tolerance = eigenvalues[0] * dim * torch.finfo(torch.float64).eps

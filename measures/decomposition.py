@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from utils.device import draw_device
+
 __all__ = [
     "l1_normalize", "filter_histograms", "class_filters", "sets_to_mask", "overlap_summary",
     "topk_weight_overlap", "decomposed_logits", "decomposed_logits_masked", "DecomposedHead",
@@ -326,8 +328,8 @@ def replace_features(features: torch.Tensor, chosen: torch.Tensor, generator: to
         mask[chosen.to(features.device).long()] = True
     if complement:
         mask = ~mask
-    device = features.device if generator is None else generator.device
-    noise = torch.randn(features.shape, generator=generator, dtype=features.dtype, device=device)
+    noise = torch.randn(features.shape, generator=generator, dtype=features.dtype,
+                        device=draw_device(generator, features.device))
     return torch.where(mask, noise.to(features.device), features)
 
 

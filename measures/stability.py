@@ -39,6 +39,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from utils.device import draw_device
+
 __all__ = [
     "temperature_range", "temperature_for_displacement", "typical_displacement",
     "displacement_fields", "warp", "diffeo", "matched_noise",
@@ -53,8 +55,7 @@ DEN_EPSILON = 1e-10  # added to the pair-distance denominator, as in seed004 §2
 
 def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
     """Standard normal draws on the generator's device (or `device`), returned on `device`."""
-    source = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+    return torch.randn(shape, generator=generator, device=draw_device(generator, device), dtype=dtype).to(device)
 
 
 def _check_cut(cut: int) -> None:

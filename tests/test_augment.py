@@ -144,3 +144,19 @@ def test_augmentations_run_on_the_batch_device(device):
     for out in (random_crop_flip(x, generator), random_erasing(x, generator),
                 gaussian_corruption(x, 1.0, generator)):
         assert out.device == x.device and out.shape == x.shape
+
+
+def test_draws_come_from_the_cpu_generator_whatever_the_data_device():
+    """One seed, the same draws on every device (issue 27): with the data on another device (`meta` stands in for a
+    GPU here) every augmentation and perturbation draws from the CPU generator, in the same order and amount as
+    for CPU data, so the generator ends in the same state (a draw on the meta device would not advance it)."""
+    x = torch.rand(5, 3, 12, 12)
+    steps = (lambda data, g: random_crop_flip(data, g, padding=2, flip=True),
+             lambda data, g: random_erasing(data, g, p=0.7),
+             lambda data, g: gaussian_corruption(data, 0.5, g))
+    for step in steps:
+        on_cpu, on_meta = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        expected = step(x, on_cpu)
+        out = step(x.to("meta"), on_meta)
+        assert out.device.type == "meta" and out.shape == expected.shape
+        assert torch.equal(on_meta.get_state(), on_cpu.get_state())

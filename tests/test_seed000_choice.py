@@ -154,6 +154,7 @@ def test_chosen_ood_sets_are_measured_named_and_recorded_and_a_new_choice_recomp
         assert detection_sets("digits", record["datasets"], record) == [tag, "uniform", "digits_vflip"]
         assert near_set("digits", record) == "uniform"
     assert done_record(run, "analysis")["flags"]["ood_sets"] == [name, "uniform"]
+    assert done_record(run, "features")["flags"]["allow_tf32"] is False     # the precision is part of the record
     # the folder's images, in pixel space, are what the network saw
     saved = load(stage_path(run, "analysis", "projections", tag="all", ds=tag))
     loaded = LoadedRun.open(run)

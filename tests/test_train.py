@@ -171,6 +171,29 @@ def test_truncated_last_checkpoint_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "not a readable checkpoint" in result.stderr
 
 
+def test_checkpoint_generator_state_is_the_cpu_generators_and_resumes_on_the_cpu(tmp_path):
+    """last.pt holds a CPU generator's state (issue 27: device-independent), and resuming with it trains on; a state
+    of another kind (a CUDA generator's, as an older toolkit wrote on a GPU) is a one-line error, not a traceback."""
+    from utils.io import save_torch
+
+    train_here(tmp_path, "--epochs", "2")
+    run = RunDir.of(tmp_path, "digits", "lenet", 0)
+    checkpoint = load_torch(run.last)
+    assert checkpoint["generator"].dtype == torch.uint8
+    assert checkpoint["generator"].numel() == torch.Generator().get_state().numel()
+
+    def rewound(generator_state):       # last.pt as after epoch 1, with this generator state; the run not done
+        save_torch(run.last, {**checkpoint, "epoch": 1, "batch": 0, "generator": generator_state})
+        (run.root / "_done.json").unlink(missing_ok=True)
+
+    rewound(checkpoint["generator"])
+    assert train_here(tmp_path, "--epochs", "2", "--resume").returncode == 0
+    rewound(torch.zeros(16, dtype=torch.uint8))                       # the size of a CUDA (Philox) generator state
+    result = train_here(tmp_path, "--epochs", "2", "--resume", check=False)
+    assert result.returncode == 2 and "random-generator state of another kind" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_schedules_match_pytorch_closed_forms():
     recipe = get_recipe("seed000", epochs=2)
     assert learning_rate(recipe, 0, 10) == pytest.approx(0.1)

@@ -100,3 +100,26 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path):
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 2
     assert result.stderr.strip() == "error: bad thing; do this instead"
+
+
+def test_measurement_stages_switch_tf32_off_unless_asked():
+    """issue 27: measurement_device turns cuDNN's and cuBLAS's TF32 off (cuDNN allows it by default) unless
+    --allow-tf32; every measurement stage parses the flag and records it."""
+    import torch
+
+    import analyzing
+    import extractor
+    import stability
+    from utils.device import measurement_device
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert measurement_device("cpu") == torch.device("cpu")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        measurement_device("cpu", allow_tf32=True)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert analyzing.parse_args(["--allow-tf32"]).allow_tf32 and not stability.parse_args([]).allow_tf32
+    assert not hasattr(extractor.parse_args([]), "allow_tf32")     # extraction computes nothing on a GPU

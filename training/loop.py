@@ -32,6 +32,7 @@ from training.recipes import Recipe
 from training.schedule import learning_rate
 from training.selectivity import SelectivityRegularizer
 from utils.cli import EXIT_INTERRUPTED
+from utils.device import draw_device
 from utils.errors import ToolkitError
 from utils.io import atomic_write, save_torch
 from utils.rundir import CHECKPOINT_FORMAT, RunDir
@@ -190,7 +191,12 @@ class Trainer:
             raise ToolkitError("the checkpoint to resume from was not written by train_classifier.py; use --force")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.generator.set_state(ckpt["generator"])
+        try:
+            self.generator.set_state(ckpt["generator"])
+        except RuntimeError as err:   # a generator state of another kind (a device generator of an older toolkit)
+            raise ToolkitError("the checkpoint to resume from holds a random-generator state of another kind (it was "
+                               "written by a toolkit that drew on the GPU); resume is not possible: retrain with "
+                               "--force") from err
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
@@ -247,7 +253,8 @@ class Trainer:
         device = data.train_x.device
         started = time.perf_counter()
         if state.batch == 0:
-            state.perm = torch.randperm(len(data.train_x), generator=self.generator, device=device)
+            state.perm = torch.randperm(len(data.train_x), generator=self.generator,
+                                        device=draw_device(self.generator, device)).to(device)
             state.partial = {"loss": 0.0, "correct": 0, "seen": 0}
         loss_sum = torch.tensor(state.partial["loss"], dtype=torch.float64, device=device)
         correct = torch.tensor(state.partial["correct"], dtype=torch.long, device=device)

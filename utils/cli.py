@@ -66,13 +66,19 @@ def add_run_flags(parser: argparse.ArgumentParser, default_model: str = "resnet1
 
 
 def add_stage_flags(parser: argparse.ArgumentParser, start_epoch_help: str = "analyse the checkpoint of this epoch "
-                    "(default: the last epoch trained)") -> None:
-    """Flags every measurement stage shares (seed000 README: --start_epoch E --resume)."""
+                    "(default: the last epoch trained)", precision: bool = True) -> None:
+    """Flags every measurement stage shares (seed000 README: --start_epoch E --resume), and --allow-tf32 for those
+    that compute (`precision`)."""
     parser.add_argument("--start_epoch", type=int, default=None, help=start_epoch_help)
     parser.add_argument("--resume", action="store_true",
                         help="accepted only so that the seed READMEs' commands run as written; it does nothing "
                              "(a stage always loads a checkpoint: the last one, or --start_epoch)")
     parser.add_argument("--force", action="store_true", help="recompute even if the stage's _done.json matches")
+    if precision:
+        parser.add_argument("--allow-tf32", action="store_true",
+                            help="on Ampere and newer GPUs, let float32 convolutions and matrix products run in TF32 "
+                                 "(faster, about 1e-3 relative error); off by default, recorded in the stage's "
+                                 "_done.json flags; no effect on the CPU")
 
 
 def positive_float(text: str) -> float:

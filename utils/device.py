@@ -19,8 +19,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def make_generator(device: torch.device, seed: int) -> torch.Generator:
-    """A seeded generator living on `device` (augmentation and sampling draw on the device of the data)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
-    return generator
+def measurement_device(name: str = "auto", allow_tf32: bool = False) -> torch.device:
+    """`resolve_device` for a measurement stage, with TF32 off unless `allow_tf32`: on Ampere and newer GPUs float32
+    convolutions (cuDNN's default) and matrix products would otherwise run in TF32, about 1e-3 relative error, far
+    above the reduction-order differences a measurement may differ by between devices. No effect on the CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    return resolve_device(name)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A seeded generator on the CPU, for every random draw of a run (augmentation, noise, sampling): draws happen
+    on the CPU and move to the data's device (`draw_device`), so one seed gives the same numbers on every device,
+    and a checkpoint's generator state resumes on any device."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def draw_device(generator: torch.Generator | None, device) -> torch.device:
+    """Where a random draw happens: on the generator's device (the CPU for `make_generator`'s), else on `device`;
+    the caller moves the draw to `device`."""
+    return generator.device if generator is not None else torch.device(device)
