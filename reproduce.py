@@ -23,7 +23,17 @@ import os
 import signal
 from collections import Counter
 
-from pipeline.commands import STOPPING, THREADS, Command, ThreadShare, run_command, server_blas_threads, stop_on_sigterm
+from pipeline.commands import (
+    DEVICES,
+    STOPPING,
+    THREADS,
+    Command,
+    DevicePool,
+    ThreadShare,
+    run_command,
+    server_blas_threads,
+    stop_on_sigterm,
+)
 from pipeline.grid import FULL_GRID_GAPS, FULL_GRIDS, PAPER_ORDER, STAGES
 from pipeline.local import run_local
 from pipeline.plan import build_plan, resolve_grid, validate
@@ -78,10 +88,15 @@ def parse_args(argv=None):
     parser.add_argument("--print", action="store_true", help="print the commands, one per line, without running them")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                         help="local processes, Slurm job arrays through submitit, or submitit's local executor")
-    parser.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
+    parser.add_argument("--jobs", type=int, default=None,
                         help="local launcher: chains and group stages (rainbow, once its seeds are done) run "
                              "side by side on N workers; a stage gets cores / (tasks running) threads, so what runs "
-                             "alone (the last chain, averaging) gets every core (default: 2, or 1 on one core)")
+                             "alone (the last chain, averaging) gets every core (default: with CUDA, the GPUs x "
+                             "--jobs-per-gpu; on the CPU 2, or 1 on one core)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1, metavar="K",
+                        help="local launcher with CUDA: each running stage gets a GPU of its own "
+                             "(CUDA_VISIBLE_DEVICES, from those visible); K > 1 lets K stages share one, each held "
+                             "to 1/K of its memory (default: 1)")
     parser.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
     parser.add_argument("--time", type=int, default=24 * 60,
@@ -134,6 +149,7 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())
         return 0
+    place_devices(args)
     THREADS.jobs, THREADS.cores = args.jobs, ThreadShare.usable_cores()
     STOPPING.clear()
     if args.force:
@@ -162,6 +178,15 @@ def main(argv=None) -> int:
     if not args.full and status == 0:
         print(full_run_summary(args))
     return EXIT_INTERRUPTED if STOPPING.is_set() else status
+
+
+def place_devices(args) -> None:
+    """A local grid that computes on CUDA gives each running stage its own GPU (pipeline.commands.DEVICES) and
+    runs as many workers as GPU slots unless --jobs says otherwise; on the CPU, or on Slurm, nothing is placed."""
+    devices = DevicePool.visible() if args.launcher == "local" and args.device != "cpu" else []
+    DEVICES.configure(devices, args.jobs_per_gpu)
+    if args.jobs is None:
+        args.jobs = len(devices) * args.jobs_per_gpu if devices else min(2, len(os.sched_getaffinity(0)))
 
 
 def full_run_summary(args) -> str:

@@ -130,6 +130,56 @@ class ThreadShare:
         return max(1, (self.cores or self.usable_cores()) // max(1, min(self.jobs, self.running)))
 
 
+class DevicePool:
+    """The GPUs of a local grid, one per running stage (issue 27): a stage takes a free device when it starts and
+    sees only that one (CUDA_VISIBLE_DEVICES); with `per_device` > 1 that many stages share a device, each held to
+    that fraction of its memory (DIMTOOLKIT_GPU_MEMORY_FRACTION, applied in the stage process). Not configured:
+    stages see what the grid sees (the CPU, or Slurm's allocation inside a job)."""
+
+    def __init__(self):
+        self.free: list[str] = []
+        self.per_device = 0             # 0: no devices to place
+        self.lock = threading.Condition()
+
+    def configure(self, devices: list[str], per_device: int = 1) -> None:
+        self.per_device = max(1, per_device) if devices else 0
+        self.free = [device for _ in range(self.per_device) for device in devices]
+
+    @staticmethod
+    def visible() -> list[str]:
+        """The devices a grid may use: CUDA_VISIBLE_DEVICES when set, else every GPU torch sees."""
+        listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if listed is not None:
+            return [device.strip() for device in listed.split(",") if device.strip() not in ("", "-1")]
+        import torch
+
+        return [str(index) for index in range(torch.cuda.device_count())]
+
+    @contextlib.contextmanager
+    def placed(self):
+        """The environment of a stage started now: {} when no devices are placed, else one free device (waiting
+        until one is free)."""
+        if not self.per_device:
+            yield {}
+            return
+        with self.lock:
+            while not self.free:
+                self.lock.wait()
+            device = self.free.pop(0)
+        env = {"CUDA_VISIBLE_DEVICES": device}
+        if self.per_device > 1:
+            env["DIMTOOLKIT_GPU_MEMORY_FRACTION"] = f"{1 / self.per_device:.6g}"
+        try:
+            yield env
+        finally:
+            with self.lock:
+                self.free.append(device)
+                self.lock.notify()
+
+
+DEVICES = DevicePool()
+
+
 @contextlib.contextmanager
 def server_blas_threads(threads: int):
     """OMP_NUM_THREADS = `threads` for the stage server started inside (numpy's BLAS sizes its pool when imported
@@ -241,23 +291,8 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
     with open(command.log, "w") as log:
         log.write(f"$ {command.shell()}\n")
         log.flush()
-        # In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and
-        # is stopped by Chain.checkpoint with SIGTERM instead, which it handles.
-        process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads())
-        if chain is not None:
-            RUNNING[chain.label] = process
-        STOPPING.running.add(process)
-        if STOPPING.is_set():  # SIGTERM came while it was starting
-            process.send_signal(signal.SIGTERM)
-        try:
-            returncode = process.wait()
-        except BaseException:  # submitit ending this attempt for a requeue, or Ctrl-C: let the stage save first
-            _stop(process)
-            raise
-        finally:
-            STOPPING.running.discard(process)
-            if chain is not None:
-                RUNNING.pop(chain.label, None)
+        with DEVICES.placed() as env:
+            returncode = _run_stage(command, chain, env)
     command.seconds = time.perf_counter() - started
     if returncode == 0:
         command.status = "done"
@@ -265,6 +300,28 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         command.status = "interrupted"
     else:
         command.status = "failed"
+
+
+def _run_stage(command: Command, chain: Chain | None, env: dict[str, str]) -> int:
+    """Fork the stage (its device in `env`), follow it as the stop flag and Slurm's checkpoint need; its exit status.
+    In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and is
+    stopped by Chain.checkpoint with SIGTERM instead, which it handles."""
+    process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads(),
+                           env=env)
+    if chain is not None:
+        RUNNING[chain.label] = process
+    STOPPING.running.add(process)
+    if STOPPING.is_set():  # SIGTERM came while it was starting
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait()
+    except BaseException:  # submitit ending this attempt for a requeue, or Ctrl-C: let the stage save first
+        _stop(process)
+        raise
+    finally:
+        STOPPING.running.discard(process)
+        if chain is not None:
+            RUNNING.pop(chain.label, None)
 
 
 def _stop(process: StageProcess, grace_s: float = 60.0) -> None:

@@ -32,9 +32,19 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
-def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None) -> None:
+def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None,
+                env: dict[str, str]) -> None:
     """The child: `python root/argv[0] argv[1:]` in the current folder, its output appended to `log_path`, with
-    `threads` intra-op threads (None: torch's default)."""
+    `threads` intra-op threads (None: torch's default) and `env` added to its environment (its GPU: CUDA is not
+    initialised in the server, so CUDA_VISIBLE_DEVICES set here is the one the stage sees)."""
+    os.environ.update(env)
+    fraction = os.environ.get("DIMTOOLKIT_GPU_MEMORY_FRACTION")
+    device = argv[argv.index("--device") + 1] if "--device" in argv[:-1] else "auto"
+    if fraction and device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():   # a device shared by several stages: each keeps to its share
+            torch.cuda.set_per_process_memory_fraction(float(fraction))
     if threads is not None:  # the server's torch is imported, so this costs nothing
         import torch
 
@@ -63,9 +73,10 @@ def start_server() -> None:
 class StageProcess:
     """A running stage with the part of subprocess.Popen's interface that reproduce.py uses."""
 
-    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False, threads: int | None = None):
+    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False, threads: int | None = None,
+                 env: dict[str, str] | None = None):
         self._process = _CONTEXT.Process(target=_run_script, name=Path(argv[0]).stem,
-                                         args=(str(root), list(argv), str(log), ignore_usr2, threads))
+                                         args=(str(root), list(argv), str(log), ignore_usr2, threads, dict(env or {})))
         self._process.start()
         self.pid = self._process.pid
 

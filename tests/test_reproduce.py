@@ -309,3 +309,39 @@ def test_running_tasks_share_the_cores(monkeypatch):
     assert share.threads() == 1
     share.jobs = 1
     assert share.threads() == 2
+
+
+def test_each_running_stage_sees_a_gpu_of_its_own(tmp_path, monkeypatch):
+    """issue 27: with CUDA_VISIBLE_DEVICES=0,1,2 and 3 workers, every stage that runs at the same time as another sees
+    one device, never the other's; --jobs defaults to the GPU slots and --jobs-per-gpu 2 shares each device by two,
+    each held to half its memory (no GPU needed: the stages only report what they see)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    args = reproduce.parse_args(["--jobs-per-gpu", "2"])
+    reproduce.place_devices(args)
+    try:
+        assert args.jobs == 6
+        with commands.DEVICES.placed() as env:
+            assert env["DIMTOOLKIT_GPU_MEMORY_FRACTION"] == "0.5" and env["CUDA_VISIBLE_DEVICES"] in "012"
+        args = reproduce.parse_args([])
+        reproduce.place_devices(args)
+        assert args.jobs == 3
+        seen = tmp_path / "seen.txt"
+        script = tmp_path / "stage.py"
+        script.write_text("import os, time\nstart = time.monotonic()\ntime.sleep(0.4)\n"
+                          f"open({str(seen)!r}, 'a').write(f\"{{os.environ.get('CUDA_VISIBLE_DEVICES')}} {{start}} "
+                          "{time.monotonic()} {os.environ.get('DIMTOOLKIT_GPU_MEMORY_FRACTION')}\\n\")\n")
+        chains = []
+        for index in range(6):
+            lock = tmp_path / f"g{index}" / "rnd0" / "logs" / ".lock"
+            lock.parent.mkdir(parents=True)
+            chains.append(commands.Chain(f"g{index}", lock, [commands.Command("stage", [str(script)], None,
+                                                                              lock.parent / "stage.log")]))
+        local.run_local(chains, [], 3)
+        assert [c.commands[0].status for c in chains] == ["done"] * 6
+        runs = [(device, float(start), float(end), fraction) for device, start, end, fraction in
+                (line.split() for line in seen.read_text().splitlines())]
+        assert {device for device, *_ in runs} <= {"0", "1", "2"} and all(f == "None" for *_, f in runs)
+        overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
+        assert overlapping and all(a[0] != b[0] for a, b in overlapping)
+    finally:
+        commands.DEVICES.configure([])
