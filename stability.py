@@ -84,14 +84,12 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from datasets import build_dataset
 from datasets.perturbations import gaussian_corruption
@@ -120,7 +118,7 @@ from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_floa
 from utils.device import measurement_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, recorded_flags
-from utils.taps import LayerTaps
+from utils.taps import LayerTaps, NodeTaps
 
 DEFAULT_P = 500          # §2.3
 TRAINED_BATCH = 100      # probes per pass when BatchNorm uses running statistics (memory: --batchsize --help)
@@ -297,118 +295,6 @@ def deform(probes: Probes, args, generator: torch.Generator) -> torch.Tensor:
         return images + moved - render_points(probes.points, n, dtype=images.dtype)
     return diffeo(images, temperature_for_displacement(args.delta, n, args.cut), args.cut, generator=generator,
                   interp=args.interp)
-
-
-# ---- nodes (§2.4) ------------------------------------------------------------------------------------------------
-LEAF_BASES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase)   # one node even when subclassed
-LAYOUT_MODULES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten, nn.Unflatten, nn.ZeroPad2d)
-LAYOUT_OPS = ("flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous", "size", "dim", "numel",
-              "getattr", "dropout", "type", "to", "float", "double")
-ORIGINAL_DROPPED = ("size", "sub", "floordiv", "numel", "pow")  # substrings the original dropped (§2.4)
-POOL_MODULES = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AvgPoolNd,
-                nn.modules.pooling._AdaptiveMaxPoolNd, nn.modules.pooling._MaxPoolNd)
-POOL_OPS = ("adaptive_avg_pool2d", "avg_pool2d", "adaptive_max_pool2d", "max_pool2d", "mean")
-IN_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
-            operator.itruediv: operator.truediv}
-
-
-def _op_name(target) -> str:
-    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
-
-
-class NodeTaps:
-    """The nodes of §2.4 of one network (module docstring): `taps(x)` -> {name: (B, ...) tensor} in forward order,
-    the last "output". With by_layer=False only {"output": model(x)}.
-
-    The graph is traced once (torchvision's feature extractor over every node); the nodes to keep are settled on
-    the first call, from the node types and the shapes that call produced, and the extractor is rebuilt on them."""
-
-    def __init__(self, model: nn.Module, by_layer: bool):
-        self.model = model
-        self.by_layer = by_layer
-        self.names: list[str] | None = None   # kept node names, "output" last
-        self._extractor = None
-        self._rename: dict[str, str] = {}
-        if by_layer:
-            for module in model.modules():   # evaluated out of place: each node keeps its own value
-                if hasattr(module, "inplace"):
-                    module.inplace = False
-            leaves = sorted({type(m) for m in model.modules() if isinstance(m, LEAF_BASES)
-                             and not type(m).__module__.startswith("torch.nn")}, key=lambda c: c.__qualname__)
-            self._tracer = {"leaf_modules": leaves}
-            try:
-                _, self._all = get_graph_node_names(model, tracer_kwargs=self._tracer)
-            except Exception as err:  # noqa: BLE001 - torch.fx raises many types on untraceable code
-                raise ToolkitError(f"--by_layer traces the network with torch.fx, which failed for this model "
-                                   f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); measure the output "
-                                   "only (drop --by_layer)") from err
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self.by_layer:
-            return {"output": self.model(x)}
-        if self._extractor is None:
-            return self._first_call(x)
-        found = self._extractor(x)
-        return {self._rename.get(name, name): found[name] for name in self._kept}
-
-    def _build(self, names: list[str]):
-        extractor = create_feature_extractor(self.model, return_nodes=names, tracer_kwargs=self._tracer)
-        for graph in (extractor.train_graph, extractor.eval_graph):
-            for node in graph.nodes:
-                if node.op == "call_function" and node.target in IN_PLACE:
-                    node.target = IN_PLACE[node.target]
-                elif node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("_"):
-                    node.target = node.target[:-1]
-                elif node.op == "call_function" and _op_name(node.target).endswith("_") \
-                        and hasattr(torch, _op_name(node.target)[:-1]):
-                    node.target = getattr(torch, _op_name(node.target)[:-1])
-                if node.kwargs.get("inplace"):
-                    node.kwargs = {**node.kwargs, "inplace": False}
-        extractor.eval()
-        extractor.graph = extractor.eval_graph   # recompiles the patched graph
-        return extractor
-
-    def _first_call(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        extractor = self._build(self._all)
-        found = extractor(x)
-        returned = next(node for node in extractor.eval_graph.nodes if node.op == "output").args[0]  # name -> node
-        values_of = {returned[name].name: value for name, value in found.items()}
-        output = self.model(x)
-        kept = [name for name in self._all if self._keeps(extractor, returned[name], found[name], values_of, x)]
-        last = next((name for name in reversed(kept) if torch.equal(found[name], output)), None)
-        if last is None:
-            raise ToolkitError("--by_layer found no node that yields the network's output; drop --by_layer")
-        kept = kept[:kept.index(last) + 1]
-        self._rename = {last: "output"}
-        self._kept = kept
-        self._extractor = self._build(kept)
-        self.names = [self._rename.get(name, name) for name in kept]
-        return {self._rename.get(name, name): found[name] for name in kept}
-
-    @staticmethod
-    def _keeps(extractor, node, value, values_of: dict, x: torch.Tensor) -> bool:
-        if node.op in ("placeholder", "get_attr", "output"):
-            return False
-        if not isinstance(value, torch.Tensor) or value.dim() < 1 or value.shape[0] != x.shape[0]:
-            return False
-        if node.op == "call_module":
-            module = extractor.get_submodule(node.target)
-            if isinstance(module, LAYOUT_MODULES):
-                return False
-            pooling = isinstance(module, POOL_MODULES)
-        else:
-            name = _op_name(node.target)
-            if name in LAYOUT_OPS or any(part in node.name for part in ORIGINAL_DROPPED):
-                return False
-            pooling = name in POOL_OPS
-        if pooling:   # a pooling that keeps its input's shape (a global pool of a 1x1 map) is no new node
-            source = node.args[0]
-            before = values_of.get(getattr(source, "name", None), x if getattr(source, "op", "") == "placeholder"
-                                   else None)
-            if before is not None and before.flatten(1).shape == value.flatten(1).shape:
-                return False
-        return True
 
 
 # ---- the measurements --------------------------------------------------------------------------------------------

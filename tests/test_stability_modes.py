@@ -13,6 +13,7 @@ import stability
 from models import build_model
 from pipeline.contract import STABILITY_MODES, load
 from utils.rundir import RunDir
+from utils.taps import NodeTaps
 
 ORIGINAL_DROPPED = ("size", "sub", "floordiv", "numel", "pow")
 
@@ -54,7 +55,7 @@ def original_nodes(model):
 def nodes_of(name, **kwargs):
     torch.manual_seed(0)
     model = build_model(name, 10, width=0.25, **kwargs).eval()
-    taps = stability.NodeTaps(model, by_layer=True)
+    taps = NodeTaps(model, by_layer=True)
     x = torch.randn(3, kwargs.get("in_channels", 3), 32, 32)
     found = taps(x)
     assert list(found) == taps.names and taps.names[-1] == "output"
@@ -111,7 +112,7 @@ def test_in_place_graph_ops_are_made_out_of_place():
             z += 1
             return self.fc(z.mul_(2).mean((2, 3)))
 
-    taps = stability.NodeTaps(InPlace().eval(), by_layer=True)
+    taps = NodeTaps(InPlace().eval(), by_layer=True)
     found = taps(torch.randn(4, 1, 8, 8))
     assert list(found) == ["conv", "relu", "add", "mul_", "mean", "output"]
     assert found["conv"].min() < 0 and torch.equal(found["add"], found["relu"] + 1)
