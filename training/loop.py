@@ -28,6 +28,7 @@ from tqdm import tqdm
 from datasets.augment import random_crop_flip, random_erasing
 from datasets.base import normalize
 from datasets.perturbations import gaussian_corruption
+from measures.classification import predictions
 from training.recipes import Recipe
 from training.schedule import learning_rate
 from training.selectivity import SelectivityRegularizer
@@ -114,13 +115,6 @@ def classification_loss(output: torch.Tensor, labels: torch.Tensor, kind: str) -
         signs = labels.to(output.dtype) * 2 - 1
         return F.relu(1 - output.reshape(-1) * signs).mean()
     return F.cross_entropy(output, labels)
-
-
-def predictions(output: torch.Tensor, kind: str) -> torch.Tensor:
-    """Predicted labels: argmax, or out > 0 for the hinge loss (label 1 = +1)."""
-    if kind == "hinge":
-        return (output.reshape(-1) > 0).long()
-    return output.argmax(dim=1)
 
 
 @torch.no_grad()
