@@ -90,6 +90,23 @@ def test_mahalanobis_matches_direct_formula():
     np.testing.assert_allclose(dist[:, -1].numpy(), full, rtol=1e-8)   # d = D: the usual Mahalanobis distance
 
 
+def test_mahalanobis_in_chunks_of_classes_is_one_pass():
+    """One class per chunk (chunk_bytes=1) gives the one-pass distances and classes, ties to the lowest class."""
+    X, y = class_data(D=6, nc=7, seed=4, offset=0.0)
+    g = fitted(X, y, 7)
+    Z = torch.randn(9, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 2
+    Z[0] = g.means[3]                      # distance 0 to class 3 at every d
+    dims = [1, 3, 6]
+    whole, whole_cls = mahalanobis(Z, g, dims)
+    for chunk_bytes in (1, 8 * 9 * 6 * 2):   # one class, then two classes per chunk
+        dist, cls = mahalanobis(Z, g, dims, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(dist, whole, rtol=0, atol=0)
+        assert torch.equal(cls, whole_cls)
+    assert whole_cls[0].tolist() == [3, 3, 3] and float(whole[0, -1]) == pytest.approx(0.0, abs=1e-12)
+    g.means = torch.cat([g.means, g.means[3:4]])   # class 7 repeats class 3: the tie goes to 3, chunked or not
+    assert mahalanobis(Z[:1], g, dims, chunk_bytes=1)[1][0].tolist() == [3, 3, 3]
+
+
 def test_mahalanobis_refuses_zero_variance_components():
     X = np.zeros((8, 3))
     X[:, 0] = np.arange(8.0)
