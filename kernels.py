@@ -51,15 +51,18 @@ def parse_args(argv=None):
 
 
 def layer_factors(grams: dict[str, np.ndarray], device: torch.device) -> list[GramFactor]:
-    """One GramFactor per layer, from feat_<ll> (n, d) or gram_<ll> (n, n) as analyzing.py stored it."""
+    """One GramFactor per layer, from feat_<ll> (n, d) or gram_<ll> (n, n) as analyzing.py stored it, computed on
+    `device` one layer at a time and kept on the CPU (every layer's n x r float64 factor on a GPU at once would be
+    0.8 GB each at n = 10,000); the pairs move to the device one at a time (`similarity_arrays`)."""
     count = len({key.split("_")[1] for key in grams})
     factors = []
     for index in range(count):
         features = grams.get(layer_key(index, "feat"))
         if features is not None:
-            factors.append(gram_factor(torch.from_numpy(features).to(device)))
+            factor = gram_factor(torch.from_numpy(features).to(device))
         else:
-            factors.append(gram_factor_from_gram(torch.from_numpy(grams[layer_key(index, "gram")]).to(device)))
+            factor = gram_factor_from_gram(torch.from_numpy(grams[layer_key(index, "gram")]).to(device))
+        factors.append(factor.to("cpu"))
     return factors
 
 
@@ -72,13 +75,18 @@ def padded(rows: list[torch.Tensor], shape: tuple[int, ...]) -> tuple[np.ndarray
     return values.reshape(*shape, width), np.array([len(row) for row in rows]).reshape(shape)
 
 
-def similarity_arrays(factors: list[GramFactor], desc: str) -> dict[str, np.ndarray]:
-    """Gram eigenvalues and every pair's spectra, sums and lengths (module docstring)."""
+def similarity_arrays(factors: list[GramFactor], desc: str,
+                      device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Gram eigenvalues and every pair's spectra, sums and lengths (module docstring); each pair is computed on
+    `device`, where only its two factors are held (layer a's for its whole row of pairs)."""
     L = len(factors)
     spectra = {kind: [[None] * L for _ in range(L)] for kind in KINDS}
     pairs = [(a, b) for a in range(L) for b in range(a, L)]
+    held = (-1, None)
     for a, b in tqdm(pairs, desc=desc, unit="pair", disable=None, leave=False):
-        result = cka_spectrum(factors[a], factors[b])
+        if held[0] != a:
+            held = (a, factors[a].to(device))
+        result = cka_spectrum(held[1], held[1] if b == a else factors[b].to(device))
         for kind in KINDS:
             spectra[kind][a][b] = result[kind]
             spectra[SWAPPED[kind]][b][a] = result[kind]
@@ -119,7 +127,7 @@ def main(argv=None) -> int:
     device = measurement_device(args.device, args.allow_tf32)
     for ds in analysis["datasets"]:
         grams = load(run, "analysis", "grams", ds=ds)
-        out.save("kernels", similarity_arrays(layer_factors(grams, device), ds), ds=ds)
+        out.save("kernels", similarity_arrays(layer_factors(grams, device), ds, device), ds=ds)
     seconds = time.perf_counter() - started
     choice = {key: analysis[key] for key in OOD_KEYS if key in analysis}
     out.done(datasets=analysis["datasets"], **choice, seconds=seconds)

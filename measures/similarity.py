@@ -155,6 +155,9 @@ class GramFactor:
     factor: torch.Tensor
     eigenvalues: torch.Tensor
 
+    def to(self, device) -> GramFactor:
+        return GramFactor(self.factor.to(device), self.eigenvalues.to(device))
+
 
 def _leading(eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, threshold: float):
     """Sort an eigh result descending and keep eigenvalues > threshold x the largest."""

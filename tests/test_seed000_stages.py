@@ -26,7 +26,7 @@ import features
 import kernels
 from datasets import build_dataset
 from measures.similarity import linear_cka
-from pipeline.contract import TRAIN_SET, done_record, stage, stage_path
+from pipeline.contract import TRAIN_SET, done_record, layer_key, stage, stage_path
 from pipeline.loaded import LoadedRun
 from reports import figures
 from utils.rundir import RunDir
@@ -406,3 +406,23 @@ def test_twopoints_hinge_run_reports_the_logged_test_accuracy(trained_run, tmp_p
                            str(tmp_path)]) == 0
     scores = load(stage_path(run, "extract", "seed000"))
     assert scores["accuracy"][0, 1] == pytest.approx(logged, abs=1e-6) and "detection_sets" not in scores
+
+
+def test_kernels_hold_the_factors_on_the_cpu_and_move_one_pair_at_a_time(monkeypatch):
+    """issue 27: layer_factors leaves every layer's factor on the CPU; similarity_arrays moves layer a's once per row
+    and each b once per pair (L + L(L-1)/2 moves), and its CKA matrix is linear CKA of the features."""
+    from measures.similarity import GramFactor
+
+    rng = np.random.default_rng(3)
+    feats = [rng.standard_normal((12, d)) for d in (3, 5, 20)]
+    factors = kernels.layer_factors({layer_key(i, "feat"): f for i, f in enumerate(feats)}, torch.device("cpu"))
+    assert all(f.factor.device.type == "cpu" for f in factors)
+    moves = []
+    original = GramFactor.to
+    monkeypatch.setattr(GramFactor, "to", lambda self, device: moves.append(str(device)) or original(self, device))
+    arrays = kernels.similarity_arrays(factors, "test", device="cpu")
+    assert len(moves) == 3 + 3
+    for a in range(3):
+        for b in range(3):
+            expected = linear_cka(torch.from_numpy(feats[a]), torch.from_numpy(feats[b]))
+            assert arrays["cka"][a, b] == pytest.approx(float(expected), rel=1e-9)
