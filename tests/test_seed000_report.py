@@ -192,6 +192,7 @@ def test_extracted_metrics_match_sklearn(extracted):
     assert scores["residual_params"][2] == pytest.approx((ranks * sizes).sum() / (np.array([4, 4, 3]) * sizes).sum())
     caps = json.loads(str(scores["caps"]))
     assert caps["recorded"] and caps["caps"]["num_grams"] == 8 and caps["paper_caps"]["num_grams"] == 10000
+    assert caps["allow_tf32"] is False
 
 
 def test_extracted_noise_mahalanobis_and_kernels(extracted):

@@ -343,6 +343,7 @@ def test_extract_and_average_write_the_table(run, workdir):
         assert "TPR@FPR05" in report
         assert ("validation set digits_vflip" in report) != bool(oracle)
         assert "| digits_vflip |" not in report  # the validation set is never reported
+        assert "; TF32 off" in report            # the stage's --allow-tf32 choice, in the caps line
     assert (workdir / "report" / "seed000_table.csv").is_file()
     assert (workdir / "report" / "seed000_digits_resnet18.pdf").is_file()
 

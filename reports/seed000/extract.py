@@ -147,13 +147,16 @@ def _ood_choice(record: dict, dataset: str) -> dict:
 
 
 def _caps(record: dict) -> str:
-    """The analysis caps against seed000's as JSON: the stage's record when it has one, else from its flags."""
-    if "caps" in record and "paper_caps" in record:
-        return json.dumps({"caps": record["caps"], "paper_caps": record["paper_caps"], "recorded": True})
+    """The analysis caps against seed000's as JSON: the stage's record when it has one, else from its flags; and
+    whether the stage let float32 products run in TF32 (--allow-tf32)."""
     flags = record.get("flags", {})
+    tf32 = bool(flags.get("allow_tf32", False))
+    if "caps" in record and "paper_caps" in record:
+        return json.dumps({"caps": record["caps"], "paper_caps": record["paper_caps"], "recorded": True,
+                           "allow_tf32": tf32})
     caps = {"ratios": len(flags.get("ratio_index", record.get("variants", [])[1:])),
             **{key: flags.get(key) for key in ("num_grams", "num_stability", "stability_variants", "max_samples")}}
-    return json.dumps({"caps": caps, "paper_caps": PAPER_CAPS, "recorded": False})
+    return json.dumps({"caps": caps, "paper_caps": PAPER_CAPS, "recorded": False, "allow_tf32": tf32})
 
 
 def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:

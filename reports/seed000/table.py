@@ -155,7 +155,9 @@ def choice_notes(seeds: Seeds) -> list[str]:
                   for key in paper if mine.get(key) != paper[key]]
         source = "" if caps.get("recorded") else " (read from the stage's flags; paper values from seed000 §6)"
         notes.append(("analysis caps below the paper's: " + ", ".join(differ) if differ
-                      else "analysis at the paper's sizes") + source)
+                      else "analysis at the paper's sizes") + source
+                     + ("; measured with TF32 allowed (--allow-tf32: float32 products at about 1e-3 relative error)"
+                        if caps.get("allow_tf32") else "; TF32 off"))
     if seeds["bn_norm"] is None:
         notes.append("k_bn (BN output norms): not written by this analysis stage (norm00_bn)")
     return notes
