@@ -127,7 +127,7 @@ from torch import nn
 from tqdm import tqdm
 
 from measures import alignment as al
-from measures.classification import top_k_accuracy
+from measures.classification import evaluate as evaluate_outputs
 from pipeline.contract import layer_key, load, open_stage, require
 from pipeline.loaded import LoadedRun, check_run_flags
 from training.loop import TrainData, Trainer
@@ -330,16 +330,10 @@ def load_data(args, loaded: LoadedRun) -> Data:
     return Data(loaded, splits, args.batchsize)
 
 
-@torch.no_grad()
 def evaluate(net: Net, data: Data) -> tuple[float, float]:
-    """(top-1, top-5) test accuracy; top-1 through the run's own predictions (argmax, or the sign of a one-output
-    hinge head), top-5 through measures.classification.top_k_accuracy."""
-    correct, top5 = 0, 0.0
-    for x, y in data.batches("test"):
-        output = net.model(x)
-        correct += int((net.loaded.predictions(output) == y).sum())
-        top5 += top_k_accuracy(output, y, 5, net.loaded.loss) * len(y)
-    return correct / data.size("test"), top5 / data.size("test")
+    """(top-1, top-5) test accuracy (measures.classification.evaluate: the run's own predictions, argmax or the
+    sign of a one-output hinge head)."""
+    return evaluate_outputs(net.model, data.batches("test"), net.loaded.loss, k=5)
 
 
 def accuracy(net: Net, data: Data) -> float:

@@ -38,3 +38,39 @@ def top_k_accuracy(output: torch.Tensor, labels: torch.Tensor, k: int, loss: str
         return accuracy(output, labels, loss)
     top = output.topk(k, dim=1).indices
     return float((top == labels[:, None]).any(dim=1).double().mean())
+
+
+def _top_k_hits(output: torch.Tensor, labels: torch.Tensor, k: int, loss: str) -> torch.Tensor:
+    """How many samples have their label among the k highest outputs, as a tensor on the outputs' device."""
+    classes = 2 if loss == "hinge" else output.shape[1]
+    if k >= classes:
+        return torch.tensor(len(labels), device=output.device)
+    if k == 1:
+        return (predictions(output, loss) == labels).sum()
+    return (output.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum()
+
+
+@torch.no_grad()
+def evaluate(forward, batches, loss: str, k: int = 5) -> tuple[float, float]:
+    """(top-1, top-k) accuracy of `forward(x)` over (x, y) batches, the counts kept on the device (one host sync
+    at the end). top-1 goes through `predictions` (argmax, or the sign of a hinge head), top-k as `top_k_accuracy`.
+
+    Args:
+      forward: x -> outputs (N, classes) (or (N,) / (N, 1) for a hinge head), e.g. a model in eval mode.
+      batches: iterable of (x, y), y (N,) int labels.
+      loss: "cross_entropy" or "hinge"; k: the top-k (seed002 reports top-5).
+
+    Returns:
+      (top-1, top-k) fractions; (nan, nan) for no sample.
+    """
+    hits = top = None
+    count = 0
+    for x, y in batches:
+        output = forward(x)
+        y = y.to(output.device)
+        correct, in_top = (predictions(output, loss) == y).sum(), _top_k_hits(output, y, k, loss)
+        hits, top = (correct, in_top) if hits is None else (hits + correct, top + in_top)
+        count += len(y)
+    if not count:
+        return float("nan"), float("nan")
+    return int(hits) / count, int(top) / count

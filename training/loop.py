@@ -28,6 +28,7 @@ from tqdm import tqdm
 from datasets.augment import random_crop_flip, random_erasing
 from datasets.base import normalize
 from datasets.perturbations import gaussian_corruption
+from measures.classification import evaluate as evaluate_outputs
 from measures.classification import predictions
 from training.recipes import Recipe
 from training.schedule import learning_rate
@@ -117,20 +118,22 @@ def classification_loss(output: torch.Tensor, labels: torch.Tensor, kind: str) -
     return F.cross_entropy(output, labels)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: TrainData, recipe: Recipe, corruption_std: float = 0.0,
              generator: torch.Generator | None = None, speed: Speed = Speed()) -> float:
-    """Test accuracy in eval mode (corrupted by fresh Gaussian noise when corruption_std > 0, seed004 §2.7)."""
+    """Test accuracy in eval mode (corrupted by fresh Gaussian noise when corruption_std > 0, seed004 §2.7), by
+    measures.classification.evaluate."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=data.test_x.device)
-    for start in range(0, len(data.test_x), EVAL_BATCH):
-        x = data.normalize(data.test_x[start:start + EVAL_BATCH])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = data.normalize(x)
         if corruption_std > 0:
             x = gaussian_corruption(x, corruption_std, generator)
         with speed.autocast(x.device):
-            out = model(speed.inputs(x))
-        correct += (predictions(out, recipe.loss) == data.test_y[start:start + EVAL_BATCH]).sum()
-    return correct.item() / len(data.test_x)
+            return model(speed.inputs(x))
+
+    batches = ((data.test_x[start:start + EVAL_BATCH], data.test_y[start:start + EVAL_BATCH])
+               for start in range(0, len(data.test_x), EVAL_BATCH))
+    return evaluate_outputs(forward, batches, recipe.loss, k=1)[0]
 
 
 class Trainer:
