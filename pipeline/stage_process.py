@@ -78,6 +78,11 @@ class StageProcess:
         self._process = _CONTEXT.Process(target=_run_script, name=Path(argv[0]).stem,
                                          args=(str(root), list(argv), str(log), ignore_usr2, threads, dict(env or {})))
         self._process.start()
+        # Every start() first polls the registered children (multiprocessing.process._cleanup), reading a finished
+        # child's exit status from its pipe: from another thread while this stage's own thread waits on it, one of
+        # the two reads nothing and the stage reports 255 (seen with 2-3 workers). A stage is waited on by its own
+        # thread only, so it is not registered.
+        multiprocessing.process._children.discard(self._process)
         self.pid = self._process.pid
 
     @property
