@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from utils.errors import ToolkitError
 
@@ -89,6 +88,13 @@ IN_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.i
             operator.itruediv: operator.truediv}
 
 
+def _feature_extraction():
+    """torchvision's fx feature extraction, imported when a NodeTaps traces (about 1 s: LayerTaps users skip it)."""
+    from torchvision.models import feature_extraction
+
+    return feature_extraction
+
+
 def _op_name(target) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
@@ -114,7 +120,7 @@ class NodeTaps:
                              and not type(m).__module__.startswith("torch.nn")}, key=lambda c: c.__qualname__)
             self._tracer = {"leaf_modules": leaves}
             try:
-                _, self._all = get_graph_node_names(model, tracer_kwargs=self._tracer)
+                _, self._all = _feature_extraction().get_graph_node_names(model, tracer_kwargs=self._tracer)
             except Exception as err:  # noqa: BLE001 - torch.fx raises many types on untraceable code
                 raise ToolkitError(f"--by_layer traces the network with torch.fx, which failed for this model "
                                    f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); measure the output "
@@ -130,7 +136,8 @@ class NodeTaps:
         return {self._rename.get(name, name): found[name] for name in self._kept}
 
     def _build(self, names: list[str]):
-        extractor = create_feature_extractor(self.model, return_nodes=names, tracer_kwargs=self._tracer)
+        extractor = _feature_extraction().create_feature_extractor(self.model, return_nodes=names,
+                                                                   tracer_kwargs=self._tracer)
         for graph in (extractor.train_graph, extractor.eval_graph):
             for node in graph.nodes:
                 if node.op == "call_function" and node.target in IN_PLACE:
