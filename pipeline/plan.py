@@ -22,7 +22,7 @@ from pipeline.grid import (
     GridPart,
 )
 from utils.errors import ToolkitError
-from utils.rundir import RunDir, report_dir, run_variant
+from utils.rundir import RunDir, report_dir, run_variant, variant_flags
 
 
 def resolve_grid(args) -> list[GridPart]:
@@ -186,16 +186,17 @@ class Cell:
     corruption: float = 0.0
     selectivity_reg: float = 0.0
 
+    @property
+    def variant(self) -> str:
+        return run_variant(self.dataset, self.corruption, selectivity_reg=self.selectivity_reg)
+
     def run(self, workdir: str) -> RunDir:
-        return RunDir.of(workdir, self.dataset, self.model, self.seed,
-                         run_variant(self.dataset, self.corruption, selectivity_reg=self.selectivity_reg))
+        return RunDir.of(workdir, self.dataset, self.model, self.seed, self.variant)
 
     def identity(self, common: list[str], seeds: list[str] | None = None) -> list[str]:
         """The flags that name the run (or, with `seeds`, the group of those seeds), plus the workdir and device."""
         who = ["--seeds", *seeds] if seeds is not None else ["--seed", str(self.seed)]
-        sigma = ["--gaussian_corruption_std", f"{self.corruption:g}"] if self.corruption else []
-        sigma += ["--selectivity_reg", f"{self.selectivity_reg:g}"] if self.selectivity_reg else []
-        return ["--model-name", self.model, "--traindata", self.dataset, *who, *sigma, *common]
+        return ["--model-name", self.model, "--traindata", self.dataset, *who, *variant_flags(self.variant), *common]
 
 
 def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workdir: str, mode: str, common: list[str],
