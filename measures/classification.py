@@ -41,12 +41,10 @@ def top_k_accuracy(output: torch.Tensor, labels: torch.Tensor, k: int, loss: str
 
 
 def _top_k_hits(output: torch.Tensor, labels: torch.Tensor, k: int, loss: str) -> torch.Tensor:
-    """How many samples have their label among the k highest outputs, as a tensor on the outputs' device."""
+    """How many samples have their label among the k >= 2 highest outputs, a tensor on the outputs' device."""
     classes = 2 if loss == "hinge" else output.shape[1]
     if k >= classes:
         return torch.tensor(len(labels), device=output.device)
-    if k == 1:
-        return (predictions(output, loss) == labels).sum()
     return (output.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum()
 
 
@@ -68,7 +66,8 @@ def evaluate(forward, batches, loss: str, k: int = 5) -> tuple[float, float]:
     for x, y in batches:
         output = forward(x)
         y = y.to(output.device)
-        correct, in_top = (predictions(output, loss) == y).sum(), _top_k_hits(output, y, k, loss)
+        correct = (predictions(output, loss) == y).sum()
+        in_top = correct if k == 1 else _top_k_hits(output, y, k, loss)
         hits, top = (correct, in_top) if hits is None else (hits + correct, top + in_top)
         count += len(y)
     if not count:

@@ -2,8 +2,9 @@
 chain with its lock; running a command as a forked stage (pipeline.stage_process); the grid's stop flag (SIGTERM,
 Ctrl-C) and the cores shared among running stages; and what a chain does inside a Slurm job when it is stopped.
 
-Module-level state (THREADS, STOPPING, RUNNING) belongs to the process that runs the chains: the local launcher, or
-the Slurm task that unpickled a chain (submitit pickles chains by reference to this module, so none of it travels).
+Module-level state (THREADS, DEVICES, STOPPING, RUNNING) belongs to the process that runs the chains: the local
+launcher, or the Slurm task that unpickled a chain (submitit pickles chains by reference to this module, so none of
+it travels).
 """
 from __future__ import annotations
 

@@ -195,11 +195,12 @@ def _analysis(run: RunDir, dataset: str, loss: str, classes: int) -> dict:
         if not sets:
             continue
         out["msp"][v] = [_metrics(msp_score(proj[dataset]["logits"]), msp_score(proj[ds]["logits"])) for ds in sets]
+        denominators = {"projection_ratio": uncompressed_norm0,
+                        "projection_ratio_own": {ds: proj[ds]["norm0"] for ds in (dataset, *sets)}}
         for key, column in LAYER_SCORES.items():
             if column not in proj[dataset]:
                 continue  # bn_norm: written by newer analysis stages only
-            denominator = {"projection_ratio": uncompressed_norm0, "projection_ratio_own": {
-                ds: proj[ds]["norm0"] for ds in (dataset, *sets)}}.get(key)
+            denominator = denominators.get(key)
             scores = {ds: proj[ds][column] / denominator[ds] if denominator else proj[ds][column]
                       for ds in (dataset, *sets)}
             values = out.setdefault(key, np.full((len(tags), L, len(sets), len(ALL_METRICS)), np.nan))
