@@ -27,6 +27,11 @@ class Reference:
     label: str = ""      # a short name shown in the cell, e.g. "OpenOOD v1.5 near-OOD"
 
 
+# the protocol of a report row, shared by every paper's tables: the paper's measurement, the same on other
+# data (digits, stand-ins, other sizes), or this toolkit's own addition
+PROTOCOLS = {"paper": "paper's protocol", "paper-other": "paper's protocol, other data",
+             "extra": "toolkit extra"}
+
 _OPENOOD = "spec ecosystem.md §1.7 (OpenOOD v1.5 leaderboard: ResNet-18, 100 epochs, 3 runs)"
 _NEAR, _FAR = "OpenOOD v1.5 near-OOD", "OpenOOD v1.5 far-OOD"
 REFERENCES = (

@@ -32,9 +32,6 @@ TRANSITION = {(model, ds): table[model] for ds, table in (("cifar10", _T10), ("s
 # CIFAR ones; SVHN and MNIST differ from CIFAR-10 for resnet34 only); the ratio is read at the FC input throughout
 _NORM = {"cifar10": (8, 10, 15, 27), "cifar100": (10, 11, 17, 33), "svhn": (8, 10, 15, 29), "mnist": (8, 10, 15, 29)}
 NORM_LAYER = {(model, ds): layers[i] for ds, layers in _NORM.items() for i, model in enumerate(PAPER_MODELS)}
-# the protocol of every row of the main table
-PROTOCOLS = {"paper": "paper's protocol", "paper-other": "paper's protocol, other data",
-             "extra": "toolkit extra"}
 # seed000 §6's sizes, used only when the analysis stage does not record its own `paper_caps`
 PAPER_CAPS = {"ratios": 53, "num_grams": 10000, "num_stability": 10000, "stability_variants": "every",
               "max_samples": None}

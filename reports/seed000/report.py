@@ -16,9 +16,9 @@ from pathlib import Path
 
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, write_csv
-from reports.references import MISSING, markdown
+from reports.references import MISSING, PROTOCOLS, markdown
 from reports.seed000.figures import draw_figures, seed_count
-from reports.seed000.layout import ALL_METRICS, PAPER_LABELS, PROTOCOLS, TABLE_METRICS, TITLE
+from reports.seed000.layout import ALL_METRICS, PAPER_LABELS, TABLE_METRICS, TITLE
 from reports.seed000.seeds import Seeds
 from reports.seed000.table import choice_notes, table_rows
 

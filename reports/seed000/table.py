@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from reports.figures import summary
-from reports.references import reference_cell
-from reports.seed000.layout import ALL_METRICS, PAPER_DATASETS, PAPER_MODELS, PROTOCOLS, TABLE_METRICS, M
+from reports.references import PROTOCOLS, reference_cell
+from reports.seed000.layout import ALL_METRICS, PAPER_DATASETS, PAPER_MODELS, TABLE_METRICS, M
 from reports.seed000.seeds import Seeds
 
 
