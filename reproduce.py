@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import signal
 from collections import Counter
 
@@ -37,9 +36,10 @@ from pipeline.commands import (
 from pipeline.grid import FULL_GRID_GAPS, FULL_GRIDS, PAPER_ORDER, STAGES
 from pipeline.local import run_local
 from pipeline.plan import build_plan, resolve_grid, validate
-from pipeline.slurm import launch, run_group_stages
+from pipeline.slurm import launch_local, run_group_stages, run_on_slurm
 from pipeline.stage_process import start_server
 from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, positive_float, run_main
+from utils.cpus import allotted_cpus
 
 
 def parse_args(argv=None):
@@ -99,6 +99,12 @@ def parse_args(argv=None):
                              "to 1/K of its memory (default: 1)")
     parser.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
     parser.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task")
+    parser.add_argument("--cpus-per-task", type=int, default=4,
+                        help="slurm: CPU cores per task; a stage's threads and image-loading workers use them, not "
+                             "the node's (default: 4)")
+    parser.add_argument("--detach", action="store_true",
+                        help="slurm: exit once every job is submitted; the same command run again reports the grid's "
+                             "state and submits only what is missing or failed")
     parser.add_argument("--time", type=int, default=24 * 60,
                         help="slurm: time limit per task in minutes; a chain that needs longer is requeued")
     parser.add_argument("--mem", type=int, default=None,
@@ -111,6 +117,8 @@ def parse_args(argv=None):
                              "do not count)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when done")
     args = parser.parse_args(argv)
+    if args.cpus_per_task < 1:
+        parser.error(f"--cpus-per-task must be at least 1, got {args.cpus_per_task}")
     if args.widths is not None and len(set(args.widths)) < 2:
         parser.error("--widths needs at least 2 different widths (a single width: --width)")
     return args
@@ -156,22 +164,13 @@ def main(argv=None) -> int:
         for command in [c for chain in chains for c in chain.commands] + group_cmds:
             command.argv.append("--force")
     reports = [command.log.parent / "report.md" for command in final]   # averaging: one per workdir
-    with server_blas_threads(max(1, THREADS.cores // args.jobs)):
-        if args.launcher == "local":
-            signal.signal(signal.SIGTERM, stop_on_sigterm)
-            # a background job of a non-interactive shell starts with SIGINT ignored: Ctrl-C / kill -INT still stop
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            run_local(chains, group_cmds, args.jobs)
-        else:
-            chains = launch(chains, args)   # submitit returns the chains it ran (copies)
-            run_group_stages(chains, group_cmds)
-        ran = [c for chain in chains for c in chain.commands] + group_cmds
-        for command, report in zip(final, reports):
-            if STOPPING.is_set():
-                command.status = "interrupted"
-            elif any(c.status == "done" for c in ran) or not report.is_file():
-                run_command(command)
-    status = summarize(ran + final)
+    if args.launcher == "slurm":   # every stage a job: the tasks' threads follow their allocations
+        commands = run_on_slurm(chains, group_cmds, final, args)
+        if args.detach:
+            return 0
+    else:
+        commands = run_here(args, chains, group_cmds, final, reports)
+    status = summarize(commands)
     for report in reports:
         if report.is_file():
             print(f"report: {report}")
@@ -180,13 +179,35 @@ def main(argv=None) -> int:
     return EXIT_INTERRUPTED if STOPPING.is_set() else status
 
 
+def run_here(args, chains, group_cmds, final, reports) -> list[Command]:
+    """The local launcher, or submitit's local executor for the chains followed by the group stages here; then
+    averaging (when a stage was done now or a report is missing). Returns every command with its status."""
+    with server_blas_threads(max(1, THREADS.cores // args.jobs)):
+        if args.launcher == "local":
+            signal.signal(signal.SIGTERM, stop_on_sigterm)
+            # a background job of a non-interactive shell starts with SIGINT ignored: Ctrl-C / kill -INT still stop
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            run_local(chains, group_cmds, args.jobs)
+        else:
+            chains = launch_local(chains, args)   # submitit returns the chains it ran (copies)
+            run_group_stages(chains, group_cmds)
+        ran = [c for chain in chains for c in chain.commands] + group_cmds
+        for command, report in zip(final, reports):
+            if STOPPING.is_set():
+                command.status = "interrupted"
+            elif any(c.status == "done" for c in ran) or not report.is_file():
+                run_command(command)
+    return ran + final
+
+
 def place_devices(args) -> None:
-    """A local grid that computes on CUDA gives each running stage its own GPU (pipeline.commands.DEVICES) and
-    runs as many workers as GPU slots unless --jobs says otherwise; on the CPU, or on Slurm, nothing is placed."""
-    devices = DevicePool.visible() if args.launcher == "local" and args.device != "cpu" else []
+    """A grid on this machine (local, submitit-local) that computes on CUDA gives each running stage its own GPU
+    (pipeline.commands.DEVICES) and runs as many workers as GPU slots unless --jobs says otherwise; on the CPU, or
+    on Slurm (each job has its own allocation), nothing is placed."""
+    devices = DevicePool.visible() if args.launcher != "slurm" and args.device != "cpu" else []
     DEVICES.configure(devices, args.jobs_per_gpu)
     if args.jobs is None:
-        args.jobs = len(devices) * args.jobs_per_gpu if devices else min(2, len(os.sched_getaffinity(0)))
+        args.jobs = len(devices) * args.jobs_per_gpu if devices else min(2, allotted_cpus())
 
 
 def full_run_summary(args) -> str:

@@ -10,7 +10,6 @@ split "test" reads val/. Normalisation: ImageNet statistics.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
+from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
 
 MAX_WORKERS = 4
@@ -57,8 +57,8 @@ class FolderData:
     def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int | None = None,
                max_samples: int | None = None, seed: int = 0) -> DataLoader:
         """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation; `workers`
-        defaults to MAX_WORKERS or the number of CPU cores, whichever is smaller."""
-        workers = min(MAX_WORKERS, os.cpu_count() or 1) if workers is None else workers
+        defaults to MAX_WORKERS or the cores allotted to this process (utils.cpus), whichever is smaller."""
+        workers = min(MAX_WORKERS, allotted_cpus()) if workers is None else workers
         dataset = self.dataset
         if max_samples is not None and max_samples < len(dataset):
             order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]

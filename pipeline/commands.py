@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline.stage_process import StageProcess
 from utils.cli import EXIT_INTERRUPTED
+from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
 from utils.io import load_json
 from utils.rundir import DONE_FILE
@@ -71,11 +72,24 @@ class Chain:
     lock: Path
     commands: list[Command] = field(default_factory=list)
     since: float = field(default_factory=time.time)  # stages finished after this were done by this grid
+    env: dict[str, str] = field(default_factory=dict)  # added to its stages' environment (submitit-local: a GPU)
 
     def __call__(self, progress=None) -> Chain:
         for command in self.commands:  # a requeued attempt retries what the previous one did not finish
             if command.status in ("interrupted", "busy"):
                 command.status = "pending"
+        in_job = _in_slurm_job()
+        # in a Slurm task the stage server's BLAS gets the task's cores, unless the user's OMP_NUM_THREADS came along
+        with server_blas_threads(allotted_cpus()) if in_job else contextlib.nullcontext():
+            self._run(progress)
+        if in_job and any(c.status == "interrupted" for c in self.commands):
+            _end_interrupted_attempt()
+        failed = next((c for c in self.commands if c.status == "failed"), None)
+        if in_job and failed is not None:  # the job fails, so Slurm never starts what depends on it (afterok)
+            raise ChainFailed(f"{failed.stage} failed: {failed.shell()}  (log: {failed.log})")
+        return self
+
+    def _run(self, progress) -> None:
         with exclusive(self.lock) as acquired:
             if not acquired:  # another reproduce.py process is running this chain
                 for command in self.commands:
@@ -90,9 +104,6 @@ class Chain:
                     progress.update(1)
                 if command.status in ("failed", "interrupted"):
                     break
-        if _in_slurm_job() and any(c.status == "interrupted" for c in self.commands):
-            _end_interrupted_attempt()
-        return self
 
     def checkpoint(self, *args, **kwargs):
         """submitit's hook for Slurm's time-limit / pre-emption signal: stop the running stage as Slurm would
@@ -109,6 +120,10 @@ class Chain:
         return submitit.helpers.DelayedSubmission(self)
 
 
+class ChainFailed(RuntimeError):
+    """A stage of a chain run as a Slurm job failed: the job ends failed (its dependents are never started)."""
+
+
 class ThreadShare:
     """The cores of a local grid shared among the tasks (chains, group stages) running in parallel (--jobs): a
     stage gets cores / min(jobs, tasks running) threads when it starts (torch.set_num_threads in the stage), so
@@ -121,7 +136,7 @@ class ThreadShare:
 
     @staticmethod
     def usable_cores() -> int:
-        return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))  # a user's cap first
+        return int(os.environ.get("OMP_NUM_THREADS") or 0) or allotted_cpus()  # a user's cap first
 
     def change(self, delta: int) -> None:
         with self.lock:
@@ -293,7 +308,7 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
         log.write(f"$ {command.shell()}\n")
         log.flush()
         with DEVICES.placed() as env:
-            returncode = _run_stage(command, chain, env)
+            returncode = _run_stage(command, chain, {**(chain.env if chain is not None else {}), **env})
     command.seconds = time.perf_counter() - started
     if returncode == 0:
         command.status = "done"

@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline.commands import STOPPING, THREADS, Chain, Command, run_command, stop_on_sigterm
+from pipeline.plan import group_waits, run_group
 
 
 @dataclass
@@ -34,17 +34,12 @@ def run_local(chains: list[Chain], group_cmds: list[Command], jobs: int) -> None
     A group stage (rainbow, its runs' extraction) waits for every chain and earlier group stage of its group and
     of the groups it needs, and is skipped when one of them failed; once ready it goes ahead of the chains not
     yet started. The chains of groups with group stages start first, so those stages overlap the other chains."""
-    def group(chain: Chain) -> Path:
-        return chain.lock.parents[2]
-
     with_group_stages = {c.group for c in group_cmds} | {g for c in group_cmds for g in c.needs}
-    pending = [_Task(chain) for chain in sorted(chains, key=lambda c: group(c) not in with_group_stages)]
-    placed: dict[Path, list[_Task]] = {}
-    for task in pending:
-        placed.setdefault(group(task.chain), []).append(task)
-    for command in group_cmds:
-        task = _Task(None, command, [t for g in (command.group, *command.needs) for t in placed.get(g, [])])
-        placed.setdefault(command.group, []).append(task)
+    pending = [_Task(chain) for chain in sorted(chains, key=lambda c: run_group(c) not in with_group_stages)]
+    task_of = {id(task.chain): task for task in pending}
+    for command, waits in zip(group_cmds, group_waits(chains, group_cmds)):
+        task = _Task(None, command, [task_of[id(waited)] for waited in waits])
+        task_of[id(command)] = task
         pending.append(task)
     ready = threading.Condition()
     bar = tqdm(total=sum(len(t.commands()) for t in pending), desc="grid", unit="stage", dynamic_ncols=True)

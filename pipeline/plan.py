@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from itertools import product
+from pathlib import Path
 
 from pipeline import contract
 from pipeline.commands import Chain, Command
@@ -247,6 +248,24 @@ def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
                    contract.log_path(run.root, extract.name))
 
 
+
+
+def run_group(chain: Chain) -> Path:
+    """The <dataset>/<model> folder of a chain's run (its lock is <group>/<run>/logs/.lock)."""
+    return chain.lock.parents[2]
+
+
+def group_waits(chains: list[Chain], group_cmds: list[Command]) -> list[list[Chain | Command]]:
+    """What each group command waits for, as both launchers schedule it: every chain and earlier group command of
+    its group and of the groups it needs (a width sweep: every other width's), in the plan's order."""
+    placed: dict[Path, list[Chain | Command]] = {}
+    for chain in chains:
+        placed.setdefault(run_group(chain), []).append(chain)
+    waits = []
+    for command in group_cmds:
+        waits.append([task for group in (command.group, *command.needs) for task in placed.get(group, [])])
+        placed.setdefault(command.group, []).append(command)
+    return waits
 
 
 def _union(sequences) -> tuple:

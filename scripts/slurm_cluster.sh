@@ -6,7 +6,8 @@
 #   scripts/slurm_cluster.sh stop      # cancel the cluster's jobs, stop exactly the daemons `start` started
 #
 # Made for Debian (bookworm), run as root, without systemd or cgroups: proctrack/linuxproc, task/none, no
-# accounting database (reproduce.py follows jobs through their result files and squeue). One partition `debug`
+# accounting database (reproduce.py follows jobs through their result files and squeue); ended jobs are
+# logged to $STATE/jobcomp.txt, which `sacct --completion` lists. One partition `debug`
 # (default, no time limit) with this host as its only node: all its CPUs (nproc) and its memory (free -m)
 # minus SLURM_CLUSTER_MEM_MARGIN_MB (default 1024). Jobs that ask for no memory get their share per CPU.
 # Requeued jobs may start again after AuthInfo cred_expire (Slurm's default: 120 s; here 5 s).
@@ -81,7 +82,8 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$STATE/jobcomp.txt
 SchedulerType=sched/backfill
 SchedulerParameters=bf_interval=5,sched_interval=5
 SelectType=select/cons_tres

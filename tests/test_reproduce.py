@@ -362,3 +362,35 @@ def test_stages_side_by_side_never_report_a_spurious_failure(tmp_path):
                                                                               lock.parent / "stage.log")]))
         local.run_local(chains, [], 3)
         assert [c.commands[0].status for c in chains] == ["done"] * 6, grid
+
+
+def test_slurm_jobs_of_the_default_grid_depend_on_what_they_need():
+    """issue 27: on Slurm every stage is a job; rainbow waits for (afterok) exactly its group's five chains, the
+    extraction of the group's runs (one job) for those and rainbow, averaging for (afterany) every other job of its
+    workdir; a width sweep's averaging only for its own width's."""
+    from pipeline import slurm
+
+    def graph(*flags):
+        args = reproduce.parse_args(["--workdir", "w", *flags])
+        chains, group_cmds, final = plan.build_plan(args, plan.resolve_grid(args))
+        return {job.label: job for job in slurm.grid_jobs(chains, group_cmds, final, Path("w"))}
+
+    jobs = graph()
+    mlp = [f"digits/rainbow_mlp/rnd{seed}" for seed in range(5)]
+    assert list(jobs) == ["digits/resnet18/rnd0", "digits/resnet18/rnd1", *mlp, "rainbow digits/rainbow_mlp",
+                          "extract digits/rainbow_mlp", "average ."]
+    needs = {label: [need.label for need in job.needs] for label, job in jobs.items()}
+    assert all(needs[label] == [] for label in ["digits/resnet18/rnd0", "digits/resnet18/rnd1", *mlp])
+    assert needs["rainbow digits/rainbow_mlp"] == mlp
+    assert needs["extract digits/rainbow_mlp"] == [*mlp, "rainbow digits/rainbow_mlp"]
+    assert [c.argv[c.argv.index("--seed") + 1] for c in jobs["extract digits/rainbow_mlp"].chain.commands] == \
+        ["0", "1", "2", "3", "4"]
+    assert needs["average ."] == list(jobs)[:-1] and jobs["average ."].any_end
+    assert not any(job.any_end for label, job in jobs.items() if label != "average .")
+
+    sweep = graph("--paper", "002", "--models", "rainbow_mlp", "--num_seed", "2", "--widths", "1", "2")
+    width1 = ["width1/digits/rainbow_mlp/rnd0", "width1/digits/rainbow_mlp/rnd1", "rainbow width1/digits/rainbow_mlp",
+              "extract width1/digits/rainbow_mlp"]
+    assert [n.label for n in sweep["average width1"].needs] == width1
+    assert set(width1) < {n.label for n in sweep["rainbow-width width2/digits/rainbow_mlp"].needs}
+    assert "rainbow-width width2/digits/rainbow_mlp" in [n.label for n in sweep["average width2"].needs]
