@@ -87,7 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda, passed to every stage")
     parser.add_argument("--print", action="store_true", help="print the commands, one per line, without running them")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
-                        help="local processes, Slurm job arrays through submitit, or submitit's local executor")
+                        help="local processes; every stage a Slurm job through submitit (the chains a job array, "
+                             "rainbow and averaging jobs depending on them); or submitit's local executor")
     parser.add_argument("--jobs", type=int, default=None,
                         help="local launcher: chains and group stages (rainbow, once its seeds are done) run "
                              "side by side on N workers; a stage gets cores / (tasks running) threads, so what runs "

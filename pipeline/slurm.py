@@ -1,9 +1,10 @@
-"""The Slurm launcher (through submitit): a grid's chains as one job array, followed to their end through
-requeues, or submitit's local executor; then the group stages.
+"""The Slurm launcher (through submitit): a grid's chains as one job array, each group stage and averaging as a
+job depending on the jobs it needs, followed to their end through requeues (or left to run: --detach); and
+submitit's local executor, its chains placed on devices as the local launcher's, then the group stages here.
 
 A chain is submitted as it is (submitit pickles it, by reference to pipeline.commands), so its `checkpoint` runs
-at Slurm's time-limit or pre-emption signal. The jobs run with the project root on PYTHONPATH, wherever
-reproduce.py was started from.
+at Slurm's time-limit or pre-emption signal; a group stage or averaging is submitted as a chain of its commands.
+The jobs run with the project root on PYTHONPATH, wherever reproduce.py was started from.
 """
 from __future__ import annotations
 
@@ -187,14 +188,18 @@ def _project_on_pythonpath() -> None:
 
 
 def _print_state(jobs: list[Job], folder: Path) -> None:
-    """How many jobs are done, in flight (queued or running, from an earlier reproduce.py) and submitted now."""
+    """How many jobs are done, in flight (queued or running, from an earlier reproduce.py: each named with its
+    state) and submitted now (their Slurm job ids)."""
     count = Counter("in flight" if job.state not in ("done", "submitted") else job.state for job in jobs)
     print(f"grid on Slurm: {len(jobs)} jobs, {count['done']} done, {count['in flight']} queued or running, "
           f"{count['submitted']} submitted now; logs in {folder}", flush=True)
     for job in jobs:
-        if job.state != "done":
+        if job.state not in ("done", "submitted"):
             print(f"  {job.label}: job {job.job_id} {job.state.lower()}", flush=True)
-    if not count["submitted"] and not count["in flight"]:
+    if count["submitted"]:
+        ids = dict.fromkeys(job.job_id.split("_")[0] for job in jobs if job.state == "submitted")
+        print(f"  submitted: Slurm job(s) {', '.join(ids)}", flush=True)
+    elif not count["in flight"]:
         print("nothing submitted: every job of the grid is done", flush=True)
 
 
@@ -256,10 +261,10 @@ def _flag_to_change(reason: str) -> str:
                           (("partition",), "pick an existing --partition (see sinfo)"),
                           (("gres", "gpu"), "change --gpus-per-task to what the nodes have"),
                           (("node configuration", "cpu"),
-                           "lower --mem, --gpus-per-task or --time, or choose another --partition")):
+                           "lower --cpus-per-task, --mem, --gpus-per-task or --time, or choose another --partition")):
         if any(word in text for word in words):
             return advice
-    return "check --partition, --mem, --time and --gpus-per-task against sinfo"
+    return "check --partition, --mem, --time, --cpus-per-task and --gpus-per-task against sinfo"
 
 
 # Slurm job states after which no attempt follows (squeue); the others (PENDING, RUNNING, REQUEUED, ...) go on.

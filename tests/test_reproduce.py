@@ -347,6 +347,39 @@ def test_each_running_stage_sees_a_gpu_of_its_own(tmp_path, monkeypatch):
         commands.DEVICES.configure([])
 
 
+@pytest.mark.slow
+def test_submitit_local_gives_each_running_chain_a_gpu_of_its_own(tmp_path, monkeypatch):
+    """issue 27: submitit's local executor runs --jobs chains at once (the GPU slots by default), and the stages of
+    chains running at the same time see different single devices (submitit itself would hide them all)."""
+    from pipeline import slurm
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    args = reproduce.parse_args(["--launcher", "submitit-local", "--workdir", str(tmp_path)])
+    reproduce.place_devices(args)
+    try:
+        assert args.jobs == 2
+        seen = tmp_path / "seen.txt"
+        script = tmp_path / "stage.py"
+        script.write_text("import os, time\nstart = time.time()\ntime.sleep(3)\n"
+                          f"open({str(seen)!r}, 'a').write(f\"{{os.environ.get('CUDA_VISIBLE_DEVICES')}} {{start}} "
+                          "{time.time()}\\n\")\n")
+        chains = []
+        for index in range(4):
+            lock = tmp_path / f"g{index}" / "rnd0" / "logs" / ".lock"
+            lock.parent.mkdir(parents=True)
+            chains.append(commands.Chain(f"g{index}", lock, [commands.Command("stage", [str(script)], None,
+                                                                              lock.parent / "stage.log")]))
+        ran = slurm.launch_local(chains, args)
+        assert [c.commands[0].status for c in ran] == ["done"] * 4
+        runs = [(device, float(start), float(end)) for device, start, end in
+                (line.split() for line in seen.read_text().splitlines())]
+        assert sorted(device for device, *_ in runs) == ["0", "0", "1", "1"]
+        overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
+        assert overlapping and all(a[0] != b[0] for a, b in overlapping)
+    finally:
+        commands.DEVICES.configure([])
+
+
 def test_stages_side_by_side_never_report_a_spurious_failure(tmp_path):
     """Before stages were unregistered from multiprocessing after start, a start() in one worker could read another
     running stage's exit status first, and that stage reported 255 (failed) in 10-20% of such grids: 15 grids of 6

@@ -7,6 +7,7 @@ cluster fails. Each chain is one tiny training (LeNet at width 0.25 on digits, o
 time limit is a minute and it checks time limits every 30 s, so these tests take a few minutes.
 """
 import csv
+import json
 import math
 import os
 import shutil
@@ -23,7 +24,8 @@ from utils.io import load_torch
 from utils.rundir import RunDir
 
 GRID = ["--paper", "004", "--models", "lenet", "--width", "0.25", "--traindata", "digits", "--stages", "train",
-        "--seeds", "0", "--gaussian_corruption_std", "0", "--device", "cpu"]  # one chain: the uncorrupted run
+        "--seeds", "0", "--gaussian_corruption_std", "0", "--device", "cpu",
+        "--cpus-per-task", "1"]  # one chain: the uncorrupted run
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the jobs inherit it: lighter, and the same as the local reference
 REQUEUE_EPOCHS = 40
 
@@ -47,14 +49,104 @@ if _PROBLEM and os.environ.get("DIMTOOLKIT_REQUIRE_SLURM") == "1":
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))]
 
 
-def reproduce(workdir: Path, *flags: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "reproduce.py", *GRID, "--workdir", str(workdir), *flags], cwd=ROOT,
+def reproduce(workdir: Path, *flags: str, timeout: float = 900, grid: list[str] = GRID) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "reproduce.py", *grid, "--workdir", str(workdir), *flags], cwd=ROOT,
                           env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
 def start_reproduce(workdir: Path, *flags: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "reproduce.py", *GRID, "--workdir", str(workdir), "--launcher", "slurm",
                              *flags], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# seed002's demo at its smallest: two MLPs of one epoch, then rainbow, their extraction and averaging
+RAINBOW = ["--paper", "002", "--models", "rainbow_mlp", "--seeds", "0", "1", "--epochs", "1", "--device", "cpu",
+           "--launcher", "slurm", "--cpus-per-task", "1"]
+
+
+def recorded_jobs(workdir: Path) -> dict[str, str]:
+    return json.loads((workdir / "slurm_logs" / "jobs.json").read_text())
+
+
+def slurm_states(job_ids) -> dict[str, str]:
+    """{job id: state} of the jobs Slurm still knows (squeue keeps ended ones MinJobAge = 600 s)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T"], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    states = dict(line.split()[:2] for line in out.splitlines())
+    return {job: states.get(job, "GONE") for job in job_ids}
+
+
+@pytest.fixture(scope="module")
+def detached(tmp_path_factory):
+    """The rainbow grid submitted with --detach (its jobs run while the next tests do): the workdir, reproduce.py's
+    output and its seconds."""
+    workdir = tmp_path_factory.mktemp("detached")
+    started = time.monotonic()
+    result = reproduce(workdir, *RAINBOW, "--detach", timeout=120, grid=[])
+    return workdir, result, time.monotonic() - started
+
+
+def test_detach_submits_every_stage_as_a_slurm_job_and_exits(detached):
+    """issue 27: the chains, rainbow, the extraction after it and averaging are all Slurm jobs, each waiting for
+    the ones it needs (afterok; averaging afterany), and reproduce.py exits without waiting for any."""
+    workdir, result, seconds = detached
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = recorded_jobs(workdir)
+    assert sorted(jobs) == ["average .", "digits/rainbow_mlp/rnd0", "digits/rainbow_mlp/rnd1",
+                            "extract digits/rainbow_mlp", "rainbow digits/rainbow_mlp"]
+    assert "5 jobs, 0 done, 0 queued or running, 5 submitted now" in result.stdout
+    assert seconds < 60 and "GONE" not in slurm_states(jobs.values()).values()
+    script = {label: (workdir / "slurm_logs" / f"{job.split('_')[0]}_submission.sh").read_text()
+              for label, job in jobs.items()}
+    chains = f"{jobs['digits/rainbow_mlp/rnd0']}:{jobs['digits/rainbow_mlp/rnd1']}"
+    assert f"#SBATCH --dependency=afterok:{chains}\n" in script["rainbow digits/rainbow_mlp"]
+    assert f"--dependency=afterok:{chains}:{jobs['rainbow digits/rainbow_mlp']}\n" in \
+        script["extract digits/rainbow_mlp"]
+    assert f"--dependency=afterany:{chains}:{jobs['rainbow digits/rainbow_mlp']}:" \
+           f"{jobs['extract digits/rainbow_mlp']}\n" in script["average ."]
+    assert all("#SBATCH --cpus-per-task=1\n" in text for text in script.values())
+    assert "dependency" not in script["digits/rainbow_mlp/rnd0"]
+
+
+def test_a_failing_chain_skips_its_group_stage_and_says_why(tmp_path, detached):
+    """One chain's training fails (a corrupt last.pt to resume from): Slurm never starts rainbow, which needs it,
+    and reproduce.py names the chain and its log; the other chain completes."""
+    last = RunDir.of(tmp_path, "digits", "rainbow_mlp", 1).last
+    last.parent.mkdir(parents=True)
+    last.write_text("not a checkpoint")
+    result = reproduce(tmp_path, *RAINBOW, "--stages", "train", "rainbow", timeout=600, grid=[])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 done, 0 skipped, 1 failed, 0 interrupted, 0 left to another running process, 1 not reached" \
+        in result.stdout
+    log = RunDir.of(tmp_path, "digits", "rainbow_mlp", 1).root / "logs" / "train.log"
+    assert (f"SKIPPED rainbow digits/rainbow_mlp: it needs digits/rainbow_mlp/rnd1, which did not complete: its "
+            f"train failed (log: {log})") in result.stdout
+    rainbow = recorded_jobs(tmp_path)["rainbow digits/rainbow_mlp"]
+    assert slurm_states([rainbow]) == {rainbow: "CANCELLED"}
+    assert not (tmp_path / "digits" / "rainbow_mlp" / "rainbow").exists()
+
+
+def test_a_detached_grid_rerun_after_its_jobs_end_reports_done_and_submits_nothing(detached):
+    workdir, _, _ = detached
+    jobs = recorded_jobs(workdir)
+    deadline = time.monotonic() + 600
+    while set(slurm_states(jobs.values()).values()) - {"COMPLETED", "FAILED", "CANCELLED", "GONE"}:
+        assert time.monotonic() < deadline, slurm_states(jobs.values())
+        time.sleep(2)
+    assert set(slurm_states(jobs.values()).values()) == {"COMPLETED"}
+    logged = subprocess.run(["sacct", "--completion", "-n", "-P", "-o", "JobID,State"], capture_output=True,
+                            text=True, timeout=60).stdout   # the job-completion log of slurm_cluster.sh
+    for label in ("rainbow digits/rainbow_mlp", "extract digits/rainbow_mlp", "average ."):
+        assert f"{jobs[label]}|COMPLETED" in logged.splitlines()
+    submitted = sorted((workdir / "slurm_logs").glob("*_submitted.pkl"))
+    result = reproduce(workdir, *RAINBOW, "--detach", timeout=120, grid=[])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 jobs, 5 done, 0 queued or running, 0 submitted now" in result.stdout
+    assert "nothing submitted: every job of the grid is done" in result.stdout
+    assert sorted((workdir / "slurm_logs").glob("*_submitted.pkl")) == submitted
+    assert recorded_jobs(workdir) == jobs
+    report = (workdir / "report" / "report.md").read_text()
+    assert "rainbow" in report.lower()
 
 
 def logged_epochs(workdir: Path) -> list[int]:
