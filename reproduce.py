@@ -1,7 +1,7 @@
 """Run the fixed order train -> measure -> extract -> average over a grid, locally or on Slurm.
 
     python reproduce.py                                  # the demo: every implemented paper on digits
-    python reproduce.py --paper 000 --full --launcher slurm --partition gpu --gpus-per-task 1
+    python reproduce.py --paper 000 --full --launcher slurm --partition gpu --gpus-per-task 1 --detach
     python reproduce.py --traindata cifar10 --models vgg13 resnet18 --num_seed 3 --epochs 200 --print
 
 A grid is one or more parts, each datasets x models x seeds trained one way (DEMO_GRIDS, FULL_GRIDS; the
@@ -10,10 +10,12 @@ a width sweep (--widths, seed002's full grid) is a part trained in one workdir p
 whose sweep stage (rainbow-width) runs once every width is done. Each (dataset, model, seed) is one chain of
 commands: train, the per-run measurement stages of the papers that measure it, extract. Stages that combine
 seeds (rainbow) run once all chains of their (dataset, model) are done, and averaging (once per workdir) runs
-last. A stage whose _done.json records the same command line is skipped, so an interrupted grid resumes where it
-stopped; training itself resumes from last.pt. Each command's output goes to <run>/logs/<stage>.log. Commands
-run as forks of one process that imported torch once (pipeline/stage_process.py): `--print` shows them as the
-equivalent `python SCRIPT ...` lines, which behave the same.
+last (on Slurm, every stage is a job: the chains one job array, rainbow and averaging jobs depending on the
+jobs they need; --detach leaves them running, and the same command later reports their state and submits only
+what is missing). A stage whose _done.json records the same command line is skipped, so an interrupted grid
+resumes where it stopped; training itself resumes from last.pt. Each command's output goes to
+<run>/logs/<stage>.log. Commands run as forks of one process that imported torch once (pipeline/stage_process.py):
+`--print` shows them as the equivalent `python SCRIPT ...` lines, which behave the same.
 """
 from __future__ import annotations
 
@@ -118,6 +120,8 @@ def parse_args(argv=None):
                              "do not count)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when done")
     args = parser.parse_args(argv)
+    if args.detach and args.launcher != "slurm":
+        parser.error("--detach leaves a grid's jobs to Slurm: add --launcher slurm")
     if args.cpus_per_task < 1:
         parser.error(f"--cpus-per-task must be at least 1, got {args.cpus_per_task}")
     if args.widths is not None and len(set(args.widths)) < 2:

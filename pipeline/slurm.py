@@ -139,15 +139,18 @@ def run_on_slurm(chains: list[Chain], group_cmds: list[Command], final: list[Com
     jobs = grid_jobs(chains, group_cmds, final, Path(args.workdir))
     record = folder / "jobs.json"
     known = load_json(record) if record.is_file() else {}
-    states = _squeue_states({known[job.label].split("_")[0] for job in jobs if job.label in known}) or {}
+    states = _squeue_states({known[job.label].split("_")[0] for job in jobs if job.label in known})
+    if states is None:   # resubmitting jobs that may still be queued would run them twice
+        raise ToolkitError("squeue does not answer, so which of this grid's jobs are still queued is unknown; "
+                           "run the same command again when it does")
     ended = _sacct_states([known[job.label] for job in jobs if job.label in known
                            and states.get(known[job.label], "GONE") in _SLURM_ENDED | {"GONE"}])
     missing = []
     for job in jobs:
         previous = known.get(job.label)
         state = states.get(previous, "GONE") if previous else None
-        in_flight = [need for need in job.needs if need.state != "done"]
-        if not (job.any_end and in_flight) and job.is_done():
+        unfinished = [need for need in job.needs if need.state != "done"]
+        if not (job.any_end and unfinished) and job.is_done():
             job.state = "done"
         elif state is not None and state not in _SLURM_ENDED | {"GONE"}:
             job.job_id, job.state = previous, state
@@ -324,6 +327,8 @@ def _sacct_states(job_ids: list[str]) -> dict[str, str]:
 
 def _squeue_states(array_ids: set[str]) -> dict[str, str] | None:
     """{job id (array tasks as A_T): state} for the given jobs; None when squeue does not answer."""
+    if not array_ids:
+        return {}
     try:
         result = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(sorted(array_ids))],
                                 capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 
 import reproduce
@@ -43,7 +44,10 @@ def test_a_broken_run_is_reported_and_the_others_complete(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [(["--models", "nosuchnet"], "unknown model 'nosuchnet'"),
                                             (["--traindata", "nosuchset"], "unknown dataset 'nosuchset'"),
-                                            (["--traindata", "cifar10"], "cifar10: 6 file(s) missing under")])
+                                            (["--traindata", "cifar10"], "cifar10: 6 file(s) missing under"),
+                                            (["--detach"], "--detach leaves a grid's jobs to Slurm"),
+                                            (["--launcher", "slurm", "--cpus-per-task", "0"],
+                                             "--cpus-per-task must be at least 1")])
 def test_a_bad_grid_is_one_line_before_anything_runs(tmp_path, capsys, flags, message):
     """The plan is checked first: exit 2, one line, no run folder (and --print lists nothing for a bad name)."""
     with pytest.raises(SystemExit) as exit_info:
@@ -293,6 +297,33 @@ def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
                                        and "--sweep_workdirs" not in line)
 
 
+def _device_recording_chains(tmp_path: Path, count: int, seconds: float) -> tuple[list, Path]:
+    """`count` chains of one stage that sleeps `seconds` and appends to the returned file the device it sees, its
+    start and end times and its memory fraction."""
+    seen = tmp_path / "seen.txt"
+    script = tmp_path / "stage.py"
+    script.write_text(f"import os, time\nstart = time.time()\ntime.sleep({seconds})\n"
+                      f"open({str(seen)!r}, 'a').write(f\"{{os.environ.get('CUDA_VISIBLE_DEVICES')}} {{start}} "
+                      "{time.time()} {os.environ.get('DIMTOOLKIT_GPU_MEMORY_FRACTION')}\\n\")\n")
+    chains = []
+    for index in range(count):
+        lock = tmp_path / f"g{index}" / "rnd0" / "logs" / ".lock"
+        lock.parent.mkdir(parents=True)
+        chains.append(commands.Chain(f"g{index}", lock, [commands.Command("stage", [str(script)], None,
+                                                                          lock.parent / "stage.log")]))
+    return chains, seen
+
+
+def _overlapping_runs_see_different_devices(seen: Path) -> list[tuple]:
+    """The recorded runs (device, start, end, fraction), once checked: some overlapped, and no two overlapping
+    ones saw the same device."""
+    runs = [(device, float(start), float(end), fraction) for device, start, end, fraction in
+            (line.split() for line in seen.read_text().splitlines())]
+    overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
+    assert overlapping and all(a[0] != b[0] for a, b in overlapping)
+    return runs
+
+
 def test_running_tasks_share_the_cores(monkeypatch):
     """ThreadShare: cores / min(jobs, tasks running) threads per stage; OMP_NUM_THREADS caps the cores."""
     monkeypatch.setattr(commands.os, "sched_getaffinity", lambda pid: set(range(8)))
@@ -325,24 +356,11 @@ def test_each_running_stage_sees_a_gpu_of_its_own(tmp_path, monkeypatch):
         args = reproduce.parse_args([])
         reproduce.place_devices(args)
         assert args.jobs == 3
-        seen = tmp_path / "seen.txt"
-        script = tmp_path / "stage.py"
-        script.write_text("import os, time\nstart = time.monotonic()\ntime.sleep(0.4)\n"
-                          f"open({str(seen)!r}, 'a').write(f\"{{os.environ.get('CUDA_VISIBLE_DEVICES')}} {{start}} "
-                          "{time.monotonic()} {os.environ.get('DIMTOOLKIT_GPU_MEMORY_FRACTION')}\\n\")\n")
-        chains = []
-        for index in range(6):
-            lock = tmp_path / f"g{index}" / "rnd0" / "logs" / ".lock"
-            lock.parent.mkdir(parents=True)
-            chains.append(commands.Chain(f"g{index}", lock, [commands.Command("stage", [str(script)], None,
-                                                                              lock.parent / "stage.log")]))
+        chains, seen = _device_recording_chains(tmp_path, 6, 0.4)
         local.run_local(chains, [], 3)
         assert [c.commands[0].status for c in chains] == ["done"] * 6
-        runs = [(device, float(start), float(end), fraction) for device, start, end, fraction in
-                (line.split() for line in seen.read_text().splitlines())]
+        runs = _overlapping_runs_see_different_devices(seen)
         assert {device for device, *_ in runs} <= {"0", "1", "2"} and all(f == "None" for *_, f in runs)
-        overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
-        assert overlapping and all(a[0] != b[0] for a, b in overlapping)
     finally:
         commands.DEVICES.configure([])
 
@@ -358,24 +376,11 @@ def test_submitit_local_gives_each_running_chain_a_gpu_of_its_own(tmp_path, monk
     reproduce.place_devices(args)
     try:
         assert args.jobs == 2
-        seen = tmp_path / "seen.txt"
-        script = tmp_path / "stage.py"
-        script.write_text("import os, time\nstart = time.time()\ntime.sleep(3)\n"
-                          f"open({str(seen)!r}, 'a').write(f\"{{os.environ.get('CUDA_VISIBLE_DEVICES')}} {{start}} "
-                          "{time.time()}\\n\")\n")
-        chains = []
-        for index in range(4):
-            lock = tmp_path / f"g{index}" / "rnd0" / "logs" / ".lock"
-            lock.parent.mkdir(parents=True)
-            chains.append(commands.Chain(f"g{index}", lock, [commands.Command("stage", [str(script)], None,
-                                                                              lock.parent / "stage.log")]))
+        chains, seen = _device_recording_chains(tmp_path, 4, 3)
         ran = slurm.launch_local(chains, args)
         assert [c.commands[0].status for c in ran] == ["done"] * 4
-        runs = [(device, float(start), float(end)) for device, start, end in
-                (line.split() for line in seen.read_text().splitlines())]
+        runs = _overlapping_runs_see_different_devices(seen)
         assert sorted(device for device, *_ in runs) == ["0", "0", "1", "1"]
-        overlapping = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1:] if a[1] < b[2] and b[1] < a[2]]
-        assert overlapping and all(a[0] != b[0] for a, b in overlapping)
     finally:
         commands.DEVICES.configure([])
 
@@ -427,3 +432,18 @@ def test_slurm_jobs_of_the_default_grid_depend_on_what_they_need():
     assert [n.label for n in sweep["average width1"].needs] == width1
     assert set(width1) < {n.label for n in sweep["rainbow-width width2/digits/rainbow_mlp"].needs}
     assert "rainbow-width width2/digits/rainbow_mlp" in [n.label for n in sweep["average width2"].needs]
+
+
+def test_a_slurm_task_uses_its_allocation_not_the_nodes_cores(monkeypatch):
+    """issue 27: on an 8-core node a task of --cpus-per-task 2 (SLURM_CPUS_PER_TASK, where Slurm does not bind it
+    to its cores) gives its stages 2 threads and image-folder loading 2 workers; outside Slurm, the affinity."""
+    from datasets.folders import FolderData
+    from utils.cpus import allotted_cpus
+
+    monkeypatch.setattr(commands.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    folder = FolderData("images", "train", Path("."), ["a"], [(torch.zeros(3, 2, 2), 0)])
+    assert allotted_cpus() == 2 and commands.ThreadShare().threads() == 2 and folder.loader().num_workers == 2
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert allotted_cpus() == 8 and commands.ThreadShare().threads() == 8 and folder.loader().num_workers == 4

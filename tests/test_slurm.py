@@ -126,29 +126,6 @@ def test_a_failing_chain_skips_its_group_stage_and_says_why(tmp_path, detached):
     assert not (tmp_path / "digits" / "rainbow_mlp" / "rainbow").exists()
 
 
-def test_a_detached_grid_rerun_after_its_jobs_end_reports_done_and_submits_nothing(detached):
-    workdir, _, _ = detached
-    jobs = recorded_jobs(workdir)
-    deadline = time.monotonic() + 600
-    while set(slurm_states(jobs.values()).values()) - {"COMPLETED", "FAILED", "CANCELLED", "GONE"}:
-        assert time.monotonic() < deadline, slurm_states(jobs.values())
-        time.sleep(2)
-    assert set(slurm_states(jobs.values()).values()) == {"COMPLETED"}
-    logged = subprocess.run(["sacct", "--completion", "-n", "-P", "-o", "JobID,State"], capture_output=True,
-                            text=True, timeout=60).stdout   # the job-completion log of slurm_cluster.sh
-    for label in ("rainbow digits/rainbow_mlp", "extract digits/rainbow_mlp", "average ."):
-        assert f"{jobs[label]}|COMPLETED" in logged.splitlines()
-    submitted = sorted((workdir / "slurm_logs").glob("*_submitted.pkl"))
-    result = reproduce(workdir, *RAINBOW, "--detach", timeout=120, grid=[])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 jobs, 5 done, 0 queued or running, 0 submitted now" in result.stdout
-    assert "nothing submitted: every job of the grid is done" in result.stdout
-    assert sorted((workdir / "slurm_logs").glob("*_submitted.pkl")) == submitted
-    assert recorded_jobs(workdir) == jobs
-    report = (workdir / "report" / "report.md").read_text()
-    assert "rainbow" in report.lower()
-
-
 def logged_epochs(workdir: Path) -> list[int]:
     log = RunDir.of(workdir, "digits", "lenet", 0).train_log
     if not log.is_file():
@@ -244,3 +221,27 @@ def test_an_impossible_request_is_one_line_naming_the_flag(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "--mem" in result.stderr
     assert "Traceback" not in result.stderr and not list((tmp_path / "slurm_logs").glob("*_submitted.pkl"))
+
+
+def test_a_detached_grid_rerun_after_its_jobs_end_reports_done_and_submits_nothing(detached):
+    """Last: the detached grid's jobs ran while the tests above did."""
+    workdir, _, _ = detached
+    jobs = recorded_jobs(workdir)
+    deadline = time.monotonic() + 600
+    while set(slurm_states(jobs.values()).values()) - {"COMPLETED", "FAILED", "CANCELLED", "GONE"}:
+        assert time.monotonic() < deadline, slurm_states(jobs.values())
+        time.sleep(2)
+    assert set(slurm_states(jobs.values()).values()) == {"COMPLETED"}
+    logged = subprocess.run(["sacct", "--completion", "-n", "-P", "-o", "JobID,State"], capture_output=True,
+                            text=True, timeout=60).stdout   # the job-completion log of slurm_cluster.sh
+    for label in ("rainbow digits/rainbow_mlp", "extract digits/rainbow_mlp", "average ."):
+        assert f"{jobs[label]}|COMPLETED" in logged.splitlines()
+    submitted = sorted((workdir / "slurm_logs").glob("*_submitted.pkl"))
+    result = reproduce(workdir, *RAINBOW, "--detach", timeout=120, grid=[])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 jobs, 5 done, 0 queued or running, 0 submitted now" in result.stdout
+    assert "nothing submitted: every job of the grid is done" in result.stdout
+    assert sorted((workdir / "slurm_logs").glob("*_submitted.pkl")) == submitted
+    assert recorded_jobs(workdir) == jobs
+    report = (workdir / "report" / "report.md").read_text()
+    assert "rainbow" in report.lower()
