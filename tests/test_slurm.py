@@ -110,7 +110,8 @@ def test_detach_submits_every_stage_as_a_slurm_job_and_exits(detached):
 
 def test_a_failing_chain_skips_its_group_stage_and_says_why(tmp_path, detached):
     """One chain's training fails (a corrupt last.pt to resume from): Slurm never starts rainbow, which needs it,
-    and reproduce.py names the chain and its log; the other chain completes."""
+    and reproduce.py names the chain and its log; the other chain completes. Once repaired, a detached rerun
+    resubmits the failed chain and rainbow, saying how their jobs ended, and keeps the done chain."""
     last = RunDir.of(tmp_path, "digits", "rainbow_mlp", 1).last
     last.parent.mkdir(parents=True)
     last.write_text("not a checkpoint")
@@ -121,9 +122,21 @@ def test_a_failing_chain_skips_its_group_stage_and_says_why(tmp_path, detached):
     log = RunDir.of(tmp_path, "digits", "rainbow_mlp", 1).root / "logs" / "train.log"
     assert (f"SKIPPED rainbow digits/rainbow_mlp: it needs digits/rainbow_mlp/rnd1, which did not complete: its "
             f"train failed (log: {log})") in result.stdout
-    rainbow = recorded_jobs(tmp_path)["rainbow digits/rainbow_mlp"]
-    assert slurm_states([rainbow]) == {rainbow: "CANCELLED"}
+    jobs = recorded_jobs(tmp_path)
+    assert slurm_states([jobs["rainbow digits/rainbow_mlp"]]) == {jobs["rainbow digits/rainbow_mlp"]: "CANCELLED"}
     assert not (tmp_path / "digits" / "rainbow_mlp" / "rainbow").exists()
+    last.unlink()   # repaired: a detached rerun submits the failed chain and the rainbow it skipped, nothing else
+    again = reproduce(tmp_path, *RAINBOW, "--stages", "train", "rainbow", "--detach", timeout=120, grid=[])
+    now = recorded_jobs(tmp_path)
+    subprocess.run(["scancel", now["digits/rainbow_mlp/rnd1"].split("_")[0], now["rainbow digits/rainbow_mlp"]],
+                   timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "3 jobs, 1 done, 0 queued or running, 2 submitted now" in again.stdout
+    assert f"resubmitting digits/rainbow_mlp/rnd1: job {jobs['digits/rainbow_mlp/rnd1']} ended FAILED" in again.stdout
+    assert f"resubmitting rainbow digits/rainbow_mlp: job {jobs['rainbow digits/rainbow_mlp']} ended CANCELLED" \
+        in again.stdout
+    assert now["digits/rainbow_mlp/rnd0"] == jobs["digits/rainbow_mlp/rnd0"]
+    assert now["digits/rainbow_mlp/rnd1"] != jobs["digits/rainbow_mlp/rnd1"]
 
 
 def logged_epochs(workdir: Path) -> list[int]:
