@@ -12,7 +12,9 @@ import torch
 import averaging
 import extractor
 import rainbow
-from pipeline import contract
+from measures import alignment as al
+from measures import rainbow_weights
+from pipeline import contract, rainbow_nets
 from utils.cli import run_main
 from utils.io import load_json
 from utils.rundir import DONE_FILE, RunDir
@@ -94,14 +96,14 @@ def test_clipping_at_d_equal_d_keeps_the_accuracy_and_at_zero_loses_it(workdir):
 
 
 def test_aligning_a_network_to_itself_gives_the_identity(workdir):
-    runs, nets, _ = rainbow.open_runs(rainbow.parse_args([*MODEL, "--workdir", str(workdir)]), torch.device("cpu"))
-    data = rainbow.load_data(rainbow.parse_args([*MODEL, "--max-samples", "300"]), nets[0].loaded)
-    pairs, _ = rainbow.pair_moments([nets[0], nets[0]], data, "train")
+    runs, nets, _ = rainbow_nets.open_runs(rainbow.parse_args([*MODEL, "--workdir", str(workdir)]), torch.device("cpu"))
+    data = rainbow_nets.load_data(rainbow.parse_args([*MODEL, "--max-samples", "300"]), nets[0].loaded)
+    pairs, _ = rainbow_nets.pair_moments([nets[0], nets[0]], data, "train")
     for (moments,) in pairs:  # A = I on the span of the activations (dead ReLU units leave it free elsewhere)
-        A, K = rainbow.al.procrustes(moments.cross), moments.cross
+        A, K = al.procrustes(moments.cross), moments.cross
         assert torch.allclose(A @ K, K, atol=1e-9 * float(K.abs().max()))
-        assert float(rainbow.al.alignment_r2(K, moments.sq_norm_a, moments.sq_norm_b)) == pytest.approx(1.0)
-    for aligner, (moments,) in zip(rainbow.align_nets([nets[0], nets[0]], data, num_iters=1)[1:], pairs):
+        assert float(al.alignment_r2(K, moments.sq_norm_a, moments.sq_norm_b)) == pytest.approx(1.0)
+    for aligner, (moments,) in zip(rainbow_nets.align_nets([nets[0], nets[0]], data, num_iters=1)[1:], pairs):
         for A in aligner.alignments:
             assert torch.allclose(A @ moments.cross, moments.cross, atol=1e-9 * float(moments.cross.abs().max()))
 
@@ -192,8 +194,8 @@ def test_ks_ranks_are_the_original_0_based_columns_of_the_whitened_weights():
     generator = torch.Generator().manual_seed(0)
     aligned = [torch.randn(40, 6, generator=generator, dtype=torch.float64) * torch.linspace(3.0, 0.5, 6)
                for _ in range(3)]
-    eigenvalues, eigenvectors = rainbow.al.weight_spectrum(aligned)
-    result = rainbow.gaussianity(aligned, eigenvalues, eigenvectors, [0, 1, 5, 6])
+    eigenvalues, eigenvectors = al.weight_spectrum(aligned)
+    result = rainbow_weights.gaussianity(aligned, eigenvalues, eigenvectors, [0, 1, 5, 6])
     rows = torch.cat(aligned)
     for column, rank in enumerate([0, 1, 5]):     # independent whitening: project on the rank-th eigenvector of C
         vector = np.linalg.eigh((rows.T @ rows / len(rows)).numpy())[1][:, ::-1][:, rank]

@@ -1,4 +1,4 @@
-"""The width sweep of rainbow.py (stage rainbow-width; seed002 §2 resampling_width, alignment_convergence,
+"""The width sweep of rainbow_width.py (stage rainbow-width; seed002 §2 resampling_width, alignment_convergence,
 covariance_convergence): rainbow MLPs of widths 1/8, 1/4 and 1/2 (two seeds each, one workdir per width) aligned to
 the widest. Checks: shapes; the operator-norm error of layer 0's C_l (the image: no alignment) against numpy on the
 raw weights; the alignment error of the widest nets; each width's accuracies copied from its rainbow stage; the
@@ -12,6 +12,7 @@ import scipy.sparse.linalg
 import averaging
 import extractor
 import rainbow
+import rainbow_width
 from pipeline import contract
 from pipeline.loaded import LoadedRun
 from utils.cli import run_main
@@ -37,7 +38,7 @@ def sweep(tmp_path_factory, trained_run):
         assert rainbow.main([*MLP, "--workdir", str(workdir_of(root, width)), *FAST, *retrain]) == 0
     widest = workdir_of(root, WIDTHS[-1])
     argv = [*MLP, "--workdir", str(widest), "--sweep_workdirs", *[str(workdir_of(root, w)) for w in WIDTHS[:-1]]]
-    assert rainbow.main(argv) == 0
+    assert rainbow_width.main(argv) == 0
     return root
 
 
@@ -115,6 +116,6 @@ def test_bad_sweeps_are_one_line_exit_2(sweep, tmp_path, trained_run, capsys, ca
                         "--recipe", "seed002_tutorial")
         others = [str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
-        run_main(rainbow.main, [*MLP, "--workdir", widest, "--sweep_workdirs", *others, "--force"])
+        run_main(rainbow_width.main, [*MLP, "--workdir", widest, "--sweep_workdirs", *others, "--force"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err

@@ -259,7 +259,8 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     runs = [(where(a), _flag(a, "--model-name")[0], _flag(a, "--seed")[0]) for a in trains]
     assert len(set(runs)) == len(runs) == 218   # no two trainings share a run directory
 
-    rainbows = [(i, a) for i, a in enumerate(argvs) if a[0] == "rainbow.py"]
+    rainbows = [(i, a) for i, a in enumerate(argvs) if a[0] in ("rainbow.py", "rainbow_width.py")]
+    assert all((a[0] == "rainbow_width.py") == ("--sweep_workdirs" in a) for _, a in rainbows)
     groups = Counter((where(a), _flag(a, "--model-name")[0]) for _, a in rainbows if "--sweep_workdirs" not in a)
     assert len(groups) == 1 + 1 + 9 + 2 * 7 and set(groups.values()) == {1}
     assert all("--retrain_epochs" in a for _, a in rainbows if "--sweep_workdirs" not in a)   # the retrained row
@@ -287,7 +288,7 @@ def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
     trains = [line for line in lines if "train_classifier.py" in line]
     assert len(trains) == 4 and sum(f"{tmp_path}/width0.5 " in t and "--width 0.5" in t for t in trains) == 2
     sweep = [line for line in lines if "--sweep_workdirs" in line]
-    assert sweep == [f"python rainbow.py --model-name rainbow_mlp --traindata digits --seeds 0 1 --workdir "
+    assert sweep == [f"python rainbow_width.py --model-name rainbow_mlp --traindata digits --seeds 0 1 --workdir "
                      f"{tmp_path}/width2 --device auto --data-root data --sweep_workdirs {tmp_path}/width0.5"]
     assert lines.index(sweep[0]) > max(i for i, line in enumerate(lines) if line.startswith("python rainbow.py")
                                        and "--sweep_workdirs" not in line)
