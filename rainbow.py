@@ -64,6 +64,10 @@ def parse_args(argv=None):
                              "0-based columns (r = 0: the top direction)")
     parser.add_argument("--cov_nets", type=int, nargs="+", default=[1, 10, 50],
                         help="covariance convergence (§2): C_l also estimated from the first N nets, for each N < M")
+    parser.add_argument("--dynamics_nets", type=int, default=1,
+                        help="training dynamics (§5.6): the eigenvectors e_r of C_l from the first N nets (default 1: "
+                             "net 1 alone, as the paper's single 4-block net, num_exps=1; M or more: all M nets, a "
+                             "toolkit extra)")
     parser.add_argument("--retrain_epochs", type=int, default=0,
                         help="retrain the last block and the classifier of rainbow nets for this many epochs with "
                              "the run's recipe (§4 'retrained classifier'; 0: not done)")
@@ -73,7 +77,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     check_group_flags(parser, args)
     for flag, value, least in (("--num_samples", args.num_samples, 1), ("--clip_points", args.clip_points, 2),
-                               ("--cov_nets", min(args.cov_nets), 1), ("--retrain_epochs", args.retrain_epochs, 0),
+                               ("--cov_nets", min(args.cov_nets), 1), ("--dynamics_nets", args.dynamics_nets, 1),
+                               ("--retrain_epochs", args.retrain_epochs, 0),
                                ("--retrain_samples", args.retrain_samples, 1), ("--cosine_rank", args.cosine_rank, 1),
                                ("--ks_ranks", min(args.ks_ranks), 0)):
         if value < least:
@@ -106,7 +111,6 @@ def run_recipe(config: dict) -> Recipe:
     return get_recipe(config["recipe"]["name"])
 
 
-
 def retrain_last_block(news: list[Net], data: Data, epochs: int, seed: int) -> np.ndarray:
     """(top-1, top-5) per net, (R, 2), after retraining the last block and the classifier of rainbow nets (§4).
 
@@ -133,11 +137,12 @@ def retrain_last_block(news: list[Net], data: Data, epochs: int, seed: int) -> n
     return np.array(results).reshape(len(news), 2)
 
 
-
 def dynamics(run: RunDir, aligners: list[al.MeanAlignment | None], vectors: list[torch.Tensor], last_epoch: int,
              device: torch.device, flat_classifier: bool = False) -> dict:
-    """a_r(t), c_r(t) of net 1 at every kept epoch t <= the loaded one (§5.6), along C_l's eigenvectors e_r brought
-    to net 1's input space (A_1^T e_r; conv kernels: over input channels)."""
+    """a_r(t), c_r(t) of net 1 at every kept epoch t <= the loaded one (§5.6), along the eigenvectors e_r of the
+    final C_l (`vectors`, from the first --dynamics_nets nets, in mean space) brought to net 1's input space
+    (A_1^T e_r; conv kernels: over input channels). From net 1 alone (the paper's num_exps=1), e_r are the
+    eigenvectors of net 1's own C_l, ranks up to its N rows."""
     epochs = [epoch for epoch in run.saved_epochs() if epoch <= last_epoch]
     weights = []
     for epoch in epochs:
@@ -156,7 +161,6 @@ def dynamics(run: RunDir, aligners: list[al.MeanAlignment | None], vectors: list
     return result
 
 
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = measurement_device(args.device, args.allow_tf32)
@@ -165,9 +169,9 @@ def main(argv=None) -> int:
     epochs = [net.loaded.epoch for net in nets]
     flags = {"seeds": seeds, "epochs": epochs, "num_samples": args.num_samples, "num_iters": args.num_iters,
              "clip_points": args.clip_points, "ks_ranks": args.ks_ranks, "seed": args.seed,
-             "max_samples": args.max_samples, "cov_nets": args.cov_nets, "retrain_epochs": args.retrain_epochs,
-             "retrain_samples": args.retrain_samples, "flat_classifier": args.flat_classifier,
-             "cosine_rank": args.cosine_rank, "allow_tf32": args.allow_tf32}
+             "max_samples": args.max_samples, "cov_nets": args.cov_nets, "dynamics_nets": args.dynamics_nets,
+             "retrain_epochs": args.retrain_epochs, "retrain_samples": args.retrain_samples,
+             "flat_classifier": args.flat_classifier, "cosine_rank": args.cosine_rank, "allow_tf32": args.allow_tf32}
     out = open_stage(runs[0], "rainbow", flags, args.force)
     if out is None:
         return 0
@@ -188,6 +192,7 @@ def main(argv=None) -> int:
                                                                for a in aligners[1:]])})
 
     counts = rw.convergence_counts(args.cov_nets, M)
+    dynamics_count, dynamics_bases = min(args.dynamics_nets, M), []
     spectra, weight_spectra, gauss, bases = {}, [], [], {}
     convergence = {"nets": np.array(counts), "operator_error": np.zeros((len(counts), L))}
     random_generator = make_generator(args.seed + 1)
@@ -197,13 +202,14 @@ def main(argv=None) -> int:
         # first layer: D = 3072), with no D x D matrix; C_j is zero on the rest, so its spectrum is padded with
         # zeros to length D
         # C_l's spectrum from the first `count` nets, each computed once (the SVDs are most of this stage's time)
-        by_count = {count: al.weight_spectrum(aligned[:count]) for count in {*counts, 1}}
+        by_count = {count: al.weight_spectrum(aligned[:count]) for count in {*counts, 1, dynamics_count}}
         eigenvalues, eigenvectors = by_count[M]
         dim, rank = eigenvectors.shape
         spectra[layer_key(j, "weight")] = torch.cat([eigenvalues, eigenvalues.new_zeros(dim - rank)])
         spectra[layer_key(j, "weight_single")] = by_count[1][0]
         spectra[layer_key(j, "weight_init")] = al.weight_spectrum(rw.rows(init.weight(j)))[0]
         weight_spectra.append((eigenvalues, eigenvectors))
+        dynamics_bases.append(by_count[dynamics_count][1])
         spectrum = np.zeros((len(counts), dim))
         for c, count in enumerate(counts):
             values = by_count[count][0]
@@ -248,7 +254,7 @@ def main(argv=None) -> int:
         convergence[layer_key(j, "accuracy")] = np.vstack([own, clipping[layer_key(j, "accuracy")][:1]])
     out.save("clipping", clipping)
     out.save("convergence", convergence)
-    out.save("dynamics", dynamics(runs[0], aligners, [vectors for _, vectors in weight_spectra], epochs[0], device,
+    out.save("dynamics", dynamics(runs[0], aligners, dynamics_bases, epochs[0], device,
                                   args.flat_classifier))
     out.save("cosines", cosine_matrices(nets, own_covariances(nets[:2], data), train_pairs, args.cosine_rank))
 

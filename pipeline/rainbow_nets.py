@@ -175,8 +175,8 @@ def check_supported(net: Net, name: str) -> None:
     """Rainbow sampling replaces weights only: biases and affine normalisations would not be resampled."""
     if not hasattr(net.model, "weight_layers"):
         raise ToolkitError(f"rainbow.py needs a registry model listing its weight_layers(), not "
-                           f"{type(net.model).__name__}; use rainbow_mlp, rainbow_cnn, scattering, scattering_skip "
-                           "or scattering4")
+                           f"{type(net.model).__name__}; use rainbow_mlp, rainbow_cnn, scattering, scattering_skip, "
+                           "scattering4 or scattering4_norm")
     declared = {id(m) for m in net.standardizations if m is not None}
     biased = [layer for layer in net.layers if getattr(layer, "bias", None) is not None]
     norms = [m for m in net.model.modules() if isinstance(m, NORMALIZATIONS) and id(m) not in declared]
@@ -184,7 +184,7 @@ def check_supported(net: Net, name: str) -> None:
         raise ToolkitError(f"rainbow.py needs bias-free conv/linear weight layers and no normalisation other "
                            f"than declared non-affine standardisations (seed002 §3, §7); {name} has "
                            f"{len(biased)} biased layer(s) and {len(norms)} other normalisation(s); use rainbow_mlp, "
-                           "rainbow_cnn, scattering, scattering_skip or scattering4")
+                           "rainbow_cnn, scattering, scattering_skip, scattering4 or scattering4_norm")
 
 
 

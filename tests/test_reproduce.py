@@ -230,8 +230,10 @@ def _flag(argv: list[str], flag: str) -> list[str]:
 
 def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     """seed002 §4 "Experiment sets", each in its own workdir (a run's path names neither width nor recipe): 50 J8
-    seeds; 50 J8 nowd seeds keeping the dynamics epochs; 10 seeds x 9 widths of scattering4 (nowd); J8 plain and
-    skip at 7 widths; every width's rainbow stage, then one rainbow-width per swept model over the other widths."""
+    seeds; 50 4-block nowd seeds at s = 1 keeping the dynamics epochs (covariance convergence over M = 1/10/50 and
+    net 1's dynamics, issue 28 items 7-8); 10 seeds x 9 widths of scattering4 (nowd); J8 plain and skip at 7 widths;
+    every width's rainbow stage, then one rainbow-width per swept model over the other widths. The 4-block nets are
+    said to be built without N (item 6; the model itself: tests/test_rainbow_models.py)."""
     import shlex
     from collections import Counter
 
@@ -239,6 +241,7 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     assert reproduce.main(["--paper", "002", "--full", "--print", "--workdir", root]) == 0
     out, err = capsys.readouterr()
     assert "ResNet-18 ImageNet" in err    # the part left out is said
+    assert err.count("'scattering4' 4-block nets WITHOUT N") == 2
     argvs = [shlex.split(line)[1:] for line in out.strip().splitlines()]
 
     def where(argv):
@@ -248,7 +251,7 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     sets = Counter((where(a), _flag(a, "--model-name")[0], _flag(a, "--recipe")[0], float(_flag(a, "--width")[0]),
                     " ".join(_flag(a, "--save-epochs"))) for a in trains)
     expected = {(".", "scattering", "seed002", 1.0, ""): 50,
-                ("nowd", "scattering", "seed002_nowd", 1.0, "0 1 2 5 10 20 50 100"): 50}
+                ("convergence", "scattering4", "seed002_nowd", 1.0, "0 1 2 5 10 20 50 100"): 50}
     for k in range(-3, 6):
         expected[(f"scalewidth/width{2.0 ** k:g}", "scattering4", "seed002_nowd", 2.0 ** k, "")] = 10
     for k in range(-3, 4):
