@@ -5,10 +5,11 @@ covariance_convergence): the nets of several widths, one workdir each, aligned t
         --sweep_workdirs runs/w0.125 runs/w0.25
 
 The nets of --workdir and of each --sweep_workdirs DIR (one width per workdir, at least 2 seeds each, each
-workdir's rainbow stage done: the per-width accuracies come from there) are aligned to the mean representation of
-the widest nets (§5.2, --num_iters + 1 passes), each net by A = procrustes(E[phi_ref phi_k^T]) on train, a
-(D_ref, D_k) partial isometry; layer 0 (the image) by the identity. Files and keys: the "rainbow-width" record of
-pipeline.contract.
+workdir's rainbow stage done: the per-width accuracies come from there) are aligned to the widest width's net 1
+(--reference net, the paper's "aligned to the widest one", §5.2) or to the mean representation of the widest nets
+(--reference mean, a toolkit extra: --num_iters + 1 passes), each net by A = procrustes(E[phi_ref phi_k^T]) on
+train, a (D_ref, D_k) partial isometry; layer 0 (the image) by the identity. Files and keys: the "rainbow-width"
+record of pipeline.contract.
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from utils.rundir import RunDir, safe_name, seed_dirs, variant_of
 
 def parse_args(argv=None):
     parser = group_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", choices=("net", "mean"), default="net",
+                        help="what every net is aligned to: the widest width's net 1 (net, the paper's) or the mean "
+                             "representation of the widest nets (mean, a toolkit extra; --num_iters refinements)")
     parser.add_argument("--sweep_workdirs", nargs="+", required=True, metavar="DIR",
                         help="the nets of these workdirs, one width each, and of --workdir are aligned to the widest "
                              "nets; each workdir's rainbow stage must be done")
@@ -41,12 +45,11 @@ def parse_args(argv=None):
 
 @dataclass
 class WidthGroup:
-    """The M nets of one width (one workdir), and what aligning them to the widest nets' mean gives."""
+    """The M nets of one width (one workdir)."""
 
     width: float
     runs: list[RunDir]
     nets: list[Net]
-
 
 
 def open_widths(args, device: torch.device) -> list[WidthGroup]:
@@ -69,17 +72,18 @@ def open_widths(args, device: torch.device) -> list[WidthGroup]:
     return groups
 
 
-
-def width_moments(reference: list[Net], aligners: list[al.MeanAlignment | None], groups: list[WidthGroup],
+def width_moments(reference: list[Net], aligners: list[al.MeanAlignment | None] | None, groups: list[WidthGroup],
                   data: Data, split: str) -> tuple[list[list[list[al.Moments]]], list[list[al.Moments]]]:
-    """Per width, per net, per layer l >= 1: Moments of (the widest nets' mean representation, the net); and per
-    width net 1's activation covariance per layer l >= 1. One pass over `split`; each net runs once per batch."""
+    """Per width, per net, per layer l >= 1: Moments of (the reference representation, the net), the reference
+    being the widest nets' mean with `aligners`, the widest net 1 with None; and per width net 1's activation
+    covariance per layer l >= 1. One pass over `split`; each net runs once per batch."""
     pairs = [[al.CovarianceAccumulator() for _ in group.nets] for group in groups]
     own = [al.CovarianceAccumulator() for _ in groups]
     for x, _ in data.batches(split, desc=f"width sweep ({split})"):
         inputs = {id(net): net.layer_inputs(x) for group in groups for net in group.nets}
-        mean = [aligner.mean_activation([inputs[id(net)][j] for net in reference])
-                for j, aligner in enumerate(aligners) if j > 0]
+        mean = inputs[id(reference[0])][1:] if aligners is None else \
+            [aligner.mean_activation([inputs[id(net)][j] for net in reference]) for j, aligner in enumerate(aligners)
+             if j > 0]
         for group, accumulators, auto in zip(groups, pairs, own):
             for net, accumulator in zip(group.nets, accumulators):
                 accumulator.update(mean, inputs[id(net)][1:])
@@ -88,9 +92,8 @@ def width_moments(reference: list[Net], aligners: list[al.MeanAlignment | None],
         [auto.compute() for auto in own]
 
 
-
 def width_sweep(args, device: torch.device) -> int:
-    """The stage "rainbow-width": nets of several widths aligned to the widest nets' mean representation."""
+    """The stage "rainbow-width": nets of several widths aligned to the widest net 1 (or the widest nets' mean)."""
     groups = open_widths(args, device)
     for group in groups:
         require(group.runs[0], "rainbow")       # each width's rainbow accuracies come from its own rainbow stage
@@ -99,7 +102,8 @@ def width_sweep(args, device: torch.device) -> int:
              "widths": [group.width for group in groups],
              "seeds": [[run.seed for run in group.runs] for group in groups],
              "epochs": [[net.loaded.epoch for net in group.nets] for group in groups],
-             "num_iters": args.num_iters, "max_samples": args.max_samples, "allow_tf32": args.allow_tf32}
+             "reference": args.reference, "num_iters": args.num_iters, "max_samples": args.max_samples,
+             "allow_tf32": args.allow_tf32}
     here = seed_dirs(args.workdir, args.traindata, args.model_name, variant_of(args))
     out = open_stage(here[0] if args.seeds is None else RunDir.from_args(args, seed=args.seeds[0]), "rainbow-width",
                      flags, args.force)
@@ -107,7 +111,7 @@ def width_sweep(args, device: torch.device) -> int:
         return 0
     started = time.perf_counter()
     data = load_data(args, reference.nets[0].loaded)
-    aligners = align_nets(reference.nets, data, args.num_iters)
+    aligners = align_nets(reference.nets, data, args.num_iters) if args.reference == "mean" else None
     fits, activations = width_moments(reference.nets, aligners, groups, data, "train")
     tests, _ = width_moments(reference.nets, aligners, groups, data, "test")
     L, S = len(reference.nets[0].layers), len(groups)
@@ -166,11 +170,10 @@ def width_sweep(args, device: torch.device) -> int:
                                   for row in result["operator_error"]], "seconds": seconds}
     out.save("summary", summary)
     out.done(seconds=seconds)
-    print(f"{out.dir}: widths {flags['widths']} aligned to the widest; rainbow (paper's reading) "
+    print(f"{out.dir}: widths {flags['widths']} aligned to the widest ({args.reference}); rainbow (paper's reading) "
           f"{summary['rainbow_last_trained']}, full {summary['rainbow_full']}; operator-norm error of C_l "
           f"{np.round(result['operator_error'], 3).tolist()} in {seconds:.1f} s")
     return 0
-
 
 
 def net_dims(net: Net, j: int) -> int:

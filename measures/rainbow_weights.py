@@ -54,16 +54,19 @@ def normalised(eigenvalues: torch.Tensor) -> np.ndarray:
 
 
 def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvectors: torch.Tensor,
-                ks_ranks: list[int]) -> dict:
+                ks_ranks: list[int], mp_net: int = 1) -> dict:
     """MP fractions of net 1's weight before/after whitening, KS p-values and whitened samples (seed002 §2
     gaussian_histograms_new, marchenko_pastur; whitening (W V) / sqrt(lambda), §5.3).
 
-    As in the spec, net 1 is whitened by the C_j of all M nets, its own rows included; this biases it towards
-    white for small M and makes it exactly white when M N <= D (its rows are then part of an orthogonal
-    matrix), so mp_white is NaN there. ks_ranks are 0-based columns of the whitened weights, as the original's r.
+    The Marchenko-Pastur spectra are those of net `mp_net` (0-based; default 1: net 2, as the original's
+    marchenko_pastur panel), whitened by the C_j of all M nets, its own rows included; this biases it towards
+    white for small M and makes it exactly white when M N <= D (its rows are then part of an orthogonal matrix),
+    so mp_white is NaN there. The KS p-values test the whitened weights of all M nets along each direction, the
+    original's 0-based columns `ks_ranks`, against N(0, 1) with scipy's exact distribution (the original's
+    kstest(mode='exact')).
     """
     values, vectors = al.positive_eigenpairs(eigenvalues, eigenvectors)
-    single = rows(aligned[0])
+    single = rows(aligned[min(mp_net, len(aligned) - 1)])
     colored = al.weight_spectrum(single)[0]
     white = al.weight_spectrum(al.whiten_weights(single, values, vectors))[0]
     q_colored, q_white = single.shape[1] / single.shape[0], values.numel() / single.shape[0]
@@ -74,7 +77,7 @@ def gaussianity(aligned: list[torch.Tensor], eigenvalues: torch.Tensor, eigenvec
     for i, rank in enumerate(ks_ranks):
         if rank < whitened.shape[1]:  # the original's 0-based column r
             samples[:, i] = whitened[:, rank].cpu().numpy()
-            pvalues[i] = stats.kstest(samples[:, i], "norm").pvalue
+            pvalues[i] = stats.kstest(samples[:, i], "norm", method="exact").pvalue
     return {"mp_colored": float(al.marchenko_pastur_fraction(colored, q_colored)),
             "mp_white": float("nan") if degenerate else float(al.marchenko_pastur_fraction(white, q_white)),
             "eigs_colored": normalised(colored), "eigs_white": normalised(white),

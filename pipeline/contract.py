@@ -279,9 +279,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                       doc="(k, k) |V_1 V_2^T|, |V_1 A V_2^T|; for ll >= 01 |E_1^T E_2|, |E_1^T A E_2|"),
         "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue",
                           prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened"),
-                          doc="mp_* (L-1,) fractions outside the MP bulk (mp_white NaN when M N <= D_flat); "
-                              "ks_pvalue (L-1, R) (NaN: no column r); for ll = 00..L-2: mp_eigs_*_ll (mean 1), "
-                              "mp_q_ll (2,), whitened_ll (M N, R) NaN-padded"),
+                          doc="mp_* (L-1,) fractions of net 2's spectrum outside the MP bulk (mp_white NaN when "
+                              "M N <= D_flat); ks_pvalue (L-1, R) exact KS (NaN: no column r); for ll = 00..L-2: "
+                              "mp_eigs_*_ll (mean 1), mp_q_ll (2,), whitened_ll (M N, R) NaN-padded"),
         "summary": _f("summary.json", "dataset", "model", "seeds", "epochs", "layers", "dims", "trained_accuracy",
                       "trained_top5", "rainbow_accuracy", "rainbow_top5", "rainbow_last_trained",
                       "rainbow_last_trained_top5", "retrained_accuracy", "retrained_top5", "rainbow_by_layer", "r2",

@@ -59,7 +59,6 @@ class _Reached(Exception):
     """Raised by Net.layer_input's hook once the layer's input is captured: nothing after it runs."""
 
 
-
 @dataclass
 class Net:
     """A LoadedRun (a trained seed, its initialisation or a rainbow copy) seen as rainbow sampling needs it: the
@@ -128,7 +127,6 @@ class Net:
         return [self.channel_view(j, value) for j, value in zip(indices, taps.values)]
 
 
-
 @dataclass
 class Data:
     """The train and test splits held on the device, fed to every net through net 1's LoadedRun.batches (its
@@ -145,7 +143,6 @@ class Data:
 
     def size(self, split: str) -> int:
         return len(self.splits[split])
-
 
 
 def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]:
@@ -170,7 +167,6 @@ def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]
     return runs, nets, Net(LoadedRun.open(runs[0], init=True, device=device), args.flat_classifier)
 
 
-
 def check_supported(net: Net, name: str) -> None:
     """Rainbow sampling replaces weights only: biases and affine normalisations would not be resampled."""
     if not hasattr(net.model, "weight_layers"):
@@ -187,7 +183,6 @@ def check_supported(net: Net, name: str) -> None:
                            "rainbow_cnn, scattering, scattering_skip, scattering4 or scattering4_norm")
 
 
-
 def load_data(args, loaded: LoadedRun) -> Data:
     """The run's train and test splits (the first --max-samples of each), moved to the device once."""
     splits = {}
@@ -201,18 +196,15 @@ def load_data(args, loaded: LoadedRun) -> Data:
     return Data(loaded, splits, args.batchsize)
 
 
-
 def evaluate(net: Net, data: Data) -> tuple[float, float]:
     """(top-1, top-5) test accuracy (measures.classification.evaluate: the run's own predictions, argmax or the
     sign of a one-output hinge head)."""
     return evaluate_outputs(net.model, data.batches("test"), net.loaded.loss, k=5)
 
 
-
 def accuracy(net: Net, data: Data) -> float:
     """Top-1 test accuracy."""
     return evaluate(net, data)[0]
-
 
 
 def align_nets(nets: list[Net], data: Data, num_iters: int) -> list[al.MeanAlignment | None]:
@@ -227,18 +219,15 @@ def align_nets(nets: list[Net], data: Data, num_iters: int) -> list[al.MeanAlign
     return [None, *al.align_to_mean(batches, num_iters)] if count > 1 else [None]
 
 
-
 def alignment_of(aligners: list[al.MeanAlignment | None], j: int, k: int) -> torch.Tensor | None:
     """A_k at layer j (None: the identity of layer 0)."""
     return None if aligners[j] is None else aligners[j].alignments[k]
-
 
 
 def aligned_weights(nets: list[Net], aligners: list[al.MeanAlignment | None], j: int) -> list[torch.Tensor]:
     """Each net's weight j in mean space, (N, D_j) or (N, C, k, k)."""
     return [net.weight(j) if aligners[j] is None else al.weight_to_reference(net.weight(j), aligners[j].alignments[k])
             for k, net in enumerate(nets)]
-
 
 
 def pair_moments(nets: list[Net], data: Data, split: str, aligners: list[al.MeanAlignment | None] | None = None):
@@ -256,7 +245,6 @@ def pair_moments(nets: list[Net], data: Data, split: str, aligners: list[al.Mean
     return per_layer, mean_cov.compute() if aligners is not None else None
 
 
-
 def own_covariances(nets: list[Net], data: Data) -> list[list[al.Moments]]:
     """Per net, per layer l >= 1, the net's own activation covariance on train (one pass)."""
     accumulators = [al.CovarianceAccumulator() for _ in nets]
@@ -264,7 +252,6 @@ def own_covariances(nets: list[Net], data: Data) -> list[list[al.Moments]]:
         for net, accumulator in zip(nets, accumulators):
             accumulator.update(net.layer_inputs(x)[1:])
     return [accumulator.compute() for accumulator in accumulators]
-
 
 
 def restandardise(new: Net, j: int, moments: al.Moments) -> torch.Tensor:
@@ -282,7 +269,6 @@ def restandardise(new: Net, j: int, moments: al.Moments) -> torch.Tensor:
     return al.procrustes(cross)
 
 
-
 def new_alignments(nets: list[Net], aligner: al.MeanAlignment, news: list[Net], data: Data, j: int) \
         -> list[torch.Tensor]:
     """A_new at layer j >= 1 for every rainbow net of `news`, from ONE train pass (§5.4 c).
@@ -298,7 +284,6 @@ def new_alignments(nets: list[Net], aligner: al.MeanAlignment, news: list[Net], 
         for accumulator, new in zip(accumulators, news):
             accumulator.update(mean, al.as_samples(new.layer_input(x, j)))
     return [restandardise(new, j, accumulator.compute()) for new, accumulator in zip(news, accumulators)]
-
 
 
 def rainbow_networks(nets: list[Net], aligners: list[al.MeanAlignment | None], draws: list[list[torch.Tensor]],
@@ -324,7 +309,6 @@ def rainbow_networks(nets: list[Net], aligners: list[al.MeanAlignment | None], d
             if j < last:
                 new.set_weight(j, transport(draws[k][j].reshape(shape[j])))
     return top1, top5, news
-
 
 
 def clipping_curves(net: Net, alignment: torch.Tensor, bases: list[torch.Tensor], j: int,

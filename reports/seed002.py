@@ -4,8 +4,8 @@ rainbow.py is a group stage ("rainbow" in pipeline.contract): it writes <dataset
 seeds. A run "has outputs" when its group's rainbow stage is done and lists its seed; extract(run, out) writes the
 extract stage's "seed002" file with that seed's share of the group summary: trained_accuracy, trained_top5 (this
 seed's test accuracy), rainbow_accuracy (median of the full rainbow nets), rainbow_last_trained (median of the
-paper's reading: the last block and the classifier trained-then-aligned), seeds (the seeds combined). average()
-reads the group's rainbow files through the contract (rainbow.py's docstring documents them; per-layer keys are
+column L-2: the last block and the classifier trained-then-aligned), seeds (the seeds combined). average()
+reads the group's rainbow files through the contract (their records document them; per-layer keys are
 0-based, layer l = the input of weight layer l, the paper's layer j = l + 1) and draws, per group (spec §2, §6):
   seed002_<dataset>_<model>.png             alignment r2 / error per layer, C_l spectra (x D, with net 1's
                                             initialisation), activation spectra, rainbow vs trained accuracy layer
@@ -21,10 +21,12 @@ reads the group's rainbow files through the contract (rainbow.py's docstring doc
   seed002_<dataset>_<model>_width.png       with the rainbow-width stage: accuracy (trained, both rainbow readings,
                                             retrained) against width, operator-norm error of C_l and alignment
                                             error per layer against width, activation spectra per width
-and writes seed002_accuracy.csv (rainbow vs trained, top-1 and top-5, one row per reading: the paper's, with
-the last block and classifier trained-then-aligned, and the full rainbow net; as the resampling-width table) and
+and writes seed002_accuracy.csv (rainbow vs trained, top-1 and top-5, one row per reading: column L-2, with the
+last block and classifier trained-then-aligned, and the full rainbow net; as the resampling-width table),
 seed002_clipping.csv (smallest d within 1% of the trained accuracy, as the §6 table; "layer l" 0-based, "paper j"
-= l + 1) and, with the width sweep, seed002_width.csv.
+= l + 1), seed002_gaussianity.csv (Marchenko-Pastur fractions and KS p-values, §2) and, with the width sweep,
+seed002_width.csv. Every row carries its protocol (reports.references.PROTOCOLS) and the paper's numbers for it
+(reports.references.REFERENCES; "-" where the paper has none).
 Figures label layers 0-based ("layer l"), as the file keys.
 """
 from __future__ import annotations
@@ -39,12 +41,41 @@ from pipeline import contract
 from pipeline.contract import layer_key
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
+from reports.references import PROTOCOLS, reference_cell
+from utils.io import load_json
 from utils.rundir import RunDir
 
 TITLE = "A Rainbow in Deep Network Black Boxes (seed002)"
 BASIS_LABELS = {"weight": "$C_l$ PCA", "activation": "activation PCA", "random": "random"}
 STAGE = "rainbow"
 WIDTH_STAGE = "rainbow-width"
+SCATTERING = ("scattering", "scattering_skip", "scattering4", "scattering4_norm")   # the paper's CIFAR-10 nets (§3)
+TUTORIAL = ("rainbow_mlp", "rainbow_cnn")                                          # its tutorial's (§7)
+GAUSSIAN_LAYERS = (1, 3, 5)       # the paper's Gaussianity figure: j = 2, 4, 6 (layer l = j - 1)
+ACCURACY = "top-1 accuracy"       # the metric of the accuracy references (reports.references)
+
+
+def _on_data(group: Group, dataset: str) -> str:
+    """The protocol of a measurement the paper made on `dataset`: "paper" there, "paper-other" elsewhere."""
+    return "paper" if group.dataset == dataset else "paper-other"
+
+
+def _reading_protocol(group: Group, reading: str) -> str:
+    """The protocol (reports.references.PROTOCOLS) of one rainbow reading (READINGS key) of a group: the paper reads
+    the skip J8 nets with the last block trained (§5.4, §2 resampling_width: 81.4) and retrained (85.52); the
+    tutorial resamples every hidden layer and keeps the classifier (§7 step 8: the full reading); the same
+    readings of the paper's other scattering nets, or on other data, are its protocol elsewhere; the rest is
+    this toolkit's."""
+    if group.model in TUTORIAL:
+        return _on_data(group, "cifar10_grey") if reading == "rainbow_accuracy" else "extra"
+    if group.model in SCATTERING and reading in ("rainbow_last_trained", "retrained_accuracy"):
+        return _on_data(group, "cifar10") if group.model == "scattering_skip" else "paper-other"
+    return "extra"
+
+
+def _width(run: RunDir) -> float:
+    """The width multiplier s the run was trained at."""
+    return float(load_json(run.config)["model"]["width"])
 
 
 def _summary(run: RunDir) -> dict | None:
@@ -120,7 +151,7 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
     ax.axhline(np.median(rainbow["trained_accuracy"]), color="k", linestyle="--",
                label=f"trained ({len(rainbow['trained_accuracy'])} seeds)")
     if accuracy.shape[1] > 1:
-        ax.axvline(accuracy.shape[1] - 2, color="0.6", linestyle=":", label="paper's reading (last block trained)")
+        ax.axvline(accuracy.shape[1] - 2, color="0.6", linestyle=":", label="r = L-2: last block trained")
     ax.set(xlabel="r: layers 0..r-1 resampled", ylabel="test accuracy",
            title=f"rainbow networks (§5.4; r = {accuracy.shape[1] - 1}: all)")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -141,7 +172,7 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
         grid = np.linspace(1e-3, max(eigenvalues.max(), marchenko_pastur_edges(q)[1]) * 1.02, 400)
         ax.plot(grid, marchenko_pastur_density(grid, q), color="k", label=f"Marchenko-Pastur, q={q:.2f}")
         ax.set(xlabel="eigenvalue (mean 1)", ylabel="density",
-               title="net 1's weight spectrum" + (" whitened by $C_l$" if stage == "white" else ""))
+               title="net 2's weight spectrum" + (" whitened by $C_l$" if stage == "white" else ""))
         ax.legend()
     fig.suptitle(f"{group.label}: rainbow networks (seed002)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}")
@@ -168,11 +199,16 @@ def _clipping_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_clipping")
 
 
+def gaussian_layers(count: int) -> list[int]:
+    """The layers of the Gaussianity figure among the `count` resampled ones: the paper's j = 2, 4, 6 (l = 1, 3,
+    5) that exist, else layer 0."""
+    return [layer for layer in GAUSSIAN_LAYERS if layer < count] or [0]
+
+
 def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
     gauss = contract.load(run, STAGE, "gaussianity")
     ranks, pvalues = gauss["ks_ranks"], gauss["ks_pvalue"]
-    count = pvalues.shape[0]
-    shown = sorted(set(np.linspace(0, count - 1, min(3, count)).round().astype(int)))
+    shown = gaussian_layers(pvalues.shape[0])
     fig, axes = new_figure(ncols=len(ranks), nrows=len(shown), width=2.4, height=2.0, sharex=True)
     grid = np.linspace(-4, 4, 200)
     for row, layer in enumerate(shown):
@@ -183,7 +219,7 @@ def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
             if np.isfinite(values).any():
                 ax.hist(values[np.isfinite(values)], bins=40, range=(-4, 4), density=True, alpha=0.7)
                 ax.plot(grid, stats.norm.pdf(grid), color="k", linewidth=1)
-            ax.set_title(f"layer {layer}, r={rank}: KS p={pvalues[layer, column]:.2g}")
+            ax.set_title(f"layer {layer} (j={layer + 1}), r={rank}: KS p={pvalues[layer, column]:.2g}")
             ax.set(yticks=[])
     fig.suptitle(f"{group.label}: whitened aligned weights against N(0, 1) (§2)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_gaussian")
@@ -212,7 +248,7 @@ def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig, axes = new_figure(ncols=3, nrows=2, width=3.3, height=2.6)
     ax = axes[0, 0]
     for key, label, marker in (("trained_accuracy", "trained", "o"),
-                               ("rainbow_last_trained", "rainbow (paper's reading)", "s"),
+                               ("rainbow_last_trained", "rainbow, last block trained", "s"),
                                ("rainbow_full", "rainbow (full)", "^"),
                                ("rainbow_retrained", "rainbow retrained", "D")):
         values = sweep[key]
@@ -308,7 +344,10 @@ def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
             ax.legend()
         else:
             ax.axis("off")
-    fig.suptitle(f"{group.label}: covariance convergence (§2)", y=1.01)
+    paper = group.model == "scattering4" and group.dataset == "cifar10"
+    fig.suptitle(f"{group.label}: covariance convergence (§2; "
+                 + ("the paper's 4-block nets" if paper else "the paper uses 4-block nets on CIFAR-10, s = 1, j = 2")
+                 + ")", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_covariance")
 
 
@@ -358,9 +397,17 @@ def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_cosines")
 
 
+def _reference(group: Group, row: str, metric: str = ACCURACY, fmt: str = ".3f") -> str:
+    return reference_cell("002", group.dataset, group.model, row, "", metric, fmt)
+
+
 def _width_rows(group: Group, run: RunDir) -> list[list]:
+    """One row per width of the sweep: protocol, seeds M, the accuracies of each width's rainbow stage beside the
+    paper's (skip J8 nets, 1 per width: M = 1), alignment and operator-norm errors against the widest."""
     sweep = contract.load(run, WIDTH_STAGE, "widths")
+    protocol = PROTOCOLS[_on_data(group, "cifar10") if group.model in SCATTERING else "paper-other"]
     rows = []
+
     def median(key, s):
         values = sweep[key][s]
         return float(np.nanmedian(values)) if np.isfinite(values).any() else ""
@@ -368,21 +415,24 @@ def _width_rows(group: Group, run: RunDir) -> list[list]:
     for s, width in enumerate(sweep["widths"]):
         errors = np.nanmedian(sweep["alignment_error"][s, 1:], axis=1)
         operator = sweep["operator_error"][s]
-        rows.append([group.label, float(width), median("trained_accuracy", s), median("rainbow_last_trained", s),
+        rows.append([group.label, float(width), protocol, int((sweep["seeds"][s] >= 0).sum()),
+                     median("trained_accuracy", s), _reference(group, f"trained@{width:g}"),
+                     median("rainbow_last_trained", s), _reference(group, f"rainbow_last_trained@{width:g}"),
                      median("rainbow_full", s), median("rainbow_retrained", s),
-                     " ".join(f"{e:.3f}" for e in errors),
+                     _reference(group, f"retrained_accuracy@{width:g}"), " ".join(f"{e:.3f}" for e in errors),
                      "reference" if np.isnan(operator).all() else " ".join(f"{e:.3f}" for e in operator)])
     return rows
 
 
 READINGS = (("rainbow_last_trained", "rainbow_last_trained_top5",
-             "layers 0..L-3 resampled; last block + classifier trained-then-aligned (the paper's reading)"),
+             "layers 0..L-3 resampled; last block + classifier trained-then-aligned (column L-2)"),
             ("rainbow_accuracy", "rainbow_top5", "full rainbow: every layer resampled, mean classifier aligned"),
             ("retrained_accuracy", "retrained_top5", "full rainbow, last block + classifier retrained"))
 
 
-def _accuracy_rows(group: Group, summary: dict) -> list[list]:
-    """One row per reading of the rainbow accuracy (READINGS), each beside the trained nets' top-1 and top-5."""
+def _accuracy_rows(group: Group, summary: dict, width: float) -> list[list]:
+    """One row per reading of the rainbow accuracy (READINGS), each with its protocol and beside the trained
+    nets' top-1 and top-5, and the paper's numbers for that net, data and width."""
     trained = np.array(list(summary["trained_accuracy"].values()))
     trained5 = np.array(list(summary["trained_top5"].values()))
     rows = []
@@ -390,24 +440,59 @@ def _accuracy_rows(group: Group, summary: dict) -> list[list]:
         top1, top5 = np.array(summary[top1_key]), np.array(summary[top5_key])
         if top1.size == 0:
             continue
-        rows.append([group.label, label, len(trained), top1.size, float(np.median(trained)),
-                     float(np.median(trained5)), float(np.median(top1)), float(top1.min()), float(top1.max()),
-                     float(np.median(top5)), float(np.median(top1) / np.median(trained))])
+        rows.append([group.label, width, label, PROTOCOLS[_reading_protocol(group, top1_key)], len(trained),
+                     top1.size, float(np.median(trained)), _reference(group, f"trained@{width:g}"),
+                     float(np.median(trained5)), float(np.median(top1)), _reference(group, f"{top1_key}@{width:g}"),
+                     float(top1.min()), float(top1.max()), float(np.median(top5)),
+                     float(np.median(top1) / np.median(trained))])
+    return rows
+
+
+def _clipping_rows(group: Group, summary: dict) -> list[list]:
+    """Per layer l >= 1: the smallest d within 1% in each basis (§5.5), beside the paper's (§6: the J8 nets; the
+    4-block nets at j = 2 for C_l's basis from M = 1, 10, 50 nets)."""
+    seeds = len(summary["seeds"])
+    rows = []
+    for layer, dim in enumerate(summary["dims"][1:], start=1):
+        paper = group.dataset == "cifar10" and (group.model == "scattering" or
+                                                (group.model == "scattering4" and layer == 1))
+        metrics = [f"d within 1% ({name})" for name in BASIS_LABELS]
+        if group.model == "scattering4":
+            metrics[0] = f"d within 1% (weight, M = {seeds})"
+        references = [_reference(group, f"clip j={layer + 1}", metric, ".0f") for metric in metrics]
+        rows.append([group.label, layer, layer + 1, PROTOCOLS["paper" if paper else "paper-other"], dim,
+                     *[value for name, ref in zip(BASIS_LABELS, references)
+                       for value in (summary["clip_within_1pct"][name][layer - 1], ref)]])
+    return rows
+
+
+def _gaussian_rows(group: Group, summary: dict) -> list[list]:
+    """Per resampled layer l: the fractions of net 2's spectrum outside the Marchenko-Pastur bulk before and
+    after whitening, and the exact KS p-values at each rank r, beside the paper's (§2: 50 J8 nets, j = 2, 4, 6)."""
+    protocol = PROTOCOLS[_on_data(group, "cifar10") if group.model == "scattering" else "paper-other"]
+    rows = []
+    for layer, (colored, white) in enumerate(zip(summary["mp_colored"], summary["mp_white"])):
+        row = f"j={layer + 1}"
+        pvalues = summary["ks_pvalue"][layer_key(layer)]
+        rows.append([group.label, layer, layer + 1, protocol, colored,
+                     _reference(group, row, "MP outside, colored"), "" if white is None else white,
+                     _reference(group, row, "MP outside, white"),
+                     " ".join(f"r={r}: {p:.3g} ({_reference(group, row, f'KS p r={r}', '.3g')})"
+                              for r, p in pvalues.items())])
     return rows
 
 
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """The seed002 section; `options` (seed000's oracle choice) does not concern it."""
-    accuracy_rows, clipping_rows, width_rows, figures = [], [], [], []
+    accuracy_rows, clipping_rows, gaussian_rows, width_rows, figures = [], [], [], [], []
     for group in groups:
         run = group.runs[0]
         summary = _summary(run)
         if summary is None:
             continue
-        accuracy_rows += _accuracy_rows(group, summary)
-        for layer, dim in enumerate(summary["dims"][1:], start=1):
-            clipping_rows.append([group.label, layer, layer + 1, dim,
-                                  *[summary["clip_within_1pct"][name][layer - 1] for name in BASIS_LABELS]])
+        accuracy_rows += _accuracy_rows(group, summary, _width(run))
+        clipping_rows += _clipping_rows(group, summary)
+        gaussian_rows += _gaussian_rows(group, summary)
         pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out),
                 _convergence_figure(group, run, out), _cosine_figure(group, run, out)]
         if len(contract.load(run, STAGE, "dynamics")["epochs"]) > 1:
@@ -418,31 +503,45 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
         figures += [f"![{group.label}]({png.name})" for png in pngs]
     if not accuracy_rows:
         return ""
-    accuracy_header = ["group", "reading", "seeds M", "samples K", "trained top-1", "trained top-5", "rainbow top-1",
-                       "rainbow min", "rainbow max", "rainbow top-5", "rainbow / trained"]
-    clipping_header = ["group", "layer l", "paper j", "D_l", "C_l PCA d", "activation PCA d", "random d"]
+    accuracy_header = ["group", "width", "reading", "protocol", "seeds M", "samples K", "trained top-1",
+                       "paper trained", "trained top-5", "rainbow top-1", "paper rainbow", "rainbow min",
+                       "rainbow max", "rainbow top-5", "rainbow / trained"]
+    clipping_header = ["group", "layer l", "paper j", "protocol", "D_l", "C_l PCA d", "paper", "activation PCA d",
+                       "paper", "random d", "paper"]
+    gaussian_header = ["group", "layer l", "paper j", "protocol", "MP outside (colored)", "paper",
+                       "MP outside (white)", "paper", "KS p (exact) per rank r (paper)"]
     write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
     write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
-    width_header = ["group", "width", "trained", "rainbow (paper's reading)", "rainbow (full)", "rainbow retrained",
+    write_csv(out / "seed002_gaussianity.csv", gaussian_header, gaussian_rows)
+    width_header = ["group", "width", "protocol", "seeds M", "trained", "paper trained", "rainbow (last block trained)",
+                    "paper rainbow", "rainbow (full)", "rainbow retrained", "paper retrained",
                     "alignment error per layer 1..L-1", "operator-norm error of C_l per layer 0..L-1"]
     width_text = ""
     if width_rows:
         write_csv(out / "seed002_width.csv", width_header, width_rows)
-        width_text = ("Width sweep (rainbow.py --sweep_workdirs): nets of each width aligned to the widest nets' "
-                      "mean representation; test accuracy medians of each width's own rainbow stage; alignment "
-                      "error on test (median over nets); operator-norm error of the width's C_l (scaled by its fan-in) "
-                      "against the widest's. The paper (CIFAR-10, skip variant, widths 1/8..4): trained 88.0 -> "
-                      "91.9, rainbow 54.8 -> 84.7, retrained 67.15 -> 88.72; C_l error ~0.7 -> 0.14 (j = 2)."
+        width_text = ("Width sweep (rainbow_width.py): nets of each width aligned to the widest width's net 1 "
+                      "(the paper's reference); test accuracy medians of each width's own rainbow stage, whose C_l "
+                      "comes from M seeds per width (the column \"seeds M\"; rainbow.py needs M >= 2) where the "
+                      "paper trains M = 1 net per width; alignment error on test (median over nets); operator-norm "
+                      "error of the width's C_l (scaled by its fan-in) against the widest's. The paper (CIFAR-10, "
+                      "skip variant, widths 1/8..4, M = 1): trained 88.0 -> 91.9, rainbow 54.8 -> 84.7, retrained "
+                      "67.15 -> 88.72; C_l error ~0.7 -> 0.14 (4-block nets, j = 2)."
                       f"\n\n{markdown_table(width_header, width_rows)}\n\n")
     return (f"## {TITLE}\n\nTest accuracy (top-1 and top-5, medians) of the M trained seeds and of K Gaussian "
-            "rainbow networks (weights drawn from the aligned weight covariances, §5.4), in two readings, each "
-            "labelled: the paper's, every block resampled but the last, which with the classifier is the trained "
-            "one aligned to the rainbow net, and the full rainbow net, every block resampled (and, when run, the "
-            "full rainbow net with its last block and classifier retrained). The paper reads CIFAR-10 the first "
-            "way (P_1..P_7 of 8 resampled): 91.6 trained vs 81.4 rainbow for the skip variant of its learned "
-            "scattering net at width 1 (85.52 with the last block and classifier retrained; the plain J8 net's "
-            "trained reference is 88.36); its tutorial (grey CIFAR, 5 epochs): MLP 42.4 vs 30.6 and CNN 57.4 vs "
-            f"40.3 (§6).\n\n{markdown_table(accuracy_header, accuracy_rows)}\n\nClipping one layer of net 1 "
+            "rainbow networks (weights drawn from the aligned weight covariances, §5.4), in each reading: every "
+            "block resampled but the last, which with the classifier is the trained one aligned to the rainbow net "
+            "(column L-2), the full rainbow net, every block resampled (and, when run, the full rainbow net with "
+            "its last block and classifier retrained). Each row says its protocol: "
+            f"\"{PROTOCOLS['paper']}\" where the paper measured that reading on that net and data (the skip J8 "
+            "nets on CIFAR-10 read at column L-2, 91.6 trained vs 81.4 rainbow at width 1, 85.52 retrained; the "
+            "tutorial's MLP and CNN on grey CIFAR-10 with every hidden layer resampled, 42.4 vs 30.6 and 57.4 vs "
+            f"40.3, §6), \"{PROTOCOLS['paper-other']}\" for the same reading of another net or other data, and "
+            f"\"{PROTOCOLS['extra']}\" for readings the paper does not report there; the paper's numbers stand in "
+            "the \"paper\" columns of the rows they belong to."
+            f"\n\n{markdown_table(accuracy_header, accuracy_rows)}\n\nClipping one layer of net 1 "
             "to d directions (§5.5): the smallest d on the grid whose accuracy is within 1% of the trained one "
             "(-1: none); layer l is the input of weight layer l (0-based), the paper's layer j = l + 1."
-            f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\n" + width_text + "\n\n".join(figures))
+            f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\nGaussianity (§2): fractions of net 2's "
+            "aligned weight spectrum outside the Marchenko-Pastur bulk before and after whitening by C_l, and exact "
+            "KS p-values of the whitened weights of all M nets along C_l's direction r (0-based) against N(0, 1)."
+            f"\n\n{markdown_table(gaussian_header, gaussian_rows)}\n\n" + width_text + "\n\n".join(figures))

@@ -5,6 +5,7 @@ import scipy.stats
 import torch
 
 from measures import rainbow_weights as rw
+from measures.alignment import weight_spectrum
 
 
 def rng(seed):
@@ -40,8 +41,8 @@ def test_weight_basis_completes_a_rank_deficient_covariance():
 
 def test_gaussianity_whitens_with_the_given_spectrum_and_ks_tests_like_scipy():
     """M = 3 nets of (40, 5) rows: C = W^T W / 120 (numpy), whitened (W V) / sqrt(lambda) per direction; the KS
-    p-value of column r against N(0, 1) is scipy's; the MP fractions count the mean-1 eigenvalues of one net's
-    W^T W outside [(1 - sqrt q)^2, (1 + sqrt q)^2]."""
+    p-value of column r against N(0, 1) is scipy's exact one (the original's mode='exact'); the MP fractions count
+    the mean-1 eigenvalues of net 2's W^T W (the original's panel) outside [(1 - sqrt q)^2, (1 + sqrt q)^2]."""
     scales = np.array([4.0, 2.0, 1.0, 1.0, 0.1])
     weights = [rng(s).standard_normal((40, 5)) * scales for s in (6, 7, 8)]
     stacked = np.concatenate(weights)
@@ -53,16 +54,39 @@ def test_gaussianity_whitens_with_the_given_spectrum_and_ks_tests_like_scipy():
     np.testing.assert_allclose(result["whitened"][:, :2], whitened[:, [0, 3]], rtol=1e-10)
     assert np.isnan(result["whitened"][:, 2]).all() and np.isnan(result["ks_pvalue"][2])   # no column 7 in D = 5
     for i, column in enumerate((0, 3)):
-        assert result["ks_pvalue"][i] == pytest.approx(scipy.stats.kstest(whitened[:, column], "norm").pvalue)
+        exact = scipy.stats.kstest(whitened[:, column], "norm", method="exact").pvalue
+        assert result["ks_pvalue"][i] == pytest.approx(exact, rel=1e-12)
+        assert exact != pytest.approx(scipy.stats.kstest(whitened[:, column], "norm", method="asymp").pvalue,
+                                      rel=1e-6)
     q = 5 / 40
     low, high = (1 - np.sqrt(q)) ** 2, (1 + np.sqrt(q)) ** 2
-    for key, single in (("mp_colored", weights[0]), ("mp_white", weights[0] @ vectors / np.sqrt(values))):
+    for key, single in (("mp_colored", weights[1]), ("mp_white", weights[1] @ vectors / np.sqrt(values))):
         eigs = np.linalg.eigvalsh(single.T @ single / 40)
         eigs = eigs / eigs.mean()
         assert result[key] == pytest.approx(np.mean((eigs < low) | (eigs > high)))
     assert result["mp_colored"] > 0.5 and result["q"].tolist() == [q, q]
-    np.testing.assert_allclose(np.sort(result["eigs_colored"]), np.sort(np.linalg.eigvalsh(weights[0].T @ weights[0])
-                                                                       / np.trace(weights[0].T @ weights[0]) * 5))
+    np.testing.assert_allclose(np.sort(result["eigs_colored"]), np.sort(np.linalg.eigvalsh(weights[1].T @ weights[1])
+                                                                       / np.trace(weights[1].T @ weights[1]) * 5))
+
+
+def test_ks_ranks_are_the_original_0_based_columns_of_the_whitened_weights():
+    """r = 0 is the top principal direction of C (the spec's KS table reads r = 1, 10, 100 as the original's
+    columns); a rank beyond C's gives NaN."""
+    generator = torch.Generator().manual_seed(0)
+    aligned = [torch.randn(40, 6, generator=generator, dtype=torch.float64) * torch.linspace(3.0, 0.5, 6)
+               for _ in range(3)]
+    eigenvalues, eigenvectors = weight_spectrum(aligned)
+    result = rw.gaussianity(aligned, eigenvalues, eigenvectors, [0, 1, 5, 6])
+    rows = torch.cat(aligned)
+    for column, rank in enumerate([0, 1, 5]):     # independent whitening: project on the rank-th eigenvector of C
+        vector = np.linalg.eigh((rows.T @ rows / len(rows)).numpy())[1][:, ::-1][:, rank]
+        projected = rows.numpy() @ vector
+        expected = projected / np.sqrt(np.mean(projected ** 2))
+        sign = np.sign(result["whitened"][0, column] * expected[0])
+        np.testing.assert_allclose(result["whitened"][:, column], sign * expected, rtol=1e-8, atol=1e-10)
+        assert result["ks_pvalue"][column] == pytest.approx(scipy.stats.kstest(sign * expected, "norm",
+                                                                               method="exact").pvalue, rel=1e-6)
+    assert np.isnan(result["ks_pvalue"][3]) and np.isnan(result["whitened"][:, 3]).all()
 
 
 def test_gaussianity_leaves_mp_white_undefined_when_the_rows_do_not_outnumber_the_dimension():
