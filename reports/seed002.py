@@ -24,7 +24,8 @@ reads the group's rainbow files through the contract (their records document the
 and writes seed002_accuracy.csv (rainbow vs trained, top-1 and top-5, one row per reading: column L-2, with the
 last block and classifier trained-then-aligned, and the full rainbow net; as the resampling-width table),
 seed002_clipping.csv (smallest d within 1% of the trained accuracy, as the §6 table; "layer l" 0-based, "paper j"
-= l + 1), seed002_gaussianity.csv (Marchenko-Pastur fractions and KS p-values, §2) and, with the width sweep,
+= l + 1), seed002_gaussianity.csv (Marchenko-Pastur fractions and KS p-values, §2), seed002_convergence.csv (the
+same d from C_l of the first N nets, §2) and, with the width sweep,
 seed002_width.csv. Every row carries its protocol (reports.references.PROTOCOLS) and the paper's numbers for it
 (reports.references.REFERENCES; "-" where the paper has none).
 Figures label layers 0-based ("layer l"), as the file keys.
@@ -37,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from measures.alignment import marchenko_pastur_density, marchenko_pastur_edges, positive_eigenpairs
+from measures.rainbow_weights import within_one_percent
 from pipeline import contract
 from pipeline.contract import layer_key
 from reports import Group, ReportOptions
@@ -482,9 +484,27 @@ def _gaussian_rows(group: Group, summary: dict) -> list[list]:
     return rows
 
 
+def _convergence_rows(group: Group, run: RunDir) -> list[list]:
+    """Per number of nets N (§2 covariance_convergence): the smallest d within 1% when net 1 is clipped in C_l(N)'s
+    basis, layers l >= 1, beside the paper's at j = 2 (4-block nets, s = 1: 35 / 44 / 42 for N = 1 / 10 / 50),
+    and the operator-norm distance of C_l(N) to C_l(M)."""
+    convergence = contract.load(run, STAGE, "convergence")
+    reference = float(contract.load(run, STAGE, "clipping")["reference_accuracy"])
+    layers = convergence["operator_error"].shape[1]
+    protocol = PROTOCOLS[_on_data(group, "cifar10") if group.model == "scattering4" else "paper-other"]
+    rows = []
+    for c, count in enumerate(convergence["nets"]):
+        within = [within_one_percent(convergence[layer_key(layer, "d")], convergence[layer_key(layer, "accuracy")][c],
+                                     reference) for layer in range(1, layers)]
+        rows.append([group.label, int(count), protocol, " ".join(str(d) for d in within),
+                     _reference(group, "clip j=2", f"d within 1% (weight, M = {count})", ".0f"),
+                     " ".join(f"{e:.3f}" for e in convergence["operator_error"][c])])
+    return rows
+
+
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """The seed002 section; `options` (seed000's oracle choice) does not concern it."""
-    accuracy_rows, clipping_rows, gaussian_rows, width_rows, figures = [], [], [], [], []
+    accuracy_rows, clipping_rows, gaussian_rows, convergence_rows, width_rows, figures = [], [], [], [], [], []
     for group in groups:
         run = group.runs[0]
         summary = _summary(run)
@@ -493,6 +513,7 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
         accuracy_rows += _accuracy_rows(group, summary, _width(run))
         clipping_rows += _clipping_rows(group, summary)
         gaussian_rows += _gaussian_rows(group, summary)
+        convergence_rows += _convergence_rows(group, run)
         pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out),
                 _convergence_figure(group, run, out), _cosine_figure(group, run, out)]
         if len(contract.load(run, STAGE, "dynamics")["epochs"]) > 1:
@@ -513,6 +534,9 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
     write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
     write_csv(out / "seed002_gaussianity.csv", gaussian_header, gaussian_rows)
+    convergence_header = ["group", "nets N", "protocol", "C_l(N) PCA d within 1%, layers 1..L-1", "paper (j = 2)",
+                          "operator-norm error to C_l(M), layers 0..L-1"]
+    write_csv(out / "seed002_convergence.csv", convergence_header, convergence_rows)
     width_header = ["group", "width", "protocol", "seeds M", "trained", "paper trained", "rainbow (last block trained)",
                     "paper rainbow", "rainbow (full)", "rainbow retrained", "paper retrained",
                     "alignment error per layer 1..L-1", "operator-norm error of C_l per layer 0..L-1"]
@@ -544,4 +568,7 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
             f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\nGaussianity (§2): fractions of net 2's "
             "aligned weight spectrum outside the Marchenko-Pastur bulk before and after whitening by C_l, and exact "
             "KS p-values of the whitened weights of all M nets along C_l's direction r (0-based) against N(0, 1)."
-            f"\n\n{markdown_table(gaussian_header, gaussian_rows)}\n\n" + width_text + "\n\n".join(figures))
+            f"\n\n{markdown_table(gaussian_header, gaussian_rows)}\n\nCovariance convergence (§2): net 1 "
+            "clipped in the basis of C_l estimated from the first N nets (the paper: 4-block nets on CIFAR-10, "
+            "s = 1, j = 2, ref 80.94%), and the distance of C_l(N) to C_l of all M nets."
+            f"\n\n{markdown_table(convergence_header, convergence_rows)}\n\n" + width_text + "\n\n".join(figures))

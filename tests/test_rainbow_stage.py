@@ -144,6 +144,16 @@ def test_extract_and_average_write_the_seed002_section(workdir):
     gaussian = list(csv.DictReader((report / "seed002_gaussianity.csv").open()))
     assert [row["protocol"] for row in gaussian] == ["paper's protocol, other data"] * 2
     assert float(gaussian[1]["MP outside (colored)"]) == pytest.approx(summary["mp_colored"][1])
+    # covariance convergence: C_l from N = 1 and all 5 nets; with all of them, the clipping table's C_l PCA d
+    convergence = list(csv.DictReader((report / "seed002_convergence.csv").open()))
+    assert [row["nets N"] for row in convergence] == ["1", "5"]
+    assert convergence[-1]["C_l(N) PCA d within 1%, layers 1..L-1"].split() == \
+        [str(d) for d in summary["clip_within_1pct"]["weight"]]
+    arrays, reference = load(workdir, "convergence"), float(load(workdir, "clipping")["reference_accuracy"])
+    first = [int(arrays[f"d_0{layer}"][np.flatnonzero(arrays[f"accuracy_0{layer}"][0] >= reference - 0.01)[0]])
+             for layer in (1, 2)]
+    assert convergence[0]["C_l(N) PCA d within 1%, layers 1..L-1"].split() == [str(d) for d in first]
+    assert {row["paper (j = 2)"] for row in convergence} == {"-"}
 
 
 @pytest.mark.parametrize("case, message", [
