@@ -73,9 +73,10 @@ def test_full_grids_follow_the_papers():
     assert grid.traindata == ("cifar10", "cifar100", "svhn", "mnist")
     assert grid.models == ("vgg13", "vgg16", "resnet18", "resnet34")
     assert grid.seeds == tuple(range(10)) and grid.epochs == 1200 and grid.recipe == "seed000"
-    grid, nowd, *sweeps = plan.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
+    grid, four, *sweeps = plan.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
     assert grid.models == ("scattering",) and grid.recipe == "seed002" and grid.seeds == (0, 1, 2)
-    assert nowd.workdir == "nowd" and nowd.recipe == "seed002_nowd" and nowd.seeds == (0, 1, 2)
+    assert four.workdir == "convergence" and four.models == ("scattering4",) and four.recipe == "seed002_nowd"
+    assert four.seeds == (0, 1, 2) and four.save_epochs == (0, 1, 2, 5, 10, 20, 50, 100)
     assert [len(part.widths) for part in sweeps] == [9, 7]
 
 
