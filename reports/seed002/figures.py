@@ -288,7 +288,13 @@ def dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
             if row == 1:
                 ax.set_ylim(min(0.0, float(np.nanmin(curves))), 1.02)
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"{group.label}: training dynamics of net 1 along $C_l$'s eigenvectors (§5.6)", y=1.01)
+    flags = contract.done_record(run, STAGE)["flags"]
+    nets = min(flags.get("dynamics_nets", 1), len(flags["seeds"]))
+    source = "net 1's own $C_l$" if nets == 1 else f"$C_l$ of {nets} nets (an extra)"
+    paper = "" if (group.model, group.dataset) == ("scattering4", "cifar10") else \
+        "; the paper: one 4-block nowd net without N, j = 4"
+    fig.suptitle(f"{group.label}: training dynamics of net 1 along the eigenvectors of {source} (§5.6{paper})",
+                 y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_dynamics")
 
 
