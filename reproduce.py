@@ -64,7 +64,7 @@ def parse_args(argv=None):
                         help="channel-width multiplier (demo: 0.25; 1 for 003 alone and 002)")
     widths.add_argument("--widths", type=positive_float, nargs="+", default=None, metavar="S",
                         help="a width sweep: every part trained at each width, in <workdir>/width<S>/, then (002) "
-                             "rainbow.py's width stage over them in the widest one's workdir; e.g. --paper 002 "
+                             "rainbow_width.py over them in the widest one's workdir; e.g. --paper 002 "
                              "--widths 0.5 1 2 --num_seed 3 (default: none; with --full, 002 sweeps its "
                              "scattering4 and J8 nets)")
     parser.add_argument("--recipe", default=None, help="training recipe (see train_classifier.py --help)")

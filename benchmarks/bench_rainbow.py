@@ -2,7 +2,7 @@
 representation computed once per batch and shared, every pass stopped at the layer it feeds, vs the straightforward
 per-net loop (issue 18 item 7).
 
-Toolkit: `rainbow.rainbow_networks`: per layer l, ONE train pass of the M trained nets (truncated at layer l) whose
+Toolkit: `rainbow_nets.rainbow_networks`: per layer l, ONE train pass of the M trained nets (truncated at layer l) whose
 mean representation feeds the K rainbow nets' accumulators (M + K truncated passes per layer). Reference: the code
 before issue 18, kept here: for each rainbow net and each layer, a train pass of all M trained nets and of the
 rainbow net through every layer (K (M + 1) full passes per layer). The full grid (50 nets, 10 samples, 9 layers) is
@@ -21,11 +21,11 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-import rainbow
 from benchmarks.common import Result, best_time
 from datasets import build_dataset
 from measures import alignment as al
 from models import build_model
+from pipeline import rainbow_nets
 from pipeline.loaded import LoadedRun
 from utils.rundir import RunDir
 
@@ -45,20 +45,20 @@ def setup(cfg: dict, device: torch.device):
     for seed in range(cfg["nets"]):
         torch.manual_seed(seed)
         model = build_model(cfg["model"], 10, width=cfg["width"]).to(device).eval()
-        nets.append(rainbow.Net(LoadedRun(RunDir(f"/nonexistent/rnd{seed}"), model, config, 0, "weights", device)))
+        nets.append(rainbow_nets.Net(LoadedRun(RunDir(f"/nonexistent/rnd{seed}"), model, config, 0, "weights", device)))
     n = cfg["images"]
     splits = {split: replace(data, images=data.images[:n].to(device), labels=data.labels[:n].to(device))
               for split, data in (("train", train), ("test", test))}
-    data = rainbow.Data(nets[0].loaded, splits, rainbow.BATCH)
-    aligners = rainbow.align_nets(nets, data, num_iters=1)
+    data = rainbow_nets.Data(nets[0].loaded, splits, rainbow_nets.BATCH)
+    aligners = rainbow_nets.align_nets(nets, data, num_iters=1)
     L, K = len(nets[0].layers), cfg["samples"]
     generator = torch.Generator(device).manual_seed(0)
     draws = []
     for j in range(L - 1):
-        values, vectors = al.weight_spectrum(rainbow.aligned_weights(nets, aligners, j))
+        values, vectors = al.weight_spectrum(rainbow_nets.aligned_weights(nets, aligners, j))
         draws.append(al.sample_from_spectrum(values, vectors, K * nets[0].layers[j].weight.shape[0],
                                              generator).chunk(K))
-    mean_classifier = sum(rainbow.aligned_weights(nets, aligners, L - 1)) / len(nets)
+    mean_classifier = sum(rainbow_nets.aligned_weights(nets, aligners, L - 1)) / len(nets)
     return nets, aligners, [[d[k] for d in draws] for k in range(K)], mean_classifier, data
 
 
@@ -69,7 +69,7 @@ def reference_alignment(nets, aligner, new, data, j):
     for x, _ in data.batches("train"):
         mean = aligner.mean_activation([net.layer_inputs(x)[j] for net in nets])
         acc.update(mean, al.as_samples(new.layer_inputs(x)[j]))
-    return rainbow.restandardise(new, j, acc.compute())
+    return rainbow_nets.restandardise(new, j, acc.compute())
 
 
 def reference_networks(nets, aligners, draws, mean_classifier, data):
@@ -84,9 +84,9 @@ def reference_networks(nets, aligners, draws, mean_classifier, data):
             def transport(weight, A_new=A_new):
                 return weight if A_new is None else al.weight_from_reference(weight, A_new)
 
-            reference = mean_classifier if j == last else rainbow.aligned_weights(nets[:1], aligners, j)[0]
+            reference = mean_classifier if j == last else rainbow_nets.aligned_weights(nets[:1], aligners, j)[0]
             new.set_weight(j, transport(reference))
-            top1[k, j], top5[k, j] = rainbow.evaluate(new, data)
+            top1[k, j], top5[k, j] = rainbow_nets.evaluate(new, data)
             if j < last:
                 new.set_weight(j, transport(sample[j].reshape(nets[0].weight(j).shape)))
         news.append(new)
@@ -108,8 +108,8 @@ def run(size: str, device: torch.device) -> list[Result]:
     cfg = SIZES[size]
     nets, aligners, draws, mean_classifier, data = setup(cfg, device)
     args = (nets, aligners, draws, mean_classifier, data)
-    diff = difference(rainbow.rainbow_networks(*args), reference_networks(*args))
-    toolkit = best_time(lambda: rainbow.rainbow_networks(*args), device, repeat=1, warmup=0)
+    diff = difference(rainbow_nets.rainbow_networks(*args), reference_networks(*args))
+    toolkit = best_time(lambda: rainbow_nets.rainbow_networks(*args), device, repeat=1, warmup=0)
     reference = best_time(lambda: reference_networks(*args), device, repeat=1, warmup=0)
     L, M, K = len(nets[0].layers), cfg["nets"], cfg["samples"]
     return [Result(f"rainbow sampling {cfg['model']} M={M} K={K} L={L}", toolkit, reference, diff,

@@ -7,7 +7,8 @@ Block j maps x_{j-1} (B, N_{j-1}, M, M) to x_j (B, N_j, M', M'):
         (low-pass channels first, then band-pass channel c*L + theta);
   Std   per-channel standardisation, BatchNorm2d without affine parameters;
   Pr    the learned 1x1 convolution W_j (N_j, D_j), no bias, PyTorch's default init;
-  N     division of every spatial position's channel vector by its L2 norm (no eps).
+  N     division of every spatial position's channel vector by its L2 norm (no eps); the J8 nets only: the
+        paper's 4-block nets are 'Fw Std Pr' without N (run_exps.py paper_exp, `norm` left False).
 The classifier is BatchNorm2d(affine=False) -> flatten -> Linear without bias.
 
 Filters (§3): Morlet psi = Gabor minus K times its Gaussian envelope (zero mean), slant 4 / L = 1, angles
@@ -20,8 +21,10 @@ theta_t = (int(L - L/2 - 1) - t) pi / L, periodised spatial filters whose FFTs a
 - `scattering4` (the 4-block "paperexps" net): the standard J = 1 Morlet (psi sigma 0.8, xi 3 pi / 4) and the
   original's low-pass phi with sigma 0.8 2^(J - 1) = 0.8 for J = 1, with subsampling in every block; N = [64 w,
   128 w, 256 w, 512]: width w scales N_1..N_3 only, as the original's scale-width experiments (N_4 = 512 stays);
-  32 -> 16 -> 8 -> 4 -> 2. (Until this fix phi had sigma 1.6 and the width scaled N_4 too: scattering4 runs
-  trained before it have other filters, or another N_4, and must be trained again.)
+  32 -> 16 -> 8 -> 4 -> 2. Built without N, as the paper's nets (`...-L4-clbnstd-clnobias-nowd-...`, no `-norm`);
+  `scattering4_norm` is the same net with N (a toolkit extra). (Until issue 28 scattering4 had N, and until the
+  fix before it phi had sigma 1.6 and the width scaled N_4 too: scattering4 runs trained before either load
+  without error but are another net, and must be trained again.)
 - `scattering_skip` (the complex "skip" variant of §3, 'Fw rho Std Pr N', the paper's resampling nets, 91.6% on
   CIFAR-10 at width 1): the J8 net whose blocks keep the complex linear coefficients beside their modulus,
   z_j = [x*phi, x*psi_theta, |x*phi|, |x*psi_theta|] (complex, D_j = 2 (1 + L) N_{j-1}: 30, 640, 1280, ... for RGB);
@@ -206,10 +209,12 @@ class RealProjection(nn.Conv2d):
 
 
 class ScatteringBlock(nn.Module):
-    """Fw mod Std Pr N: (B, N_{j-1}, M, M) -> (B, N_j, M', M')."""
+    """Fw mod Std Pr N (or Fw mod Std Pr with `norm` False): (B, N_{j-1}, M, M) -> (B, N_j, M', M')."""
 
-    def __init__(self, in_channels: int, out_channels: int, size: int, bank: FilterBank, skip: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, size: int, bank: FilterBank, skip: bool = False,
+                 norm: bool = True):
         super().__init__()
+        self.norm = norm
         if skip:   # the complex skip variant: D_j = 2 (1 + L) N_{j-1}
             self.wavelets = WaveletSkip(size, bank)
             self.dim = 2 * (1 + ORIENTATIONS) * in_channels
@@ -224,22 +229,23 @@ class ScatteringBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.std(self.wavelets(x)))                                # (B, N_j, M', M')
-        return x / x.norm(dim=1, keepdim=True)                                   # |.|: the complex norm too
+        return x / x.norm(dim=1, keepdim=True) if self.norm else x               # |.|: the complex norm too
 
 
 class LearnedScattering(nn.Module):
     """J scattering blocks and a standardised linear classifier: (B, in_channels, S, S) -> (B, num_classes)."""
 
     def __init__(self, channels: list[int], banks: list[FilterBank], num_classes: int, in_channels: int = 3,
-                 width: float = 1.0, image_size: int = 32, scaled_blocks: int | None = None, skip: bool = False):
+                 width: float = 1.0, image_size: int = 32, scaled_blocks: int | None = None, skip: bool = False,
+                 norm: bool = True):
         """`width` multiplies the channels of the first `scaled_blocks` blocks (default: every block); `skip`
-        builds the complex skip variant."""
+        builds the complex skip variant; `norm` ends every block with N (seed002 §3)."""
         super().__init__()
         scaled_blocks = len(channels) if scaled_blocks is None else scaled_blocks
         widths = [scaled(c, width) if j < scaled_blocks else c for j, c in enumerate(channels)]
         blocks, size, previous = [], image_size, in_channels
         for out_channels, bank in zip(widths, banks):
-            blocks.append(ScatteringBlock(previous, out_channels, size, bank, skip))
+            blocks.append(ScatteringBlock(previous, out_channels, size, bank, skip, norm))
             size, previous = blocks[-1].out_size, out_channels
         self.blocks = nn.ModuleList(blocks)
         self.skip = skip
@@ -276,4 +282,11 @@ def scattering_skip(**kwargs) -> LearnedScattering:
 
 @register_model("scattering4")
 def scattering4(**kwargs) -> LearnedScattering:
+    """The paper's 4-block net, 'Fw Std Pr' without N (seed002 §3 "paperexps"; issue 28 item 6)."""
+    return LearnedScattering([64, 128, 256, 512], [STANDARD] * 4, scaled_blocks=3, norm=False, **kwargs)
+
+
+@register_model("scattering4_norm")
+def scattering4_norm(**kwargs) -> LearnedScattering:
+    """scattering4 with N ending every block, as the J8 nets (a toolkit extra, not the paper's 4-block net)."""
     return LearnedScattering([64, 128, 256, 512], [STANDARD] * 4, scaled_blocks=3, **kwargs)

@@ -254,29 +254,53 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           tiny=("--num_samples", "2", "--clip_points", "3", "--ks_ranks", "1", "10"),
           schedule=Schedule(demo=("--num_samples", "5", "--clip_points", "26", "--retrain_epochs", "2"),
                             full=("--num_samples", "10", "--batchsize", "64", "--retrain_epochs", "150")),
-          files={   # layer keys 00..L-1 (0-based)
-        "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance"),
-        "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation")),
+          files={   # L weight layers, M seeds, K samples; layer keys 00..L-1 (0-based); D_flat: layer l's fan-in
+        "alignment": _f("alignment.npz", "dims", "r2", "error", "unexplained_variance",
+                        doc="dims (L,) D_l; r2 (L, M-1) train r2 of net k vs net 1; error (L, M-1) test alignment "
+                            "error; unexplained_variance (L, num_iters + 1) of the mean after each pass (layer 0: "
+                            "the identity alignment, r2 1, error 0)"),
+        "spectra": _f("spectra.npz", prefixed=("weight", "weight_single", "weight_init", "activation"),
+                      doc="weight_ll C_l eigenvalues (D_flat, descending); weight_single_ll net 1's alone, "
+                          "weight_init_ll its initialisation's; activation_ll (D_l,) the mean net's, l >= 1"),
         "rainbow": _f("rainbow.npz", "trained_accuracy", "trained_top5", "seeds", "rainbow_accuracy", "rainbow_top5",
-                      "retrained_accuracy", "retrained_top5"),
-        "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy")),
-        "convergence": _f("convergence.npz", "nets", "operator_error", prefixed=("spectrum", "d", "accuracy")),
-        "dynamics": _f("dynamics.npz", "epochs", prefixed=("amplification", "cosine")),
-        "cosines": _f("cosines.npz", prefixed=("weight", "weight_aligned", "activation", "activation_aligned")),
+                      "retrained_accuracy", "retrained_top5",
+                      doc="trained_* (M,); rainbow_* (K, L): column r = layers 0..r-1 resampled (r = L-2: the "
+                          "paper's CIFAR reading, r = L-1: the full rainbow net); retrained_* (K,), NaN if not "
+                          "retrained"),
+        "clipping": _f("clipping.npz", "bases", "reference_accuracy", prefixed=("d", "accuracy"),
+                       doc="bases (3,) weight, activation, random; for ll = 01..L-1: d_ll (G,), accuracy_ll (3, G)"),
+        "convergence": _f("convergence.npz", "nets", "operator_error", prefixed=("spectrum", "d", "accuracy"),
+                          doc="nets (P,) N; operator_error (P, L) ||C_l(N) - C_l(M)|| / ||C_l(M)||; spectrum_ll "
+                              "(P, D_flat); d_ll (G,), accuracy_ll (P, G) net 1 clipped in C_l(N)'s basis"),
+        "dynamics": _f("dynamics.npz", "epochs", prefixed=("amplification", "cosine"),
+                       doc="epochs (T,); amplification_ll, cosine_ll (T, R_l) a_r(t), c_r(t) along C_l's "
+                           "eigenvectors, largest first"),
+        "cosines": _f("cosines.npz", prefixed=("weight", "weight_aligned", "activation", "activation_aligned"),
+                      doc="(k, k) |V_1 V_2^T|, |V_1 A V_2^T|; for ll >= 01 |E_1^T E_2|, |E_1^T A E_2|"),
         "gaussianity": _f("gaussianity.npz", "mp_colored", "mp_white", "ks_ranks", "ks_pvalue",
-                          prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened")),
+                          prefixed=("mp_eigs_colored", "mp_eigs_white", "mp_q", "whitened"),
+                          doc="mp_* (L-1,) fractions of net 2's spectrum outside the MP bulk (mp_white NaN when "
+                              "M N <= D_flat); ks_pvalue (L-1, R) exact KS (NaN: no column r); for ll = 00..L-2: "
+                              "mp_eigs_*_ll (mean 1), mp_q_ll (2,), whitened_ll (M N, R) NaN-padded"),
         "summary": _f("summary.json", "dataset", "model", "seeds", "epochs", "layers", "dims", "trained_accuracy",
                       "trained_top5", "rainbow_accuracy", "rainbow_top5", "rainbow_last_trained",
                       "rainbow_last_trained_top5", "retrained_accuracy", "retrained_top5", "rainbow_by_layer", "r2",
                       "alignment_error", "unexplained_variance", "clip_within_1pct", "mp_colored", "mp_white",
-                      "ks_pvalue", "seconds"),
+                      "ks_pvalue", "seconds",
+                      doc="rainbow_accuracy: the full rainbow nets (K,); rainbow_last_trained: column L-2; "
+                          "clip_within_1pct {basis: [smallest d with accuracy >= reference - 0.01, l = 1..L-1]}"),
     }),
-    Stage("rainbow-width", "rainbow.py", "rainbow-width", scope="group", requires=("rainbow",), paper="002",
+    Stage("rainbow-width", "rainbow_width.py", "rainbow-width", scope="group", requires=("rainbow",), paper="002",
           tiny=SMALL, schedule=Schedule(full=("--batchsize", "64"), sweep_flag="--sweep_workdirs"),
-          files={   # rainbow.py --sweep_workdirs DIR...: nets of several widths (one workdir each) vs the widest
+          files={   # rainbow_width.py --sweep_workdirs DIR...: S widths ascending (one workdir each) vs the widest
               "widths": _f("widths.npz", "widths", "dims", "seeds", "alignment_error", "operator_error",
                            "trained_accuracy", "rainbow_last_trained", "rainbow_full", "rainbow_retrained",
-                           prefixed=("weight", "activation")),
+                           prefixed=("weight", "activation"),
+                           doc="dims (S, L); seeds (S, M_max) -1-padded; alignment_error (S, L, M_max) on test; "
+                               "operator_error (S, L) ||D_s C_l(s) - D_ref C_l(ref)|| / ||D_ref C_l(ref)|| (NaN "
+                               "for the reference); weight_ll (S, D_ref_flat) eigenvalues x D_s in the reference's "
+                               "space; activation_ll (S, D_max) net 1's / trace; accuracies (S, .) from each "
+                               "width's rainbow summary, NaN-padded"),
               "summary": _f("summary.json", "dataset", "model", "widths", "reference_width", "workdirs", "seeds",
                             "trained_accuracy", "rainbow_last_trained", "rainbow_full", "rainbow_retrained",
                             "alignment_error", "operator_error", "seconds"),

@@ -38,6 +38,7 @@ class GridPart:
     widths: tuple[float, ...] = ()             # a width sweep: the part trained at each width (`width` unused), each
                                                # in <workdir>/width<s>, then the sweep stages (rainbow-width)
     selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
+    note: str = ""                             # what --full says of the part (its nets, the report's label)
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe, self.save_epochs
@@ -70,17 +71,26 @@ FULL_GRIDS = {
     "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
     "002": (  # seed002 §4 "Experiment sets"
         # 50 seeds of the J8 net ("gaussiantest", wd 1e-4): alignment, C_j, rainbow nets (+ retrained), clipping
-        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",)),
-        # 50 seeds of J8 "nowd", the epochs of the training dynamics kept (§5.6: a_r(t), c_r(t))
-        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002_nowd", ("002",),
-                 workdir="nowd", save_epochs=SEED002_EPOCHS),
+        GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",),
+                 note="seed002 J8 set: 50 'scattering' nets with N ('Fw Std Pr N'), wd 1e-4 (report: paper)"),
+        # 50 seeds of the 4-block net without N (scattering4), nowd, at s = 1: covariance convergence over M = 1 / 10
+        # / 50 at j = 2 (§2, §6: ref 80.94%) and the training dynamics of net 1 alone, its epochs kept (§5.6:
+        # a_r(t), c_r(t), num_exps=1; issue 28 items 7-8)
+        GridPart(("cifar10",), ("scattering4",), tuple(range(50)), 150, 1.0, "seed002_nowd", ("002",),
+                 workdir="convergence", save_epochs=SEED002_EPOCHS,
+                 note="seed002 convergence set: 50 'scattering4' 4-block nets WITHOUT N ('Fw Std Pr', nowd) at s = 1, "
+                      "C_j from M = 1 / 10 / 50 and net 1's training dynamics (report: paper)"),
         # 10 seeds x 9 widths of the 4-block scale-width nets, nowd (covariance convergence against width, ref 2^5)
         GridPart(("cifar10",), ("scattering4",), tuple(range(10)), 150, 1.0, "seed002_nowd", ("002",),
-                 workdir="scalewidth", widths=tuple(2.0 ** k for k in range(-3, 6))),
+                 workdir="scalewidth", widths=tuple(2.0 ** k for k in range(-3, 6)),
+                 note="seed002 scale-width set: 10 'scattering4' 4-block nets WITHOUT N ('Fw Std Pr', nowd) per "
+                      "width s = 2^-3..2^5 (report: paper)"),
         # J8 plain and skip at s = 2^-3..2^3 (resampling and alignment against width, ref 2^3): the paper trains
         # 1 net per width, the rainbow stage here needs 2 seeds
         GridPart(("cifar10",), ("scattering", "scattering_skip"), (0, 1), 150, 1.0, "seed002", ("002",),
-                 workdir="j8width", widths=tuple(2.0 ** k for k in range(-3, 4))),
+                 workdir="j8width", widths=tuple(2.0 ** k for k in range(-3, 4)),
+                 note="seed002 J8 width set: 'scattering' and 'scattering_skip' (with N) at s = 2^-3..2^3, 2 seeds "
+                      "per width where the paper trains 1 (report: paper, M = 2 beside the paper's M = 1)"),
     ),
 }
 # What a published grid leaves out, and why (said by --full and --help).

@@ -41,6 +41,9 @@ def resolve_grid(args) -> list[GridPart]:
             if paper in FULL_GRID_GAPS:
                 print(f"note: {FULL_GRID_GAPS[paper]}", file=sys.stderr)
         parts = [part for grid in grids for part in (grid if isinstance(grid, tuple) else (grid,))]
+        for part in parts:
+            if part.note:
+                print(f"note: {part.note}", file=sys.stderr)
     else:
         parts = list(ALL_PAPERS_DEMO) if args.paper == "all" else [DEMO_GRIDS[args.paper]]
     overrides = {"traindata": args.traindata, "models": args.models, "epochs": args.epochs, "width": args.width,

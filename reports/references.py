@@ -48,6 +48,37 @@ REFERENCES = (
               _NEAR),
     Reference("000", "cifar100", "resnet18", "mahalanobis", "svhn", "AUROC", 0.6939, _OPENOOD, "literature", _FAR),
     Reference("000", "cifar100", "resnet18", "mahalanobis", "mnist", "AUROC", 0.6939, _OPENOOD, "literature", _FAR),
+    # seed002: rows "<reading>@<width>" (reports.seed002.READINGS: trained, rainbow_last_trained, rainbow_accuracy,
+    # retrained_accuracy), "clip j=<j>" and "j=<j>" (the paper's layer j = l + 1); ood "" (no OOD score here)
+    *(Reference("002", "cifar10", "scattering_skip", f"{row}@{width:g}", "", "top-1 accuracy", value,
+                "spec seed002 §2 resampling_width (skip J8, 1 net per width)")
+      for row, values in (("trained", (0.880, 0.897, 0.911, 0.916, 0.919, 0.919)),
+                          ("rainbow_last_trained", (0.548, 0.672, 0.763, 0.814, 0.840, 0.847)),
+                          ("retrained_accuracy", (0.6715, 0.7713, 0.8168, 0.8552, 0.8755, 0.8872)))
+      for width, value in zip((0.125, 0.25, 0.5, 1, 2, 4), values)),
+    Reference("002", "cifar10", "scattering", "trained@1", "", "top-1 accuracy", 0.8836,
+              "spec seed002 §6 (J8, 50 seeds, wd 1e-4)"),
+    Reference("002", "cifar10", "scattering4", "trained@1", "", "top-1 accuracy", 0.8094,
+              "spec seed002 §2 covariance_convergence, §6 (4-block, s = 1)"),
+    *(Reference("002", "cifar10_grey", model, f"{row}@1", "", "top-1 accuracy", value,
+                "spec seed002 §6 (tutorial: every hidden layer resampled, trained classifier)")
+      for model, row, value in (("rainbow_mlp", "trained", 0.424), ("rainbow_mlp", "rainbow_accuracy", 0.306),
+                                ("rainbow_cnn", "trained", 0.574), ("rainbow_cnn", "rainbow_accuracy", 0.403))),
+    *(Reference("002", "cifar10", "scattering", f"clip j={j}", "", f"d within 1% ({basis})", value,
+                "spec seed002 §6 (J8, 50 seeds, ref 88.36%)")
+      for j, ds in ((2, (19, 25, 217)), (3, (64, 89, 448)), (4, (51, 76, 793)), (5, (51, 153, 1689)),
+                    (6, (51, 204, 1945)), (7, (51, 204, 1894)))
+      for basis, value in zip(("weight", "activation", "random"), ds)),
+    *(Reference("002", "cifar10", "scattering4", "clip j=2", "", f"d within 1% (weight, M = {nets})", value,
+                "spec seed002 §6 (4-block, s = 1, ref 80.94%)") for nets, value in ((1, 35), (10, 44), (50, 42))),
+    *(Reference("002", "cifar10", "scattering", f"j={j}", "", metric, value,
+                "spec seed002 §2 marchenko_pastur (one net whitened by the 50 nets' C_j)")
+      for j, colored, white in ((2, 0.211, 0.016), (4, 0.121, 0.039), (6, 0.268, 0.084))
+      for metric, value in (("MP outside, colored", colored), ("MP outside, white", white))),
+    *(Reference("002", "cifar10", "scattering", f"j={j}", "", f"KS p r={r}", value,
+                "spec seed002 §2 gaussian_histograms_new (50 nets)")
+      for (j, r), value in {(2, 1): 0.004, (2, 10): 0.46, (2, 100): 0.14, (4, 1): 0.057, (4, 10): 0.045,
+                            (4, 100): 0.16, (6, 1): 0.075, (6, 10): 0.76, (6, 100): 0.49}.items()),
 )
 # why a paper's rows have no number of its own
 MISSING = {"000": "seed000's paper body could not be retrieved (spec seed000 §1, §11): no row has a published number "
@@ -64,12 +95,14 @@ def find(paper: str, dataset: str, model: str, row: str, ood: str, metric: str =
     return None
 
 
-def reference_cell(paper: str, dataset: str, model: str, row: str | None, ood: str, metric: str = "AUROC") -> str:
-    """The text of a report's reference column: the value and whose number it is, or "-" when there is none."""
+def reference_cell(paper: str, dataset: str, model: str, row: str | None, ood: str, metric: str = "AUROC",
+                   fmt: str = ".3f") -> str:
+    """The text of a report's reference column: the value (format `fmt`) and whose number it is, or "-" when
+    there is none."""
     ref = find(paper, dataset, model, row, ood, metric) if row else None
     if ref is None:
         return "-"
-    return f"{ref.value:.3f} ({'paper' if ref.kind == 'paper' else 'literature: ' + ref.label})"
+    return f"{ref.value:{fmt}} ({'paper' if ref.kind == 'paper' else 'literature: ' + ref.label})"
 
 
 def markdown(paper: str | None = None) -> str:

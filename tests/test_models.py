@@ -19,6 +19,7 @@ LAYER_COUNTS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet20": 20, 
                 "lenet": 5, "alexnet": 8, "fcn2": 2, "fcn4": 4, "fcn6": 6, "efficientnet_b0": 49,
                 "rainbow_mlp": 3, "rainbow_cnn": 3,   # seed002 §7: 3 linear layers; 2 convs and the classifier
                 "scattering": 9, "scattering4": 5,    # seed002 §3: one 1x1 conv per block, then the classifier
+                "scattering4_norm": 5,                # seed002 §3: scattering4 with N (a toolkit extra)
                 "scattering_skip": 9,                 # seed002 §3: the complex skip variant of the J8 net
                 "cnn1d": 6}                           # seed004 §2.12: ceil(log2 32) = 5 blocks, then the readout
 NUM_CLASSES = 7

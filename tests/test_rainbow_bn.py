@@ -1,5 +1,5 @@
 """Rainbow sampling through BatchNorm nets (seed002 §5.4 c): two scattering4 nets (width 1/8, one epoch on digits)
-resampled by rainbow.rainbow_networks, checked independently of the code under test:
+resampled by rainbow_nets.rainbow_networks, checked independently of the code under test:
 - every re-standardised layer input of a rainbow net has zero mean and unit variance per channel on the train
   set (computed here from the activations, in float64);
 - rows drawn as rainbow.py draws them have a covariance that approaches C_l (numpy, from the aligned weights)
@@ -17,6 +17,7 @@ import rainbow
 from datasets import build_dataset
 from measures import alignment as al
 from models import build_model
+from pipeline import rainbow_nets
 from pipeline.loaded import LoadedRun
 from utils.rundir import RunDir
 
@@ -30,15 +31,15 @@ def bn_nets(tmp_path_factory, trained_run):
     for seed in (0, 1):
         trained_run(workdir, "scattering4", "digits", seed, *TRAIN)
     args = rainbow.parse_args([*MODEL, "--workdir", str(workdir), "--max-samples", "150", "--batchsize", "75"])
-    _, nets, _ = rainbow.open_runs(args, torch.device("cpu"))
-    data = rainbow.load_data(args, nets[0].loaded)
-    aligners = rainbow.align_nets(nets, data, num_iters=1)
+    _, nets, _ = rainbow_nets.open_runs(args, torch.device("cpu"))
+    data = rainbow_nets.load_data(args, nets[0].loaded)
+    aligners = rainbow_nets.align_nets(nets, data, num_iters=1)
     return nets, aligners, data
 
 
 def draw(nets, aligners, j, samples, generator):
     """Layer j's weights of `samples` rainbow nets, as rainbow.main draws them: rows from the thin spectrum of C_l."""
-    return al.sample_from_spectrum(*al.weight_spectrum(rainbow.aligned_weights(nets, aligners, j)),
+    return al.sample_from_spectrum(*al.weight_spectrum(rainbow_nets.aligned_weights(nets, aligners, j)),
                                    samples * nets[0].layers[j].weight.shape[0], generator).chunk(samples)
 
 
@@ -48,9 +49,9 @@ def test_a_bn_rainbow_net_is_restandardised_and_starts_from_net_1(bn_nets):
     assert all(std is not None and not std.affine for std in nets[0].standardizations)
     generator = torch.Generator().manual_seed(0)
     draws = [[draw(nets, aligners, j, 1, generator)[0] for j in range(L - 1)]]
-    mean_classifier = sum(rainbow.aligned_weights(nets, aligners, L - 1)) / len(nets)
-    top1, top5, (new,) = rainbow.rainbow_networks(nets, aligners, draws, mean_classifier, data)
-    trained = rainbow.evaluate(nets[0], data)
+    mean_classifier = sum(rainbow_nets.aligned_weights(nets, aligners, L - 1)) / len(nets)
+    top1, top5, (new,) = rainbow_nets.rainbow_networks(nets, aligners, draws, mean_classifier, data)
+    trained = rainbow_nets.evaluate(nets[0], data)
     assert (top1[0, 0], top5[0, 0]) == trained                      # column 0: net 1 itself
     assert top1.shape == (1, L) and np.all(top5 >= top1)
     assert not torch.equal(new.layers[0].weight, nets[0].layers[0].weight)   # layer 0 was resampled
@@ -72,7 +73,7 @@ def test_sampled_weights_have_covariance_c_l_computed_by_hand(bn_nets):
     nets, aligners, _ = bn_nets
     j = 1                                                               # (16, 40, 1, 1) per net: M N = 32 < D = 40
     rows = np.concatenate([w.reshape(w.shape[0], -1).double().numpy()
-                           for w in rainbow.aligned_weights(nets, aligners, j)])
+                           for w in rainbow_nets.aligned_weights(nets, aligners, j)])
     assert rows.shape[0] < rows.shape[1]
     C = rows.T @ rows / len(rows)
     generator = torch.Generator().manual_seed(1)
@@ -99,19 +100,19 @@ def test_the_complex_skip_variant_is_restandardised_too():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("scattering_skip", 10, width=0.0625).eval()
-        nets.append(rainbow.Net(LoadedRun(RunDir(f"/nonexistent/rnd{seed}"), model, config, 0, "weights",
+        nets.append(rainbow_nets.Net(LoadedRun(RunDir(f"/nonexistent/rnd{seed}"), model, config, 0, "weights",
                                           torch.device("cpu"))))
-    rainbow.check_supported(nets[0], "scattering_skip")
+    rainbow_nets.check_supported(nets[0], "scattering_skip")
     splits = {split: replace(data, images=data.images[:64], labels=data.labels[:64])
               for split, data in (("train", train), ("test", test))}
-    data = rainbow.Data(nets[0].loaded, splits, 32)
-    aligners = rainbow.align_nets(nets, data, num_iters=1)
+    data = rainbow_nets.Data(nets[0].loaded, splits, 32)
+    aligners = rainbow_nets.align_nets(nets, data, num_iters=1)
     L = len(nets[0].layers)
     generator = torch.Generator().manual_seed(0)
     draws = [[draw(nets, aligners, j, 1, generator)[0] for j in range(L - 1)]]
-    mean_classifier = sum(rainbow.aligned_weights(nets, aligners, L - 1)) / 2
-    top1, _, (new,) = rainbow.rainbow_networks(nets, aligners, draws, mean_classifier, data)
-    assert top1[0, 0] == rainbow.evaluate(nets[0], data)[0]
+    mean_classifier = sum(rainbow_nets.aligned_weights(nets, aligners, L - 1)) / 2
+    top1, _, (new,) = rainbow_nets.rainbow_networks(nets, aligners, draws, mean_classifier, data)
+    assert top1[0, 0] == rainbow_nets.evaluate(nets[0], data)[0]
     for j in range(1, L):
         rows = torch.cat([al.as_samples(new.layer_input(x, j)) for x, _ in data.batches("train")])
         rows = rows.to(torch.complex128 if rows.is_complex() else torch.float64)

@@ -20,7 +20,7 @@ from models.scattering import (
     orientations,
 )
 
-RAINBOW_MODELS = ("rainbow_mlp", "rainbow_cnn", "scattering", "scattering4", "scattering_skip")
+RAINBOW_MODELS = ("rainbow_mlp", "rainbow_cnn", "scattering", "scattering4", "scattering4_norm", "scattering_skip")
 
 
 @pytest.mark.parametrize("bank", [*FACTORIZED, STANDARD])
@@ -108,6 +108,26 @@ def test_scattering_layer_inputs_are_the_standardised_modulus_and_outputs_unit_n
     assert all(torch.allclose(o.norm(dim=1), torch.ones(1), atol=1e-5) for o in outputs)
     assert model.standardizations()[-1] is model.classifier_std
     assert all(not bn.affine for bn in model.standardizations())
+
+
+def test_scattering4_blocks_have_no_channel_normalisation_as_the_paper():
+    """seed002 §3 / issue 28 item 6: the paper's 4-block nets are 'Fw Std Pr' (no N): each block's output is
+    P Std(Fw x) itself, not unit-norm per position; scattering4_norm divides it by its L2 norm over channels."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    plain, normed = build_model("scattering4", 10, width=0.25).eval(), build_model("scattering4_norm", 10, width=0.25)
+    normed.load_state_dict(plain.state_dict())
+    normed.eval()
+    with torch.no_grad():
+        for block, twin in zip(plain.blocks, normed.blocks):
+            manual = nn.functional.conv2d(nn.functional.batch_norm(block.wavelets(x), block.std.running_mean,
+                                                                   block.std.running_var, eps=block.std.eps),
+                                          block.proj.weight)
+            out = block(x)
+            torch.testing.assert_close(out, manual, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(out.norm(dim=1), torch.ones(1), atol=1e-2)
+            torch.testing.assert_close(twin(x), manual / manual.norm(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
+            x = out
 
 
 @pytest.mark.parametrize("name", RAINBOW_MODELS)

@@ -1,9 +1,10 @@
-"""The width sweep of rainbow.py (stage rainbow-width; seed002 §2 resampling_width, alignment_convergence,
+"""The width sweep of rainbow_width.py (stage rainbow-width; seed002 §2 resampling_width, alignment_convergence,
 covariance_convergence): rainbow MLPs of widths 1/8, 1/4 and 1/2 (two seeds each, one workdir per width) aligned to
 the widest. Checks: shapes; the operator-norm error of layer 0's C_l (the image: no alignment) against numpy on the
 raw weights; the alignment error of the widest nets; each width's accuracies copied from its rainbow stage; the
 report's width figure and table; one-line errors for a repeated width and a missing rainbow stage."""
 import csv
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import scipy.sparse.linalg
 import averaging
 import extractor
 import rainbow
+import rainbow_width
 from pipeline import contract
 from pipeline.loaded import LoadedRun
 from utils.cli import run_main
@@ -37,7 +39,7 @@ def sweep(tmp_path_factory, trained_run):
         assert rainbow.main([*MLP, "--workdir", str(workdir_of(root, width)), *FAST, *retrain]) == 0
     widest = workdir_of(root, WIDTHS[-1])
     argv = [*MLP, "--workdir", str(widest), "--sweep_workdirs", *[str(workdir_of(root, w)) for w in WIDTHS[:-1]]]
-    assert rainbow.main(argv) == 0
+    assert rainbow_width.main(argv) == 0
     return root
 
 
@@ -51,7 +53,10 @@ def test_the_sweep_holds_every_width_against_the_widest(sweep):
     assert result["widths"].tolist() == list(WIDTHS)
     assert result["dims"].tolist() == [[3072, 64, 32], [3072, 128, 64], [3072, 256, 128]]
     assert result["alignment_error"].shape == (S, L, 2) and np.all(result["alignment_error"][:, 0] == 0)
-    assert np.all((result["alignment_error"][:, 1:] > 0) & (result["alignment_error"][:, 1:] < 4))
+    errors = result["alignment_error"][:, 1:]
+    np.testing.assert_allclose(errors[-1, :, 0], 0, atol=1e-6)       # the reference: the widest net 1 (§5.2)
+    errors[-1, :, 0] = 1
+    assert np.all((errors > 0) & (errors < 4))
     assert np.isnan(result["operator_error"][-1]).all() and np.all(result["operator_error"][:-1] > 0)
     assert result["weight_01"].shape == (S, 256) and result["activation_02"].shape == (S, 128)
     assert np.isnan(result["activation_02"][0, 32:]).all()            # width 1/8: 32 channels, NaN-padded
@@ -61,6 +66,19 @@ def test_the_sweep_holds_every_width_against_the_widest(sweep):
         assert result["rainbow_last_trained"][s].tolist() == summary["rainbow_last_trained"]
         assert result["trained_accuracy"][s].tolist() == list(summary["trained_accuracy"].values())
     assert np.isfinite(result["rainbow_retrained"][0, 0]) and np.isnan(result["rainbow_retrained"][1:]).all()
+
+
+def test_the_mean_of_the_widest_nets_is_the_labelled_extra_reference(sweep, tmp_path):
+    """--reference mean aligns every net, the widest net 1 included, to the widest nets' mean representation."""
+    root = tmp_path / "copy"
+    shutil.copytree(sweep, root)
+    argv = [*MLP, "--workdir", str(workdir_of(root, WIDTHS[-1])), "--reference", "mean", "--force",
+            "--sweep_workdirs", *[str(workdir_of(root, w)) for w in WIDTHS[:-1]]]
+    assert rainbow_width.main(argv) == 0
+    mean = contract.load(group_run(root, WIDTHS[-1]), "rainbow-width", "widths")
+    single = contract.load(group_run(sweep, WIDTHS[-1]), "rainbow-width", "widths")
+    assert np.all(mean["alignment_error"][-1, 1:] > 1e-4)
+    np.testing.assert_array_equal(mean["operator_error"][:, 0], single["operator_error"][:, 0])   # layer 0: no A
 
 
 def test_layer_0_operator_error_matches_numpy_on_the_raw_weights(sweep):
@@ -92,16 +110,21 @@ def test_the_report_draws_the_width_figures(sweep):
         assert (report / f"seed002_digits_rainbow_mlp{stem}.png").is_file()
     # the numbers the width figure draws, as the CSV holds them, against the sweep file they come from
     result = contract.load(group_run(sweep, WIDTHS[-1]), "rainbow-width", "widths")
-    rows = list(csv.reader((report / "seed002_width.csv").read_text().splitlines()))[1:]
-    assert [float(row[1]) for row in rows] == list(WIDTHS)
+    rows = list(csv.DictReader((report / "seed002_width.csv").read_text().splitlines()))
+    assert [float(row["width"]) for row in rows] == list(WIDTHS)
     for s, row in enumerate(rows):
-        assert float(row[2]) == pytest.approx(np.nanmedian(result["trained_accuracy"][s]), abs=1e-12)
+        assert row["protocol"] == "paper's protocol, other data" and row["seeds M"] == "2"   # the paper: M = 1
+        assert row["paper trained"] == row["paper rainbow"] == row["paper retrained"] == "-"  # CIFAR-10's only
+        assert float(row["trained"]) == pytest.approx(np.nanmedian(result["trained_accuracy"][s]), abs=1e-12)
         errors = np.nanmedian(result["alignment_error"][s, 1:], axis=1)
-        np.testing.assert_allclose([float(e) for e in row[6].split()], errors, atol=5e-4)
+        np.testing.assert_allclose([float(e) for e in row["alignment error per layer 1..L-1"].split()], errors,
+                                   atol=5e-4)
+        operator = row["operator-norm error of C_l per layer 0..L-1"]
         if s == len(WIDTHS) - 1:
-            assert row[7] == "reference"
+            assert operator == "reference"
         else:
-            np.testing.assert_allclose([float(e) for e in row[7].split()], result["operator_error"][s], atol=5e-4)
+            np.testing.assert_allclose([float(e) for e in operator.split()], result["operator_error"][s], atol=5e-4)
+    assert "M = 1 net per width" in text
 
 
 @pytest.mark.parametrize("case, message", [("same width", "same width"), ("no rainbow stage", "rainbow.py")])
@@ -115,6 +138,6 @@ def test_bad_sweeps_are_one_line_exit_2(sweep, tmp_path, trained_run, capsys, ca
                         "--recipe", "seed002_tutorial")
         others = [str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
-        run_main(rainbow.main, [*MLP, "--workdir", widest, "--sweep_workdirs", *others, "--force"])
+        run_main(rainbow_width.main, [*MLP, "--workdir", widest, "--sweep_workdirs", *others, "--force"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err

@@ -77,9 +77,10 @@ def test_full_grids_follow_the_papers():
     assert grid.traindata == ("cifar10", "cifar100", "svhn", "mnist")
     assert grid.models == ("vgg13", "vgg16", "resnet18", "resnet34")
     assert grid.seeds == tuple(range(10)) and grid.epochs == 1200 and grid.recipe == "seed000"
-    grid, nowd, *sweeps = plan.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
+    grid, four, *sweeps = plan.resolve_grid(reproduce.parse_args(["--paper", "002", "--full", "--num_seed", "3"]))
     assert grid.models == ("scattering",) and grid.recipe == "seed002" and grid.seeds == (0, 1, 2)
-    assert nowd.workdir == "nowd" and nowd.recipe == "seed002_nowd" and nowd.seeds == (0, 1, 2)
+    assert four.workdir == "convergence" and four.models == ("scattering4",) and four.recipe == "seed002_nowd"
+    assert four.seeds == (0, 1, 2) and four.save_epochs == (0, 1, 2, 5, 10, 20, 50, 100)
     assert [len(part.widths) for part in sweeps] == [9, 7]
 
 
@@ -234,8 +235,10 @@ def _flag(argv: list[str], flag: str) -> list[str]:
 
 def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     """seed002 §4 "Experiment sets", each in its own workdir (a run's path names neither width nor recipe): 50 J8
-    seeds; 50 J8 nowd seeds keeping the dynamics epochs; 10 seeds x 9 widths of scattering4 (nowd); J8 plain and
-    skip at 7 widths; every width's rainbow stage, then one rainbow-width per swept model over the other widths."""
+    seeds; 50 4-block nowd seeds at s = 1 keeping the dynamics epochs (covariance convergence over M = 1/10/50 and
+    net 1's dynamics, issue 28 items 7-8); 10 seeds x 9 widths of scattering4 (nowd); J8 plain and skip at 7 widths;
+    every width's rainbow stage, then one rainbow-width per swept model over the other widths. The 4-block nets are
+    said to be built without N (item 6; the model itself: tests/test_rainbow_models.py)."""
     import shlex
     from collections import Counter
 
@@ -243,6 +246,7 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     assert reproduce.main(["--paper", "002", "--full", "--print", "--workdir", root]) == 0
     out, err = capsys.readouterr()
     assert "ResNet-18 ImageNet" in err    # the part left out is said
+    assert err.count("'scattering4' 4-block nets WITHOUT N") == 2
     argvs = [shlex.split(line)[1:] for line in out.strip().splitlines()]
 
     def where(argv):
@@ -252,7 +256,7 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     sets = Counter((where(a), _flag(a, "--model-name")[0], _flag(a, "--recipe")[0], float(_flag(a, "--width")[0]),
                     " ".join(_flag(a, "--save-epochs"))) for a in trains)
     expected = {(".", "scattering", "seed002", 1.0, ""): 50,
-                ("nowd", "scattering", "seed002_nowd", 1.0, "0 1 2 5 10 20 50 100"): 50}
+                ("convergence", "scattering4", "seed002_nowd", 1.0, "0 1 2 5 10 20 50 100"): 50}
     for k in range(-3, 6):
         expected[(f"scalewidth/width{2.0 ** k:g}", "scattering4", "seed002_nowd", 2.0 ** k, "")] = 10
     for k in range(-3, 4):
@@ -263,7 +267,8 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     runs = [(where(a), _flag(a, "--model-name")[0], _flag(a, "--seed")[0]) for a in trains]
     assert len(set(runs)) == len(runs) == 218   # no two trainings share a run directory
 
-    rainbows = [(i, a) for i, a in enumerate(argvs) if a[0] == "rainbow.py"]
+    rainbows = [(i, a) for i, a in enumerate(argvs) if a[0] in ("rainbow.py", "rainbow_width.py")]
+    assert all((a[0] == "rainbow_width.py") == ("--sweep_workdirs" in a) for _, a in rainbows)
     groups = Counter((where(a), _flag(a, "--model-name")[0]) for _, a in rainbows if "--sweep_workdirs" not in a)
     assert len(groups) == 1 + 1 + 9 + 2 * 7 and set(groups.values()) == {1}
     assert all("--retrain_epochs" in a for _, a in rainbows if "--sweep_workdirs" not in a)   # the retrained row
@@ -291,7 +296,7 @@ def test_widths_sweep_the_demo_in_one_workdir_per_width(tmp_path, capsys):
     trains = [line for line in lines if "train_classifier.py" in line]
     assert len(trains) == 4 and sum(f"{tmp_path}/width0.5 " in t and "--width 0.5" in t for t in trains) == 2
     sweep = [line for line in lines if "--sweep_workdirs" in line]
-    assert sweep == [f"python rainbow.py --model-name rainbow_mlp --traindata digits --seeds 0 1 --workdir "
+    assert sweep == [f"python rainbow_width.py --model-name rainbow_mlp --traindata digits --seeds 0 1 --workdir "
                      f"{tmp_path}/width2 --device auto --data-root data --sweep_workdirs {tmp_path}/width0.5"]
     assert lines.index(sweep[0]) > max(i for i, line in enumerate(lines) if line.startswith("python rainbow.py")
                                        and "--sweep_workdirs" not in line)

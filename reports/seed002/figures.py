@@ -1,32 +1,5 @@
-"""seed002 (rainbow networks): per-run extraction and the per-group report section.
-
-rainbow.py is a group stage ("rainbow" in pipeline.contract): it writes <dataset>/<model>/rainbow/ once for all
-seeds. A run "has outputs" when its group's rainbow stage is done and lists its seed; extract(run, out) writes the
-extract stage's "seed002" file with that seed's share of the group summary: trained_accuracy, trained_top5 (this
-seed's test accuracy), rainbow_accuracy (median of the full rainbow nets), rainbow_last_trained (median of the
-paper's reading: the last block and the classifier trained-then-aligned), seeds (the seeds combined). average()
-reads the group's rainbow files through the contract (rainbow.py's docstring documents them; per-layer keys are
-0-based, layer l = the input of weight layer l, the paper's layer j = l + 1) and draws, per group (spec §2, §6):
-  seed002_<dataset>_<model>.png             alignment r2 / error per layer, C_l spectra (x D, with net 1's
-                                            initialisation), activation spectra, rainbow vs trained accuracy layer
-                                            by layer, Marchenko-Pastur spectra before / after whitening
-  seed002_<dataset>_<model>_clipping.png    test accuracy against d per clipped layer in the three bases
-  seed002_<dataset>_<model>_gaussian.png    whitened weight marginals against N(0, 1) with their KS p-values
-  seed002_<dataset>_<model>_covariance.png  covariance convergence: C_l from 1, 10, .., M nets (spectra, clipping,
-                                            operator-norm distances; against width with the width sweep)
-  seed002_<dataset>_<model>_cosines.png     the tutorial's cosine matrices |V_1 V_2^T|, |V_1 A V_2^T|,
-                                            |E_1^T E_2|, |E_1^T A E_2| of net 1 vs net 2
-  seed002_<dataset>_<model>_dynamics.png    a_r(t), c_r(t) of net 1 along C_l's eigenvectors (more than one epoch
-                                            kept)
-  seed002_<dataset>_<model>_width.png       with the rainbow-width stage: accuracy (trained, both rainbow readings,
-                                            retrained) against width, operator-norm error of C_l and alignment
-                                            error per layer against width, activation spectra per width
-and writes seed002_accuracy.csv (rainbow vs trained, top-1 and top-5, one row per reading: the paper's, with
-the last block and classifier trained-then-aligned, and the full rainbow net; as the resampling-width table) and
-seed002_clipping.csv (smallest d within 1% of the trained accuracy, as the §6 table; "layer l" 0-based, "paper j"
-= l + 1) and, with the width sweep, seed002_width.csv.
-Figures label layers 0-based ("layer l"), as the file keys.
-"""
+"""seed002's figures, one set per group (reports.seed002 lists them), read from the rainbow and rainbow-width
+stage files."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,36 +10,12 @@ from scipy import stats
 from measures.alignment import marchenko_pastur_density, marchenko_pastur_edges, positive_eigenpairs
 from pipeline import contract
 from pipeline.contract import layer_key
-from reports import Group, ReportOptions
-from reports.figures import markdown_table, median_band, new_figure, save_figure, write_csv
+from reports import Group
+from reports.figures import median_band, new_figure, save_figure
+from reports.seed002.tables import BASIS_LABELS, STAGE, WIDTH_STAGE
 from utils.rundir import RunDir
 
-TITLE = "A Rainbow in Deep Network Black Boxes (seed002)"
-BASIS_LABELS = {"weight": "$C_l$ PCA", "activation": "activation PCA", "random": "random"}
-STAGE = "rainbow"
-WIDTH_STAGE = "rainbow-width"
-
-
-def _summary(run: RunDir) -> dict | None:
-    return contract.load(run, STAGE, "summary") if contract.done(run, STAGE) else None
-
-
-FORMAT = 1
-
-
-def has_outputs(run: RunDir) -> bool:
-    summary = _summary(run)
-    return summary is not None and run.seed in summary["seeds"]
-
-
-def extract(run: RunDir, out: contract.StageOutput) -> dict:
-    summary = _summary(run)
-    seed = str(run.seed)
-    result = {"trained_accuracy": summary["trained_accuracy"][seed], "trained_top5": summary["trained_top5"][seed],
-              "rainbow_accuracy": float(np.median(summary["rainbow_accuracy"])),
-              "rainbow_last_trained": float(np.median(summary["rainbow_last_trained"])), "seeds": summary["seeds"]}
-    out.save("seed002", result)
-    return result
+GAUSSIAN_LAYERS = (1, 3, 5)       # the paper's Gaussianity figure: j = 2, 4, 6 (layer l = j - 1)
 
 
 def _mp_layer(gauss: dict, count: int) -> int:
@@ -81,7 +30,7 @@ def _layer_colors(count: int):
     return plt.cm.viridis(np.linspace(0, 0.9, max(count, 1)))
 
 
-def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
+def main_figure(group: Group, run: RunDir, out: Path) -> Path:
     alignment, spectra = contract.load(run, STAGE, "alignment"), contract.load(run, STAGE, "spectra")
     rainbow, gauss = contract.load(run, STAGE, "rainbow"), contract.load(run, STAGE, "gaussianity")
     layers = len(alignment["dims"])
@@ -120,7 +69,7 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
     ax.axhline(np.median(rainbow["trained_accuracy"]), color="k", linestyle="--",
                label=f"trained ({len(rainbow['trained_accuracy'])} seeds)")
     if accuracy.shape[1] > 1:
-        ax.axvline(accuracy.shape[1] - 2, color="0.6", linestyle=":", label="paper's reading (last block trained)")
+        ax.axvline(accuracy.shape[1] - 2, color="0.6", linestyle=":", label="r = L-2: last block trained")
     ax.set(xlabel="r: layers 0..r-1 resampled", ylabel="test accuracy",
            title=f"rainbow networks (§5.4; r = {accuracy.shape[1] - 1}: all)")
     ax.xaxis.get_major_locator().set_params(integer=True)
@@ -141,13 +90,13 @@ def _main_figure(group: Group, run: RunDir, out: Path) -> Path:
         grid = np.linspace(1e-3, max(eigenvalues.max(), marchenko_pastur_edges(q)[1]) * 1.02, 400)
         ax.plot(grid, marchenko_pastur_density(grid, q), color="k", label=f"Marchenko-Pastur, q={q:.2f}")
         ax.set(xlabel="eigenvalue (mean 1)", ylabel="density",
-               title="net 1's weight spectrum" + (" whitened by $C_l$" if stage == "white" else ""))
+               title="net 2's weight spectrum" + (" whitened by $C_l$" if stage == "white" else ""))
         ax.legend()
     fig.suptitle(f"{group.label}: rainbow networks (seed002)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}")
 
 
-def _clipping_figure(group: Group, run: RunDir, out: Path) -> Path:
+def clipping_figure(group: Group, run: RunDir, out: Path) -> Path:
     clipping = contract.load(run, STAGE, "clipping")
     layers = sorted(int(k[2:]) for k in clipping if k.startswith("d_"))
     ncols = min(4, len(layers))
@@ -168,11 +117,16 @@ def _clipping_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_clipping")
 
 
-def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
+def gaussian_layers(count: int) -> list[int]:
+    """The layers of the Gaussianity figure among the `count` resampled ones: the paper's j = 2, 4, 6 (l = 1, 3,
+    5) that exist, else layer 0."""
+    return [layer for layer in GAUSSIAN_LAYERS if layer < count] or [0]
+
+
+def gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
     gauss = contract.load(run, STAGE, "gaussianity")
     ranks, pvalues = gauss["ks_ranks"], gauss["ks_pvalue"]
-    count = pvalues.shape[0]
-    shown = sorted(set(np.linspace(0, count - 1, min(3, count)).round().astype(int)))
+    shown = gaussian_layers(pvalues.shape[0])
     fig, axes = new_figure(ncols=len(ranks), nrows=len(shown), width=2.4, height=2.0, sharex=True)
     grid = np.linspace(-4, 4, 200)
     for row, layer in enumerate(shown):
@@ -183,7 +137,7 @@ def _gaussian_figure(group: Group, run: RunDir, out: Path) -> Path:
             if np.isfinite(values).any():
                 ax.hist(values[np.isfinite(values)], bins=40, range=(-4, 4), density=True, alpha=0.7)
                 ax.plot(grid, stats.norm.pdf(grid), color="k", linewidth=1)
-            ax.set_title(f"layer {layer}, r={rank}: KS p={pvalues[layer, column]:.2g}")
+            ax.set_title(f"layer {layer} (j={layer + 1}), r={rank}: KS p={pvalues[layer, column]:.2g}")
             ax.set(yticks=[])
     fig.suptitle(f"{group.label}: whitened aligned weights against N(0, 1) (§2)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_gaussian")
@@ -203,7 +157,7 @@ def _width_axis(ax, widths: np.ndarray) -> None:
     ax.set_xticks(widths, [f"{w:g}" for w in widths])
 
 
-def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
+def width_figure(group: Group, run: RunDir, out: Path) -> Path:
     """Resampling against width, alignment convergence (all layers) and the activation spectra of each width."""
     sweep = contract.load(run, WIDTH_STAGE, "widths")
     widths, layers = sweep["widths"], sweep["alignment_error"].shape[1]
@@ -212,7 +166,7 @@ def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig, axes = new_figure(ncols=3, nrows=2, width=3.3, height=2.6)
     ax = axes[0, 0]
     for key, label, marker in (("trained_accuracy", "trained", "o"),
-                               ("rainbow_last_trained", "rainbow (paper's reading)", "s"),
+                               ("rainbow_last_trained", "rainbow, last block trained", "s"),
                                ("rainbow_full", "rainbow (full)", "^"),
                                ("rainbow_retrained", "rainbow retrained", "D")):
         values = sweep[key]
@@ -256,7 +210,7 @@ def _width_figure(group: Group, run: RunDir, out: Path) -> Path:
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_width")
 
 
-def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
+def convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
     """Covariance convergence (§2): C_l from N = 1, 10, ..., M nets (spectra x D_flat, beside net 1's
     initialisation), clipping net 1 in each one's basis, and the operator-norm distances (to C_l of all M nets;
     against width when the width sweep is done)."""
@@ -308,11 +262,14 @@ def _convergence_figure(group: Group, run: RunDir, out: Path) -> Path:
             ax.legend()
         else:
             ax.axis("off")
-    fig.suptitle(f"{group.label}: covariance convergence (§2)", y=1.01)
+    paper = group.model == "scattering4" and group.dataset == "cifar10"
+    fig.suptitle(f"{group.label}: covariance convergence (§2; "
+                 + ("the paper's 4-block nets" if paper else "the paper uses 4-block nets on CIFAR-10, s = 1, j = 2")
+                 + ")", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_covariance")
 
 
-def _dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
+def dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
     """Training dynamics (§5.6): a_r(t) and c_r(t) of net 1 along the eigenvectors of the final C_l."""
     dynamics = contract.load(run, STAGE, "dynamics")
     epochs = dynamics["epochs"]
@@ -331,11 +288,17 @@ def _dynamics_figure(group: Group, run: RunDir, out: Path) -> Path:
             if row == 1:
                 ax.set_ylim(min(0.0, float(np.nanmin(curves))), 1.02)
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"{group.label}: training dynamics of net 1 along $C_l$'s eigenvectors (§5.6)", y=1.01)
+    flags = contract.done_record(run, STAGE)["flags"]
+    nets = min(flags.get("dynamics_nets", 1), len(flags["seeds"]))
+    source = "net 1's own $C_l$" if nets == 1 else f"$C_l$ of {nets} nets (an extra)"
+    paper = "" if (group.model, group.dataset) == ("scattering4", "cifar10") else \
+        "; the paper: one 4-block nowd net without N, j = 4"
+    fig.suptitle(f"{group.label}: training dynamics of net 1 along the eigenvectors of {source} (§5.6{paper})",
+                 y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_dynamics")
 
 
-def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
+def cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
     """The tutorial's cosine matrices of net 1 vs net 2 (§7 steps 5, 7), before and after alignment."""
     cosines = contract.load(run, STAGE, "cosines")
     layers = sorted(int(key.rsplit("_", 1)[1]) for key in cosines if key.startswith("weight_aligned_"))
@@ -356,93 +319,3 @@ def _cosine_figure(group: Group, run: RunDir, out: Path) -> Path:
     fig.suptitle(f"{group.label}: |cosines| of net 1's vs net 2's leading eigenvectors, before and after alignment "
                  "(§7; black 0, white 1)", y=1.01)
     return save_figure(fig, out, f"seed002_{group.dataset}_{group.model}_cosines")
-
-
-def _width_rows(group: Group, run: RunDir) -> list[list]:
-    sweep = contract.load(run, WIDTH_STAGE, "widths")
-    rows = []
-    def median(key, s):
-        values = sweep[key][s]
-        return float(np.nanmedian(values)) if np.isfinite(values).any() else ""
-
-    for s, width in enumerate(sweep["widths"]):
-        errors = np.nanmedian(sweep["alignment_error"][s, 1:], axis=1)
-        operator = sweep["operator_error"][s]
-        rows.append([group.label, float(width), median("trained_accuracy", s), median("rainbow_last_trained", s),
-                     median("rainbow_full", s), median("rainbow_retrained", s),
-                     " ".join(f"{e:.3f}" for e in errors),
-                     "reference" if np.isnan(operator).all() else " ".join(f"{e:.3f}" for e in operator)])
-    return rows
-
-
-READINGS = (("rainbow_last_trained", "rainbow_last_trained_top5",
-             "layers 0..L-3 resampled; last block + classifier trained-then-aligned (the paper's reading)"),
-            ("rainbow_accuracy", "rainbow_top5", "full rainbow: every layer resampled, mean classifier aligned"),
-            ("retrained_accuracy", "retrained_top5", "full rainbow, last block + classifier retrained"))
-
-
-def _accuracy_rows(group: Group, summary: dict) -> list[list]:
-    """One row per reading of the rainbow accuracy (READINGS), each beside the trained nets' top-1 and top-5."""
-    trained = np.array(list(summary["trained_accuracy"].values()))
-    trained5 = np.array(list(summary["trained_top5"].values()))
-    rows = []
-    for top1_key, top5_key, label in READINGS:
-        top1, top5 = np.array(summary[top1_key]), np.array(summary[top5_key])
-        if top1.size == 0:
-            continue
-        rows.append([group.label, label, len(trained), top1.size, float(np.median(trained)),
-                     float(np.median(trained5)), float(np.median(top1)), float(top1.min()), float(top1.max()),
-                     float(np.median(top5)), float(np.median(top1) / np.median(trained))])
-    return rows
-
-
-def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
-    """The seed002 section; `options` (seed000's oracle choice) does not concern it."""
-    accuracy_rows, clipping_rows, width_rows, figures = [], [], [], []
-    for group in groups:
-        run = group.runs[0]
-        summary = _summary(run)
-        if summary is None:
-            continue
-        accuracy_rows += _accuracy_rows(group, summary)
-        for layer, dim in enumerate(summary["dims"][1:], start=1):
-            clipping_rows.append([group.label, layer, layer + 1, dim,
-                                  *[summary["clip_within_1pct"][name][layer - 1] for name in BASIS_LABELS]])
-        pngs = [_main_figure(group, run, out), _clipping_figure(group, run, out), _gaussian_figure(group, run, out),
-                _convergence_figure(group, run, out), _cosine_figure(group, run, out)]
-        if len(contract.load(run, STAGE, "dynamics")["epochs"]) > 1:
-            pngs.append(_dynamics_figure(group, run, out))
-        if contract.done(run, WIDTH_STAGE):
-            pngs.append(_width_figure(group, run, out))
-            width_rows += _width_rows(group, run)
-        figures += [f"![{group.label}]({png.name})" for png in pngs]
-    if not accuracy_rows:
-        return ""
-    accuracy_header = ["group", "reading", "seeds M", "samples K", "trained top-1", "trained top-5", "rainbow top-1",
-                       "rainbow min", "rainbow max", "rainbow top-5", "rainbow / trained"]
-    clipping_header = ["group", "layer l", "paper j", "D_l", "C_l PCA d", "activation PCA d", "random d"]
-    write_csv(out / "seed002_accuracy.csv", accuracy_header, accuracy_rows)
-    write_csv(out / "seed002_clipping.csv", clipping_header, clipping_rows)
-    width_header = ["group", "width", "trained", "rainbow (paper's reading)", "rainbow (full)", "rainbow retrained",
-                    "alignment error per layer 1..L-1", "operator-norm error of C_l per layer 0..L-1"]
-    width_text = ""
-    if width_rows:
-        write_csv(out / "seed002_width.csv", width_header, width_rows)
-        width_text = ("Width sweep (rainbow.py --sweep_workdirs): nets of each width aligned to the widest nets' "
-                      "mean representation; test accuracy medians of each width's own rainbow stage; alignment "
-                      "error on test (median over nets); operator-norm error of the width's C_l (scaled by its fan-in) "
-                      "against the widest's. The paper (CIFAR-10, skip variant, widths 1/8..4): trained 88.0 -> "
-                      "91.9, rainbow 54.8 -> 84.7, retrained 67.15 -> 88.72; C_l error ~0.7 -> 0.14 (j = 2)."
-                      f"\n\n{markdown_table(width_header, width_rows)}\n\n")
-    return (f"## {TITLE}\n\nTest accuracy (top-1 and top-5, medians) of the M trained seeds and of K Gaussian "
-            "rainbow networks (weights drawn from the aligned weight covariances, §5.4), in two readings, each "
-            "labelled: the paper's, every block resampled but the last, which with the classifier is the trained "
-            "one aligned to the rainbow net, and the full rainbow net, every block resampled (and, when run, the "
-            "full rainbow net with its last block and classifier retrained). The paper reads CIFAR-10 the first "
-            "way (P_1..P_7 of 8 resampled): 91.6 trained vs 81.4 rainbow for the skip variant of its learned "
-            "scattering net at width 1 (85.52 with the last block and classifier retrained; the plain J8 net's "
-            "trained reference is 88.36); its tutorial (grey CIFAR, 5 epochs): MLP 42.4 vs 30.6 and CNN 57.4 vs "
-            f"40.3 (§6).\n\n{markdown_table(accuracy_header, accuracy_rows)}\n\nClipping one layer of net 1 "
-            "to d directions (§5.5): the smallest d on the grid whose accuracy is within 1% of the trained one "
-            "(-1: none); layer l is the input of weight layer l (0-based), the paper's layer j = l + 1."
-            f"\n\n{markdown_table(clipping_header, clipping_rows)}\n\n" + width_text + "\n\n".join(figures))
