@@ -44,10 +44,12 @@ input (seed000's `layers0`: 0, 1, 3, ..., 17 for ResNet-18); every layer for net
 Gram data (§6.4) of the "all" network on the first --num_grams samples of each set: per layer the flattened
 features when d < n, else the uncentred linear Gram X X^T, both float64 (DESIGN.md "Performance": the cheaper of
 the two forms); kernels.py turns either into centred-Gram spectra. The tied covariance of the train features
-(§6.6) is computed by features.py. Memory: the first max(--num_grams, --num_stability) samples of a batch are
-kept at every layer; the Gram samples' features go to one file per layer beside the stage's files (n x d_l
+(§6.6) is computed by features.py. Memory: the first --num_stability samples of a batch are
+kept on the device at every layer (noise sensitivity compares with them), the first --num_grams on the CPU; the Gram
+samples' features go to one file per layer beside the stage's files (n x d_l
 floats each, removed when the set's grams file is written: pipeline/spill.py), and each layer's form is computed
-as it is written, so memory holds one layer's (at most n x n float64: 800 MB at n = 10,000).
+as it is written, so memory holds one layer's (at most n x n float64: 800 MB at n = 10,000). A pass that runs out
+of device memory runs again with half the batch (utils.memory), recorded as caps.batchsize_used.
 The paper's sizes (`reproduce.py --paper 000 --full`): --ratios 53 --num_grams 10000 --num_stability 10000
 --batchsize 128, every variant perturbed; smaller caps are recorded in _done.json (`caps` beside `paper_caps`).
 
@@ -68,7 +70,8 @@ Files in <run>/analysis/ (L layers, R ratios, N samples of a set, n = the sample
                               per threshold), reused {tag: the tag whose numbers it copies}, datasets (tags),
                               test_accuracy of every variant (the hinge head of a twopoints run included:
                               measures.classification), caps and paper_caps (ratios, num_grams, num_stability,
-                              max_samples, stability_variants, batchsize), gram_samples and stability_samples
+                              max_samples, stability_variants, batchsize; caps also batchsize_used: the smallest
+                              batch a pass ran with, utils.memory), gram_samples and stability_samples
                               {ds: n}, norm0_corner_bug, ood_sets, near_ood, validation_ood (names), ood_note,
                               ood_tags {tag: name} (pipeline.evaluation.choice_summary), seconds
 where <tag> is "all" or a three-digit ratio position q, and <ds> is traindata, the dataset, or an OOD set's tag.
@@ -105,6 +108,7 @@ from pipeline.loaded import LoadedRun
 from pipeline.spill import SpilledRows
 from utils.cli import run_main
 from utils.device import make_generator, measurement_device
+from utils.memory import halving_batch
 from utils.taps import LayerTaps
 
 ETA = 0.1
@@ -259,10 +263,13 @@ def corner_bug_offset(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
 
 
 class BatchReducer:
-    """LayerTaps callback: per-sample energies of every layer, and the first `keep` samples' features."""
+    """LayerTaps callback: per-sample energies of every layer, the first `on_device` samples' features on the device
+    (the clean features noise sensitivity compares with) and the first `on_host` samples' features on the CPU (the
+    Gram rows, which go to disk): no device copy of a layer's input is kept that the device does not need."""
 
-    def __init__(self, layers: list[nn.Module], variant: Variant, keep: int, corner_bug: bool = False):
-        self.layers, self.keep, self.corner_bug = layers, keep, corner_bug
+    def __init__(self, layers: list[nn.Module], variant: Variant, on_device: int, on_host: int,
+                 corner_bug: bool = False):
+        self.layers, self.on_device, self.on_host, self.corner_bug = layers, on_device, on_host, corner_bug
         self.weights = [projector_weight(layer, rows) for layer, rows in zip(layers, variant.projectors)]
 
     def __call__(self, index: int, x: torch.Tensor) -> dict:
@@ -271,7 +278,8 @@ class BatchReducer:
         if self.corner_bug:
             norm0 = norm0 + corner_bug_offset(x, layer)
         return {"norm00": squared_norms(x), "norm0": norm0,
-                "norm1": projection_energy(x, layer, self.weights[index]), "head": x[:self.keep].clone()}
+                "norm1": projection_energy(x, layer, self.weights[index]), "head": x[:self.on_device].clone(),
+                "host": x[:self.on_host].to("cpu", copy=True)}
 
 
 def perturb_in_place(eta: float, generator: torch.Generator):
@@ -325,18 +333,20 @@ def counts(variant: Variant, data, args) -> Counts:
 
 @torch.no_grad()
 def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module | None], variant: Variant, data,
-                loaded: LoadedRun, args, ds: str, perturbed: list[int], spill: SpilledRows | None
+                loaded: LoadedRun, args, ds: str, perturbed: list[int], spill: SpilledRows | None, batch: int
                 ) -> tuple[dict, torch.Tensor | None]:
-    """One pass over an evaluation set: energies (BN outputs' too), logits, labels; chi on the first samples (None
-    when this variant is not perturbed); the first kept.grams samples' features of every layer go to `spill`."""
+    """One pass over an evaluation set in batches of `batch`: energies (BN outputs' too), logits, labels; chi on the
+    first samples (None when this variant is not perturbed); the first kept.grams samples' features of every layer
+    go to `spill`. Only chi's noise depends on the batch (its draws follow the batches)."""
     kept = counts(variant, data, args)
     generator = make_generator(args.seed)
     columns = {"norm00": [], "norm0": [], "norm1": [], "norm00_bn": [], "logits": [], "labels": []}
     chi = []
     with_bn = [index for index, norm in enumerate(norms) if norm is not None]
-    for start, x, labels in loaded.batches(data, args.batchsize, args.max_samples, f"{variant.tag} {ds}"):
-        keep = max(0, min(len(x), max(kept.stability, kept.grams) - start))
-        reducer = BatchReducer(layers, variant, keep, args.norm0_corner_bug)
+    for start, x, labels in loaded.batches(data, batch, args.max_samples, f"{variant.tag} {ds}"):
+        noisy_rows = max(0, min(len(x), kept.stability - start))
+        gram_rows = max(0, min(len(x), kept.grams - start))
+        reducer = BatchReducer(layers, variant, noisy_rows, gram_rows, args.norm0_corner_bug)
         with LayerTaps(layers, reduce=reducer) as taps, \
                 LayerTaps([norms[i] for i in with_bn], reduce=lambda i, y: squared_norms(y),
                           capture="output") as bn_taps:
@@ -349,14 +359,11 @@ def measure_set(model: nn.Module, layers: list[nn.Module], norms: list[nn.Module
         columns["norm00_bn"].append(norm_bn)
         columns["logits"].append(logits.cpu())
         columns["labels"].append(labels.cpu())
-        heads = [value["head"] for value in taps.values]
-        rows = max(0, min(len(x), kept.stability - start))
-        if rows:
-            chi.append(sensitivities(model, layers, x[:rows], [h[:rows] for h in heads], logits[:rows], perturbed,
-                                     args.eta, generator).cpu())
-        rows = max(0, min(len(x), kept.grams - start))
-        if rows:
-            spill.append([head[:rows] for head in heads])
+        if noisy_rows:
+            chi.append(sensitivities(model, layers, x[:noisy_rows], [value["head"] for value in taps.values],
+                                     logits[:noisy_rows], perturbed, args.eta, generator).cpu())
+        if gram_rows:
+            spill.append([value["host"] for value in taps.values])
     arrays = {key: torch.cat(parts) for key, parts in columns.items()}
     return arrays, torch.cat(chi) if chi else None
 
@@ -408,16 +415,21 @@ def main(argv=None) -> int:
     layers = loaded.layers_of(model)
     norms = batch_norms_after(model, layers, loaded.example_input())
     originals = [layer.weight.detach().clone() for layer in loaded.layers]
-    accuracy, reused, samples = {}, {}, {"grams": {}, "stability": {}}
+    accuracy, reused, samples, batches_used = {}, {}, {"grams": {}, "stability": {}}, set()
     for variant in variants(svds, ranks, positions):
         install(layers, originals, svds, variant)
         reused.update({tag: variant.tag for tag in variant.tags if tag != variant.tag})
         for ds, data in sets.items():
-            with gram_spill(out, variant, data, args, layers, ds, loaded.device) as spill:
-                arrays, chi = measure_set(model, layers, norms, variant, data, loaded, args, ds, perturbed, spill)
-                if spill is not None:
-                    out.save("grams", spill.gram_data(), ds=ds)
-                    samples["grams"][ds] = spill.rows
+            def measure(batch: int, variant=variant, ds=ds, data=data) -> tuple[dict, torch.Tensor | None]:
+                with gram_spill(out, variant, data, args, layers, ds, loaded.device) as spill:
+                    arrays, chi = measure_set(model, layers, norms, variant, data, loaded, args, ds, perturbed,
+                                              spill, batch)
+                    if spill is not None:
+                        out.save("grams", spill.gram_data(), ds=ds)
+                        samples["grams"][ds] = spill.rows
+                return arrays, chi
+            (arrays, chi), batch = halving_batch(measure, args.batchsize, f"analysis of {variant.tag} on {ds}")
+            batches_used.add(batch)
             for tag in variant.tags:
                 out.save("projections", {**arrays, "ranks": np.array(variant.ranks)}, tag=tag, ds=ds)
                 if chi is not None:
@@ -430,7 +442,7 @@ def main(argv=None) -> int:
     tags = ["all", *(f"{q:03d}" for q in positions)]
     caps = {"ratios": len(positions), "num_grams": args.num_grams, "num_stability": args.num_stability,
             "max_samples": args.max_samples, "stability_variants": args.stability_variants,
-            "batchsize": args.batchsize}
+            "batchsize": args.batchsize, "batchsize_used": min(batches_used)}
     seconds = time.perf_counter() - started
     out.done(variants=tags, reused=reused, datasets=list(sets), test_accuracy={tag: accuracy[tag] for tag in tags},
              caps=caps, paper_caps=PAPER_CAPS, gram_samples=samples["grams"], stability_samples=samples["stability"],

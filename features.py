@@ -30,12 +30,14 @@ Files in <run>/features/ (L layers, D_l dimensions of layer l, N samples of a se
                                distance_full (N,) float64, inferred_full (N,) int64 at d = dims_full () (= D,
                                the directions of non-zero variance = dims_eps[-1])
   _done.json                   flags (the OOD choice included), argv, datasets (tags), caps (max_samples,
-                               batchsize), ood_sets, near_ood, validation_ood (names), ood_note, ood_tags {tag: name}
+                               batchsize, batchsize_used: the smallest batch a pass ran with, utils.memory),
+                               ood_sets, near_ood, validation_ood (names), ood_note, ood_tags {tag: name}
                                (pipeline.evaluation.choice_summary), seconds
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from pipeline.evaluation import (
 from pipeline.loaded import LoadedRun
 from utils.cli import run_main
 from utils.device import measurement_device
+from utils.memory import halving_batch
 from utils.taps import LayerTaps
 
 
@@ -69,40 +72,65 @@ def summed(index: int, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_vectors(loaded: LoadedRun, data, args, desc: str):
-    """Per batch: (spatially summed features of every layer, labels), one forward pass each."""
-    for _, x, labels in loaded.batches(data, args.batchsize, args.max_samples, desc):
+def layer_vectors(loaded: LoadedRun, data, args, batch: int, desc: str):
+    """Per batch of `batch` inputs: (spatially summed features of every layer, labels), one forward pass each."""
+    for _, x, labels in loaded.batches(data, batch, args.max_samples, desc):
         with LayerTaps(loaded.layers, reduce=summed) as taps:
             loaded.model(x)
         yield taps.values, labels
 
 
-def fit_gaussians(loaded: LoadedRun, data, args) -> list[ClassGaussians]:
+def fit_gaussians(loaded: LoadedRun, data, args, batch: int) -> list[ClassGaussians]:
     """Pass 1: class means and tied covariance of every layer on the train split."""
     gaussians = [ClassGaussians(loaded.num_classes) for _ in loaded.layers]
-    for vectors, labels in layer_vectors(loaded, data, args, "fit"):
+    for vectors, labels in layer_vectors(loaded, data, args, batch, "fit"):
         for gaussian, z in zip(gaussians, vectors):
             gaussian.update(z, labels)
     return [gaussian.finalize() for gaussian in gaussians]
 
 
-def grids(gaussian: ClassGaussians) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class DimsGrid:
+    """A grid of component counts d and, found once per layer (not per batch), the columns where d >= 1."""
+
+    dims: torch.Tensor
+    usable: torch.Tensor    # column indices (long) with d >= 1
+
+    @classmethod
+    def of(cls, dims: torch.Tensor) -> DimsGrid:
+        return cls(dims, torch.nonzero(dims >= 1).flatten())
+
+
+def grids(gaussian: ClassGaussians) -> tuple[DimsGrid, DimsGrid]:
     """(dims_exp, dims_eps) as counts d, limited to directions with non-zero variance."""
     eps = dims_eps(gaussian.eigenvalues)
     exp = dims_exp(gaussian.eigenvalues.numel()).to(eps.device)
-    return exp[exp <= eps[-1]], eps
+    return DimsGrid.of(exp[exp <= eps[-1]]), DimsGrid.of(eps)
 
 
-def distances(z: torch.Tensor, gaussian: ClassGaussians, dims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """measures.ood.mahalanobis on the counts d >= 1 of `dims`; NaN distances and class -1 where d = 0."""
+def distances(z: torch.Tensor, gaussian: ClassGaussians, grid: DimsGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """measures.ood.mahalanobis on the counts d >= 1 of the grid; NaN distances and class -1 where d = 0."""
+    dims, usable = grid.dims, grid.usable
+    if len(usable) == len(dims) > 0:
+        return mahalanobis(z, gaussian, dims)
     distance = torch.full((len(z), len(dims)), float("nan"), dtype=torch.float64, device=z.device)
     inferred = torch.full((len(z), len(dims)), -1, dtype=torch.long, device=z.device)
-    valid = dims >= 1
-    if len(dims) and bool(valid.all()):
-        return mahalanobis(z, gaussian, dims)
-    if bool(valid.any()):
-        distance[:, valid], inferred[:, valid] = mahalanobis(z, gaussian, dims[valid])
+    if len(usable):
+        distance[:, usable], inferred[:, usable] = mahalanobis(z, gaussian, dims[usable])
     return distance, inferred
+
+
+def set_distances(loaded: LoadedRun, data, args, gaussians: list[ClassGaussians], layer_grids: list, ds: str,
+                  batch: int) -> list[dict[str, torch.Tensor]]:
+    """Pass 2 over one set: every layer's distances and inferred classes on both grids, (N, len(grid)) each."""
+    parts = [{"distance_exp": [], "inferred_exp": [], "distance_eps": [], "inferred_eps": []} for _ in gaussians]
+    for vectors, _ in layer_vectors(loaded, data, args, batch, ds):
+        for store, z, gaussian, (exp, eps) in zip(parts, vectors, gaussians, layer_grids):
+            for suffix, grid in (("exp", exp), ("eps", eps)):
+                distance, inferred = distances(z, gaussian, grid)
+                store[f"distance_{suffix}"].append(distance.cpu())
+                store[f"inferred_{suffix}"].append(inferred.cpu())
+    return [{key: torch.cat(values) for key, values in store.items()} for store in parts]
 
 
 def save_eigenvalues(out: StageOutput, gaussians: list[ClassGaussians]) -> None:
@@ -124,27 +152,25 @@ def main(argv=None) -> int:
         return 0
     started = time.perf_counter()
     sets = evaluation_sets(loaded, args.data_root, choice)
-    gaussians = fit_gaussians(loaded, sets.pop(TRAIN_SET), args)
+    train = sets.pop(TRAIN_SET)
+    gaussians, batch = halving_batch(lambda batch: fit_gaussians(loaded, train, args, batch), args.batchsize,
+                                     "features: fitting the class Gaussians")
+    batches_used = {batch}
     save_eigenvalues(out, gaussians)
     layer_grids = [grids(gaussian) for gaussian in gaussians]
     for ds, data in sets.items():
-        parts = [{"distance_exp": [], "inferred_exp": [], "distance_eps": [], "inferred_eps": []}
-                 for _ in gaussians]
-        for vectors, _ in layer_vectors(loaded, data, args, ds):
-            for store, z, gaussian, (exp, eps) in zip(parts, vectors, gaussians, layer_grids):
-                for suffix, dims in (("exp", exp), ("eps", eps)):
-                    distance, inferred = distances(z, gaussian, dims)
-                    store[f"distance_{suffix}"].append(distance.cpu())
-                    store[f"inferred_{suffix}"].append(inferred.cpu())
-        for index, (store, (exp, eps)) in enumerate(zip(parts, layer_grids)):
-            arrays = {key: torch.cat(values) for key, values in store.items()}
+        layers, batch = halving_batch(lambda batch, ds=ds, data=data: set_distances(
+            loaded, data, args, gaussians, layer_grids, ds, batch), args.batchsize, f"features: distances on {ds}")
+        batches_used.add(batch)
+        for index, (arrays, (exp, eps)) in enumerate(zip(layers, layer_grids)):
             for kind in ("distance", "inferred"):  # dims_eps ends at D: its last column is the full dimension
                 arrays[f"{kind}_full"] = arrays[f"{kind}_eps"][:, -1]
-            out.save("mahalanobis", {"dims_exp": exp, "dims_eps": eps, "dims_full": eps[-1], **arrays},
-                     layer=layer_key(index), ds=ds)
+            out.save("mahalanobis", {"dims_exp": exp.dims, "dims_eps": eps.dims, "dims_full": eps.dims[-1],
+                                     **arrays}, layer=layer_key(index), ds=ds)
     seconds = time.perf_counter() - started
-    out.done(datasets=list(sets), caps={"max_samples": args.max_samples, "batchsize": args.batchsize},
-             **choice_summary(choice), seconds=seconds)
+    out.done(datasets=list(sets), caps={"max_samples": args.max_samples, "batchsize": args.batchsize,
+                                        "batchsize_used": min(batches_used)}, **choice_summary(choice),
+             seconds=seconds)
     print(f"{out.dir}: tied covariance of {len(gaussians)} layers, Mahalanobis distances on {len(sets)} sets "
           f"in {seconds:.1f} s")
     return 0

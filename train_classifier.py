@@ -27,7 +27,7 @@ from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
 from training.selectivity import SelectivityRegularizer
 from utils.cli import ToolkitParser, add_run_flags, non_negative_float, positive_float, run_main
-from utils.device import make_generator, resolve_device
+from utils.device import deterministic_algorithms, make_generator, resolve_device
 from utils.errors import ToolkitError
 from utils.io import load_json, load_torch
 from utils.rundir import RunDir, clear_done, invalidate_measurements, is_done, jsonable, mark_done, write_config
@@ -55,6 +55,11 @@ def parse_args(argv=None):
                         help="torch.compile the forward passes with this backend (default inductor; it pays off "
                              "on GPUs over many epochs, and the first batches compile for about a minute); an "
                              "execution choice like --device, not a run flag")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms on CUDA (cuBLAS workspace setting, no cuDNN autotuning, global "
+                             "average pooling as a plain mean): a GPU run is then repeatable bit for bit on the same "
+                             "GPU and software, somewhat slower; CPU runs are repeatable without it; an execution "
+                             "choice like --device, not a run flag")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints/last.pt if it exists")
     parser.add_argument("--start_epoch", type=int, default=None,
                         help="with --resume: restart from checkpoints/epoch_XXXX.pt of this epoch instead")
@@ -100,6 +105,8 @@ def main(argv=None) -> int:
     default_recipe = "twopoints" if args.traindata == "twopoints" else "seed000"
     recipe = get_recipe(args.recipe or default_recipe, epochs=args.epochs, lr=args.lr, wdecay=args.wdecay,
                         batchsize=args.batchsize)
+    if args.deterministic:
+        deterministic_algorithms()
     device = resolve_device(args.device)
     run = RunDir.from_args(args)
     flags = run_flags(args, recipe)
@@ -119,7 +126,8 @@ def main(argv=None) -> int:
     trainer = Trainer(model, data, recipe, run, make_generator(args.seed), save_every=args.save_every,
                       save_epochs=tuple(args.save_epochs),
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
-                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or ""),
+                      speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or "",
+                                  deterministic=args.deterministic),
                       regularizer=SelectivityRegularizer(model, args.selectivity_reg) if args.selectivity_reg else None)
     resume_from(trainer, run, args, flags)
     if args.force:

@@ -52,27 +52,34 @@ class ClassGaussians:
         self.shift = self.counts = self.sums = self.second = None
 
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch. features: (B, D) (reduce conv maps first, e.g. a spatial sum); labels: (B,) in [0, nc)."""
+        """Add a batch. features: (B, D) (reduce conv maps first, e.g. a spatial sum); labels: (B,) in [0, nc), a
+        label outside it being reported by finalize()."""
         if features.ndim != 2:
             raise ValueError(f"features must be (B, D), got {tuple(features.shape)}; reduce feature maps first")
         labels = labels.to(features.device).long()
-        low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
-        if low < 0 or high >= self.num_classes:
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{low}, {high}]")
         x = features.to(torch.float64)
         if self.shift is None:
             D = x.shape[1]
             self.shift = x.mean(0)
             self.counts = x.new_zeros(self.num_classes)
             self.sums, self.second = x.new_zeros(self.num_classes, D), x.new_zeros(D, D)
+            self.label_range = torch.zeros(2, dtype=torch.long, device=x.device)
+        if labels.numel():   # the range is checked in finalize(): no host sync per batch
+            self.label_range = torch.stack([self.label_range[0].minimum(labels.min()),
+                                            self.label_range[1].maximum(labels.max())])
         x = x - self.shift
-        onehot = F.one_hot(labels, self.num_classes).to(torch.float64)            # (B, nc)
+        classes = torch.arange(self.num_classes, device=x.device)
+        onehot = (labels[:, None] == classes).to(torch.float64)               # (B, nc); a bad label's row is 0
         self.counts += onehot.sum(0)
         self.sums += onehot.T @ x
         self.second += x.T @ x
 
     def finalize(self) -> ClassGaussians:
         """Compute means, tied covariance and its eigendecomposition (sorted descending); returns self."""
+        if self.counts is not None:
+            low, high = self.label_range.tolist()
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"labels must lie in [0, {self.num_classes}), got [{low}, {high}]")
         if self.counts is None or bool((self.counts == 0).any()):
             missing = [] if self.counts is None else torch.nonzero(self.counts == 0).flatten().tolist()
             raise ValueError(f"every class needs at least one sample; classes without samples: {missing or 'all'}")

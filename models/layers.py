@@ -82,3 +82,22 @@ def pytorch_default_init_(model: nn.Module) -> nn.Module:
         if module is not model and callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
     return model
+
+
+class GlobalMeanPool(nn.Module):
+    """Global average pooling as a plain mean over the spatial axes, (B, C, H, W) -> (B, C, 1, 1): the same
+    numbers as AdaptiveAvgPool2d(1) up to rounding, with a backward that uses no atomics on CUDA."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((-2, -1), keepdim=True)
+
+
+def deterministic_pooling(model: nn.Module) -> nn.Module:
+    """Replace, in place, every AdaptiveAvgPool2d to a 1 x 1 output by GlobalMeanPool (its CUDA backward is not
+    deterministic); the state dict is unchanged (neither has parameters). Returns `model`."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            size = getattr(child, "output_size", None)
+            if isinstance(child, nn.AdaptiveAvgPool2d) and size in (1, (1, 1)):
+                setattr(parent, name, GlobalMeanPool())
+    return model

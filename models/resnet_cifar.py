@@ -69,6 +69,7 @@ class ResNetCifar(nn.Module):
                 in_planes = stage_planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(in_planes, num_classes)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -77,7 +78,7 @@ class ResNetCifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))                   # (B, 16w, S, S)
         out = self.layer3(self.layer2(self.layer1(out)))        # (B, 64w, S/4, S/4)
-        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))  # (B, nc)
+        return self.linear(self.avgpool(out).flatten(1))        # (B, nc)
 
     def weight_layers(self) -> list[nn.Module]:
         """conv1, the block convs in order, linear (the option-A shortcuts have no weights)."""

@@ -264,3 +264,21 @@ def test_torchvision_models_by_name_load_local_state_dicts(tmp_path):
     assert len(model.weight_layers()) == 18
     with pytest.raises(ToolkitError, match="unknown torchvision model"):
         build_model("torchvision:notanet", 5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "resnet20"])
+def test_deterministic_pooling_replaces_global_adaptive_pooling_by_a_mean_with_the_same_outputs(name):
+    from models.layers import GlobalMeanPool, deterministic_pooling
+    torch.manual_seed(0)
+    model = build_model(name, 10, width=0.25).eval()
+    x = torch.randn(3, 3, 32, 32)
+    before, keys = model(x), list(model.state_dict())
+    assert any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules())
+    deterministic_pooling(model)
+    assert not any(isinstance(m, nn.AdaptiveAvgPool2d) for m in model.modules())
+    assert sum(isinstance(m, GlobalMeanPool) for m in model.modules()) == 1
+    assert list(model.state_dict()) == keys
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
+    # a pooling to another size is left alone (its backward has no plain-mean twin)
+    torchvision_like = nn.Sequential(nn.AdaptiveAvgPool2d((7, 7)))
+    assert isinstance(deterministic_pooling(torchvision_like)[0], nn.AdaptiveAvgPool2d)

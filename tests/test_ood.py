@@ -65,8 +65,11 @@ def test_class_gaussians_ridge_and_errors():
     np.testing.assert_allclose(ridged.covariance.numpy(), plain.covariance.numpy() + shift * np.eye(4), atol=1e-12)
     with pytest.raises(ValueError, match="without samples: \\[4\\]"):
         fitted(X, y, 5)
-    with pytest.raises(ValueError, match="labels"):
-        ClassGaussians(3).update(torch.randn(4, 2), torch.tensor([0, 1, 2, 3]))
+    bad = ClassGaussians(3)
+    bad.update(torch.randn(4, 2), torch.tensor([0, 1, 2, 0]))
+    bad.update(torch.randn(4, 2), torch.tensor([0, 1, 2, 3]))   # checked once, at finalize: no sync per batch
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got \[0, 3\]"):
+        bad.finalize()
     with pytest.raises(ValueError, match="reduce"):
         ClassGaussians(3).update(torch.randn(4, 2, 3, 3), torch.tensor([0, 1, 2, 0]))
 

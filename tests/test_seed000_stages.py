@@ -427,3 +427,41 @@ def test_kernels_hold_the_factors_on_the_cpu_and_move_one_pair_at_a_time(monkeyp
         for b in range(3):
             expected = linear_cka(torch.from_numpy(feats[a]), torch.from_numpy(feats[b]))
             assert arrays["cka"][a, b] == pytest.approx(float(expected), rel=1e-9)
+
+
+@pytest.fixture
+def out_of_memory_once(monkeypatch):
+    """LoadedRun.batches raises torch.OutOfMemoryError at the first batch of the first pass asked for with the
+    batch BATCH (as a device would), then behaves; returns the batch sizes every pass asked for."""
+    asked, batches = [], LoadedRun.batches
+
+    def batches_once(self, data, batch_size, *args, **kwargs):
+        asked.append(batch_size)
+        if batch_size == BATCH and asked.count(BATCH) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        yield from batches(self, data, batch_size, *args, **kwargs)
+    monkeypatch.setattr(LoadedRun, "batches", batches_once)
+    return asked
+
+
+@pytest.mark.parametrize("script, name, files", [
+    (features, "features", (("mahalanobis", {"layer": layer_key(0), "ds": "digits"}),
+                            ("mahalanobis", {"layer": layer_key(L - 1), "ds": "photos"}))),
+    (analyzing, "analysis", (("projections", {"tag": "all", "ds": "digits"}),
+                             ("sensitivity", {"tag": "all", "ds": "digits"}), ("grams", {"ds": "digits"})))])
+def test_a_pass_out_of_device_memory_runs_again_with_half_the_batch(run, tmp_path, out_of_memory_once, capfd,
+                                                                    script, name, files):
+    workdir = tmp_path / "w"
+    shutil.copytree(run.root.parents[2], workdir)
+    extra = ANALYSIS if script is analyzing else ()
+    assert script.main(flags(workdir, *extra, "--force")) == 0
+    assert out_of_memory_once[:2] == [BATCH, BATCH // 2]
+    assert "out of device memory with a batch of 32; running the pass again with 16" in capfd.readouterr().err
+    record = done_record(RunDir.of(workdir, "digits", "resnet18", 0), name)
+    assert record["caps"]["batchsize"] == BATCH and record["caps"]["batchsize_used"] == BATCH // 2
+    copy = RunDir.of(workdir, "digits", "resnet18", 0)
+    for key, fields in files:   # the same numbers as the run at the full batch
+        ours, reference = load(stage_path(copy, name, key, **fields)), load(stage_path(run, name, key, **fields))
+        assert ours.keys() == reference.keys()
+        for array in ours:
+            np.testing.assert_allclose(ours[array], reference[array], rtol=1e-9, atol=1e-12, err_msg=f"{key} {array}")

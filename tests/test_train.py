@@ -226,3 +226,14 @@ def test_initialisation_is_the_recipes(tmp_path, trained_run, recipe):
     bn = [k for k in weights if k.endswith("running_var")]
     assert bn and all(torch.equal(weights[k.replace("running_var", "weight")], torch.ones_like(weights[k]))
                       for k in bn)
+
+
+def test_deterministic_switches_on_deterministic_algorithms_and_is_no_run_flag(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        train_here(tmp_path, "--epochs", "1", "--deterministic")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert "nothing to do" in train_here(tmp_path, "--epochs", "1").stdout   # the same run, with or without it

@@ -7,9 +7,10 @@ permutation and the batch to continue from. The learning rate is a closed-form f
 
 Speed options (`Speed`): bf16 autocast of the forward pass and the loss (weights, gradients and optimiser state
 stay float32) and channels_last memory layout for convolutions, both part of a run's flags, so a run never
-resumes with another setting; and `compile`, torch.compile of the forward passes, which like the device is an
-execution choice outside the flags (checkpoints hold the plain module's state dict either way). All off by
-default.
+resumes with another setting; `compile`, torch.compile of the forward passes, which like the device is an
+execution choice outside the flags (checkpoints hold the plain module's state dict either way); and
+`deterministic` (train_classifier.py --deterministic, also an execution choice): global average pooling as a plain
+mean, beside utils.device.deterministic_algorithms. All off by default.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from datasets.base import normalize
 from datasets.perturbations import gaussian_corruption
 from measures.classification import evaluate as evaluate_outputs
 from measures.classification import predictions
+from models.layers import deterministic_pooling
 from training.recipes import Recipe
 from training.schedule import learning_rate
 from training.selectivity import SelectivityRegularizer
@@ -50,8 +52,11 @@ class Speed:
     bf16: bool = False
     channels_last: bool = False
     compile: str = ""  # a torch.compile backend ("inductor", "aot_eager", ...); "" runs the module as it is
+    deterministic: bool = False   # global average pooling as a plain mean (its CUDA backward has no atomics)
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        if self.deterministic:
+            deterministic_pooling(model)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def forward(self, model: nn.Module) -> nn.Module:

@@ -1,6 +1,8 @@
 """Device choice in one place: `--device auto` takes CUDA when present, else the CPU."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from utils.errors import ToolkitError
@@ -39,3 +41,13 @@ def draw_device(generator: torch.Generator | None, device) -> torch.device:
     """Where a random draw happens: on the generator's device (the CPU for `make_generator`'s), else on `device`;
     the caller moves the draw to `device`."""
     return generator.device if generator is not None else torch.device(device)
+
+
+def deterministic_algorithms() -> None:
+    """`--deterministic` (training): PyTorch's deterministic algorithms (an operation without one is an error, never
+    a silent non-deterministic run), cuBLAS's fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts) and
+    no cuDNN autotuning. With models.layers.deterministic_pooling, a CUDA run is then repeatable bit for bit on the
+    same GPU, software and batch; on the CPU it changes nothing (CPU runs are repeatable already)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
