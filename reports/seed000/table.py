@@ -154,6 +154,9 @@ def choice_notes(seeds: Seeds) -> list[str]:
         differ = [f"{key} {shown(mine.get(key), mine.get(key))} (paper {shown(paper[key], paper[key])})"
                   for key in paper if mine.get(key) != paper[key]]
         source = "" if caps.get("recorded") else " (read from the stage's flags; paper values from seed000 §6)"
+        if mine.get("batchsize_used", mine.get("batchsize")) != mine.get("batchsize"):
+            differ.append(f"batches of {mine['batchsize_used']} after running out of device memory at "
+                          f"{mine['batchsize']} (noise sensitivity's draws follow the batches)")
         notes.append(("analysis caps below the paper's: " + ", ".join(differ) if differ
                       else "analysis at the paper's sizes") + source
                      + ("; measured with TF32 allowed (--allow-tf32: float32 products at about 1e-3 relative error)"
