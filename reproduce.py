@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     chains, group_cmds, final = build_plan(args, parts)
     if not args.print and args.launcher == "local":
         start_server()   # its imports overlap the validation's
-    validate(parts, args.data_root, check_files=not args.print)
+    validate(parts, args.data_root, check_files=not args.print, only=args.stages)
     if args.print:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())

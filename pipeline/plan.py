@@ -76,10 +76,10 @@ def resolve_grid(args) -> list[GridPart]:
     return merged
 
 
-def validate(parts: list[GridPart], data_root: str, check_files: bool = True) -> None:
-    """Every model and training set of the grid exists, and (check_files) a file-backed set's files, plain or
-    gzipped, are under `data_root`: else a one-line ToolkitError (exit 2) before anything runs or is submitted.
-    (Imports torch, through the registries.)"""
+def validate(parts: list[GridPart], data_root: str, check_files: bool = True, only: list[str] | None = None) -> None:
+    """Every model and training set of the grid exists, every stage that runs (those named in `only` when given)
+    can measure them, and (check_files) a file-backed set's files, plain or gzipped, are under `data_root`: else a
+    one-line ToolkitError (exit 2) before anything runs or is submitted. (Imports torch, through the registries.)"""
     from datasets.files import missing_files
     from datasets.registry import FILE_LOADERS, is_folder_dataset, list_datasets
     from models.registry import is_model, list_models
@@ -88,6 +88,7 @@ def validate(parts: list[GridPart], data_root: str, check_files: bool = True) ->
         if not is_model(model):
             raise ToolkitError(f"unknown model {model!r} in --models; choose among {', '.join(list_models())} "
                                "(or torchvision:<arch>)")
+    check_measurable(parts, only)
     for dataset in dict.fromkeys(d for part in parts for d in part.traindata):
         if not (dataset in list_datasets() or is_folder_dataset(dataset)):
             raise ToolkitError(f"unknown dataset {dataset!r} in --traindata; choose among "
@@ -99,6 +100,29 @@ def validate(parts: list[GridPart], data_root: str, check_files: bool = True) ->
                    "README: Data says where torchvision's files go")
             raise ToolkitError(f"{dataset}: {len(missing)} file(s) missing under --data-root {data_root}, e.g. "
                                f"{missing[0]}; {how}, or point --data-root at them")
+
+
+def check_measurable(parts: list[GridPart], only: list[str] | None = None) -> None:
+    """Every stage of a part (named in `only`, when given) can measure every model and training set of the part
+    (pipeline.capabilities), else a one-line ToolkitError naming the paper, the stage and why."""
+    from models.registry import build_model
+    from pipeline.capabilities import CHECKS, DATASET_LIMITS, unmeasurable
+
+    built = {}
+    for part in parts:
+        for stage in (s for s in STAGES if s.paper in part.papers and (part.stages is None or s.name in part.stages)
+                      and (only is None or s.name in only)):
+            for dataset in part.traindata:
+                why = DATASET_LIMITS.get(stage.name, {}).get(dataset)
+                if why:
+                    raise ToolkitError(f"paper {stage.paper}'s {stage.name} cannot measure runs on {dataset}: {why}")
+            for model in part.models if stage.name in CHECKS else ():
+                if model not in built:
+                    built[model] = build_model(model, num_classes=10)
+                why = unmeasurable(stage.name, built[model], model)
+                if why:
+                    raise ToolkitError(f"paper {stage.paper} cannot measure {model} ({stage.name}): {why}; drop it "
+                                       f"from --models or choose another --paper")
 
 
 def _shares_runs(a: GridPart, b: GridPart) -> bool:

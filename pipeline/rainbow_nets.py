@@ -167,20 +167,31 @@ def open_runs(args, device: torch.device) -> tuple[list[RunDir], list[Net], Net]
     return runs, nets, Net(LoadedRun.open(runs[0], init=True, device=device), args.flat_classifier)
 
 
+RAINBOW_MODELS = "rainbow_mlp, rainbow_cnn, scattering, scattering_skip, scattering4 or scattering4_norm"
+
+
+def unsupported(model: nn.Module, name: str) -> str | None:
+    """Why rainbow sampling cannot resample `model` (None when it can): it replaces weights only, so biases and
+    affine normalisations would not be resampled (seed002 §3, §7). Also the grid's check before anything runs."""
+    if not hasattr(model, "weight_layers"):
+        return (f"rainbow.py needs a registry model listing its weight_layers(), not {type(model).__name__}; use "
+                f"{RAINBOW_MODELS}")
+    layers = list(model.weight_layers())
+    declared = {id(m) for m in getattr(model, "standardizations", list)() if m is not None}
+    biased = [layer for layer in layers if getattr(layer, "bias", None) is not None]
+    norms = [m for m in model.modules() if isinstance(m, NORMALIZATIONS) and id(m) not in declared]
+    if biased or norms or not all(isinstance(layer, (nn.Conv2d, nn.Linear)) for layer in layers):
+        return (f"rainbow.py needs bias-free conv/linear weight layers and no normalisation other than declared "
+                f"non-affine standardisations (seed002 §3, §7); {name} has {len(biased)} biased layer(s) and "
+                f"{len(norms)} other normalisation(s); use {RAINBOW_MODELS}")
+    return None
+
+
 def check_supported(net: Net, name: str) -> None:
-    """Rainbow sampling replaces weights only: biases and affine normalisations would not be resampled."""
-    if not hasattr(net.model, "weight_layers"):
-        raise ToolkitError(f"rainbow.py needs a registry model listing its weight_layers(), not "
-                           f"{type(net.model).__name__}; use rainbow_mlp, rainbow_cnn, scattering, scattering_skip, "
-                           "scattering4 or scattering4_norm")
-    declared = {id(m) for m in net.standardizations if m is not None}
-    biased = [layer for layer in net.layers if getattr(layer, "bias", None) is not None]
-    norms = [m for m in net.model.modules() if isinstance(m, NORMALIZATIONS) and id(m) not in declared]
-    if biased or norms or not all(isinstance(layer, (nn.Conv2d, nn.Linear)) for layer in net.layers):
-        raise ToolkitError(f"rainbow.py needs bias-free conv/linear weight layers and no normalisation other "
-                           f"than declared non-affine standardisations (seed002 §3, §7); {name} has "
-                           f"{len(biased)} biased layer(s) and {len(norms)} other normalisation(s); use rainbow_mlp, "
-                           "rainbow_cnn, scattering, scattering_skip, scattering4 or scattering4_norm")
+    """A one-line error when rainbow sampling cannot resample the runs' architecture (`unsupported`)."""
+    reason = unsupported(net.model, name)
+    if reason:
+        raise ToolkitError(reason)
 
 
 def load_data(args, loaded: LoadedRun) -> Data:

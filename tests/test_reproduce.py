@@ -62,6 +62,21 @@ def test_a_bad_grid_is_one_line_before_anything_runs(tmp_path, capsys, flags, me
         assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--paper", "002", "--models", "rainbow_mlp", "resnet18"],
+     "paper 002 cannot measure resnet18 (rainbow): rainbow.py needs bias-free conv/linear weight layers"),
+    (["--paper", "004", "--models", "rainbow_mlp"], "paper 004 cannot measure rainbow_mlp (laplacian)"),
+    (["--paper", "003", "--models", "torchvision:squeezenet1_0"],
+     "the last weight layer of torchvision:squeezenet1_0 is not a Linear classifier"),
+    (["--paper", "003", "--traindata", "twopoints"], "paper 003's decompose-indices cannot measure runs on twopoints")])
+def test_a_paper_that_cannot_measure_a_model_is_one_line_before_anything_runs(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(reproduce.main, [*flags, "--workdir", str(tmp_path / "w"), "--print"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "w").exists()
+
+
 def test_print_lists_commands_that_run_as_is(tmp_path, capsys):
     assert reproduce.main([*GRID, "--seeds", "3", "--workdir", str(tmp_path), "--print"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

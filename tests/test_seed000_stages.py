@@ -106,7 +106,8 @@ def test_analysis_files_and_shapes(run):
     np.testing.assert_allclose(train_chi[:, 1, 1], 0.01, rtol=1e-5)
     assert svals["same_as"].tolist() == [0, 1]
     assert done["caps"] == {"ratios": 2, "num_grams": N_GRAMS, "num_stability": N_STABILITY,
-                            "max_samples": N_SAMPLES, "stability_variants": "every", "batchsize": BATCH, "batchsize_used": BATCH}
+                            "max_samples": N_SAMPLES, "stability_variants": "every", "batchsize": BATCH,
+                            "batchsize_used": BATCH}
     assert done["paper_caps"]["num_grams"] == 10000 and done["paper_caps"]["batchsize"] == 128
     assert done["gram_samples"] == {ds: N_GRAMS for ds in SETS}
     assert done["stability_samples"] == {ds: N_STABILITY for ds in SETS}
