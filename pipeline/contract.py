@@ -176,7 +176,7 @@ BY_LAYER = ("--by_layer", "--P", "40")
 # (each stage records its caps in _done.json)
 SEED000_FULL = ("--batchsize", "128")
 # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with 100
-# probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+# probes per pass (memory; trained numbers do not depend on it); init by node too, on one 500-probe BN batch (§2.6)
 SEED004_DEMO = ("--by_layer", "--P", "100", "--corrupt_test")
 SEED004_FULL = ("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")
 
@@ -221,7 +221,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY, tiny=BY_LAYER,
           schedule=Schedule(demo=SEED004_DEMO, full=SEED004_FULL)),
     Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY,
-          tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=("--P", "500", "--corrupt_test"))),
+          tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=("--by_layer", "--P", "500", "--corrupt_test"))),
     Stage("stability-fresh", "stability.py", "stability/fresh", flags=("--init", "fresh"), paper="004",
           files=_STABILITY, tiny=("--P", "40")),
     Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
