@@ -140,7 +140,8 @@ def parse_args(argv=None):
     parser.add_argument("--batchsize", type=int, default=None,
                         help="probes per forward pass (default: --P at init, where it is also the BatchNorm batch of "
                              "§2.6; else 100: a pass keeps three copies of every node's activations in float64, "
-                             "6.6 GB at 500 probes for resnet18 at width 0.25, and the numbers do not depend on it)")
+                             "6.6 GB at 500 probes for resnet18 at width 0.25 unless --node_memory splits the nodes; "
+                             "the numbers do not depend on it)")
     parser.add_argument("--nodes", choices=NODE_SETS, default="ours",
                         help="with --by_layer: ours (default: each node its own value, re-layout nodes dropped) or "
                              "original (the relativestability code's node values and indices, in-place ReLUs "
