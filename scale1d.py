@@ -18,7 +18,7 @@ ridge, once it was first 0 after epoch e0 (0-based, as the original counts), tra
 Then D, G, R at every block output (post-activation) of the trained net and of its initialisation, on the task's
 balanced probe signals, with tau = `move_sites` (each site +-1 inside its block) and rectified noise of matched
 variance (`rectified_noise`), on the full output and on its channel mean (`layer_stabilities`); and the
-constant-filter models of §2.11. Seconds on a CPU at H = 100.
+constant-filter models of §2.11. Seconds on a CPU at H = 100 (trained on one thread: ONE_THREAD_CHANNELS).
 
 Files of the stage "scale1d", in <run>/stability/scale1d/:
   scale1d.npz     layers (K,) block index k = 1..K; trained_D/G/R, init_D/G/R (K,) on the full block output;
@@ -63,6 +63,9 @@ BATCH = 8
 EVAL_BATCH = 256          # test signals per forward pass (memory only)
 CHECK_EVERY = 10          # the original checks its stopping rule at 0-based epochs 0, 10, 20, ...
 RIDGE_PATIENCE = 500      # with a ridge: go on until epoch >= 500 x the first zero-loss epoch (§2.12)
+# batches of 8 signals of a narrow net are too small for intra-op threads: on the CPU, nets of at most this many
+# channels train on one thread (the demo's H = 100: 5 ms a step instead of 40-60 ms on 2 busy cores)
+ONE_THREAD_CHANNELS = 128
 DIFFUSIVE = {"depth": 32, "kernel_size": 3, "stride": 1, "size": 200}   # the s = 1 constant-filter model (§2.11)
 
 
@@ -168,7 +171,13 @@ def measure(args, device: torch.device) -> tuple[dict, dict]:
                             image_size=length)
     initial = copy.deepcopy(model).to(device, torch.float64).eval()
     model.to(device)
-    trained = train(model, train_set, val_set, args, torch.Generator().manual_seed(args.seed), device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and args.scale1d_channels <= ONE_THREAD_CHANNELS:
+        torch.set_num_threads(1)
+    try:
+        trained = train(model, train_set, val_set, args, torch.Generator().manual_seed(args.seed), device)
+    finally:
+        torch.set_num_threads(threads)
     model = model.double().eval()
     chunks = ((test_set.images[i:i + EVAL_BATCH].to(device, torch.float64), test_set.labels[i:i + EVAL_BATCH])
               for i in range(0, len(test_set), EVAL_BATCH))
