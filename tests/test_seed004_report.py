@@ -129,6 +129,7 @@ def test_rows_carry_protocol_and_reference_and_twopoints_has_its_own_panels(tmp_
     laws = {ax.get_title() for ax in figure.axes for line in ax.get_lines()
             if "predecessor" in str(line.get_label())}
     assert laws == {"cifar10", "digits"}
-    r_panel = drawn["seed004_scale1d"].axes[2]
-    assert any("const" in str(line.get_label()) for line in r_panel.get_lines())
+    r_panel = drawn["seed004_scale1d"].axes[0]                                       # QUANTITIES: R first
+    assert r_panel.get_ylabel().startswith("relative stability")
+    assert any("notebook draws const" in str(line.get_label()) for line in r_panel.get_lines())
     assert any("channel mean (extra)" in str(line.get_label()) for line in drawn["seed004_scale1d"].axes[0].get_lines())
