@@ -51,7 +51,7 @@ def with_values(argv: list[str], values: dict[str, str]) -> list[str]:
 def stage_name(argv: list[str]) -> str:
     """script[ subcommand][ mode flag]: e.g. 'decompose.py indices', 'stability.py --init'."""
     words = [argv[0]] + ([argv[1]] if len(argv) > 1 and not argv[1].startswith("-") else [])
-    modes = [flag for flag in ("--init", "--shuffle_channels", "--laplacian", "--scale1d") if flag in argv]
+    modes = [flag for flag in ("--init", "--shuffle_channels", "--laplacian") if flag in argv]
     return " ".join(words + modes)
 
 

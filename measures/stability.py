@@ -34,7 +34,7 @@ when `generator` is None) and are moved to the inputs' device, so a CPU generato
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ __all__ = [
     "temperature_range", "temperature_for_displacement", "typical_displacement",
     "displacement_fields", "warp", "diffeo", "matched_noise",
     "translate_points", "move_sites", "rectified_noise",
-    "relative_stability", "StabilityAccumulator",
+    "relative_stability", "StabilityAccumulator", "layer_stabilities",
     "shuffle_conv_channels",
     "constant_filter_network", "constant_filter_stabilities", "pooling_model_prediction",
 ]
@@ -488,6 +488,26 @@ def relative_stability(
     accumulator = StabilityAccumulator(median=median)
     accumulator.update({"f": f_x}, {"f": f_tau}, {"f": f_eta})
     return accumulator.result()["f"]
+
+
+def layer_stabilities(
+    f_x: Sequence[torch.Tensor], f_tau: Sequence[torch.Tensor], f_eta: Sequence[torch.Tensor]
+) -> dict[str, list[float]]:
+    """D, G, R per layer, on each layer's full output and on its channel mean (seed004 §2.12: the 1-D code's
+    measurement at every post-ReLU block output, and its option Mean=True that averages over channels first).
+
+    Args:
+      f_x, f_tau, f_eta: per layer, (P, C, ...) outputs for x, tau x and x + eta (the same layers in each).
+
+    Returns:
+      {"D", "G", "R", "chmean_D", "chmean_G", "chmean_R"}: lists over layers of `relative_stability` on the
+      output and on its mean over dim 1 (channels).
+    """
+    out: dict[str, list[float]] = {}
+    for prefix, reduce in (("", lambda f: f), ("chmean_", lambda f: f.mean(1))):
+        values = [relative_stability(*(reduce(f) for f in layer)) for layer in zip(f_x, f_tau, f_eta, strict=True)]
+        out.update({f"{prefix}{key}": [v[key] for v in values] for key in ("D", "G", "R")})
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def _f(template: str, *keys: str, prefixed: tuple[str, ...] = (), doc: str = "")
 _STABILITY = {"stability": _f("stability.npz", "nodes", "dims", "D", "G", "R", "den"),
               "summary": _f("summary.json", "epoch", "checkpoint", "test_accuracy", "probe_accuracy", "P",
                             "deformation", "temperature", "cut", "delta", "interp", "noise_magnitude", "statistic",
-                            "corruption_std", "train_corruption_std", "output", "seconds")}
+                            "corruption_std", "train_corruption_std", "node_set", "output", "seconds")}
 
 # seed003 (decompose.py): one stage per subcommand and per source of the filter sets, "ours" (computed, or an
 # --indices file) and "csg" (a CSG gate matrix, spec §8), side by side so that neither overwrites the other.
@@ -176,7 +176,7 @@ BY_LAYER = ("--by_layer", "--P", "40")
 # (each stage records its caps in _done.json)
 SEED000_FULL = ("--batchsize", "128")
 # seed004: probes carry the run's training noise (Fig. 1/10, corrupt_test 1; nothing at sigma 0); by layer with 100
-# probes per pass (memory; trained numbers do not depend on it); init at the output on one 500-probe BN batch
+# probes per pass (memory; trained numbers do not depend on it); init by node too, on one 500-probe BN batch (§2.6)
 SEED004_DEMO = ("--by_layer", "--P", "100", "--corrupt_test")
 SEED004_FULL = ("--by_layer", "--P", "500", "--batchsize", "100", "--corrupt_test")
 
@@ -221,7 +221,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("stability", "stability.py", "stability/trained", paper="004", files=_STABILITY, tiny=BY_LAYER,
           schedule=Schedule(demo=SEED004_DEMO, full=SEED004_FULL)),
     Stage("stability-init", "stability.py", "stability/init", flags=("--init",), paper="004", files=_STABILITY,
-          tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=("--P", "500", "--corrupt_test"))),
+          tiny=BY_LAYER, schedule=Schedule(demo=SEED004_DEMO, full=("--by_layer", "--P", "500", "--corrupt_test"))),
     Stage("stability-fresh", "stability.py", "stability/fresh", flags=("--init", "fresh"), paper="004",
           files=_STABILITY, tiny=("--P", "40")),
     Stage("stability-shuffled", "stability.py", "stability/shuffled", flags=("--shuffle_channels",), paper="004",
@@ -233,16 +233,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
         "laplacian": _f("laplacian.npz", "layers", "kernel_sizes", prefixed=("eigenvalues", "trained", "init")),
         "summary": _f("summary.json", "epoch", "checkpoint", "layers", "seconds"),
     }),
-    # the 1-D net of §2.12 is trained by the stage itself (the run's net is not read): one seed in the demo
-    Stage("scale1d", "stability.py", "stability/scale1d", flags=("--scale1d",), paper="004",
+    # the 1-D net of §2.12 is trained by the stage itself (the run's net is not read): one seed in the demo; the
+    # published grid runs the paper's H = 1000 with the original's cap of 6 x 10^5 epochs (it stops at zero loss)
+    Stage("scale1d", "scale1d.py", "stability/scale1d", paper="004",
           tiny=("--scale1d_channels", "16", "--scale1d_length", "32", "--scale1d_xi", "8", "--scale1d_ptr", "64",
                 "--scale1d_epochs", "2"),
-          schedule=Schedule(full=("--scale1d_channels", "1000"), demo_seeds=1), files={
+          schedule=Schedule(full=("--scale1d_channels", "1000", "--scale1d_epochs", "600000"), demo_seeds=1), files={
         "scale1d": _f("scale1d.npz", "layers", "diffusive_k",
                       *[f"{m}_{k}" for m in ("trained", "init", "trained_chmean", "init_chmean", "pooling",
                                              "prediction", "diffusive") for k in "DGR"]),
-        "summary": _f("summary.json", "seed", "length", "xi", "channels", "depth", "ptr", "epochs", "converged",
-                      "train_loss", "test_error", "probes", "seconds"),
+        "summary": _f("summary.json", "seed", "length", "xi", "channels", "depth", "ptr", "ridge", "epochs",
+                      "zero_loss_epoch", "converged", "train_loss", "val_error", "test_error", "probes", "seconds"),
     }),
     *(Stage(decompose_stage(sub, source), "decompose.py", DECOMPOSE_FOLDERS[source] + sub, subcommand=(sub,),
             requires=() if sub == "indices" else (decompose_stage("indices", source),),

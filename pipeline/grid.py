@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline import contract
+from utils.rundir import DEFAULT_PTR
 
 # the stages reproduce.py schedules, in the contract's order (each declared once, with its Schedule, there)
 STAGES: tuple[contract.Stage, ...] = tuple(s for s in contract.STAGES.values() if s.schedule is not None)
@@ -39,6 +40,7 @@ class GridPart:
                                                # in <workdir>/width<s>, then the sweep stages (rainbow-width)
     selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
     note: str = ""                             # what --full says of the part (its nets, the report's label)
+    ptrs: tuple[int, ...] = (DEFAULT_PTR,)         # seed004 §2.8: one twopoints run per training size (<model>@ptr<n>)
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe, self.save_epochs
@@ -53,20 +55,23 @@ class GridPart:
 
 
 SEED004_SIGMAS = (0.0, 1e-2, 1e-1, 1.0, 10.0, 30.0, 100.0)   # seed004 §1 Fig. 1/10: training corruption stds
+TWOPOINTS_NETS = ("vgg11_nobn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
+                  "lenet", "efficientnet_b0")                # seed004 §1 Fig. 8
 SEED002_EPOCHS = (0, 1, 2, 5, 10, 20, 50, 100)               # seed002 §4: the kept checkpoints
 # The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
 FULL_GRIDS = {
     "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
                     tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
-    "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024)
+    "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024, 2048)
         GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
                                 "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004", ("004",),
                  SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian")),
         GridPart(("cifar10",), ("fcn2", "fcn4", "fcn6"), tuple(range(11)), 250, 1.0, "seed004_fcn", ("004",),
                  SEED004_SIGMAS, ("stability", "stability-init")),
-        GridPart(("twopoints",), ("vgg11_nobn", "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet34",
-                                  "resnet50", "alexnet", "lenet", "efficientnet_b0"), tuple(range(10)), 300, 1.0,
-                 "twopoints", ("004",)),
+        GridPart(("twopoints",), TWOPOINTS_NETS, tuple(range(10)), 300, 1.0, "twopoints", ("004",)),
+        # Fig. 8's second training size, in <model>@ptr2048/ (the 1-D model of Fig. 7 runs with the ptr-1024 part)
+        GridPart(("twopoints",), TWOPOINTS_NETS, tuple(range(10)), 300, 1.0, "twopoints", ("004",),
+                 stages=("stability", "stability-init", "stability-shuffled", "laplacian"), ptrs=(2048,)),
     ),
     "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
     "002": (  # seed002 §4 "Experiment sets"

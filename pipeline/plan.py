@@ -23,7 +23,7 @@ from pipeline.grid import (
     GridPart,
 )
 from utils.errors import ToolkitError
-from utils.rundir import RunDir, report_dir, run_variant, variant_flags
+from utils.rundir import DEFAULT_PTR, RunDir, report_dir, run_variant, variant_flags
 
 
 def resolve_grid(args) -> list[GridPart]:
@@ -128,6 +128,7 @@ def check_measurable(parts: list[GridPart], only: list[str] | None = None) -> No
 def _shares_runs(a: GridPart, b: GridPart) -> bool:
     return bool(set(a.traindata) & set(b.traindata) and set(a.models) & set(b.models) and set(a.seeds) & set(b.seeds)
                 and set(a.corruptions) & set(b.corruptions) and set(a.selectivity_regs) & set(b.selectivity_regs)
+                and set(a.ptrs) & set(b.ptrs)
                 and a.workdir == b.workdir and a.widths == b.widths)
 
 
@@ -159,12 +160,12 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
         for workdir, member in members:
             averaged.setdefault(workdir, set()).update(member.seeds)
             common = ["--workdir", workdir, "--device", args.device]
-            for dataset, model, sigma, alpha in product(member.traindata, member.models, member.corruptions,
-                                                        member.selectivity_regs):
+            for dataset, model, sigma, alpha, ptr in product(member.traindata, member.models, member.corruptions,
+                                                             member.selectivity_regs, member.ptrs):
                 for seed in member.seeds:
-                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha), workdir, mode,
-                                         common, wanted, extract and not group_stages))
-                first = Cell(dataset, model, member.seeds[0], sigma, alpha)
+                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha, ptr), workdir,
+                                         mode, common, wanted, extract and not group_stages))
+                first = Cell(dataset, model, member.seeds[0], sigma, alpha, ptr)
                 group = first.run(workdir)
                 for scheduled in group_stages:
                     group_cmds.append(_group_command(args, scheduled, first, member.seeds, workdir, mode))
@@ -175,9 +176,9 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
             continue
         (widest, _), others = members[-1], [workdir for workdir, _ in members[:-1]]
         for scheduled in (s for s in stages if s.schedule.sweep_flag):
-            for dataset, model, sigma, alpha in product(part.traindata, part.models, part.corruptions,
-                                                        part.selectivity_regs):
-                first = Cell(dataset, model, part.seeds[0], sigma, alpha)
+            for dataset, model, sigma, alpha, ptr in product(part.traindata, part.models, part.corruptions,
+                                                             part.selectivity_regs, part.ptrs):
+                first = Cell(dataset, model, part.seeds[0], sigma, alpha, ptr)
                 command = _group_command(args, scheduled, first, part.seeds, widest, mode)
                 command.argv += [scheduled.schedule.sweep_flag, *others]
                 command.needs = tuple(first.run(workdir).group for workdir in others)
@@ -205,18 +206,19 @@ def _group_command(args, scheduled: contract.Stage, first: Cell, seeds: tuple[in
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid: dataset, model, seed and the run-defining corruption std and selectivity regulariser
-    (utils.rundir.run_variant)."""
+    """One run of the grid: dataset, model, seed and the run-defining corruption std, selectivity regulariser and
+    twopoints training size (utils.rundir.run_variant)."""
 
     dataset: str
     model: str
     seed: int
     corruption: float = 0.0
     selectivity_reg: float = 0.0
+    ptr: int = DEFAULT_PTR
 
     @property
     def variant(self) -> str:
-        return run_variant(self.dataset, self.corruption, selectivity_reg=self.selectivity_reg)
+        return run_variant(self.dataset, self.corruption, self.ptr, self.selectivity_reg)
 
     def run(self, workdir: str) -> RunDir:
         return RunDir.of(workdir, self.dataset, self.model, self.seed, self.variant)

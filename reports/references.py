@@ -34,6 +34,10 @@ PROTOCOLS = {"paper": "paper's protocol", "paper-other": "paper's protocol, othe
 
 _OPENOOD = "spec ecosystem.md §1.7 (OpenOOD v1.5 leaderboard: ResNet-18, 100 epochs, 3 runs)"
 _NEAR, _FAR = "OpenOOD v1.5 near-OOD", "OpenOOD v1.5 far-OOD"
+_SEED004_NETS = ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet", "lenet",
+                 "efficientnet_b0", "fcn2", "fcn4", "fcn6")   # seed004's CIFAR-10 nets (pipeline.grid)
+_SEED004_INIT = "spec seed004 §1.5, §6 (NeurIPS'21 predecessor: R_f ~ 1 at init, every architecture)"
+_SEED004_FCN = "spec seed004 §1.5, §6 (FCNs stay at R_f >~ 1 after training)"
 REFERENCES = (
     # seed000: the paper's body could not be retrieved (spec seed000 §1, §11), so no row has a paper number. OpenOOD's
     # means over its near-OOD sets (CIFAR-100, TinyImageNet for ID CIFAR-10; CIFAR-10, TinyImageNet for CIFAR-100)
@@ -79,11 +83,20 @@ REFERENCES = (
                 "spec seed002 §2 gaussian_histograms_new (50 nets)")
       for (j, r), value in {(2, 1): 0.004, (2, 10): 0.46, (2, 100): 0.14, (4, 1): 0.057, (4, 10): 0.045,
                             (4, 100): 0.16, (6, 1): 0.075, (6, 10): 0.76, (6, 100): 0.49}.items()),
+    # seed004: the paper's figure-level numbers could not be retrieved (spec seed004 §1, §8). The spec records the
+    # NeurIPS'21 predecessor's orders of magnitude on CIFAR-10, which the paper restates (§1.5, §6, tagged [R] there):
+    # R_f ~ 1 at init for every architecture, and FCNs that stay at R_f ~ 1 after training.
+    *(Reference("004", "cifar10", model, "init", "", "R_f at the output, init (order)", 1.0, _SEED004_INIT)
+      for model in _SEED004_NETS),
+    *(Reference("004", "cifar10", model, "trained", "", "R_f at the output, trained (order)", 1.0, _SEED004_FCN)
+      for model in ("fcn2", "fcn4", "fcn6")),
 )
 # why a paper's rows have no number of its own
 MISSING = {"000": "seed000's paper body could not be retrieved (spec seed000 §1, §11): no row has a published number "
                   "of the paper; literature values (OpenOOD v1.5, spec ecosystem.md §1.7) are context for the MSP and "
-                  "Mahalanobis rows of ResNet-18 on CIFAR, not reproduction targets"}
+                  "Mahalanobis rows of ResNet-18 on CIFAR, not reproduction targets",
+           "004": "seed004's figure-level numbers could not be retrieved (spec seed004 §1, §8): the references are the "
+                  "orders of magnitude the spec records (R_f ~ 1 at init, FCNs R_f >~ 1 trained, §1.5, §6)"}
 
 
 def find(paper: str, dataset: str, model: str, row: str, ood: str, metric: str = "AUROC") -> Reference | None:

@@ -14,15 +14,19 @@ extract(run) reads the stages of STABILITY_MODES (trained, init, fresh, shuffled
 and returns {"output": {mode: {"D", "G", "R"}}, "test_error", "corruption_std", "nodes"}.
 
 average(groups, out) draws
-- per (dataset, model folder): D_f, G_f and R_f by node, nodes labelled by name (median over seeds, 25-75% band;
-  every measured mode) and the Laplacian spectra (init against trained);
-- Fig. 1/10: R_f, D_f and G_f at the output of the trained nets against test error, one colour per architecture
-  and one marker per training corruption sigma; the model folders of one dataset that share an architecture and
-  differ by "@sigma<s>" (utils.rundir's run variants) form one sigma sweep, joined by a line; the reference
-  eps = 0.2 sqrt(R_f) of §1.5 on the R_f panel;
+- per (dataset, model folder): D_f, G_f and R_f by node, nodes labelled by name and each mode placed by node name
+  (median over seeds, 25-75% band; every measured mode, fresh and shuffled2 marked as extras) and the Laplacian
+  spectra (init against trained);
+- Fig. 1/10 and 8: R_f, D_f and G_f at the output of the trained nets against test error, one row of panels per
+  training set (twopoints, with its @ptr<n> runs, apart), one colour per architecture and one marker per training
+  corruption sigma; the model folders of one dataset that share an architecture and differ by "@sigma<s>"
+  (utils.rundir's run variants) form one sigma sweep, joined by a line; the NeurIPS'21 predecessor's law
+  eps = 0.2 sqrt(R_f) (§1.5) on the R_f panel of the image-classification rows;
 - Fig. 7: the 1-D scale-detection CNN's D_k, G_k, R_k by block, trained and init (median over the distinct seeds
-  measured anywhere in the workdir), beside the constant-filter model s = F = 2 and its closed form, and the
-  s = 1 model with its power laws k^-1, k^1/2, k^-3/2 (§2.11).
+  measured anywhere in the workdir; the channel mean as an extra), beside the constant-filter model s = F = 2 and
+  its closed form (R_k ~ 4^-k, where the original notebook draws const), and the s = 1 model with its power laws
+  k^-1, k^1/2, k^-3/2 (§2.11);
+and the tables, each row with its protocol (reports.references.PROTOCOLS) and reference column (REFERENCES).
 """
 from __future__ import annotations
 
@@ -36,10 +40,15 @@ from pipeline.contract import STABILITY_MODES, StageOutput, done, layer_key, loa
 from pipeline.loaded import load_config
 from reports import Group, ReportOptions
 from reports.figures import markdown_table, median_band, new_figure, save_figure
+from reports.references import MISSING, PROTOCOLS, find, reference_cell
 from utils.rundir import RunDir, split_variant
 
 TITLE = "How deep CNNs lose spatial information: diffeomorphism and noise stability (seed004)"
 MODES = tuple(STABILITY_MODES)  # trained, init, fresh, shuffled, shuffled2
+# the paper measures trained, init (§2.6) and shuffled (§2.5); a fresh draw and the output-channel shuffle are extras
+EXTRAS = ("fresh", "shuffled2")
+LABELS = {mode: f"{mode} (extra)" if mode in EXTRAS else mode for mode in MODES}
+PAPER_DATA = ("cifar10", "twopoints")   # the paper's training sets (§1); other data: PROTOCOLS["paper-other"]
 STYLES = {"trained": {"color": "C0"}, "init": {"color": "C7", "linestyle": "--"},
           "fresh": {"color": "C2", "linestyle": "-."}, "shuffled": {"color": "C3", "linestyle": ":"},
           "shuffled2": {"color": "C1", "linestyle": ":"}}
@@ -131,20 +140,29 @@ def _label_nodes(ax, nodes: np.ndarray, most: int = 40) -> None:
     ax.set_xticklabels([str(nodes[i]) for i in ticks], rotation=90, fontsize=5)
 
 
+def node_curves(runs: list[dict], key: str) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The nodes of the longest measured node list, and per mode (x positions among them, (seeds, L) values): each
+    mode's nodes placed by name, so that a mode measured at the output only sits at the output's tick (§2.4)."""
+    found = {mode: f for mode in MODES if (f := _per_node(runs, mode, key)) is not None}
+    longest = max((nodes for nodes, _ in found.values()), key=len, default=np.array([]))
+    position = {str(name): index for index, name in enumerate(longest)}
+    curves = {}
+    for mode, (nodes, values) in found.items():
+        keep = [i for i, name in enumerate(nodes) if str(name) in position]
+        curves[mode] = (np.array([position[str(nodes[i])] for i in keep]), values[:, keep])
+    return longest, curves
+
+
 def layer_figure(group: Group, runs: list[dict], out: Path) -> Path | None:
-    """R_f, D_f, G_f by node, labelled by name: every measured mode (§2.4-§2.6)."""
+    """R_f, D_f, G_f by node, labelled by name: every measured mode (§2.4-§2.6), placed by node name."""
     if not any(f"{mode}_R" in r for r in runs for mode in MODES):
         return None
     fig, axes = new_figure(ncols=3, width=4.2, height=3.2)
     for ax, (key, label) in zip(axes[0], QUANTITIES):
-        longest = np.array([])
-        for mode in MODES:
-            found = _per_node(runs, mode, key)
-            if found is not None:
-                nodes, values = found
-                median_band(ax, np.arange(values.shape[1]), values, label=f"{mode} ({len(values)} seeds)",
-                            **STYLES[mode])
-                longest = nodes if len(nodes) > len(longest) else longest
+        longest, curves = node_curves(runs, key)
+        for mode, (x, values) in curves.items():
+            median_band(ax, x, values, label=f"{LABELS[mode]} ({len(values)} seeds)", marker="o", markersize=2,
+                        **STYLES[mode])
         _label_nodes(ax, longest)
         ax.set(yscale="log", ylabel=label)
     axes[0, 0].axhline(1.0, color="k", linewidth=0.6)
@@ -208,43 +226,49 @@ def output_points(groups_runs: list[tuple[Group, list[dict]]]) -> list[dict]:
     return points
 
 
+PREDECESSOR_LAW = r"$\epsilon = 0.2\sqrt{R_f}$ (NeurIPS'21 predecessor, CIFAR-10, §1.5)"
+
+
 def error_figure(points: list[dict], out: Path) -> Path | None:
-    """Fig. 1/10: R_f, D_f, G_f at the output against test error; colour = architecture, marker = sigma, a line
-    through each sigma sweep, the reference eps = 0.2 sqrt(R_f) (§1.5) on the R_f panel."""
+    """Fig. 1/10 and Fig. 8: R_f, D_f, G_f at the output against test error, one row of panels per training set
+    (twopoints, Fig. 8, has its own); colour = architecture, marker = sigma, a line through each sigma sweep. The
+    law eps = 0.2 sqrt(R_f) that the NeurIPS'21 predecessor found on CIFAR-10 (§1.5) is drawn on the R_f panel of
+    the image-classification rows, not on twopoints'."""
     points = [p for p in points if np.isfinite(p["error"]).any()]
     if not points:
         return None
-    models = sorted({(p["dataset"], p["model"]) for p in points})
+    datasets = sorted({p["dataset"] for p in points})
     sigmas = sorted({p["sigma"] for p in points})
-    fig, axes = new_figure(ncols=3, width=3.8, height=3.2)
-    for ax, (key, label) in zip(axes[0], QUANTITIES):
-        for index, (dataset, model) in enumerate(models):
-            colour = f"C{index % 10}"
-            sweep = sorted((p for p in points if (p["dataset"], p["model"]) == (dataset, model)),
-                           key=lambda p: p["sigma"])
-            for p in sweep:
-                marker = MARKERS[sigmas.index(p["sigma"]) % len(MARKERS)]
-                ax.scatter(p[key], p["error"], color=colour, marker=marker, alpha=0.3, s=10)
-                ax.scatter(_median(p[key]), _median(p["error"]), color=colour, marker=marker, s=40,
-                           edgecolor="k", linewidth=0.5)
-            ax.plot([_median(p[key]) for p in sweep], [_median(p["error"]) for p in sweep], color=colour,
-                    linewidth=0.8, label=f"{dataset}/{model}" if key == "R" else None)
-        ax.set(xscale="log", yscale="log", xlabel=f"{label.split(' $')[0]} at the output (trained)",
-               ylabel="test error $\\epsilon$")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_minor_formatter(NullFormatter())
-        _whole_decades(ax)
-    everything = np.concatenate([p["R"] for p in points])
-    everything = everything[np.isfinite(everything) & (everything > 0)]
-    if len(everything):
-        grid = np.geomspace(min(everything.min(), 1e-3), max(everything.max(), 1.0), 100)
-        axes[0, 0].plot(grid, 0.2 * np.sqrt(grid), color="k", linestyle="--", linewidth=1,
-                        label=r"$\epsilon = 0.2\sqrt{R_f}$")
-    for sigma in sigmas:
-        axes[0, 2].scatter([], [], color="grey", marker=MARKERS[sigmas.index(sigma) % len(MARKERS)],
+    fig, axes = new_figure(ncols=3, nrows=len(datasets), width=3.8, height=3.2)
+    for row, dataset in zip(axes, datasets):
+        here = [p for p in points if p["dataset"] == dataset]
+        models = sorted({p["model"] for p in here})
+        for ax, (key, label) in zip(row, QUANTITIES):
+            for index, model in enumerate(models):
+                colour = f"C{index % 10}"
+                sweep = sorted((p for p in here if p["model"] == model), key=lambda p: p["sigma"])
+                for p in sweep:
+                    marker = MARKERS[sigmas.index(p["sigma"]) % len(MARKERS)]
+                    ax.scatter(p[key], p["error"], color=colour, marker=marker, alpha=0.3, s=10)
+                    ax.scatter(_median(p[key]), _median(p["error"]), color=colour, marker=marker, s=40,
+                               edgecolor="k", linewidth=0.5)
+                ax.plot([_median(p[key]) for p in sweep], [_median(p["error"]) for p in sweep], color=colour,
+                        linewidth=0.8, label=f"{dataset}/{model}" if key == "R" else None)
+            ax.set(xscale="log", yscale="log", xlabel=f"{label.split(' $')[0]} at the output (trained)",
+                   ylabel="test error $\\epsilon$", title=dataset)
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_minor_formatter(NullFormatter())
+            _whole_decades(ax)
+        everything = np.concatenate([p["R"] for p in here])
+        everything = everything[np.isfinite(everything) & (everything > 0)]
+        if len(everything) and dataset != "twopoints":
+            grid = np.geomspace(min(everything.min(), 1e-3), max(everything.max(), 1.0), 100)
+            row[0].plot(grid, 0.2 * np.sqrt(grid), color="k", linestyle="--", linewidth=1, label=PREDECESSOR_LAW)
+        for sigma in sigmas:
+            row[2].scatter([], [], color="grey", marker=MARKERS[sigmas.index(sigma) % len(MARKERS)],
                            label=f"$\\sigma$ = {sigma:g}")
-    axes[0, 0].legend(fontsize=6)
-    axes[0, 2].legend(fontsize=6)
+        row[0].legend(fontsize=6)
+        row[2].legend(fontsize=6)
     fig.suptitle("Stability at the output against test error across architectures and training noise $\\sigma$ "
                  "(large markers: median over seeds)", fontsize=10)
     return save_figure(fig, out, "seed004_rf_vs_error")
@@ -275,6 +299,12 @@ def scale1d_runs(groups_runs: list[tuple[Group, list[dict]]]) -> list[dict]:
     return [r for key, r in sorted(distinct.items()) if key[1:] == common]
 
 
+# the s = F = 2 closed form (measures.stability.pooling_model_prediction); on the R_k panel the original notebook draws
+# "const" instead (§2.11, §8)
+CLOSED_FORM = {"D": r"closed form $\sim 2^{-k}$", "G": r"closed form $\sim 2^{k}$",
+               "R": r"closed form $\sim 4^{-k}$ (the original notebook draws const, §2.11)"}
+
+
 def scale1d_figure(runs: list[dict], out: Path) -> Path | None:
     """Fig. 7: D_k, G_k, R_k of the 1-D CNN by block next to the constant-filter models of §2.11."""
     if not runs:
@@ -286,11 +316,11 @@ def scale1d_figure(runs: list[dict], out: Path) -> Path | None:
         for mode, style in (("trained", STYLES["trained"]), ("init", STYLES["init"]),
                             ("trained_chmean", {"color": "C0", "linestyle": ":"})):
             values = np.stack([r[f"scale1d_{mode}_{key}"] for r in runs])
-            median_band(ax, k, values, label=f"1-D CNN {mode.replace('_chmean', ', channel mean')}", marker="o",
-                        markersize=3, **style)
+            median_band(ax, k, values, label=f"1-D CNN {mode.replace('_chmean', ', channel mean (extra)')}",
+                        marker="o", markersize=3, **style)
         ax.plot(k, first[f"scale1d_pooling_{key}"], color="C4", marker="s", markersize=3, linestyle="none",
                 label="constant filters s=F=2")
-        ax.plot(k, first[f"scale1d_prediction_{key}"], color="C4", linewidth=1, label="closed form")
+        ax.plot(k, first[f"scale1d_prediction_{key}"], color="C4", linewidth=1, label=CLOSED_FORM[key])
         ax.set(yscale="log", xlabel="block k", ylabel=label)
     axes[0, 0].legend(fontsize=6)
     depth = first["scale1d_diffusive_k"]
@@ -311,6 +341,30 @@ def scale1d_figure(runs: list[dict], out: Path) -> Path | None:
 
 
 # ---- the section -------------------------------------------------------------------------------------------------
+def protocol(dataset: str) -> str:
+    """The PROTOCOLS key of a row measured on `dataset`: the paper's training sets, or the paper's protocol on other
+    data (digits, MNIST, ...)."""
+    return "paper" if dataset in PAPER_DATA else "paper-other"
+
+
+def references(dataset: str, model: str) -> str:
+    """The reference column of a stability row: every seed004 reference for (dataset, architecture), "-" if none."""
+    cells = [f"{metric}: {reference_cell('004', dataset, model, row, '', metric, fmt='.2g')}"
+             for row, metric in REFERENCE_ROWS if find("004", dataset, model, row, "", metric)]
+    return "; ".join(cells) or "-"
+
+
+REFERENCE_ROWS = (("init", "R_f at the output, init (order)"), ("trained", "R_f at the output, trained (order)"))
+
+
+def scale1d_protocol(run: dict) -> str:
+    """"paper" at the paper's sizes (§2.12: H = 1000, L = 2^7 or 2^8, xi = 32 or 64, 1024 training signals), else
+    "paper-other" (the demo's H = 100)."""
+    paper = (int(run["scale1d_channels"]) == 1000 and int(run["scale1d_length"]) in (128, 256)
+             and int(run["scale1d_xi"]) in (32, 64) and int(run["scale1d_ptr"]) == 1024)
+    return "paper" if paper else "paper-other"
+
+
 def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
     """The report section; `options` (seed000's detection choices) do not apply to seed004."""
     groups_runs = [(group, runs) for group in groups if (runs := _runs(group))]
@@ -323,10 +377,11 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
             continue
         errors = np.array([float(r["test_error"]) for r in runs if "trained_R" in r])
         sigma = _median(np.array([float(r["corruption_std"]) for r in runs]))
-        rows.append([group.label, sigma, len(runs), _median(errors), _median(_output(runs, "trained")),
-                     *[_median(_output(runs, mode)) for mode in MODES[1:]],
+        rows.append([group.label, PROTOCOLS[protocol(group.dataset)], sigma, len(runs), _median(errors),
+                     _median(_output(runs, "trained")), *[_median(_output(runs, mode)) for mode in MODES[1:]],
                      _median(_output(runs, "trained", "D")), _median(_output(runs, "trained", "G")),
-                     _median(_output(runs, "init", "D")), _median(_output(runs, "init", "G"))])
+                     _median(_output(runs, "init", "D")), _median(_output(runs, "init", "G")),
+                     references(group.dataset, architecture(group.model)[0])])
     one_d = scale1d_runs(groups_runs)
     if not rows and not one_d:
         return ""
@@ -335,26 +390,33 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
         figure = error_figure(output_points(groups_runs), out)
         if figure is not None:
             figures.insert(0, f"![stability at the output against test error]({figure.name})")
-        table = markdown_table(["group", "sigma", "seeds", "test error", "R_f trained",
-                                *[f"R_f {mode}" for mode in MODES[1:]], "D_f trained", "G_f trained", "D_f init",
-                                "G_f init"], rows)
+        table = markdown_table(["group", "protocol", "sigma", "seeds", "test error", "R_f trained",
+                                *[f"R_f {LABELS[mode]}" for mode in MODES[1:]], "D_f trained", "G_f trained",
+                                "D_f init", "G_f init", "reference"], rows)
         text.append("Medians over seeds, at the output (logits). D_f and G_f: change of the representation under a "
                     "max-entropy diffeomorphism (twopoints: a one-pixel move of the active pixels) and under white "
                     "noise of the same norm, relative to the distance between probes (§2.3); R_f = D_f / G_f. "
                     "sigma: the Gaussian corruption the run was trained with (§2.7). Init = the epoch-0 weights "
-                    "and fresh = a newly drawn net, both with batch-statistics BN (§2.6); shuffled = trained "
-                    "weights with every conv's input channels permuted, shuffled2 = input and output channels "
-                    "(§2.5). The paper's trained CNNs on CIFAR-10 follow eps = 0.2 sqrt(R_f) (§1.5).\n\n" + table)
+                    "with batch-statistics BN (§2.6); shuffled = trained weights with every conv's input channels "
+                    "permuted (§2.5). Extras of this toolkit: fresh = a newly drawn net, shuffled2 = input and output "
+                    "channels permuted. Protocol: \"" + PROTOCOLS["paper"] + "\" on the paper's training sets "
+                    "(CIFAR-10, twopoints), \"" + PROTOCOLS["paper-other"] + "\" elsewhere. Reference: "
+                    + MISSING["004"] + ". The law eps = 0.2 sqrt(R_f) is the NeurIPS'21 predecessor's, on "
+                    "CIFAR-10 (§1.5); the figure draws it beside the image-classification rows, not beside "
+                    "twopoints'.\n\n"
+                    + table)
     if one_d:
         figure = scale1d_figure(one_d, out)
         figures.append(f"![1-D scale detection and the constant-filter model]({figure.name})")
-        rows_1d = [[int(r["scale1d_seed"]), int(r["scale1d_epochs"]), bool(r["scale1d_converged"]),
-                    float(r["scale1d_test_error"]), float(r["scale1d_trained_R"][-1]),
-                    float(r["scale1d_init_R"][-1])] for r in one_d]
+        rows_1d = [[int(r["scale1d_seed"]), PROTOCOLS[scale1d_protocol(r)], int(r["scale1d_channels"]),
+                    int(r["scale1d_epochs"]), bool(r["scale1d_converged"]), float(r["scale1d_test_error"]),
+                    float(r["scale1d_trained_R"][-1]), float(r["scale1d_init_R"][-1]), "-"] for r in one_d]
         text.append("1-D scale detection (§2.12, Fig. 7): the simple CNN (filter 2, stride 2) trained to zero "
-                    "hinge loss on the block task; its stabilities by block, trained and at init, beside the "
-                    "constant-filter model of §2.11 (s = F = 2: D_k ~ 2^-k, G_k ~ 2^k, R_k ~ 4^-k, the closed form "
-                    "drawn as a line; s = 1: D ~ k^-1, G ~ k^1/2, R ~ k^-3/2).\n\n"
-                    + markdown_table(["seed", "epochs", "zero loss", "test error", "R last block trained",
-                                      "R last block init"], rows_1d))
+                    "hinge loss on the block task; its stabilities by block, trained and at init (the channel mean, "
+                    "the original's Mean=True option, is drawn as an extra), beside the constant-filter model of "
+                    "§2.11 (s = F = 2: D_k ~ 2^-k, G_k ~ 2^k, R_k ~ 4^-k, the closed form drawn as a line; the "
+                    "original notebook draws R_k as const there, §2.11 and §8; s = 1: D ~ k^-1, G ~ k^1/2, "
+                    "R ~ k^-3/2). The paper's test errors could not be retrieved (spec §6): no reference.\n\n"
+                    + markdown_table(["seed", "protocol", "H", "epochs", "zero loss", "test error",
+                                      "R last block trained", "R last block init", "reference"], rows_1d))
     return "\n\n".join([*text, *figures])

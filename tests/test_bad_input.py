@@ -143,6 +143,9 @@ CASES = [
     ("stability", ["--P", "0"], "--P must be >= 1"),
     ("stability", ["--seed", "9"], "no trained run"),
     ("stability", ["--init", "--shuffle_channels"], "one at a time"),
+    ("stability", ["--nodes", "original"], "add --by_layer"),
+    ("scale1d", ["--scale1d_channels", "0"], "--scale1d_channels must be >= 1"),
+    ("scale1d", ["--seed", "9"], "no trained run"),
     ("rainbow", [], "at least 2 seeds"),
     ("import_weights", ["--weights", "{tmp}/missing.pt"], "no weights file"),
     ("import_weights", ["--weights", "{foreign}"], "does not fit"),
@@ -163,7 +166,7 @@ def test_bad_input(script, argv, message, workdir, tmp_path, capsys, monkeypatch
             "averaging": ["--workdir", str(workdir)], "reproduce": ["--workdir", str(tmp_path / "grid")],
             "datasets.prepare": [], "import_weights": [*RUN, "--workdir", str(tmp_path / "imported")],
             **{stage: [*RUN, "--workdir", str(workdir)] for stage in ("analyzing", "features", "kernels",
-                                                                      "stability", "rainbow")}}[script]
+                                                                      "stability", "rainbow", "scale1d")}}[script]
     full = [*argv[:1], *base, *argv[1:]] if script in ("decompose", "datasets.prepare") else [*base, *argv]
     with pytest.raises(SystemExit) as exit_info:
         run_main(module.main, full)

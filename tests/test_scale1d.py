@@ -1,14 +1,19 @@
-"""The 1-D scale-detection task (datasets/scale1d.py) and its CNN (models/cnn1d.py), seed004 §2.12."""
+"""The 1-D scale-detection task (datasets/scale1d.py), its CNN (models/cnn1d.py) and the scale1d.py stage: its
+training with the original's ridge and stopping rule, and its files (seed004 §2.12)."""
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import scale1d
 from datasets import build_dataset
 from datasets.scale1d import render_sites, site_pairs
 from models import build_model
+from pipeline.contract import load
 from utils.errors import ToolkitError
+from utils.rundir import RunDir
 
 
 def test_block_task_labels_all_pairs_as_the_original_enumeration():
@@ -72,3 +77,73 @@ def test_cnn1d_blocks_halve_the_length_with_circular_padding_and_mean_field_read
     expected = readout.bias + y.mean((2, 3)) @ readout.weight.T / 10
     torch.testing.assert_close(model(x), expected)
     torch.testing.assert_close(model(x[:, :, 0]), model(x))                         # (B, C, L) too
+
+
+# ---------------------------------------------------------------------------------------------------- scale1d.py
+TINY = ["--scale1d_channels", "16", "--scale1d_length", "32", "--scale1d_xi", "8", "--scale1d_ptr", "64"]
+
+
+@pytest.fixture(scope="module")
+def run_workdir(tmp_path_factory, trained_run):
+    workdir = tmp_path_factory.mktemp("scale1d")
+    trained_run(workdir, "lenet", "digits", 0, "--width", "0.5", "--epochs", "1", "--recipe", "seed004")
+    return workdir
+
+
+def test_scale1d_stage_trains_measures_and_writes_the_constant_filter_model(run_workdir):
+    assert scale1d.main(["--model-name", "lenet", "--traindata", "digits", "--workdir", str(run_workdir), "--device",
+                         "cpu", *TINY, "--scale1d_epochs", "2"]) == 0
+    run = RunDir.of(run_workdir, "digits", "lenet", 0)
+    arrays, summary = load(run, "scale1d", "scale1d"), load(run, "scale1d", "summary")
+    assert summary["depth"] == 5 and summary["epochs"] <= 2 and 0 <= summary["test_error"] <= 1
+    assert 0 <= summary["val_error"] <= 1 and summary["ridge"] == 0
+    assert list(arrays["layers"]) == [1, 2, 3, 4, 5] and summary["probes"] == 2 * (496 // 20)
+    for key in ("trained", "init", "trained_chmean", "init_chmean", "pooling", "prediction"):
+        assert all(arrays[f"{key}_{q}"].shape == (5,) and np.all(np.isfinite(arrays[f"{key}_{q}"])) for q in "DGR")
+    np.testing.assert_allclose(arrays["pooling_D"], arrays["prediction_D"], rtol=1e-9)
+    np.testing.assert_allclose(arrays["init_R"], arrays["init_D"] / arrays["init_G"], rtol=1e-10)
+    assert arrays["diffusive_k"][-1] == len(arrays["diffusive_R"]) == 32
+
+
+def test_the_original_s_stopping_rule_with_and_without_ridge():
+    """§2.12: without a ridge, the first check at zero hinge loss; with one, zero loss and zero validation error at
+    a 0-based epoch >= 500 x the first zero-loss epoch."""
+    assert scale1d.stops(30, 0.0, 30, 0.0, math.nan) and not scale1d.stops(30, 1e-9, None, 0.0, math.nan)
+    assert not scale1d.stops(30, 0.0, 30, 0.01, 0.0)                     # zero at 30: go on until epoch 15000
+    assert not scale1d.stops(15000, 0.0, 30, 0.01, 0.0078)               # validation error not yet 0
+    assert scale1d.stops(15000, 0.0, 30, 0.01, 0.0) and scale1d.stops(0, 0.0, 0, 0.01, 0.0)
+
+
+def test_ridge_penalty_is_the_original_norm_and_acts_on_the_trained_weights():
+    torch.manual_seed(0)
+    model = build_model("cnn1d", 1, in_channels=1, width=0.016, image_size=32)
+    by_hand = sum(b.conv.weight.detach().pow(2).sum() for b in model.blocks) / (16 * 5)
+    assert float(scale1d.ridge_penalty(model, 2).detach()) == pytest.approx(float(by_hand), rel=1e-12)
+    cubed = sum(b.conv.weight.detach().abs().pow(3).sum() for b in model.blocks) / (16 ** 1.5 * 5)
+    assert float(scale1d.ridge_penalty(model, 3).detach()) == pytest.approx(float(cubed), rel=1e-12)
+    weights = {}
+    for ridge in ("0", "5"):
+        args = scale1d.parse_args([*TINY, "--scale1d_epochs", "1", "--scale1d_ridge", ridge])
+        torch.manual_seed(0)
+        net = build_model("cnn1d", 1, in_channels=1, width=0.016, image_size=32)
+        data = {split: build_dataset("scale1d", split, length=32, xi=8, ptr=64) for split in ("train", "val")}
+        scale1d.train(net, data["train"], data["val"], args, torch.Generator().manual_seed(0), torch.device("cpu"))
+        weights[ridge] = net.blocks[0].conv.weight.detach().clone()
+    assert weights["5"].norm() < weights["0"].norm()                     # the penalty shrinks the conv weights
+
+
+def test_training_syncs_with_the_host_once_per_check_not_per_batch(monkeypatch):
+    """12 epochs of 8 batches: checks after 0-based epochs 0, 10 and 11 (the last), one host sync each (issue 27)."""
+    syncs = []
+    for method in ("item", "__float__", "__bool__", "__int__"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method,
+                            lambda self, *a, _f=original, _m=method: syncs.append(_m) or _f(self, *a))
+    args = scale1d.parse_args([*TINY, "--scale1d_epochs", "12"])
+    torch.manual_seed(0)
+    net = build_model("cnn1d", 1, in_channels=1, width=0.016, image_size=32)
+    data = {split: build_dataset("scale1d", split, length=32, xi=8, ptr=64) for split in ("train", "val")}
+    syncs.clear()
+    found = scale1d.train(net, data["train"], data["val"], args, torch.Generator().manual_seed(0),
+                          torch.device("cpu"))
+    assert 3 <= len(syncs) <= 3 + 1 and found["epochs"] <= 12                  # 3 checks + the final validation error

@@ -1,5 +1,6 @@
-"""reproduce.py's seed004 grids (issue 17 item 3): the published grid's three parts (the sigma sweep of the CNNs and
-of the FCNs, the twopoints nets) with their stages, and the demo's sigma sweep with the 1-D stage."""
+"""reproduce.py's seed004 grids (issue 17 item 3, issue 28 items 1, 2, 5): the published grid's parts (the sigma
+sweep of the CNNs and of the FCNs, the twopoints nets at ptr 1024 and 2048) with their stages, and the demo's sigma
+sweep with the 1-D stage."""
 import reproduce
 from pipeline.plan import build_plan, resolve_grid
 
@@ -20,19 +21,30 @@ def stages_of(chains, folder):
 
 
 def test_full_grid_has_the_sigma_sweeps_the_fcns_and_the_twopoints_nets():
-    (cnn, fcn, twopoints), chains = plan("--paper", "004", "--full")
+    (cnn, fcn, twopoints, twopoints2048), chains = plan("--paper", "004", "--full")
     assert cnn.models == CNNS and cnn.seeds == tuple(range(4)) and cnn.corruptions == SIGMAS
     assert (cnn.traindata, cnn.epochs, cnn.recipe) == (("cifar10",), 250, "seed004")
     assert fcn.models == ("fcn2", "fcn4", "fcn6") and fcn.seeds == tuple(range(11)) and fcn.recipe == "seed004_fcn"
     assert fcn.corruptions == SIGMAS
     assert twopoints.traindata == ("twopoints",) and len(twopoints.models) == 11 and "vgg13" in twopoints.models
     assert (twopoints.seeds, twopoints.epochs, twopoints.recipe) == (tuple(range(10)), 300, "twopoints")
-    assert len(chains) == 10 * 4 * 7 + 3 * 11 * 7 + 11 * 10
+    assert twopoints.ptrs == (1024,) and twopoints2048.ptrs == (2048,) and twopoints2048.models == twopoints.models
+    assert len(chains) == 10 * 4 * 7 + 3 * 11 * 7 + 11 * 10 * 2
     assert stages_of(chains, "cifar10/vgg11@sigma30/rnd2") == ["train", "stability", "stability-init",
                                                                  "stability-shuffled", "laplacian", "extract"]
     assert stages_of(chains, "cifar10/fcn6@sigma0.01/rnd10") == ["train", "stability", "stability-init", "extract"]
     assert stages_of(chains, "twopoints/lenet/rnd9") == ["train", "stability", "stability-init",
                                                          "stability-shuffled", "laplacian", "scale1d", "extract"]
+    # Fig. 8's second training size (issue 28 item 1): its own run folders, the twopoints stages, the 1-D model once
+    assert stages_of(chains, "twopoints/lenet@ptr2048/rnd9") == ["train", "stability", "stability-init",
+                                                                 "stability-shuffled", "laplacian", "extract"]
+    train = next(c for c in chains if c.label == "twopoints/vgg13@ptr2048/rnd0").commands[0].argv
+    assert train[train.index("--ptr") + 1] == "2048"
+    # init measured by node (issue 28 item 2), on one BN batch of all 500 probes
+    init = next(c for c in chains if c.label == "cifar10/vgg11@sigma30/rnd2").commands[2].argv
+    assert init[0] == "stability.py" and "--init" in init and "--by_layer" in init and "--batchsize" not in init
+    scale1d = next(c for c in chains if c.label == "twopoints/lenet/rnd9").commands[5].argv
+    assert scale1d[0] == "scale1d.py" and scale1d[scale1d.index("--scale1d_epochs") + 1] == "600000"
     train = next(c for c in chains if c.label == "cifar10/fcn6@sigma0.01/rnd10").commands[0].argv
     assert train[train.index("--gaussian_corruption_std") + 1] == "0.01" and "seed004_fcn" in train
     stability = next(c for c in chains if c.label == "cifar10/vgg11@sigma30/rnd2").commands[1].argv

@@ -13,6 +13,7 @@ from measures.stability import (
     constant_filter_stabilities,
     diffeo,
     displacement_fields,
+    layer_stabilities,
     matched_noise,
     move_sites,
     pooling_model_prediction,
@@ -289,6 +290,19 @@ def test_streaming_accumulator_equals_one_shot_for_several_layers():
         for key in ("D", "G", "R", "den"):
             assert streamed[name][key] == pytest.approx(relative_stability(fx, ft, fe)[key], rel=1e-12)
             assert streamed[name][key] == pytest.approx(reference[key], rel=1e-10)
+
+
+def test_layer_stabilities_are_the_numpy_reference_of_each_output_and_of_its_channel_mean():
+    """The 1-D stage's per-block numbers (§2.12): full output and, as the original's Mean=True, its channel mean."""
+    layers = [random_representations(9, (4, 6), 60 + k) for k in range(3)]
+    found = layer_stabilities(*zip(*layers))
+    for index, (fx, ft, fe) in enumerate(layers):
+        full = numpy_stability(fx.numpy(), ft.numpy(), fe.numpy())
+        mean = numpy_stability(*(f.mean(1).numpy() for f in (fx, ft, fe)))
+        for key in ("D", "G", "R"):
+            assert found[key][index] == pytest.approx(full[key], rel=1e-10)
+            assert found[f"chmean_{key}"][index] == pytest.approx(mean[key], rel=1e-10)
+    assert found["chmean_R"][0] != pytest.approx(found["R"][0])
 
 
 def test_streamed_median_equals_the_one_shot_median_and_the_numpy_reference():

@@ -1,6 +1,8 @@
 """stability.py beyond the basic modes (issue 17): the fx nodes of §2.4, batch-statistics BatchNorm at init, the
 channel shuffles 1 and 2 against hand-made permutations, the fresh init net, the twopoints one-pixel move, the flags
---mean_stability, --noise_magnitude and --interp, and the 1-D scale-detection stage."""
+--mean_stability, --noise_magnitude and --interp, the original's nodes (--nodes original, issue 28) and the node
+groups that bound the memory of the init batch (--node_memory, issue 27)."""
+import copy
 import operator
 
 import numpy as np
@@ -94,6 +96,64 @@ def test_vgg_nodes_have_no_global_pool_and_in_place_relus_keep_the_conv_output()
     assert isinstance(model.features[1], nn.ReLU)
 
 
+def hooked_outputs(model, x):
+    """A hand-built in-place extractor: forward hooks keep the output tensor of every leaf module, in call order, as
+    the original's feature extractor returns it (an in-place ReLU later overwrites the conv/BN output it was given)."""
+    found, handles = [], []
+    for name, module in model.named_modules():
+        if not list(module.children()):
+            handles.append(module.register_forward_hook(lambda m, i, out, name=name: found.append((name, out))))
+    with torch.no_grad():
+        model(x)
+    for handle in handles:
+        handle.remove()
+    return found
+
+
+def test_original_nodes_are_an_in_place_extractor_s_values_and_indices():
+    """--nodes original on a VGG with BN and in-place ReLUs, on 28x28 one-channel inputs (twopoints' ZeroPad2d):
+    every leaf module's output, in order, post-ReLU where an in-place ReLU follows, pad and global pool kept."""
+    torch.manual_seed(0)
+    model = build_model("vgg11", 1, in_channels=1, width=0.25, image_size=28).double().eval()
+    x = torch.randn(4, 1, 28, 28, dtype=torch.float64)
+    expected = hooked_outputs(model, x)
+    assert [name for name, _ in expected][:2] == ["pad", "features.0"] and expected[-2][0] == "avgpool"
+    taps = NodeTaps(model, by_layer=True, nodes="original")
+    found = taps(x)
+    assert list(found) == [name for name, _ in expected[:-1]] + ["output"]      # the same nodes at the same indices
+    for (name, value), node in zip(expected, found):
+        assert torch.equal(found[node], value), name
+    assert found["features.1"].min() >= 0 and torch.equal(found["features.1"], found["features.2"])  # BN: post-ReLU
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    ours = NodeTaps(copy.deepcopy(model), by_layer=True)(x)
+    assert list(ours)[0] == "features.0" and len(ours) == len(found) - 2 and ours["features.0"].min() < 0
+
+
+def test_node_groups_bound_the_memory_and_leave_the_init_numbers_unchanged(workdir):
+    """At init the BN batch is all --P probes (§2.6); --node_memory measures the nodes in groups, each group from its
+    own passes over the whole batch: the same numbers as one group."""
+    model = build_model("lenet", 10, width=0.25).eval()
+    taps = NodeTaps(model, by_layer=True)
+    taps.settle(torch.randn(2, 3, 32, 32))
+    assert [len(g) for g in taps.groups(10, 1.0)] == [1] * len(taps.names)
+    assert taps.groups(10, 1e12) == [taps.names]
+    sizes = [3 * 10 * taps.sample_bytes[n] for n in taps.names]
+    budget = sum(sizes[:3])
+    assert taps.groups(10, budget)[0] == taps.names[:3]
+    runs = {}
+    for memory in ("4", "1e-9"):
+        measure(workdir, "--init", "--by_layer", "--node_memory", memory, model="vgg11")
+        runs[memory] = results(workdir, "init", model="vgg11")
+    (whole, summary), (grouped, summary_grouped) = runs["4"], runs["1e-9"]
+    assert list(whole["nodes"]) == list(grouped["nodes"]) and len(whole["nodes"]) == 30
+    np.testing.assert_array_equal(whole["dims"], grouped["dims"])
+    for key in ("D", "G", "R", "den"):
+        np.testing.assert_allclose(grouped[key], whole[key], rtol=1e-12)
+    assert summary["probe_accuracy"] == summary_grouped["probe_accuracy"]
+    measure(workdir, "--init", "--by_layer", "--batchsize", "20", model="vgg11")   # another BN batch: other numbers
+    assert not np.allclose(results(workdir, "init", model="vgg11")[0]["R"], whole["R"], rtol=1e-6)
+
+
 def test_mean_field_fcn_layers_are_single_nodes():
     _, found = nodes_of("fcn2")
     assert list(found) == ["layers.0", "relu", "output"]
@@ -117,7 +177,8 @@ def test_in_place_graph_ops_are_made_out_of_place():
     assert list(found) == ["conv", "relu", "add", "mul_", "mean", "output"]
     assert found["conv"].min() < 0 and torch.equal(found["add"], found["relu"] + 1)
     assert torch.equal(found["mul_"], 2 * found["add"])
-    assert all(node.target not in (operator.iadd, "mul_") for node in taps._extractor.eval_graph.nodes)
+    extractor = taps._extractors[tuple(taps.names)]
+    assert all(node.target not in (operator.iadd, "mul_") for node in extractor.eval_graph.nodes)
 
 
 # ---------------------------------------------------------------------------------------------------- the networks
@@ -235,20 +296,3 @@ def test_noise_magnitude_must_be_minus_one_or_positive(workdir):
     assert stability.stage_of(args_of(workdir, "--shuffle_channels", "2")) == STABILITY_MODES["shuffled2"]
     assert stability.stage_of(args_of(workdir, "--init")) == STABILITY_MODES["init"]
     assert stability.stage_of(args_of(workdir, "--init", "fresh")) == STABILITY_MODES["fresh"]
-
-
-# ---------------------------------------------------------------------------------------------------- scale1d
-
-def test_scale1d_stage_trains_measures_and_writes_the_constant_filter_model(workdir):
-    assert stability.main(["--model-name", "lenet", "--traindata", "digits", "--workdir", str(workdir), "--device",
-                           "cpu", "--scale1d", "--scale1d_channels", "16", "--scale1d_length", "32",
-                           "--scale1d_xi", "8", "--scale1d_ptr", "64", "--scale1d_epochs", "2"]) == 0
-    run = RunDir.of(workdir, "digits", "lenet", 0)
-    arrays, summary = load(run, "scale1d", "scale1d"), load(run, "scale1d", "summary")
-    assert summary["depth"] == 5 and summary["epochs"] <= 2 and 0 <= summary["test_error"] <= 1
-    assert list(arrays["layers"]) == [1, 2, 3, 4, 5] and summary["probes"] == 2 * (496 // 20)
-    for key in ("trained", "init", "trained_chmean", "init_chmean", "pooling", "prediction"):
-        assert all(arrays[f"{key}_{q}"].shape == (5,) and np.all(np.isfinite(arrays[f"{key}_{q}"])) for q in "DGR")
-    np.testing.assert_allclose(arrays["pooling_D"], arrays["prediction_D"], rtol=1e-9)
-    np.testing.assert_allclose(arrays["init_R"], arrays["init_D"] / arrays["init_G"], rtol=1e-10)
-    assert arrays["diffusive_k"][-1] == len(arrays["diffusive_R"]) == 32

@@ -149,7 +149,7 @@ def test_extract_and_average_draw_the_seed004_figures(workdir):
         assert (report / f"{stem}.png").is_file() and (report / f"{stem}.pdf").is_file()
     # the output points the R_f-against-error figure draws, as the table holds them, from the measured stability
     header, _, *rows = [line.strip("| ").split(" | ") for line in text.splitlines()
-                        if line.startswith("| group | sigma |") or line.startswith("|---")
+                        if line.startswith("| group | protocol | sigma |") or line.startswith("|---")
                         or line.startswith("| digits/vgg11 |")][:3]
     row = dict(zip(header, rows[0]))
     measured = load(RunDir.of(workdir, "digits", "vgg11", 0), "stability", "stability")

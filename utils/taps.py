@@ -10,7 +10,8 @@ statistic), so the activations of a whole dataset are never stored.
     feats = taps.values            # list of tensors, one per layer, (B, C, H, W) or (B, D)
 
 `NodeTaps(model, by_layer=True)(x)` returns every node of a traced network instead (seed004 §2.4: each conv,
-norm, activation, pooling and residual add, evaluated out of place so that each keeps its own value).
+norm, activation, pooling and residual add, evaluated out of place so that each keeps its own value; or, with
+nodes="original", the original code's nodes and values, in-place ReLUs included).
 """
 from __future__ import annotations
 
@@ -99,23 +100,39 @@ def _op_name(target) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
+NODE_SETS = ("ours", "original")   # NodeTaps(nodes=...): the toolkit's nodes (default) or the original's (§2.4)
+
+
 class NodeTaps:
     """The nodes of §2.4 of one network (module docstring): `taps(x)` -> {name: (B, ...) tensor} in forward order,
-    the last "output". With by_layer=False only {"output": model(x)}.
+    the last "output"; `taps(x, names)` only those nodes. With by_layer=False only {"output": model(x)}.
+
+    nodes="ours" (the default): in-place ops are evaluated out of place, so a conv or BN node keeps its own value,
+    and nodes that only re-lay out the input (ZeroPad2d) or pool a map to its own shape (VGG's global pool of a 1x1
+    map) are dropped. nodes="original": the relativestability code's nodes, as its create_feature_extractor gives
+    them on diffeo-sota's nets: in-place ops stay in place, so a conv or BN node feeding an in-place ReLU returns the
+    post-ReLU tensor, and the ZeroPad2d and shape-keeping pooling nodes are kept (VGG's features end with
+    AvgPool2d(kernel_size=1)), so node indices match the paper's figures (the names stay this toolkit's).
 
     The graph is traced once (torchvision's feature extractor over every node); the nodes to keep are settled on
-    the first call, from the node types and the shapes that call produced, and the extractor is rebuilt on them."""
+    the first call (`settle`: a few probes suffice), from the node types and the shapes that call produced, and an
+    extractor is built for each set of nodes asked for."""
 
-    def __init__(self, model: nn.Module, by_layer: bool):
+    def __init__(self, model: nn.Module, by_layer: bool, nodes: str = "ours"):
+        if nodes not in NODE_SETS:
+            raise ValueError(f"nodes must be one of {NODE_SETS}, got {nodes!r}")
         self.model = model
         self.by_layer = by_layer
+        self.original = nodes == "original"
         self.names: list[str] | None = None   # kept node names, "output" last
-        self._extractor = None
-        self._rename: dict[str, str] = {}
+        self.sample_bytes: dict[str, int] = {}   # name -> bytes of one probe's value
+        self._internal: dict[str, str] = {}      # name -> fx node name
+        self._extractors: dict[tuple[str, ...], object] = {}
         if by_layer:
-            for module in model.modules():   # evaluated out of place: each node keeps its own value
-                if hasattr(module, "inplace"):
-                    module.inplace = False
+            if not self.original:
+                for module in model.modules():   # evaluated out of place: each node keeps its own value
+                    if hasattr(module, "inplace"):
+                        module.inplace = False
             leaves = sorted({type(m) for m in model.modules() if isinstance(m, LEAF_BASES)
                              and not type(m).__module__.startswith("torch.nn")}, key=lambda c: c.__qualname__)
             self._tracer = {"leaf_modules": leaves}
@@ -127,17 +144,37 @@ class NodeTaps:
                                    "only (drop --by_layer)") from err
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         if not self.by_layer:
             return {"output": self.model(x)}
-        if self._extractor is None:
-            return self._first_call(x)
-        found = self._extractor(x)
-        return {self._rename.get(name, name): found[name] for name in self._kept}
+        if self.names is None:
+            self.settle(x)
+        wanted = tuple(self.names if names is None else names)
+        extractor = self._extractors.get(wanted)
+        if extractor is None:
+            extractor = self._extractors[wanted] = self._build([self._internal[name] for name in wanted])
+        found = extractor(x)
+        return {name: found[self._internal[name]] for name in wanted}
+
+    def groups(self, batch: int, budget: float) -> list[list[str]]:
+        """The kept nodes in forward order, cut into consecutive groups whose values for three passes of `batch`
+        probes (x, tau x, x + eta) take at most `budget` bytes (a node larger than that is a group of its own)."""
+        out: list[list[str]] = []
+        used = 0.0
+        for name in self.names:
+            need = 3 * batch * self.sample_bytes[name]
+            if not out or used + need > budget:
+                out.append([])
+                used = 0.0
+            out[-1].append(name)
+            used += need
+        return out
 
     def _build(self, names: list[str]):
         extractor = _feature_extraction().create_feature_extractor(self.model, return_nodes=names,
                                                                    tracer_kwargs=self._tracer)
+        if self.original:   # the graph as traced, in-place ops included
+            return extractor.eval()
         for graph in (extractor.train_graph, extractor.eval_graph):
             for node in graph.nodes:
                 if node.op == "call_function" and node.target in IN_PLACE:
@@ -153,7 +190,10 @@ class NodeTaps:
         extractor.graph = extractor.eval_graph   # recompiles the patched graph
         return extractor
 
-    def _first_call(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def settle(self, x: torch.Tensor) -> None:
+        """Choose the kept nodes from one forward pass of `x` (every node's value; a few probes suffice) and record
+        each node's size per probe (`sample_bytes`)."""
         extractor = self._build(self._all)
         found = extractor(x)
         returned = next(node for node in extractor.eval_graph.nodes if node.op == "output").args[0]  # name -> node
@@ -164,21 +204,19 @@ class NodeTaps:
         if last is None:
             raise ToolkitError("--by_layer found no node that yields the network's output; drop --by_layer")
         kept = kept[:kept.index(last) + 1]
-        self._rename = {last: "output"}
-        self._kept = kept
-        self._extractor = self._build(kept)
-        self.names = [self._rename.get(name, name) for name in kept]
-        return {self._rename.get(name, name): found[name] for name in kept}
+        self.names = [*kept[:-1], "output"]
+        self._internal = dict(zip(self.names, kept))
+        self.sample_bytes = {name: found[node][:1].numel() * found[node].element_size()
+                             for name, node in self._internal.items()}
 
-    @staticmethod
-    def _keeps(extractor, node, value, values_of: dict, x: torch.Tensor) -> bool:
+    def _keeps(self, extractor, node, value, values_of: dict, x: torch.Tensor) -> bool:
         if node.op in ("placeholder", "get_attr", "output"):
             return False
         if not isinstance(value, torch.Tensor) or value.dim() < 1 or value.shape[0] != x.shape[0]:
             return False
         if node.op == "call_module":
             module = extractor.get_submodule(node.target)
-            if isinstance(module, LAYOUT_MODULES):
+            if isinstance(module, LAYOUT_MODULES) and not (self.original and isinstance(module, nn.ZeroPad2d)):
                 return False
             pooling = isinstance(module, POOL_MODULES)
         else:
@@ -186,7 +224,7 @@ class NodeTaps:
             if name in LAYOUT_OPS or any(part in node.name for part in ORIGINAL_DROPPED):
                 return False
             pooling = name in POOL_OPS
-        if pooling:   # a pooling that keeps its input's shape (a global pool of a 1x1 map) is no new node
+        if pooling and not self.original:   # a pooling that keeps its input's shape (a global pool of a 1x1 map)
             source = node.args[0]
             before = values_of.get(getattr(source, "name", None), x if getattr(source, "op", "") == "placeholder"
                                    else None)
