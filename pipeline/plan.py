@@ -131,11 +131,16 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
         for workdir, member in members:
             averaged.setdefault(workdir, set()).update(member.seeds)
             common = ["--workdir", workdir, "--device", args.device]
+            built: dict[Cell, Chain] = {}
             for dataset, model, sigma, alpha in product(member.traindata, member.models, member.corruptions,
                                                         member.selectivity_regs):
                 for seed in member.seeds:
-                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha), workdir, mode,
-                                         common, wanted, extract and not group_stages))
+                    cell = Cell(dataset, model, seed, sigma, alpha)
+                    built[cell] = _chain(args, member, stages, cell, workdir, mode, common, wanted,
+                                         extract and not group_stages)
+            chains += _finetunes_after_their_start(args, member, built, workdir, mode, common, wanted)
+            for dataset, model, sigma, alpha in product(member.traindata, member.models, member.corruptions,
+                                                        member.selectivity_regs):
                 first = Cell(dataset, model, member.seeds[0], sigma, alpha)
                 group = first.run(workdir)
                 for scheduled in group_stages:
@@ -162,6 +167,26 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
                                               *map(str, sorted(seeds)), *pdf], None,
                                  contract.log_path(report_dir(workdir), "averaging")))
     return chains, group_cmds, final
+
+
+def _finetunes_after_their_start(args, part: GridPart, built: dict[Cell, Chain], workdir: str, mode: str,
+                                 common: list[str], wanted: set[str] | None) -> list[Chain]:
+    """The chains of `built`, each selectivity-regularised run's commands after those of the plain run it fine-tunes
+    (seed003 §10; train_classifier.py --selectivity_reg): appended to the plain run's chain when the grid has it,
+    else after that run's training, so that the plain network is trained before, and never by two chains at once."""
+    chains = []
+    for cell, chain in built.items():
+        if not cell.selectivity_reg:
+            chains.append(chain)
+            continue
+        plain = replace(cell, selectivity_reg=0.0)
+        if plain in built:
+            built[plain].commands += chain.commands
+            continue
+        if wanted is None or "train" in wanted:
+            chain.commands[:0] = _chain(args, part, [], plain, workdir, mode, common, wanted, False).commands
+        chains.append(chain)
+    return chains
 
 
 def _group_command(args, scheduled: contract.Stage, first: Cell, seeds: tuple[int, ...], workdir: str,
@@ -206,12 +231,12 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
     ident = cell.identity(common)
     chain = Chain(str(run.root.relative_to(args.workdir)), contract.lock_path(run))
     if wanted is None or "train" in wanted:
-        train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
-                 "--data-root", args.data_root, "--resume", "--no-progress"]
-        if part.recipe:
-            train += ["--recipe", part.recipe]
-        if part.save_epochs:
-            train += ["--save-epochs", *map(str, part.save_epochs)]
+        train = ["train_classifier.py", *ident, "--width", str(part.width), "--data-root", args.data_root, "--resume",
+                 "--no-progress"]
+        if not cell.selectivity_reg:   # a regularised run fine-tunes the plain one by its own recipe (seed003 §10)
+            train[len(ident) + 1:len(ident) + 1] = ["--epochs", str(part.epochs)]
+            train += ["--recipe", part.recipe] if part.recipe else []
+            train += ["--save-epochs", *map(str, part.save_epochs)] if part.save_epochs else []
         if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
             train.append("--channels-last")
         chain.commands.append(Command("train", train, run.root, contract.log_path(run.root, "train")))
