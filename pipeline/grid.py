@@ -38,6 +38,7 @@ class GridPart:
     widths: tuple[float, ...] = ()             # a width sweep: the part trained at each width (`width` unused), each
                                                # in <workdir>/width<s>, then the sweep stages (rainbow-width)
     selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
+    weights: str = ""                          # a weights file imported (import_weights.py) instead of training
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe, self.save_epochs
@@ -83,6 +84,11 @@ FULL_GRIDS = {
                  workdir="j8width", widths=tuple(2.0 ** k for k in range(-3, 4))),
     ),
 }
+# seed003 §1-§3: the paper's numbers came from akamaster's ResNet-20 checkpoint; reproduce.py --akamaster-weights FILE
+# imports it (import_weights.py: ImageNet statistics, as it was trained) into its own sub-workdir and measures it
+# with the 003 stages beside the nets trained here
+AKAMASTER_FILE = "resnet20-12fca82f.th"
+AKAMASTER = GridPart(("cifar10",), ("resnet20",), (0,), 0, 1.0, None, ("003",), workdir="akamaster")
 # What a published grid leaves out, and why (said by --full and --help).
 FULL_GRID_GAPS = {
     "002": "seed002's ResNet-18 ImageNet widths (s = 2^-3..2^3, spec §4) are left out: train_classifier.py and "

@@ -9,10 +9,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, replace
 from itertools import product
+from pathlib import Path
 
 from pipeline import contract
 from pipeline.commands import Chain, Command
 from pipeline.grid import (
+    AKAMASTER,
+    AKAMASTER_FILE,
     ALL_PAPERS_DEMO,
     DEMO_GRIDS,
     FULL_GRID_GAPS,
@@ -55,7 +58,14 @@ def resolve_grid(args) -> list[GridPart]:
             raise ToolkitError("--selectivity_reg is seed003's (§10); add --paper 003 or --paper all")
         parts = [replace(part, selectivity_regs=tuple(args.selectivity_reg)) if "003" in part.papers else part
                  for part in parts]
-    for part in (replace(part, **overrides) for part in parts):
+    imported = [replace(AKAMASTER, weights=str(Path(args.akamaster_weights).resolve()),
+                        selectivity_regs=tuple(args.selectivity_reg or (0.0,)))] \
+        if args.akamaster_weights and "003" in papers else []
+    if args.akamaster_weights and not imported:
+        raise ToolkitError("--akamaster-weights is seed003's network (§3); add --paper 003 or --paper all")
+    if args.full and "003" in papers and not imported and not args.print:   # --print lists it as a comment
+        print(f"note: {akamaster_placeholder(args)}", file=sys.stderr)
+    for part in [*(replace(part, **overrides) for part in parts), *imported]:
         for index, other in enumerate(merged):
             if _shares_runs(part, other):
                 if part.training() != other.training():
@@ -72,6 +82,15 @@ def resolve_grid(args) -> list[GridPart]:
     return merged
 
 
+def akamaster_placeholder(args) -> str:
+    """What a 003 grid without --akamaster-weights leaves out: the import and measurement of the paper's network."""
+    workdir = Path(args.workdir) / AKAMASTER.workdir
+    return (f"003 measures its own trained ResNet-20 only; the paper's numbers (91.71 / 88.59 / 0.0345) came from "
+            f"akamaster's checkpoint, not measured here: give reproduce.py --akamaster-weights {AKAMASTER_FILE} to "
+            f"run `python import_weights.py --model-name resnet20 --traindata cifar10 --seed 0 --workdir {workdir} "
+            f"--weights {AKAMASTER_FILE}` and the 003 stages on it")
+
+
 def validate(parts: list[GridPart], data_root: str, check_files: bool = True) -> None:
     """Every model and training set of the grid exists, and (check_files) a file-backed set's files, plain or
     gzipped, are under `data_root`: else a one-line ToolkitError (exit 2) before anything runs or is submitted.
@@ -80,6 +99,10 @@ def validate(parts: list[GridPart], data_root: str, check_files: bool = True) ->
     from datasets.registry import FILE_LOADERS, is_folder_dataset, list_datasets
     from models.registry import is_model, list_models
 
+    for part in parts:
+        if check_files and part.weights and not Path(part.weights).is_file():
+            raise ToolkitError(f"no weights file {part.weights} (--akamaster-weights): pass the path of akamaster's "
+                               f"{AKAMASTER_FILE}")
     for model in dict.fromkeys(m for part in parts for m in part.models):
         if not is_model(model):
             raise ToolkitError(f"unknown model {model!r} in --models; choose among {', '.join(list_models())} "
@@ -230,7 +253,10 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
     run = cell.run(workdir)
     ident = cell.identity(common)
     chain = Chain(str(run.root.relative_to(args.workdir)), contract.lock_path(run))
-    if wanted is None or "train" in wanted:
+    if part.weights and not cell.selectivity_reg and (wanted is None or "train" in wanted):
+        chain.commands.append(Command("train", ["import_weights.py", *ident, "--weights", part.weights, "--data-root",
+                                                args.data_root], run.root, contract.log_path(run.root, "train")))
+    elif wanted is None or "train" in wanted:
         train = ["train_classifier.py", *ident, "--width", str(part.width), "--data-root", args.data_root, "--resume",
                  "--no-progress"]
         if not cell.selectivity_reg:   # a regularised run fine-tunes the plain one by its own recipe (seed003 §10)

@@ -357,6 +357,10 @@ def test_batch_selectivity_equals_the_index_over_the_classes_present_and_zero_be
     assert torch.equal(batch_class_selectivity(features[one], labels[one], 4), torch.zeros(16, dtype=torch.float64))
     with pytest.raises(ValueError, match="two classes"):
         class_selectivity_index(features[one], labels[one])
+    streamed = LayerSelectivity(num_classes=4)
+    streamed.update([features[one]], labels[one])
+    with pytest.raises(ValueError, match="two classes"):
+        streamed.unit_selectivity()
     weights = features.clone().requires_grad_()
     batch_class_selectivity(weights, labels, 4).sum().backward()
     assert torch.isfinite(weights.grad).all() and weights.grad.abs().sum() > 0
