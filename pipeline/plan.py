@@ -257,12 +257,14 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
         chain.commands.append(Command("train", ["import_weights.py", *ident, "--weights", part.weights, "--data-root",
                                                 args.data_root], run.root, contract.log_path(run.root, "train")))
     elif wanted is None or "train" in wanted:
-        train = ["train_classifier.py", *ident, "--width", str(part.width), "--data-root", args.data_root, "--resume",
-                 "--no-progress"]
-        if not cell.selectivity_reg:   # a regularised run fine-tunes the plain one by its own recipe (seed003 §10)
-            train[len(ident) + 1:len(ident) + 1] = ["--epochs", str(part.epochs)]
-            train += ["--recipe", part.recipe] if part.recipe else []
-            train += ["--save-epochs", *map(str, part.save_epochs)] if part.save_epochs else []
+        # a regularised run fine-tunes the plain one by its own recipe (seed003 §10): no epochs or recipe of the part
+        epochs = [] if cell.selectivity_reg else ["--epochs", str(part.epochs)]
+        train = ["train_classifier.py", *ident, *epochs, "--width", str(part.width), "--data-root", args.data_root,
+                 "--resume", "--no-progress"]
+        if part.recipe and not cell.selectivity_reg:
+            train += ["--recipe", part.recipe]
+        if part.save_epochs and not cell.selectivity_reg:
+            train += ["--save-epochs", *map(str, part.save_epochs)]
         if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
             train.append("--channels-last")
         chain.commands.append(Command("train", train, run.root, contract.log_path(run.root, "train")))
