@@ -19,7 +19,8 @@ from pipeline.loaded import checkpoint_path, load_config
 from training.recipes import get_recipe
 from training.selectivity import SelectivityRegularizer
 from utils.cli import run_main
-from utils.io import load_torch, sha256_of
+from utils.errors import ToolkitError
+from utils.io import load_torch, save_torch, sha256_of
 from utils.rundir import RunDir
 
 TRAIN = ("--width", "0.25", "--epochs", "2")
@@ -57,6 +58,14 @@ def test_the_default_fine_tunes_the_trained_plain_run_and_lowers_selectivity(tmp
     assert config["flags"]["selectivity_start"] == "finetune"
     assert config["flags"]["start_sha256"] == sha256_of(checkpoint_path(plain))
     assert (selectivity["-3"] < selectivity["3"]).all(), selectivity
+    again = [*common, "--no-progress", "--epochs", "2", "--lr", "2e-3", "--selectivity_reg", "3", "--resume"]
+    last = regularised.last.read_bytes()
+    assert train_classifier.main(again) == 0 and regularised.last.read_bytes() == last   # done: nothing to do
+    checkpoint = load_torch(checkpoint_path(plain))
+    checkpoint["model"]["linear.bias"] += 1.0   # the plain run retrained: the fine-tune no longer starts from it
+    save_torch(checkpoint_path(plain), checkpoint)
+    with pytest.raises(ToolkitError, match="other flags"):
+        train_classifier.main(again)
     defaults = get_recipe("seed003_selectivity")
     assert (defaults.epochs, defaults.lr, defaults.batchsize, defaults.optimizer) == (10, 2e-4, 128, "adam")
 
