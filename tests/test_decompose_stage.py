@@ -125,6 +125,17 @@ def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, traine
     assert row.endswith("| smallest | csg_net.pt | paper's protocol, other data | - | - |")
 
 
+def test_csg_gates_are_read_from_a_checkpoint_dict_too(tmp_path):
+    """The authors' CSG checkpoint keeps its (classes, filters) gates under 'csg' (§8)."""
+    gates = torch.tensor([[0.3, 0.1, 0.5, 0.2], [0.0, 0.9, 0.4, 0.6]])
+    save_torch(tmp_path / "csg.pth", {"csg": gates, "state_dict": {}})
+    save_torch(tmp_path / "other.pth", {"state_dict": {}})
+    sets = decompose.sets_from_gates(str(tmp_path / "csg.pth"), [2.0])["2"]
+    assert [s.tolist() for s in sets] == [[1, 3], [0, 2]]   # argsort(1)[:, :2], the smallest gates
+    with pytest.raises(ToolkitError, match="'csg'"):
+        decompose.sets_from_gates(str(tmp_path / "other.pth"), [2.0])
+
+
 def test_report_protocols_and_the_papers_numbers():
     """The protocol of a seed003 row and the paper's numbers beside it (reports.references, spec §2, §9)."""
     from reports import Group
