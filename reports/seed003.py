@@ -204,7 +204,7 @@ def average(groups: list[Group], out: Path, options: ReportOptions) -> str:
                  f"columns, not the MI.\n\n{comparison}\n\n")
     regularised = _regularised_rows(extracted)
     if regularised:
-        header = ["plain group", "alpha", "seeds plain/reg", *[f"{name} {net}" for name in
+        header = ["plain group", "alpha", "k", "seeds plain/reg", *[f"{name} {net}" for name in
                   ("full acc", "decomposed acc", "MI (self)", "SI head", "SI mean over layers") for net in
                   ("plain", "reg")], "start", "protocol", "paper"]
         text += ("### Selectivity-regularised against plain nets (§10, a journal-version extra)\n\nNets trained with "
@@ -274,7 +274,7 @@ def _regularised_rows(extracted: list[tuple[Group, list[dict]]]) -> list[list]:
                      ("full_acc", "decomposed_acc", "mutual_info", "class_selectivity_index", "layers")
                      for results in (plain_runs, runs)]
             start = ", ".join(sorted({r.get("selectivity_start", "scratch") for r in runs}))
-            rows.append([twin.label, f"{alpha:g}", f"{len(plain_runs)}/{len(runs)}", *cells, start,
+            rows.append([twin.label, f"{alpha:g}", k, f"{len(plain_runs)}/{len(runs)}", *cells, start,
                          PROTOCOLS["extra"], "-"])
     return rows
 

@@ -115,7 +115,7 @@ def test_the_scratch_extra_lowers_selectivity_in_its_own_run_folder(tmp_path, tr
     assert averaging.main(["--workdir", str(tmp_path)]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     table = report[report.index("Selectivity-regularised against plain nets"):]
-    row = next(line for line in table.splitlines() if line.startswith(f"| digits/resnet20 | {ALPHA} | 1/1 | "))
+    row = next(line for line in table.splitlines() if line.startswith(f"| digits/resnet20 | {ALPHA} | 5 | 1/1 | "))
     plain_acc = load(plain, "decompose-validate", "validate")["decomposed"]["5"]
     regularised_acc = load(regularised, "decompose-validate", "validate")["decomposed"]["5"]
     assert f"| {plain_acc:.4g} | {regularised_acc:.4g} |" in row
