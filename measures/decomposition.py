@@ -494,7 +494,7 @@ class LayerSelectivity:
         self.num_classes, self.k = num_classes, k
         self.counts: list[list[torch.Tensor]] = []
         self.sums: list[torch.Tensor] = []
-        self.minimum: list[float] = []
+        self.minimum: list[torch.Tensor] = []   # (), on the device
         self.labels: list[torch.Tensor] = []
 
     def update(self, features: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
