@@ -212,6 +212,9 @@ def full_run_summary(args) -> str:
         what = "; ".join(f"{'/'.join(p.traindata)} x {len(p.models)} models x {len(p.seeds)} seeds, {p.epochs} epochs"
                          for p in parts)
         lines.append(f"  {paper}: {trainings} training(s), {len(commands) - trainings} measuring stages ({what})")
+    if "003" in papers:
+        lines.append("  003 there also measures the paper's network, akamaster's ResNet-20, when given "
+                     "--akamaster-weights FILE")
     if "000" in papers:
         analysis = STAGES[0].schedule
         full, demo = (dict(zip(flags[0::2], flags[1::2])) for flags in (analysis.full, analysis.demo))
