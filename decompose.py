@@ -6,6 +6,8 @@
     python decompose.py finetune  --model-name resnet20 --traindata cifar10 --seed 0 -k 5 --epochs 10 --lr 1e-4
     python decompose.py validate  --model-name resnet20 --traindata cifar10 --weights resnet20-12fca82f.th \\
         --indices resnet20_cifar-10_indices.json    # akamaster's file: ImageNet statistics, as it was trained
+    python decompose.py indices   --model-name resnet20 --traindata cifar10 --csg-gates gates.npy \\
+        --csg-weights best_save_CSG.pth -k 5        # the CSG sets (smallest gates), scored on the CSG net (§7-8)
 
 The network is a trained run (<workdir>/<dataset>/<model>/rnd<seed>, pipeline.loaded.LoadedRun.from_args) or,
 with --weights, any checkpoint file of a registered architecture (the akamaster `{"state_dict"}` format included;
@@ -15,10 +17,13 @@ dataset's) unless --normalization asks for others (stated on stderr); every stag
 std it used. Outputs go to the run folder's decompose/<subcommand>/ either way (names: pipeline.contract, stages
 decompose-<subcommand>). Filter sets of CSG (--csg-gates, or --source csg) are kept apart from ours: the same
 files under decompose/csg/<subcommand>/ (stages decompose-csg-<subcommand>); validate, essential and finetune
-read the indices of --source (default ours). The head must have one output per class (a one-output hinge head
-has no class-specific sets). The features are the global-average-pooled input of the classifier (the output of
---layer for `indices`). Finetuning runs the training loop's epochs (training.loop.Trainer, writing nothing into
-the run). Files written (documented here only):
+read the indices of --source (default ours). A CSG set is the k SMALLEST gates of its class, as in the paper's code
+(§8, §12.2; --csg-order largest, Liang et al.'s reading, is a toolkit extra). The paper scores the CSG sets on the
+CSG-trained ResNet-20 (§7-8): --csg-weights FILE makes the csg stages measure that network; without it they measure
+the run's own network (a departure; _done.json records csg_weights and the report says which). The head must have
+one output per class (a one-output hinge head has no class-specific sets). The features are the
+global-average-pooled input of the classifier (the output of --layer for `indices`). Finetuning runs the training
+loop's epochs (training.loop.Trainer, writing nothing into the run). Files written (documented here only):
 - indices/indices.json      {"<k>": {"<class>": [filter, ...]}}: S_c per k (§4; from --indices or --csg-gates if given)
 - indices/indices.npz       histograms_<k> (classes, D) top-k vote counts the sets were read from (computed sets
                             only), fc_topk_overlap_<k> (classes,)
@@ -61,6 +66,7 @@ from utils.taps import LayerTaps, spatial_mean
 BATCH = 500
 VAL_TRANSFORMS = ("crop", "squash")
 SUBCOMMANDS = ("indices", "validate", "finetune", "essential")
+CSG_ORDERS = ("smallest", "largest")
 
 
 def parse_args(argv=None):
@@ -82,9 +88,16 @@ def parse_args(argv=None):
                              "a mismatch is stated on stderr")
     parser.add_argument("--indices", default=None, help="JSON file of filter sets to use instead of computing them")
     parser.add_argument("--csg-gates", default=None,
-                        help="a (classes, filters) CSG gate matrix (.npy/.pt); sets = the k largest gates (§8)")
-    parser.add_argument("--csg-smallest", action="store_true",
-                        help="take the k SMALLEST gates, as the original code did (§8, §12.2)")
+                        help="a (classes, filters) CSG gate matrix (.npy, or .pt/.pth holding it or a dict with it "
+                             "under 'csg'); sets = the k smallest gates, as the paper's code (§8, §12.2)")
+    parser.add_argument("--csg-order", choices=CSG_ORDERS, default="smallest",
+                        help="which gates make a CSG set: smallest = the paper's (its sets, argsort(1)[:, :k], §8); "
+                             "largest = a toolkit extra, Liang et al.'s reading (a large gate = the filter belongs "
+                             "to the class) (default: smallest)")
+    parser.add_argument("--csg-weights", default=None,
+                        help="the CSG-trained network's weights (§7-8: the paper scores the CSG sets on it): with "
+                             "--source csg, validate, essential, finetune and indices' summary measure this network "
+                             "instead of the run's (default: the run's own network, a departure the report names)")
     parser.add_argument("--source", choices=contract.DECOMPOSE_SOURCES, default=None,
                         help="whose filter sets: ours (computed, or --indices) or csg (--csg-gates, or --indices "
                              "with CSG sets); each has its own outputs (default: csg with --csg-gates, else ours)")
@@ -104,6 +117,8 @@ def parse_args(argv=None):
     if args.csg_gates and args.source == "ours":
         parser.error("--csg-gates gives CSG filter sets; drop --source ours")
     args.source = args.source or ("csg" if args.csg_gates else "ours")
+    if args.csg_weights and args.source != "csg":
+        parser.error("--csg-weights is the network the CSG sets are scored on; add --source csg (or --csg-gates)")
     if args.command == "indices" and args.source == "csg" and not (args.csg_gates or args.indices):
         parser.error("indices --source csg reads the CSG sets from --csg-gates FILE (or --indices FILE)")
     if args.k is not None and any(k <= 0 or (k >= 1 and k != int(k)) for k in args.k):
@@ -130,7 +145,8 @@ def open_network(args, device) -> LoadedRun:
     """The run's trained model (its flags checked), or --weights loaded into the registry architecture; fed with
     the statistics it was trained with unless --normalization (stated on stderr) asks for others; outputs go to
     the run folder either way. Decomposition needs a multi-class head."""
-    if args.weights is None:
+    weights = args.csg_weights or args.weights   # --csg-weights: the CSG net scores the CSG sets (§7-8)
+    if weights is None:
         loaded = LoadedRun.from_args(args, device=device)
         data = loaded.config["data"]
         if args.normalization is not None:
@@ -139,7 +155,7 @@ def open_network(args, device) -> LoadedRun:
                                                              str(loaded.run.config))
     else:
         run = RunDir.from_args(args)
-        loaded = LoadedRun.from_weights(run, args.weights, args.model_name, args.traindata, args.data_root,
+        loaded = LoadedRun.from_weights(run, weights, args.model_name, args.traindata, args.data_root,
                                         num_classes=args.num_classes, width=args.width,
                                         normalization=args.normalization, device=device)
     if loaded.loss == "hinge" or loaded.config["model"]["outputs"] < 2:
@@ -223,9 +239,16 @@ def sets_from_data(data: dict, where, num_classes: int, n_filters: int, ks: list
     return out
 
 
-def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, list]:
-    """CSG sets from a (classes, filters) gate matrix: the k largest gates (or smallest, as the original)."""
-    gates = torch.as_tensor(load_torch(path) if path.endswith(".pt") else np.load(path, allow_pickle=False)).float()
+def sets_from_gates(path: str, ks: list[float], order: str = "smallest") -> dict[str, list]:
+    """CSG sets from a (classes, filters) gate matrix (§8): the k smallest gates of each class, as the paper's code
+    (`csg.argsort(1)[:, :k]`), or with order "largest" the k largest (Liang et al.'s reading, a toolkit extra)."""
+    found = load_torch(path) if path.endswith((".pt", ".pth")) else np.load(path, allow_pickle=False)
+    if isinstance(found, dict):
+        if "csg" not in found:
+            raise ToolkitError(f"{path} holds no gate matrix: expected a tensor, or a dict with the gates under "
+                               f"'csg' (keys found: {', '.join(map(str, list(found)[:6]))})")
+        found = found["csg"]
+    gates = torch.as_tensor(found).float()
     if gates.dim() != 2:
         raise ToolkitError(f"{path}: expected a (classes, filters) gate matrix, got shape {tuple(gates.shape)}")
     if any(k < 1 for k in ks):
@@ -233,7 +256,8 @@ def sets_from_gates(path: str, ks: list[float], smallest: bool) -> dict[str, lis
     too_many = [k_label(k) for k in ks if k > gates.shape[1]]
     if too_many:
         raise ToolkitError(f"{path} gates {gates.shape[1]} filters; -k {' '.join(too_many)} does not fit")
-    return {k_label(k): list(gates.topk(int(k), dim=1, largest=not smallest).indices) for k in ks}
+    order_of = gates.argsort(dim=1, stable=True, descending=order == "largest")
+    return {k_label(k): list(order_of[:, :int(k)]) for k in ks}
 
 
 def fitting_ks(args, n_filters: int, where: str, note: bool = True) -> tuple[list[float], list[str]]:
@@ -260,7 +284,7 @@ def stored_sets(args, loaded: LoadedRun, n_filters: int, where: str) -> tuple[di
         found, skipped = sets_from_json(args.indices, loaded.num_classes, n_filters, ks), []
         where_sets = args.indices
     elif args.csg_gates:
-        return sets_from_gates(args.csg_gates, ks, args.csg_smallest), skipped
+        return sets_from_gates(args.csg_gates, ks, args.csg_order), skipped
     else:
         run, stage = loaded.run, contract.stage(contract.decompose_stage("indices", args.source))
         if not contract.done(run, stage.name):

@@ -28,17 +28,15 @@ stages measured on it (utils.rundir.invalidate_measurements), so those stages re
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pipeline.loaded import IMPORTED_RECIPE, NORMALIZATIONS, LoadedRun
 from utils.cli import ToolkitParser, add_run_flags, run_main
 from utils.errors import ToolkitError
-from utils.io import load_json, save_torch
+from utils.io import load_json, save_torch, sha256_of
 from utils.rundir import CHECKPOINT_FORMAT, DONE_FILE, RunDir, invalidate_measurements, mark_done, write_config
 
 IMPORTED_EPOCH = 1
-HASH_CHUNK = 1 << 20
 
 
 def parse_args(argv=None):
@@ -52,14 +50,6 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.width = 1.0 if args.width is None else args.width  # the architecture's width (add_run_flags: stages)
     return args
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def unfinished_import(run: RunDir, digest: str) -> bool:

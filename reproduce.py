@@ -37,7 +37,7 @@ from pipeline.commands import (
 )
 from pipeline.grid import FULL_GRID_GAPS, FULL_GRIDS, PAPER_ORDER, STAGES
 from pipeline.local import run_local
-from pipeline.plan import build_plan, resolve_grid, validate
+from pipeline.plan import akamaster_placeholder, build_plan, resolve_grid, validate
 from pipeline.slurm import launch_local, run_group_stages, run_on_slurm
 from pipeline.stage_process import start_server
 from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, positive_float, run_main
@@ -82,6 +82,11 @@ def parse_args(argv=None):
                         help="seed003 §10: train one run per class-selectivity regulariser alpha (0 = plain; "
                              "each other lives in <model>@si<ALPHA>/, e.g. 0 -0.1 adds regularised nets that the "
                              "003 report compares with the plain ones; default: 0)")
+    parser.add_argument("--akamaster-weights", default=None, metavar="FILE",
+                        help="seed003: akamaster's ResNet-20 checkpoint (resnet20-12fca82f.th, spec §1-§3), the "
+                             "network of the paper's numbers: imported (import_weights.py) into <workdir>/akamaster/ "
+                             "and measured by the 003 stages beside the nets trained here (default: not measured; "
+                             "--full --paper 003 says so)")
     parser.add_argument("--stages", nargs="+", default=None,
                         help="only these stages (train, " + ", ".join(s.name for s in STAGES) + ", extract, average)")
     parser.add_argument("--workdir", default="runs", help="root of all run directories")
@@ -161,6 +166,8 @@ def main(argv=None) -> int:
     if args.print:
         for command in [c for chain in chains for c in chain.commands] + group_cmds + final:
             print(command.shell())
+        if args.full and args.paper == "003" and not args.akamaster_weights:
+            print(f"# {akamaster_placeholder(args)}")
         return 0
     place_devices(args)
     THREADS.jobs, THREADS.cores = args.jobs, ThreadShare.usable_cores()
@@ -231,6 +238,9 @@ def full_run_summary(args) -> str:
         what = "; ".join(f"{'/'.join(p.traindata)} x {len(p.models)} models x {len(p.seeds)} seeds, {p.epochs} epochs"
                          for p in parts)
         lines.append(f"  {paper}: {trainings} training(s), {len(commands) - trainings} measuring stages ({what})")
+    if "003" in papers:
+        lines.append("  003 there also measures the paper's network, akamaster's ResNet-20, when given "
+                     "--akamaster-weights FILE")
     if "000" in papers:
         analysis = STAGES[0].schedule
         full, demo = (dict(zip(flags[0::2], flags[1::2])) for flags in (analysis.full, analysis.demo))

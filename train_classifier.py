@@ -9,7 +9,13 @@ Writes config.json, train_log.csv, checkpoints/epoch_XXXX.pt (epoch 0 = the init
 --save-every epochs, the --save-epochs and the last), checkpoints/last.pt (every epoch, for --resume) and best.pt
 for the seed004 recipes, then _done.json. `--resume` continues exactly where an interrupted run stopped. The
 selectivity regulariser (--selectivity_reg, training.selectivity) is run-defining: such runs live in
-<model>@si<ALPHA>/ and config.json "flags" records selectivity_reg.
+<model>@si<ALPHA>/ and config.json "flags" records selectivity_reg and selectivity_start. By default it is the
+paper's reading (seed003 §10, repo 2's finetune_with_selectivity_regularizer): the trained plain run of the same
+dataset, model, seed and other variant flags (<model>/rnd<seed>, its last epoch) is fine-tuned with the regulariser
+by recipe seed003_selectivity (Adam, lr 2e-4, 10 epochs, batch 128), fed with that run's normalisation; epoch 0 is
+the plain run's network and the flags record the sha256 of its checkpoint, so a retrained plain run is never
+mistaken for the start. --selectivity_start scratch trains from initialisation with the regulariser instead
+(Leavitt & Morcos's protocol, a toolkit extra).
 """
 from __future__ import annotations
 
@@ -23,21 +29,42 @@ from datasets.base import to_device
 from datasets.normalization import normalization_for
 from models import build_model
 from models.layers import pytorch_default_init_
+from pipeline.loaded import LoadedRun, checkpoint_path
 from training.loop import Speed, TrainData, Trainer
 from training.recipes import RECIPES, get_recipe
 from training.selectivity import SelectivityRegularizer
 from utils.cli import ToolkitParser, add_run_flags, non_negative_float, positive_float, run_main
 from utils.device import deterministic_algorithms, make_generator, resolve_device
 from utils.errors import ToolkitError
-from utils.io import load_json, load_torch
-from utils.rundir import RunDir, clear_done, invalidate_measurements, is_done, jsonable, mark_done, write_config
+from utils.io import load_json, load_torch, sha256_of
+from utils.rundir import (
+    DONE_FILE,
+    RunDir,
+    clear_done,
+    invalidate_measurements,
+    is_done,
+    jsonable,
+    mark_done,
+    run_variant,
+    write_config,
+)
+
+SELECTIVITY_STARTS = ("finetune", "scratch")
+SELECTIVITY_RECIPE = "seed003_selectivity"
 
 
 def parse_args(argv=None):
     parser = ToolkitParser(description=__doc__.split("\n\n")[0])
     add_run_flags(parser)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                        help="hyper-parameters of a paper (default: seed000, or twopoints for --traindata twopoints)")
+                        help="hyper-parameters of a paper (default: seed000, twopoints for --traindata twopoints, "
+                             f"{SELECTIVITY_RECIPE} for a --selectivity_reg fine-tune)")
+    parser.add_argument("--selectivity_start", choices=SELECTIVITY_STARTS, default="finetune",
+                        help="with --selectivity_reg: finetune = the paper's reading (seed003 §10): start from the "
+                             "trained plain run of the same seed (<model>/rnd<seed>) and fine-tune it with the "
+                             f"regulariser ({SELECTIVITY_RECIPE}: Adam 2e-4, 10 epochs, batch 128); scratch = a "
+                             "toolkit extra, Leavitt & Morcos's protocol: train from initialisation with the "
+                             "regulariser and --recipe (default: finetune)")
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the recipe's)")
     parser.add_argument("--lr", type=positive_float, default=None, help="initial learning rate (default: the recipe's)")
     parser.add_argument("--wdecay", type=non_negative_float, default=None, help="weight decay (default: the recipe's)")
@@ -66,23 +93,47 @@ def parse_args(argv=None):
     parser.add_argument("--force", action="store_true", help="retrain from scratch even if the run exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    args.width = 1.0 if args.width is None else args.width
     if args.compile and args.compile not in torch.compiler.list_backends(exclude_tags=()):
         raise ToolkitError(f"unknown --compile backend {args.compile!r}; use inductor (the default), aot_eager "
                            f"(tracing only) or see torch.compiler.list_backends()")
     return args
 
 
-def run_flags(args, recipe) -> dict:
+def run_flags(args, recipe, start: LoadedRun | None = None) -> dict:
     """The flags that define a run; resuming with different ones is refused."""
     return {"model": args.model_name, "traindata": args.traindata, "seed": args.seed, "width": args.width,
             "recipe": dataclasses.asdict(recipe), "corruption": args.gaussian_corruption_std,
             "ptr": args.ptr if args.traindata == "twopoints" else None, "bf16": args.bf16,
             "channels_last": args.channels_last,
-            **({"selectivity_reg": args.selectivity_reg} if args.selectivity_reg else {})}
+            **({"selectivity_reg": args.selectivity_reg, "selectivity_start": args.selectivity_start}
+               if args.selectivity_reg else {}),
+            **({"start_sha256": start.extras["sha256"]} if start is not None else {})}
 
 
-def load_data(args, recipe, device) -> tuple[TrainData, object]:
+def selectivity_start(args) -> LoadedRun | None:
+    """The network a --selectivity_reg fine-tune starts from (seed003 §10): the last epoch of the trained plain run
+    of the same dataset, model, seed and other variant flags, with the sha256 of its checkpoint in extras; None
+    without the regulariser or with --selectivity_start scratch."""
+    if not args.selectivity_reg or args.selectivity_start == "scratch":
+        return None
+    plain = RunDir.of(args.workdir, args.traindata, args.model_name, args.seed,
+                      run_variant(args.traindata, args.gaussian_corruption_std, args.ptr))
+    if not (plain.root / DONE_FILE).is_file():
+        raise ToolkitError(f"--selectivity_reg fine-tunes the trained plain run {plain.root} (seed003 §10), which is "
+                           f"not trained yet: run `python train_classifier.py {' '.join(plain.identity())}` first, "
+                           "or pass --selectivity_start scratch (from initialisation, a toolkit extra)")
+    start = LoadedRun.open(plain)
+    start.extras["sha256"] = sha256_of(checkpoint_path(plain))
+    width = start.config["model"]["width"]
+    if args.width is not None and args.width != width:
+        raise ToolkitError(f"--width {args.width:g} does not match the plain run {plain.root} it fine-tunes "
+                           f"(width {width:g}); drop --width")
+    args.width = width
+    return start
+
+
+def load_data(args, device, stats: tuple) -> tuple[TrainData, object]:
+    """(the train and test splits on `device` with their normalisation `stats` = (mean, std), the train split)."""
     options = {"ptr": args.ptr, "seed": args.seed} if args.traindata == "twopoints" else {}
     train = build_dataset(args.traindata, "train", args.data_root, **options)
     if not hasattr(train, "images"):
@@ -92,7 +143,7 @@ def load_data(args, recipe, device) -> tuple[TrainData, object]:
     if args.num_classes is not None and args.num_classes != train.num_classes:
         raise ToolkitError(f"--num_classes {args.num_classes} does not match {args.traindata}, "
                            f"which has {train.num_classes} classes")
-    mean, std = normalization_for(recipe.normalization, args.traindata)
+    mean, std = stats
     shape = (1, -1, 1, 1)
     data = TrainData(to_device(train.images, device), train.labels.to(device), to_device(test.images, device),
                      test.labels.to(device), torch.tensor(mean, device=device).reshape(shape),
@@ -102,40 +153,48 @@ def load_data(args, recipe, device) -> tuple[TrainData, object]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    default_recipe = "twopoints" if args.traindata == "twopoints" else "seed000"
+    start = selectivity_start(args)
+    args.width = 1.0 if args.width is None else args.width
+    default_recipe = SELECTIVITY_RECIPE if start else "twopoints" if args.traindata == "twopoints" else "seed000"
     recipe = get_recipe(args.recipe or default_recipe, epochs=args.epochs, lr=args.lr, wdecay=args.wdecay,
                         batchsize=args.batchsize)
     if args.deterministic:
         deterministic_algorithms()
     device = resolve_device(args.device)
     run = RunDir.from_args(args)
-    flags = run_flags(args, recipe)
+    flags = run_flags(args, recipe, start)
     if is_done(run.root, flags) and not args.force:
         print(f"{run.root} is already trained with these flags; nothing to do (use --force to retrain)")
         return 0
 
-    data, train = load_data(args, recipe, device)
+    mean, std = ((start.config["data"]["mean"], start.config["data"]["std"]) if start is not None   # its inputs
+                 else normalization_for(recipe.normalization, args.traindata))
+    data, train = load_data(args, device, (mean, std))
     outputs = 1 if recipe.loss == "hinge" else train.num_classes
     _, channels, height, _ = train.images.shape
     torch.manual_seed(args.seed)
-    model = build_model(args.model_name, num_classes=outputs, in_channels=channels, width=args.width,
-                        image_size=height)
-    if recipe.init == "pytorch":
-        pytorch_default_init_(model)
+    if start is not None:   # the plain run's trained network (seed003 §10)
+        model = start.model
+    else:
+        model = build_model(args.model_name, num_classes=outputs, in_channels=channels, width=args.width,
+                            image_size=height)
+        if recipe.init == "pytorch":
+            pytorch_default_init_(model)
     model = model.to(device)
+    regularizer = SelectivityRegularizer(model, args.selectivity_reg, train.num_classes) if args.selectivity_reg \
+        else None
     trainer = Trainer(model, data, recipe, run, make_generator(args.seed), save_every=args.save_every,
                       save_epochs=tuple(args.save_epochs),
                       corruption_std=args.gaussian_corruption_std, progress=not args.no_progress,
                       speed=Speed(bf16=args.bf16, channels_last=args.channels_last, compile=args.compile or "",
                                   deterministic=args.deterministic),
-                      regularizer=SelectivityRegularizer(model, args.selectivity_reg) if args.selectivity_reg else None)
+                      regularizer=regularizer)
     resume_from(trainer, run, args, flags)
     if args.force:
         run.discard_checkpoints()
         invalidate_measurements(run)  # measurements of the replaced network are stale
     clear_done(run.root)  # a continued or restarted run is not finished until it ends
 
-    mean, std = normalization_for(recipe.normalization, args.traindata)
     write_config(run, device, flags=flags, argv=vars(args),
                  model={"name": args.model_name, "outputs": outputs, "num_classes": train.num_classes,
                         "in_channels": channels, "image_size": height, "width": args.width},

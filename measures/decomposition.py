@@ -442,6 +442,32 @@ def class_selectivity_index(features: torch.Tensor, labels: torch.Tensor) -> tor
     return selectivity_from_means(sums / torch.bincount(position, minlength=len(classes))[:, None])
 
 
+def batch_class_selectivity(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """`class_selectivity_index` over the classes present in one batch, without a host sync (the selectivity
+    regulariser's training step, seed003 §10): labels in [0, num_classes); the classes are counted on the device
+    and an absent class drops out of mu_max and mu_-max. A batch holding fewer than two classes gives 0 for
+    every unit (where `class_selectivity_index` raises). With every class present the result is the same tensor.
+
+    Args:
+      features: (N, D) activations.  labels: (N,) integer classes.  num_classes: C.
+
+    Returns:
+      (D,) float64, differentiable.
+    """
+    labels = labels.to(features.device)
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
+    sums = sums.index_add(0, labels, features.to(torch.float64))
+    sizes = torch.zeros(num_classes, dtype=torch.float64, device=features.device)
+    sizes = sizes.index_add(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    present = sizes > 0
+    means = sums / sizes.clamp(min=1)[:, None]   # (C, D), 0 for an absent class
+    mu_max = means.masked_fill(~present[:, None], -torch.inf).max(0).values
+    n_present = present.sum()
+    mu_rest = (means.sum(0) - mu_max) / (n_present - 1).clamp(min=1)
+    index = (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7)
+    return torch.where(n_present >= 2, index, torch.zeros_like(index))
+
+
 def selectivity_from_means(means: torch.Tensor) -> torch.Tensor:
     """The class selectivity index (`class_selectivity_index`) from class-conditional means (C, D), C >= 2: (D,)."""
     mu_max = means.max(0).values
@@ -468,7 +494,7 @@ class LayerSelectivity:
         self.num_classes, self.k = num_classes, k
         self.counts: list[list[torch.Tensor]] = []
         self.sums: list[torch.Tensor] = []
-        self.minimum: list[float] = []
+        self.minimum: list[torch.Tensor] = []   # (), on the device
         self.labels: list[torch.Tensor] = []
 
     def update(self, features: Sequence[torch.Tensor], labels: torch.Tensor) -> None:
@@ -477,23 +503,23 @@ class LayerSelectivity:
             self.counts = [[] for _ in features]
             self.sums = [torch.zeros(self.num_classes, f.shape[1], dtype=torch.float64, device=f.device)
                          for f in features]
-            self.minimum = [float("inf")] * len(features)
+            self.minimum = [torch.tensor(torch.inf, device=f.device) for f in features]
         labels = labels.long()
-        for layer, f in enumerate(features):
-            self.counts[layer].append(_mass_rank_counts(f, self.k).cpu())
+        for layer, f in enumerate(features):   # stays on the device: no host sync per batch
+            self.counts[layer].append(_mass_rank_counts(f, self.k))
             self.sums[layer].index_add_(0, labels.to(f.device), f.to(torch.float64))
-            self.minimum[layer] = min(self.minimum[layer], float(f.min()))
-        self.labels.append(labels.cpu())
+            self.minimum[layer] = torch.minimum(self.minimum[layer], f.min().to(torch.float64))
+        self.labels.append(labels)
 
     def psi(self, reduce: str = "median") -> torch.Tensor:
         """(L,) float64: Psi of each layer (`psi_selectivity`)."""
-        labels = torch.cat(self.labels)
-        return torch.tensor([_psi_from_counts(torch.cat(counts), labels, sums.shape[1], reduce)
+        labels = torch.cat([batch.cpu() for batch in self.labels])
+        return torch.tensor([_psi_from_counts(torch.cat(counts).cpu(), labels, sums.shape[1], reduce)
                              for counts, sums in zip(self.counts, self.sums)], dtype=torch.float64)
 
     def unit_selectivity(self) -> list[torch.Tensor]:
         """One (D_l,) float64 tensor per layer: the class selectivity index of its units over the classes seen."""
-        sizes = torch.bincount(torch.cat(self.labels), minlength=self.num_classes)
+        sizes = torch.bincount(torch.cat([batch.cpu() for batch in self.labels]), minlength=self.num_classes)
         seen = sizes > 0
         if int(seen.sum()) < 2:
             raise ValueError("the class selectivity index needs at least two classes")
@@ -503,4 +529,4 @@ class LayerSelectivity:
         return [int(sums.shape[1]) for sums in self.sums]
 
     def signed(self) -> list[bool]:
-        return [m < 0 for m in self.minimum]
+        return [bool(m < 0) for m in self.minimum]   # one host sync per layer and set

@@ -41,6 +41,7 @@ class GridPart:
     selectivity_regs: tuple[float, ...] = (0.0,)   # seed003 §10: one run per selectivity regulariser alpha
     note: str = ""                             # what --full says of the part (its nets, the report's label)
     ptrs: tuple[int, ...] = (DEFAULT_PTR,)         # seed004 §2.8: one twopoints run per training size (<model>@ptr<n>)
+    weights: str = ""                          # a weights file imported (import_weights.py) instead of training
 
     def training(self) -> tuple:
         return self.epochs, self.width, self.recipe, self.save_epochs
@@ -98,6 +99,11 @@ FULL_GRIDS = {
                       "per width where the paper trains 1 (report: paper, M = 2 beside the paper's M = 1)"),
     ),
 }
+# seed003 §1-§3: the paper's numbers came from akamaster's ResNet-20 checkpoint; reproduce.py --akamaster-weights FILE
+# imports it (import_weights.py: ImageNet statistics, as it was trained) into its own sub-workdir and measures it
+# with the 003 stages beside the nets trained here
+AKAMASTER_FILE = "resnet20-12fca82f.th"
+AKAMASTER = GridPart(("cifar10",), ("resnet20",), (0,), 0, 1.0, None, ("003",), workdir="akamaster")
 # What a published grid leaves out, and why (said by --full and --help).
 FULL_GRID_GAPS = {
     "002": "seed002's ResNet-18 ImageNet widths (s = 2^-3..2^3, spec §4) are left out: train_classifier.py and "

@@ -14,6 +14,8 @@ from pathlib import Path
 from pipeline import contract
 from pipeline.commands import Chain, Command
 from pipeline.grid import (
+    AKAMASTER,
+    AKAMASTER_FILE,
     ALL_PAPERS_DEMO,
     DEMO_GRIDS,
     FULL_GRID_GAPS,
@@ -59,7 +61,14 @@ def resolve_grid(args) -> list[GridPart]:
             raise ToolkitError("--selectivity_reg is seed003's (§10); add --paper 003 or --paper all")
         parts = [replace(part, selectivity_regs=tuple(args.selectivity_reg)) if "003" in part.papers else part
                  for part in parts]
-    for part in (replace(part, **overrides) for part in parts):
+    imported = [replace(AKAMASTER, weights=str(Path(args.akamaster_weights).resolve()),
+                        selectivity_regs=tuple(args.selectivity_reg or (0.0,)))] \
+        if args.akamaster_weights and "003" in papers else []
+    if args.akamaster_weights and not imported:
+        raise ToolkitError("--akamaster-weights is seed003's network (§3); add --paper 003 or --paper all")
+    if args.full and "003" in papers and not imported and not args.print:   # --print lists it as a comment
+        print(f"note: {akamaster_placeholder(args)}", file=sys.stderr)
+    for part in [*(replace(part, **overrides) for part in parts), *imported]:
         for index, other in enumerate(merged):
             if _shares_runs(part, other):
                 if part.training() != other.training():
@@ -76,6 +85,15 @@ def resolve_grid(args) -> list[GridPart]:
     return merged
 
 
+def akamaster_placeholder(args) -> str:
+    """What a 003 grid without --akamaster-weights leaves out: the import and measurement of the paper's network."""
+    workdir = Path(args.workdir) / AKAMASTER.workdir
+    return (f"003 measures its own trained ResNet-20 only; the paper's numbers (91.71 / 88.59 / 0.0345) came from "
+            f"akamaster's checkpoint, not measured here: give reproduce.py --akamaster-weights {AKAMASTER_FILE} to "
+            f"run `python import_weights.py --model-name resnet20 --traindata cifar10 --seed 0 --workdir {workdir} "
+            f"--weights {AKAMASTER_FILE}` and the 003 stages on it")
+
+
 def validate(parts: list[GridPart], data_root: str, check_files: bool = True, only: list[str] | None = None) -> None:
     """Every model and training set of the grid exists, every stage that runs (those named in `only` when given)
     can measure them, and (check_files) a file-backed set's files, plain or gzipped, are under `data_root`: else a
@@ -84,6 +102,10 @@ def validate(parts: list[GridPart], data_root: str, check_files: bool = True, on
     from datasets.registry import FILE_LOADERS, is_folder_dataset, list_datasets
     from models.registry import is_model, list_models
 
+    for part in parts:
+        if check_files and part.weights and not Path(part.weights).is_file():
+            raise ToolkitError(f"no weights file {part.weights} (--akamaster-weights): pass the path of akamaster's "
+                               f"{AKAMASTER_FILE}")
     for model in dict.fromkeys(m for part in parts for m in part.models):
         if not is_model(model):
             raise ToolkitError(f"unknown model {model!r} in --models; choose among {', '.join(list_models())} "
@@ -160,11 +182,16 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
         for workdir, member in members:
             averaged.setdefault(workdir, set()).update(member.seeds)
             common = ["--workdir", workdir, "--device", args.device]
+            built: dict[Cell, Chain] = {}
             for dataset, model, sigma, alpha, ptr in product(member.traindata, member.models, member.corruptions,
                                                              member.selectivity_regs, member.ptrs):
                 for seed in member.seeds:
-                    chains.append(_chain(args, member, stages, Cell(dataset, model, seed, sigma, alpha, ptr), workdir,
-                                         mode, common, wanted, extract and not group_stages))
+                    cell = Cell(dataset, model, seed, sigma, alpha, ptr)
+                    built[cell] = _chain(args, member, stages, cell, workdir, mode, common, wanted,
+                                         extract and not group_stages)
+            chains += _finetunes_after_their_start(args, member, built, workdir, mode, common, wanted)
+            for dataset, model, sigma, alpha, ptr in product(member.traindata, member.models, member.corruptions,
+                                                             member.selectivity_regs, member.ptrs):
                 first = Cell(dataset, model, member.seeds[0], sigma, alpha, ptr)
                 group = first.run(workdir)
                 for scheduled in group_stages:
@@ -191,6 +218,26 @@ def build_plan(args, parts: list[GridPart]) -> tuple[list[Chain], list[Command],
                                               *map(str, sorted(seeds)), *pdf], None,
                                  contract.log_path(report_dir(workdir), "averaging")))
     return chains, group_cmds, final
+
+
+def _finetunes_after_their_start(args, part: GridPart, built: dict[Cell, Chain], workdir: str, mode: str,
+                                 common: list[str], wanted: set[str] | None) -> list[Chain]:
+    """The chains of `built`, each selectivity-regularised run's commands after those of the plain run it fine-tunes
+    (seed003 §10; train_classifier.py --selectivity_reg): appended to the plain run's chain when the grid has it,
+    else after that run's training, so that the plain network is trained before, and never by two chains at once."""
+    chains = []
+    for cell, chain in built.items():
+        if not cell.selectivity_reg:
+            chains.append(chain)
+            continue
+        plain = replace(cell, selectivity_reg=0.0)
+        if plain in built:
+            built[plain].commands += chain.commands
+            continue
+        if wanted is None or "train" in wanted:
+            chain.commands[:0] = _chain(args, part, [], plain, workdir, mode, common, wanted, False).commands
+        chains.append(chain)
+    return chains
 
 
 def _group_command(args, scheduled: contract.Stage, first: Cell, seeds: tuple[int, ...], workdir: str,
@@ -235,12 +282,17 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
     run = cell.run(workdir)
     ident = cell.identity(common)
     chain = Chain(str(run.root.relative_to(args.workdir)), contract.lock_path(run))
-    if wanted is None or "train" in wanted:
-        train = ["train_classifier.py", *ident, "--epochs", str(part.epochs), "--width", str(part.width),
-                 "--data-root", args.data_root, "--resume", "--no-progress"]
-        if part.recipe:
+    if part.weights and not cell.selectivity_reg and (wanted is None or "train" in wanted):
+        chain.commands.append(Command("train", ["import_weights.py", *ident, "--weights", part.weights, "--data-root",
+                                                args.data_root], run.root, contract.log_path(run.root, "train")))
+    elif wanted is None or "train" in wanted:
+        # a regularised run fine-tunes the plain one by its own recipe (seed003 §10): no epochs or recipe of the part
+        epochs = [] if cell.selectivity_reg else ["--epochs", str(part.epochs)]
+        train = ["train_classifier.py", *ident, *epochs, "--width", str(part.width), "--data-root", args.data_root,
+                 "--resume", "--no-progress"]
+        if part.recipe and not cell.selectivity_reg:
             train += ["--recipe", part.recipe]
-        if part.save_epochs:
+        if part.save_epochs and not cell.selectivity_reg:
             train += ["--save-epochs", *map(str, part.save_epochs)]
         if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
             train.append("--channels-last")

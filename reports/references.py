@@ -90,6 +90,17 @@ REFERENCES = (
       for model in _SEED004_NETS),
     *(Reference("004", "cifar10", model, "trained", "", "R_f at the output, trained (order)", 1.0, _SEED004_FCN)
       for model in ("fcn2", "fcn4", "fcn6")),
+    # seed003: akamaster's ResNet-20 on the CIFAR-10 test split (spec seed003 §2, §5, §6, §9; repo 1's README and
+    # mutual_info.py), k = 5 filters per class; the finetuned number is the README's after one epoch at lr 1e-4
+    Reference("003", "cifar10", "resnet20", "full", "", "test accuracy", 0.9171, "spec seed003 §2 (repo 1 README)"),
+    Reference("003", "cifar10", "resnet20", "decomposed k=5", "", "test accuracy", 0.8859,
+              "spec seed003 §2, §5 (repo 1 README)"),
+    Reference("003", "cifar10", "resnet20", "finetuned k=5", "", "test accuracy", 0.9130,
+              "spec seed003 §2, §6 (repo 1 README: 91.30-91.40% after 1 epoch at lr 1e-4)"),
+    Reference("003", "cifar10", "resnet20", "mutual information k=5", "", "MI with self-pairs (nats)",
+              0.03453775959861226, "spec seed003 §2, §9 (mutual_info.py)"),
+    Reference("003", "cifar10", "resnet20", "mutual information CSG k=5", "", "MI with self-pairs (nats)",
+              0.03750908408724534, "spec seed003 §2, §9 (mutual_info.py, CSG smallest gates)"),
 )
 # why a paper's rows have no number of its own
 MISSING = {"000": "seed000's paper body could not be retrieved (spec seed000 §1, §11): no row has a published number "

@@ -79,34 +79,77 @@ def test_indices_validate_essential_finetune(workdir):
 
 
 def test_csg_sets_live_beside_ours_and_the_report_compares_them(tmp_path, trained_run):
+    """§8: a CSG set is the k SMALLEST gates of its class (the paper's code); with --csg-weights the CSG sets are
+    scored on that network (here the run's initialisation, saved as a plain state dict), not on the run's own; the
+    report names both and labels the row."""
     run = trained_run(tmp_path, "resnet20", "digits", 0, "--width", "0.5", "--epochs", "3")
     gates = np.random.default_rng(0).random((10, 32)).astype(np.float32)  # (classes, filters at the head: 32)
     np.save(tmp_path / "gates.npy", gates)
-    csg_flags = ["--csg-gates", str(tmp_path / "gates.npy")]
+    init = LoadedRun.open(run, init=True)
+    save_torch(tmp_path / "csg_net.pt", init.model.state_dict())
+    csg_net = ["--csg-weights", str(tmp_path / "csg_net.pt"), "--width", "0.5"]
     for command in ("indices", "validate", "essential"):
         assert decompose.main([command, *flags(tmp_path, "-k", "5")]) == 0
     ours = {name: load(run, f"decompose-{name}", name) for name in ("indices", "validate", "essential")}
 
-    assert decompose.main(["indices", *flags(tmp_path, "-k", "5"), *csg_flags]) == 0
+    assert decompose.main(["indices", *flags(tmp_path, "-k", "5"), "--csg-gates", str(tmp_path / "gates.npy"),
+                           *csg_net]) == 0
     for command in ("validate", "essential"):
-        assert decompose.main([command, *flags(tmp_path, "-k", "5", "--source", "csg")]) == 0
+        assert decompose.main([command, *flags(tmp_path, "-k", "5", "--source", "csg"), *csg_net]) == 0
     assert {name: load(run, f"decompose-{name}", name) for name in ours} == ours  # CSG wrote beside ours
     csg_sets = load(run, "decompose-csg-indices", "indices")["5"]
-    assert csg_sets == {str(c): np.argsort(-gates[c])[:5].tolist() for c in range(10)}  # the 5 largest gates
+    assert csg_sets == {str(c): np.argsort(gates[c], kind="stable")[:5].tolist() for c in range(10)}  # smallest
     assert csg_sets != ours["indices"]["5"]
+    largest = decompose.sets_from_gates(str(tmp_path / "gates.npy"), [5.0], "largest")["5"]
+    assert [s.tolist() for s in largest] == [np.argsort(-gates[c])[:5].tolist() for c in range(10)]
+    test = init.dataset("test")
+    with torch.no_grad():
+        init_acc = init.accuracy(init.model(init.inputs(test.images)), test.labels)
+    csg_validate = load(run, "decompose-csg-validate", "validate")
+    assert csg_validate["full"] == pytest.approx(init_acc, abs=1e-12) != ours["validate"]["full"]
 
     assert extractor.main(["--model-name", "resnet20", "--traindata", "digits", "--workdir", str(tmp_path)]) == 0
     extract = load(run, "extract", "seed003")
     csg_summary = load(run, "decompose-csg-indices", "summary")
     assert extract["decomposed_acc"] == ours["validate"]["decomposed"]
-    assert extract["csg"]["decomposed_acc"] == load(run, "decompose-csg-validate", "validate")["decomposed"]
+    assert extract["csg"]["decomposed_acc"] == csg_validate["decomposed"]
     assert extract["csg"]["mutual_info"]["5"] == csg_summary["5"]["mutual_info"]
+    assert (extract["csg"]["csg_order"], extract["csg"]["scored_on"], extract["network"]) == ("smallest", "csg_net.pt",
+                                                                                               "")
     assert averaging.main(["--workdir", str(tmp_path)]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     comparison = report[report.index("Ours against CSG"):]
     assert "MI CSG" in comparison and "S_c replaced: CSG" in comparison and "decomposed acc CSG" in comparison
     row = next(line for line in comparison.splitlines() if line.startswith("| digits/resnet20 | 5 |"))
     assert f"| {csg_summary['5']['mutual_info']:.4g} |" in row
+    assert row.endswith("| smallest | csg_net.pt | paper's protocol, other data | - | - |")
+
+
+def test_csg_gates_are_read_from_a_checkpoint_dict_too(tmp_path):
+    """The authors' CSG checkpoint keeps its (classes, filters) gates under 'csg' (§8)."""
+    gates = torch.tensor([[0.3, 0.1, 0.5, 0.2], [0.0, 0.9, 0.4, 0.6]])
+    save_torch(tmp_path / "csg.pth", {"csg": gates, "state_dict": {}})
+    save_torch(tmp_path / "other.pth", {"state_dict": {}})
+    sets = decompose.sets_from_gates(str(tmp_path / "csg.pth"), [2.0])["2"]
+    assert [s.tolist() for s in sets] == [[1, 3], [0, 2]]   # argsort(1)[:, :2], the smallest gates
+    with pytest.raises(ToolkitError, match="'csg'"):
+        decompose.sets_from_gates(str(tmp_path / "other.pth"), [2.0])
+
+
+def test_report_protocols_and_the_papers_numbers():
+    """The protocol of a seed003 row and the paper's numbers beside it (reports.references, spec §2, §9)."""
+    from reports import Group
+    from reports.seed003 import _protocol, _reference
+
+    assert _protocol(Group("cifar10", "resnet20", ())) == "paper"
+    assert _protocol(Group("digits", "resnet20", ())) == "paper-other"
+    assert _protocol(Group("cifar10", "resnet20@si-0.1", ())) == "extra"
+    cifar = Group("cifar10", "resnet20", ())
+    assert [_reference(cifar, "paper", row) for row in ("full", "decomposed k=5", "finetuned k=5",
+                                                        "mutual information k=5", "mutual information CSG k=5",
+                                                        "decomposed k=10")] == [
+        "0.9171 (paper)", "0.8859 (paper)", "0.9130 (paper)", "0.0345 (paper)", "0.0375 (paper)", "-"]
+    assert _reference(cifar, "extra", "full") == "-"
 
 
 @pytest.mark.parametrize("dataset, grid", [
@@ -325,3 +368,34 @@ def _indicator(chosen, n):
     mask = torch.zeros(n)
     mask[chosen] = 1.0
     return mask
+
+
+def test_the_full_003_grid_measures_akamasters_checkpoint_when_given_and_says_so_when_not(tmp_path, capsys):
+    """Issue 28 item 12: --akamaster-weights imports the paper's network into <workdir>/akamaster and runs the 003
+    stages on it; without it, --full --print names the import it leaves out; the full grid finetunes at lr 2e-4."""
+    import reproduce
+    from pipeline import plan
+
+    common = ["--paper", "003", "--full", "--workdir", str(tmp_path / "w"), "--print"]
+    assert reproduce.main(common) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert not any("import_weights.py" in line for line in printed[:-1])
+    assert printed[-1].startswith("# ") and "--akamaster-weights resnet20-12fca82f.th" in printed[-1]
+    assert "python import_weights.py --model-name resnet20 --traindata cifar10" in printed[-1]
+    assert any(line.startswith("python decompose.py finetune") and line.endswith("--epochs 10 --lr 2e-4")
+               for line in printed)
+
+    weights = tmp_path / "resnet20-12fca82f.th"
+    weights.write_bytes(b"")
+    args = reproduce.parse_args([*common, "--akamaster-weights", str(weights)])
+    chains, _, final = plan.build_plan(args, plan.resolve_grid(args))
+    imported = next(chain for chain in chains if chain.commands[0].argv[0] == "import_weights.py")
+    assert imported.commands[0].argv[imported.commands[0].argv.index("--weights") + 1] == str(weights)
+    assert imported.commands[0].argv[imported.commands[0].argv.index("--workdir") + 1] == str(tmp_path / "w" /
+                                                                                              "akamaster")
+    assert [c.stage for c in imported.commands[1:]] == ["decompose-indices", "decompose-validate",
+                                                        "decompose-essential", "decompose-finetune", "extract"]
+    assert len(chains) == 2 and len(final) == 2   # the trained net and the imported one, each averaged
+    missing = reproduce.parse_args([*common, "--akamaster-weights", str(tmp_path / "absent.th")])
+    with pytest.raises(ToolkitError, match="absent.th"):
+        plan.validate(plan.resolve_grid(missing), "data")

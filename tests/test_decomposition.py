@@ -9,6 +9,7 @@ from sklearn.metrics import mutual_info_score
 from measures.decomposition import (
     DecomposedHead,
     LayerSelectivity,
+    batch_class_selectivity,
     class_filters,
     class_selectivity_index,
     decomposed_logits,
@@ -339,3 +340,42 @@ def test_streamed_layer_selectivity_equals_the_numpy_formulas_on_the_whole_set()
     np.testing.assert_allclose(streamed.unit_selectivity()[0].numpy(), (mu_max - mu_rest) / (mu_max + mu_rest + 1e-7),
                                rtol=1e-12)
     assert streamed.widths() == [16, 5] and streamed.signed() == [False, True]
+
+
+def test_batch_selectivity_equals_the_index_over_the_classes_present_and_zero_below_two():
+    """batch_class_selectivity (the regulariser's sync-free form): the same tensor as class_selectivity_index with
+    every class present, the index over the present classes when some are absent, 0 for a one-class batch (where
+    class_selectivity_index keeps raising)."""
+    features, labels = planted(d=16)   # classes 0..3
+    assert torch.equal(batch_class_selectivity(features, labels, 4), class_selectivity_index(features, labels))
+    torch.testing.assert_close(batch_class_selectivity(features, labels, 7), class_selectivity_index(features, labels),
+                               rtol=1e-15, atol=0)
+    some = labels < 2
+    torch.testing.assert_close(batch_class_selectivity(features[some], labels[some], 4),
+                               class_selectivity_index(features[some], labels[some]), rtol=1e-15, atol=0)
+    one = labels == 2
+    assert torch.equal(batch_class_selectivity(features[one], labels[one], 4), torch.zeros(16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="two classes"):
+        class_selectivity_index(features[one], labels[one])
+    streamed = LayerSelectivity(num_classes=4)
+    streamed.update([features[one]], labels[one])
+    with pytest.raises(ValueError, match="two classes"):
+        streamed.unit_selectivity()
+    weights = features.clone().requires_grad_()
+    batch_class_selectivity(weights, labels, 4).sum().backward()
+    assert torch.isfinite(weights.grad).all() and weights.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are a CUDA matter (issue 27)")
+def test_streamed_layer_selectivity_and_batch_selectivity_do_not_sync_per_batch():
+    features, labels = planted(d=16)
+    features, labels = features.cuda(), labels.cuda()
+    streamed = LayerSelectivity(num_classes=4, k=0.6)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for rows in torch.arange(len(labels), device="cuda").split(7):
+            streamed.update([features[rows]], labels[rows])
+            batch_class_selectivity(features[rows], labels[rows], 4)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert streamed.signed() == [False]

@@ -7,13 +7,15 @@
 | seed004_fcn | seed004 §3 (FCNs)    | Adam 0.1 (sic, as published), wd 0 | constant                        | crop+flip      |
 | twopoints   | seed004 §3           | SGD 0.05 m 0.9, wd 5e-4 on dim != 1| cosine per epoch, T=0.8 epochs  | none, hinge    |
 | akamaster   | seed003 §3 (resnet20)| SGD 0.1 m 0.9, wd 1e-4 on all      | x0.1 at epochs 100 and 150      | crop+flip      |
+| seed003_selectivity | seed003 §10 (repo 2 fine-tune) | Adam 2e-4, wd 0 | constant, 10 epochs, batch 128 | crop+flip |
 | seed002     | seed002 §4           | SGD 0.01 m 0.9, wd 1e-4 on all     | x0.1 every 50 epochs            | crop+flip      |
 | seed002_nowd| seed002 §4 ("nowd")  | SGD 0.01 m 0.9, wd 0               | x0.1 every 50 epochs            | crop+flip      |
 | seed002_tutorial | seed002 §7      | SGD 0.01 m 0.9, wd 0               | constant                        | none           |
 
 Initialisation is part of a recipe: seed004 and twopoints train from PyTorch's default init of every layer
 (seed004 §3; `models.layers.pytorch_default_init_`), seed004_fcn from the FCNs' own mean-field init, and the others
-from each architecture's own init (seed000 §4: torchvision's kaiming fan_out for the convs of VGG-bn and ResNet).
+from each architecture's own init (seed000 §4: torchvision's kaiming fan_out for the convs of VGG-bn and ResNet);
+seed003_selectivity starts from a trained run's weights instead (train_classifier.py --selectivity_reg).
 seed004's recipes keep the best-test-accuracy checkpoint (best.pt) and stop at the first epoch whose mean
 training loss is exactly zero. Flags (--lr, --wdecay, --batchsize, --epochs) override a recipe's values.
 """
@@ -63,6 +65,10 @@ RECIPES: dict[str, Recipe] = {
                         keep_best=True, stop_at_zero_loss=True),
     "akamaster": Recipe("akamaster", epochs=200, lr=0.1, wdecay=1e-4, schedule="multistep", milestones=(100, 150),
                         normalization="imagenet"),
+    # repo 2's finetune_with_selectivity_regularizer: the trained net fine-tuned with the selectivity regulariser
+    # (train_classifier.py --selectivity_reg; its normalisation is that of the run it starts from)
+    "seed003_selectivity": Recipe("seed003_selectivity", epochs=10, lr=2e-4, optimizer="adam", wdecay=0.0,
+                                  schedule="constant"),
     "seed002": Recipe("seed002", epochs=150, lr=0.01, wdecay=1e-4, schedule="step", step_size=50,
                       normalization="imagenet"),
     "seed002_nowd": Recipe("seed002_nowd", epochs=150, lr=0.01, wdecay=0.0, schedule="step", step_size=50,

@@ -3,11 +3,12 @@
     loss = cross-entropy - alpha * mean_layers(mean_units SI),   SI = measures.decomposition.class_selectivity_index
 
 computed on each training batch from the class-conditional means of the hooked activations, each channel averaged
-over space. The hooked layers are the outputs of the network's stages (children named layer1, layer2, ...: the
-last ReLU of each stage, as seed003's repo 2 hooks layer1/2/3 of ResNet20). Sign as in Leavitt & Morcos: alpha < 0
+over space, over the classes the batch holds (measures.decomposition.batch_class_selectivity: no host sync per
+step). The hooked layers are the outputs of the network's stages (children named layer1, layer2, ...: the last ReLU
+of each stage, as seed003's repo 2 hooks layer1/2/3 of ResNet20). Sign as in Leavitt & Morcos: alpha < 0
 lowers selectivity, alpha > 0 raises it; seed003's regularised ResNet20 (CE + 0.1 SI) is alpha = -0.1.
 
-    regularizer = SelectivityRegularizer(model, alpha=-0.1)
+    regularizer = SelectivityRegularizer(model, alpha=-0.1, num_classes=10)
     with regularizer.watch():
         output = model(x)
     loss = F.cross_entropy(output, y) + regularizer.penalty(y)
@@ -19,7 +20,7 @@ import re
 import torch
 from torch import nn
 
-from measures.decomposition import class_selectivity_index
+from measures.decomposition import batch_class_selectivity
 from utils.errors import ToolkitError
 from utils.taps import LayerTaps, spatial_mean
 
@@ -39,8 +40,8 @@ def stage_modules(model: nn.Module) -> list[nn.Module]:
 class SelectivityRegularizer:
     """Forward hooks on the stage outputs (kept in the graph) and the penalty -alpha * mean selectivity."""
 
-    def __init__(self, model: nn.Module, alpha: float):
-        self.alpha = float(alpha)
+    def __init__(self, model: nn.Module, alpha: float, num_classes: int):
+        self.alpha, self.num_classes = float(alpha), int(num_classes)
         self.modules = stage_modules(model)
         self._taps: LayerTaps | None = None
 
@@ -54,9 +55,7 @@ class SelectivityRegularizer:
         0 for a batch holding a single class."""
         if self._taps is None or any(value is None for value in self._taps.values):
             raise RuntimeError("run a forward pass inside watch() first")
-        if len(labels.unique()) < 2:
-            return torch.zeros((), device=labels.device)
-        return torch.stack([class_selectivity_index(value.float(), labels).mean()
+        return torch.stack([batch_class_selectivity(value.float(), labels, self.num_classes).mean()
                             for value in self._taps.values]).mean()
 
     def penalty(self, labels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -62,6 +63,15 @@ def disk_full_message(path: Path, err: OSError) -> str:
     reason = "disk quota exceeded" if err.errno == errno.EDQUOT else "no space left on device"
     return (f"cannot write {path}: {reason} ({free} on that file system); free some space or choose another "
             "--workdir, then rerun the same command (finished files are kept)")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex SHA-256 digest of a file's bytes (an imported weights file, the start of a fine-tuned run)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> Path:
