@@ -71,8 +71,9 @@ done
 status=0; wait "$GRID" || status=$?
 tail -n 25 "$W/grid.log"
 [[ $status -eq 0 ]] || { echo "reproduce.py failed (exit $status); its log: $W/grid.log"; exit 1; }
-awk -F, '$2 > peak[$1] {peak[$1] = $2} END {n = 0; for (p in peak) {printf "  process %s: peak %d MiB\n", p, peak[p]; n++}
-         printf "  %d stage processes seen\n", n}' "$W/memory.csv"
+awk -F, '$2 > peak[$1] {peak[$1] = $2} END {for (p in peak) printf "  process %s: peak %d MiB\n", p, peak[p]}' \
+    "$W/memory.csv" | sort -k4,4nr
+echo "  $(cut -d, -f1 "$W/memory.csv" | sort -u | wc -l) stage processes seen"
 
 step "5. analyzing.py on cpu against $DEVICE (TF32 off): max relative difference <= $TOLERANCE"
 for where in cpu "$DEVICE"; do
@@ -100,12 +101,12 @@ sys.exit(0 if worst <= tolerance else f"above {tolerance}")
 EOF
 
 step "6. eigh of an all-zero covariance on $DEVICE"
-"$PY" - "$DEVICE" <<'EOF'
+"$PY" - "$DEVICE" "$ROOT" <<'EOF'
 import sys
 
 import torch
 
-sys.path.insert(0, ".")
+sys.path.insert(0, sys.argv[2])
 from measures.ood import ClassGaussians
 
 device = torch.device(sys.argv[1])
