@@ -25,23 +25,20 @@ import signal
 from collections import Counter
 
 from pipeline.commands import (
-    DEVICES,
     STOPPING,
     THREADS,
     Command,
-    DevicePool,
     ThreadShare,
     run_command,
     server_blas_threads,
     stop_on_sigterm,
 )
 from pipeline.grid import FULL_GRID_GAPS, FULL_GRIDS, PAPER_ORDER, STAGES
-from pipeline.local import run_local
+from pipeline.local import place_devices, run_local
 from pipeline.plan import akamaster_placeholder, build_plan, resolve_grid, validate
 from pipeline.slurm import launch_local, run_group_stages, run_on_slurm
 from pipeline.stage_process import start_server
 from utils.cli import EXIT_INTERRUPTED, ToolkitParser, finite_float, non_negative_float, positive_float, run_main
-from utils.cpus import allotted_cpus
 
 
 def parse_args(argv=None):
@@ -169,7 +166,7 @@ def main(argv=None) -> int:
         if args.full and args.paper == "003" and not args.akamaster_weights:
             print(f"# {akamaster_placeholder(args)}")
         return 0
-    place_devices(args)
+    args.jobs = place_devices(args.launcher, args.device, args.jobs, args.jobs_per_gpu)
     THREADS.jobs, THREADS.cores = args.jobs, ThreadShare.usable_cores()
     STOPPING.clear()
     if args.force:
@@ -210,16 +207,6 @@ def run_here(args, chains, group_cmds, final, reports) -> list[Command]:
             elif any(c.status == "done" for c in ran) or not report.is_file():
                 run_command(command)
     return ran + final
-
-
-def place_devices(args) -> None:
-    """A grid on this machine (local, submitit-local) that computes on CUDA gives each running stage its own GPU
-    (pipeline.commands.DEVICES) and runs as many workers as GPU slots unless --jobs says otherwise; on the CPU, or
-    on Slurm (each job has its own allocation), nothing is placed."""
-    devices = DevicePool.visible() if args.launcher != "slurm" and args.device != "cpu" else []
-    DEVICES.configure(devices, args.jobs_per_gpu)
-    if args.jobs is None:
-        args.jobs = len(devices) * args.jobs_per_gpu if devices else min(2, allotted_cpus())
 
 
 def full_run_summary(args) -> str:

@@ -94,6 +94,7 @@ from measures.stability import (
     translate_points,
 )
 from models.layers import pytorch_default_init_
+from pipeline.capabilities import no_square_convs, square_conv_filters
 from pipeline.contract import STABILITY_MODES, StageOutput, layer_key, open_stage
 from pipeline.loaded import LoadedRun, build_run_model
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_float, positive_float, run_main
@@ -322,20 +323,15 @@ def measure_stability(args, loaded: LoadedRun, out: StageOutput) -> dict:
             "output": {key: result["output"][key] for key in ("D", "G", "R")}}
 
 
-def conv_filters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """name -> weight of every Conv2d with a square kernel of side >= 2, in module order."""
-    return {name: module.weight for name, module in model.named_modules()
-            if isinstance(module, nn.Conv2d) and module.kernel_size[0] == module.kernel_size[1] >= 2}
-
-
 def measure_laplacian(args, loaded: LoadedRun, out: StageOutput) -> dict:
     """Grid-Laplacian spectra of the trained and epoch-0 filters of every conv (§2.9); writes the file "laplacian",
     returns the summary."""
-    trained = conv_filters(loaded.model)
-    if not trained:
-        raise ToolkitError(f"{args.model_name} has no conv layer with a square kernel of side >= 2; "
-                           "--laplacian has nothing to measure")
-    initial = conv_filters(LoadedRun.open(loaded.run, init=True, device=loaded.device, dtype=torch.float64).model)
+    reason = no_square_convs(loaded.model, args.model_name)
+    if reason:
+        raise ToolkitError(reason)
+    trained = square_conv_filters(loaded.model)
+    init = LoadedRun.open(loaded.run, init=True, device=loaded.device, dtype=torch.float64)
+    initial = square_conv_filters(init.model)
     arrays = {"layers": np.array(list(trained)), "kernel_sizes": np.array([w.shape[-1] for w in trained.values()])}
     for index, (name, weight) in enumerate(trained.items()):
         arrays[layer_key(index, "eigenvalues")] = laplacian_modes(weight.shape[-1])[0]

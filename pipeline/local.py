@@ -7,8 +7,20 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from pipeline.commands import STOPPING, THREADS, Chain, Command, run_command, stop_on_sigterm
+from pipeline.commands import DEVICES, STOPPING, THREADS, Chain, Command, DevicePool, run_command, stop_on_sigterm
 from pipeline.plan import group_waits, run_group
+from utils.cpus import allotted_cpus
+
+
+def place_devices(launcher: str, device: str, jobs: int | None, jobs_per_gpu: int) -> int:
+    """A grid on this machine (local, submitit-local) that computes on CUDA gives each running stage its own GPU
+    (pipeline.commands.DEVICES); returns the workers: `jobs`, else as many as GPU slots, else (on the CPU) 2 at
+    most. On Slurm each job has its own allocation: nothing is placed."""
+    devices = DevicePool.visible() if launcher != "slurm" and device != "cpu" else []
+    DEVICES.configure(devices, jobs_per_gpu)
+    if jobs is not None:
+        return jobs
+    return len(devices) * jobs_per_gpu if devices else min(2, allotted_cpus())
 
 
 @dataclass

@@ -367,15 +367,11 @@ def test_each_running_stage_sees_a_gpu_of_its_own(tmp_path, monkeypatch):
     one device, never the other's; --jobs defaults to the GPU slots and --jobs-per-gpu 2 shares each device by two,
     each held to half its memory (no GPU needed: the stages only report what they see)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    args = reproduce.parse_args(["--jobs-per-gpu", "2"])
-    reproduce.place_devices(args)
     try:
-        assert args.jobs == 6
+        assert local.place_devices("local", "auto", None, 2) == 6
         with commands.DEVICES.placed() as env:
             assert env["DIMTOOLKIT_GPU_MEMORY_FRACTION"] == "0.5" and env["CUDA_VISIBLE_DEVICES"] in "012"
-        args = reproduce.parse_args([])
-        reproduce.place_devices(args)
-        assert args.jobs == 3
+        assert local.place_devices("local", "auto", None, 1) == 3
         chains, seen = _device_recording_chains(tmp_path, 6, 0.4)
         local.run_local(chains, [], 3)
         assert [c.commands[0].status for c in chains] == ["done"] * 6
@@ -393,7 +389,7 @@ def test_submitit_local_gives_each_running_chain_a_gpu_of_its_own(tmp_path, monk
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     args = reproduce.parse_args(["--launcher", "submitit-local", "--workdir", str(tmp_path)])
-    reproduce.place_devices(args)
+    args.jobs = local.place_devices(args.launcher, args.device, args.jobs, args.jobs_per_gpu)
     try:
         assert args.jobs == 2
         chains, seen = _device_recording_chains(tmp_path, 4, 3)
