@@ -16,7 +16,8 @@ from pipeline import contract
 from utils.rundir import DEFAULT_PTR
 
 # the stages reproduce.py schedules, in the contract's order (each declared once, with its Schedule, there)
-STAGES: tuple[contract.Stage, ...] = tuple(s for s in contract.STAGES.values() if s.schedule is not None)
+STAGES: tuple[contract.Stage, ...] = tuple(s for s in contract.STAGES.values()
+                                           if s.schedule is not None and s.name != contract.TRAIN)
 
 
 @dataclass(frozen=True)

@@ -287,16 +287,16 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
                                                 args.data_root], run.root, contract.log_path(run.root, "train")))
     elif wanted is None or "train" in wanted:
         # a regularised run fine-tunes the plain one by its own recipe (seed003 §10): no epochs or recipe of the part
+        script, *scheduled_flags = contract.stage(contract.TRAIN).argv(mode)
         epochs = [] if cell.selectivity_reg else ["--epochs", str(part.epochs)]
-        train = ["train_classifier.py", *ident, *epochs, "--width", str(part.width), "--data-root", args.data_root,
-                 "--resume", "--no-progress"]
+        train = [script, *ident, *epochs, "--width", str(part.width), "--data-root", args.data_root, "--resume",
+                 "--no-progress"]
         if part.recipe and not cell.selectivity_reg:
             train += ["--recipe", part.recipe]
         if part.save_epochs and not cell.selectivity_reg:
             train += ["--save-epochs", *map(str, part.save_epochs)]
-        if mode == "demo":   # the same training, its convolutions in channels_last layout: 1.36x on one CPU core
-            train.append("--channels-last")
-        chain.commands.append(Command("train", train, run.root, contract.log_path(run.root, "train")))
+        chain.commands.append(Command(contract.TRAIN, [*train, *scheduled_flags], run.root,
+                                      contract.log_path(run.root, contract.TRAIN)))
     for scheduled in (s for s in stages if s.scope == "run"):
         demo_seeds = scheduled.schedule.demo_seeds
         if mode == "demo" and demo_seeds is not None and cell.seed not in part.seeds[:demo_seeds]:

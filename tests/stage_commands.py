@@ -22,7 +22,7 @@ def train_tiny_runs(workdir: Path, trained_run) -> Path:
     (width 0.125) with their rainbow stage under <workdir>/narrow, for the width sweep."""
     import rainbow
 
-    trained_run(workdir, "resnet20", "digits", 0, "--width", "0.25", "--epochs", "1")
+    trained_run(workdir, "resnet20", "digits", 0, *contract.stage(contract.TRAIN).tiny)
     for seed in (0, 1):
         trained_run(workdir, "rainbow_mlp", "digits", seed, "--width", "0.25", "--epochs", "2",
                     "--recipe", "seed002_tutorial")
@@ -80,6 +80,8 @@ def narrow_rainbow(workdir: Path) -> list[str]:
 
 
 STAGES = {
+    # the tiny run itself (train_tiny_runs trained it: this command finds it done, as a grid's rerun does)
+    "train": Stage(tiny(contract.TRAIN, [*RUN, "--no-progress"]), contract.TRAIN, force=False),
     **{f"decompose {sub}": Stage(tiny(f"decompose-{sub}"), f"decompose-{sub}",
                                  needs=[] if sub == "indices" else ["decompose indices"])
        for sub in ("indices", "validate", "essential", "finetune")},

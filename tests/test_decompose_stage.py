@@ -20,7 +20,7 @@ from pipeline.loaded import LoadedRun, load_config
 from utils.cli import run_main
 from utils.errors import ToolkitError
 from utils.io import save_torch
-from utils.rundir import RunDir
+from utils.rundir import TRAIN_FILES, RunDir
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_a_run_fed_other_statistics_than_it_was_trained_with_is_stated(tmp_path,
     assert capsys.readouterr().err == ""
     assert decompose.main([*argv, "--normalization", "imagenet"]) == 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "config.json" in err and "using imagenet as asked" in err
+    assert len(err.splitlines()) == 1 and TRAIN_FILES["config"] in err and "using imagenet as asked" in err
     assert done_record(run, "decompose-validate")["mean"] == list(IMAGENET_MEAN)
 
 

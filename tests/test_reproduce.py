@@ -176,7 +176,7 @@ def test_the_runner_works_from_any_folder(tmp_path):
                              "--workdir", "w"], cwd=scratch, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     run = RunDir.of(scratch / "w", "digits", "lenet", 0)
-    assert len((run.root / "train_log.csv").read_text().splitlines()) == 2       # header and the one epoch
+    assert len(run.train_log.read_text().splitlines()) == 2       # header and the one epoch
     assert "Traceback" not in (run.root / "logs" / "train.log").read_text()
 
 
@@ -191,7 +191,7 @@ def test_a_signal_to_reproduce_stops_its_running_stage_which_saves(tmp_path, sig
                              *GRID[:2], "--seeds", "0", "--epochs", "500", *GRID[4:]], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    log = run.root / "train_log.csv"
+    log = run.train_log
     deadline = time.monotonic() + 120
     while not (log.is_file() and len(log.read_text().splitlines()) > 2) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -200,7 +200,7 @@ def test_a_signal_to_reproduce_stops_its_running_stage_which_saves(tmp_path, sig
     assert grid.returncode == status, out
     if signum == signal.SIGTERM:
         assert "INTERRUPTED train" in out and "0 failed, 1 interrupted" in out
-    assert (run.root / "checkpoints" / "last.pt").is_file()
+    assert run.last.is_file()
     epochs = len(log.read_text().splitlines())
     time.sleep(3)
     assert len(log.read_text().splitlines()) == epochs < 501  # the stage stopped with reproduce.py

@@ -21,7 +21,7 @@ from training.selectivity import SelectivityRegularizer
 from utils.cli import run_main
 from utils.errors import ToolkitError
 from utils.io import load_torch, save_torch, sha256_of
-from utils.rundir import RunDir
+from utils.rundir import TRAIN_FILES, RunDir
 
 TRAIN = ("--width", "0.25", "--epochs", "2")
 ALPHA = "-3"   # measured: mean SI of the stage outputs 0.14 -> 0.04 (seed 0), 0.18 -> 0.06 (seed 1)
@@ -76,7 +76,7 @@ def test_a_fine_tune_without_its_trained_plain_run_is_refused_in_one_line(tmp_pa
                                          str(tmp_path), "--device", "cpu", "--selectivity_reg", "-0.1"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--selectivity_start scratch" in err
-    assert not any(tmp_path.rglob("config.json"))
+    assert not any(tmp_path.rglob(TRAIN_FILES["config"]))
 
 
 def test_the_penalty_is_the_mean_stage_selectivity_and_zero_on_a_one_class_batch():
@@ -127,7 +127,7 @@ def test_a_network_without_stages_is_refused_in_one_line(tmp_path, capsys):
                                          "--epochs", "1", "--device", "cpu", "--selectivity_reg", "-1", *SCRATCH])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "layer1" in err
-    assert not any(tmp_path.rglob("config.json"))
+    assert not any(tmp_path.rglob(TRAIN_FILES["config"]))
 
 
 def test_reproduce_adds_the_regularised_runs_to_the_003_grid_after_their_plain_runs(tmp_path):

@@ -32,6 +32,13 @@ DONE_FILE = "_done.json"
 CHECKPOINT_FORMAT = "dimtoolkit-checkpoint-v1"
 
 
+# The files training writes in a run's folder: the stage contract's "train" record (pipeline/contract.py) is made
+# of these. They are spelled here, on the ground floor, because the run folder's own helpers below (write_config,
+# saved_epochs, discard_checkpoints) read and write them.
+TRAIN_FILES = {"config": "config.json", "log": "train_log.csv", "checkpoint": "checkpoints/epoch_{epoch:04d}.pt",
+               "last": "checkpoints/last.pt", "best": "checkpoints/best.pt"}
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one (dataset, model, seed) run."""
@@ -74,26 +81,26 @@ class RunDir:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.json"
+        return self.root / TRAIN_FILES["config"]
 
     @property
     def train_log(self) -> Path:
-        return self.root / "train_log.csv"
+        return self.root / TRAIN_FILES["log"]
 
     @property
     def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+        return self.last.parent
 
     @property
     def last(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return self.root / TRAIN_FILES["last"]
 
     @property
     def best(self) -> Path:
-        return self.checkpoints / "best.pt"
+        return self.root / TRAIN_FILES["best"]
 
     def epoch_checkpoint(self, epoch: int) -> Path:
-        return self.checkpoints / f"epoch_{int(epoch):04d}.pt"
+        return self.root / TRAIN_FILES["checkpoint"].format(epoch=int(epoch))
 
     def saved_epochs(self) -> list[int]:
         """Epochs with a kept checkpoint, ascending."""
