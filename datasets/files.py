@@ -8,7 +8,7 @@
 | svhn     | train_32x32.mat, test_32x32.mat (X (32, 32, 3, N), y (N, 1))     | 1..10, with 10 -> 0      |
 
 The md5 values of the CIFAR, SVHN and gzipped MNIST files are torchvision's own (CIFAR10.train_list/test_list,
-CIFAR100.train_list/test_list, SVHN.split_list, MNIST.resources; tests/test_datasets.py compares them). The
+CIFAR100.train_list/test_list, SVHN.split_list, MNIST.resources; tests/datasets/test_datasets.py compares them). The
 un-gzipped MNIST files have the md5 values published with the original data (several independent loaders list
 the same four values). Every file is checked before it is read; a missing or different file raises a one-line
 `ToolkitError` naming the path, the md5 of every expected file and how to obtain them.

@@ -13,7 +13,7 @@ is about (0.247, 0.243, 0.261). It is kept because seed000 and seed004 used it, 
 scales (seed004 §2.7) are defined with it. seed003 §3 lists further CIFAR variants that its own code mixed up;
 this toolkit uses the training normalisation of the checkpoint (ImageNet statistics) for that paper.
 DIGITS_MEAN/STD are the mean and std of every pixel of the digits train split after resizing to 32x32,
-computed once and written here as literals; tests/test_datasets.py recomputes them.
+computed once and written here as literals; tests/datasets/test_datasets.py recomputes them.
 
 Every dataset defaults to the seed000 constants, except digits (and its OOD sets), which use their own, twopoints,
 which is not normalised, and cifar10_grey (datasets/files.py: the tutorial's normalise-then-grey images), whose

@@ -9,7 +9,7 @@ here; no stage file or folder name is spelled anywhere else (DESIGN.md, "The run
     load(run, "analysis", "projections", tag="all", ds="digits")   # a reader: dict of arrays, keys checked
 
 A file's `keys` are those every writer must write and every reader may rely on; per-layer keys with a two-digit
-suffix (feat_00, weight_01, ...) are listed by their prefix in `prefixed`. `tests/test_contract.py` runs every
+suffix (feat_00, weight_01, ...) are listed by their prefix in `prefixed`. `tests/pipeline/test_contract.py` runs every
 stage on a tiny run and checks what it wrote against its record here.
 """
 from __future__ import annotations

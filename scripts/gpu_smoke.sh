@@ -10,7 +10,7 @@
 #   7. an image-folder run made by import_weights.py, measured by features.py (DataLoader workers, pinned memory).
 #
 #   scripts/gpu_smoke.sh                    # on the GPU
-#   scripts/gpu_smoke.sh --device cpu       # the same steps on the CPU at tiny sizes (tests/test_gpu_smoke.py)
+#   scripts/gpu_smoke.sh --device cpu       # the same steps on the CPU at tiny sizes (tests/stages/test_gpu_smoke.py)
 # Environment: SMOKE_WORKDIR (default: a new temporary folder, removed at the end), PYTHON (default: python).
 set -euo pipefail
 

@@ -1,4 +1,5 @@
-"""Run a toolkit script and SIGKILL it just before the rename of its N-th atomic write (for tests/test_faults.py).
+"""Run a toolkit script and SIGKILL it just before the rename of its N-th atomic write (for
+tests/stages/test_faults.py).
 
     python tests/kill_at_write.py N script.py [flags ...]
 

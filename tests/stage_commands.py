@@ -1,6 +1,6 @@
 """The tiny command line of every stage, on one resnet20 and two rainbow MLPs trained on digits, shared by the fault
-tests (tests/test_faults.py) and the contract test (tests/test_contract.py). Each stage's script, subcommand,
-folder-selecting flags and tiny sizes come from its pipeline.contract record (`tiny`)."""
+tests (tests/stages/test_faults.py) and the contract test (tests/pipeline/test_contract.py). Each stage's script,
+subcommand, folder-selecting flags and tiny sizes come from its pipeline.contract record (`tiny`)."""
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -253,7 +253,7 @@ def test_full_grid_of_002_lists_every_experiment_set(tmp_path, capsys):
     seeds; 50 4-block nowd seeds at s = 1 keeping the dynamics epochs (covariance convergence over M = 1/10/50 and
     net 1's dynamics, issue 28 items 7-8); 10 seeds x 9 widths of scattering4 (nowd); J8 plain and skip at 7 widths;
     every width's rainbow stage, then one rainbow-width per swept model over the other widths. The 4-block nets are
-    said to be built without N (item 6; the model itself: tests/test_rainbow_models.py)."""
+    said to be built without N (item 6; the model itself: tests/models/test_rainbow_models.py)."""
     import shlex
     from collections import Counter
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 from utils.errors import ToolkitError
@@ -97,7 +98,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path):
     script = "from utils.cli import run_main\nfrom utils.errors import ToolkitError\n" \
              "def main(argv):\n    raise ToolkitError('bad thing; do this instead')\nrun_main(main)\n"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+                            cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: bad thing; do this instead"
 

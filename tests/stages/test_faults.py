@@ -90,7 +90,7 @@ def assert_same_files(found: dict, expected: dict) -> None:
 
 
 @pytest.mark.slow
-# CSG: ours' code; training's kill points: tests/test_train.py
+# CSG: ours' code; training's kill points: tests/training/test_train.py
 @pytest.mark.parametrize("name", [name for name in STAGES if not name.startswith("csg") and name != "train"])
 def test_stage_killed_part_way_reruns_to_the_files_of_an_uninterrupted_run(workdir, name, monkeypatch):
     stage = STAGES[name]

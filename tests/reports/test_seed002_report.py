@@ -1,6 +1,6 @@
 """The seed002 report's tables (reports/seed002/tables.py): every row carries its protocol
 (reports.references.PROTOCOLS) and the paper's number where the paper has one for that net, data, width and row
-(spec seed002 §2, §6), from synthetic summaries of the rainbow stage (the files: tests/test_rainbow_stage.py)."""
+(spec seed002 §2, §6), from synthetic summaries of the rainbow stage (the files: tests/stages/test_rainbow_stage.py)."""
 import pytest
 
 from reports import Group
