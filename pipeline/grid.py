@@ -63,19 +63,30 @@ SEED002_EPOCHS = (0, 1, 2, 5, 10, 20, 50, 100)               # seed002 §4: the 
 # The published grids (specs: seed000 §3-§4, seed004 §1 and §3, seed003 §3, seed002 §4); a paper may have parts.
 FULL_GRIDS = {
     "000": GridPart(("cifar10", "cifar100", "svhn", "mnist"), ("vgg13", "vgg16", "resnet18", "resnet34"),
-                    tuple(range(10)), 1200, 1.0, "seed000", ("000",)),
+                    tuple(range(10)), 1200, 1.0, "seed000", ("000",),
+                    note="seed000 set: 4 ID sets x VGG13/16, ResNet-18/34 x 10 seeds, 1200 epochs, every threshold, "
+                         "10,000 Gram and noise samples (report: paper; rows chosen on the validation OOD set and "
+                         "scikit-learn's metrics: extra)"),
     "004": (  # seed004 README (experiments.md): Fig. 1/10 (CNNs, FCNs), Fig. 3/11, Fig. 5-9 (twopoints: ptr 1024, 2048)
         GridPart(("cifar10",), ("vgg11_nobn", "vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "alexnet",
                                 "lenet", "efficientnet_b0"), tuple(range(4)), 250, 1.0, "seed004", ("004",),
-                 SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian")),
+                 SEED004_SIGMAS, ("stability", "stability-init", "stability-shuffled", "laplacian"),
+                 note="seed004 CNN set: 10 CNNs x 7 training corruptions x 4 seeds, by node, init by node (report: "
+                      "paper; the channel-mean curves: extra)"),
         GridPart(("cifar10",), ("fcn2", "fcn4", "fcn6"), tuple(range(11)), 250, 1.0, "seed004_fcn", ("004",),
-                 SEED004_SIGMAS, ("stability", "stability-init")),
-        GridPart(("twopoints",), TWOPOINTS_NETS, tuple(range(10)), 300, 1.0, "twopoints", ("004",)),
+                 SEED004_SIGMAS, ("stability", "stability-init"),
+                 note="seed004 FCN set: 3 FCNs x 7 training corruptions x 11 seeds (report: paper)"),
+        GridPart(("twopoints",), TWOPOINTS_NETS, tuple(range(10)), 300, 1.0, "twopoints", ("004",),
+                 note="seed004 twopoints set: 11 nets x 10 seeds at ptr 1024, and the 1-D model of Fig. 7 with the "
+                      "original's stopping rule (report: paper)"),
         # Fig. 8's second training size, in <model>@ptr2048/ (the 1-D model of Fig. 7 runs with the ptr-1024 part)
         GridPart(("twopoints",), TWOPOINTS_NETS, tuple(range(10)), 300, 1.0, "twopoints", ("004",),
-                 stages=("stability", "stability-init", "stability-shuffled", "laplacian"), ptrs=(2048,)),
+                 stages=("stability", "stability-init", "stability-shuffled", "laplacian"), ptrs=(2048,),
+                 note="seed004 twopoints set at ptr 2048, Fig. 8's second training size (report: paper)"),
     ),
-    "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",)),
+    "003": GridPart(("cifar10",), ("resnet20",), (0,), 200, 1.0, "akamaster", ("003",),
+                    note="seed003 set: our own ResNet-20 trained by akamaster's recipe (report: paper's protocol on "
+                         "another network; the paper's numbers are akamaster's checkpoint: --akamaster-weights)"),
     "002": (  # seed002 §4 "Experiment sets"
         # 50 seeds of the J8 net ("gaussiantest", wd 1e-4): alignment, C_j, rainbow nets (+ retrained), clipping
         GridPart(("cifar10",), ("scattering",), tuple(range(50)), 150, 1.0, "seed002", ("002",),

@@ -463,3 +463,15 @@ def test_a_slurm_task_uses_its_allocation_not_the_nodes_cores(monkeypatch):
     assert allotted_cpus() == 2 and commands.ThreadShare().threads() == 2 and folder.loader().num_workers == 2
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert allotted_cpus() == 8 and commands.ThreadShare().threads() == 8 and folder.loader().num_workers == 4
+
+
+@pytest.mark.parametrize("paper", ["000", "002", "003", "004"])
+def test_full_print_says_each_published_set_and_the_label_its_report_rows_carry(tmp_path, capsys, paper):
+    """issue 28: --full --print names every part of the published grid with the protocol its report gives it."""
+    from pipeline.grid import FULL_GRIDS
+
+    assert reproduce.main(["--paper", paper, "--full", "--print", "--workdir", str(tmp_path)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: seed") and " set" in line]
+    grid = FULL_GRIDS[paper]
+    assert len(notes) == len(grid if isinstance(grid, tuple) else (grid,))
+    assert all("(report: paper" in note for note in notes), notes
