@@ -73,8 +73,8 @@ class FolderData:
         defaults to MAX_WORKERS or the cores allotted to this process (utils.cpus), whichever is smaller.
 
         The same arguments give the same DataLoader for the life of this FolderData (issue 27), its workers
-        persistent: a stage that passes several times over a split (features: fit, then distances; analysis: one
-        pass per variant) starts them once. They stop when the FolderData is dropped or the process ends. Batches
+        persistent: a stage that passes several times over a split (analysis: one pass per network variant) starts
+        them once. They stop when the FolderData is dropped or the process ends. Batches
         come in a fixed order (no shuffling); the seed draws the sample and seeds the workers' random transforms,
         which continue from pass to pass."""
         workers = min(MAX_WORKERS, allotted_cpus()) if workers is None else workers

@@ -112,7 +112,7 @@ class ReaderPids(torch.utils.data.Dataset):
 def test_passes_over_a_split_reuse_one_loader_and_its_workers(monkeypatch, made_loaders):
     monkeypatch.setattr(folders, "allotted_cpus", lambda: 2)
     data = FolderData("pids", "test", Path("."), ["a"], ReaderPids())
-    passes = [list(data.batches(3, device="cpu")) for _ in range(3)]    # e.g. features: fit, then distances
+    passes = [list(data.batches(3, device="cpu")) for _ in range(3)]    # e.g. analysis: a pass per variant
     assert len(made_loaders) == 1 and made_loaders[0]["persistent_workers"] and made_loaders[0]["num_workers"] == 2
     readers = [{int(pid) for _, labels in batches for pid in labels} for batches in passes]
     assert readers[0] == readers[1] == readers[2] and len(readers[0]) == 2 and os.getpid() not in readers[0]

@@ -114,13 +114,13 @@ def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp
 
     made, loader = [], DataLoader     # issue 27: one loader per split for the stage, however many passes
     monkeypatch.setattr(folders, "DataLoader", lambda dataset, **kw: made.append(len(dataset)) or loader(dataset, **kw))
-    assert features.main([*flags, *caps]) == 0       # train: fit, then distances; test: distances
-    assert made == [12, 12] and load(run, "features", "eigenvalues")["dims"].shape == (18,)
+    assert features.main([*flags, *caps]) == 0       # one pass over each split: train (fit), test (distances)
+    assert load(run, "features", "eigenvalues")["dims"].shape == (18,)
     assert stage_path(run, "features", "mahalanobis", layer="17", ds=test_set).is_file()
 
     assert analyzing.main([*flags, *caps, "--ratios", "2", "--num_grams", "8", "--num_stability", "4",
                            "--stability_variants", "original"]) == 0
-    assert made == [12, 12] * 2                      # the 3 networks' passes over each split share one loader
+    assert made == [12, 12] * 2    # features, then analysis: its 3 networks' passes over each split share one loader
     done = done_record(run, "analysis")
     assert done["datasets"] == ["traindata", test_set]  # a folder dataset has no OOD sets
     assert load(run, "analysis", "projections", tag="all", ds=test_set)["norm0"].shape == (12, 18)
