@@ -1,8 +1,8 @@
 """Image folders read as a stream: ImageNet (ILSVRC train/ and val/ in class sub-folders) or any `imagefolder:PATH`.
 
-Too large to hold in memory, these datasets are streamed by a DataLoader (persistent workers, pinned
-memory for a CUDA run) with the standard transforms, in pixel space [0, 1] (normalise on the device, as for the
-in-memory sets):
+Too large to hold in memory, these datasets are streamed by a DataLoader (persistent workers, pinned memory
+for a CUDA run) with the standard transforms, in pixel space [0, 1] (normalise on the device, as for the in-memory
+sets):
 - train: RandomResizedCrop(224) + RandomHorizontalFlip;
 - val/test: Resize(256) + CenterCrop(224); `squash=True` gives seed003's Resize((224, 224)) without a crop
   (seed003 §11), which scores below the usual top-1.
@@ -74,9 +74,9 @@ class FolderData:
 
         The same arguments give the same DataLoader for the life of this FolderData (issue 27), its workers
         persistent: a stage that passes several times over a split (analysis: one pass per network variant) starts
-        them once. They stop when the FolderData is dropped or the process ends. Batches
-        come in a fixed order (no shuffling); the seed draws the sample and seeds the workers' random transforms,
-        which continue from pass to pass."""
+        them once; they stop when the FolderData is dropped or the process ends. Batches come in a fixed order (no
+        shuffling); the seed draws the sample and seeds the workers' random transforms, which continue from pass
+        to pass. `pin_memory` for batches bound for a CUDA device (`batches` decides)."""
         workers = min(MAX_WORKERS, allotted_cpus()) if workers is None else workers
         key = (batch_size, workers, max_samples, seed, pin_memory)
         if key not in self.loaders:
