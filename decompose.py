@@ -189,17 +189,18 @@ def gap_features(loaded: LoadedRun, module, data, max_samples=None, capture="inp
                  per_layer: dec.LayerSelectivity | None = None):
     """(GAP features (N, D), logits (N, classes), labels (N,)): one forward pass per batch, eval mode, no
     augmentation; in-memory or streamed data alike (the first `max_samples`). `per_layer`, when given, is fed
-    the spatially averaged input of every analysis layer in the same pass (seed003 §10)."""
+    the spatially averaged input of every analysis layer in the same pass (seed003 §10). The pooled rows stay on
+    the device until the set is done and come to the CPU in one copy each (no host sync per batch, issue 27)."""
     feats, logits, labels = [], [], []
     for _, x, batch_labels in loaded.batches(data, BATCH, max_samples, desc=f"features {data.name}"):
         with LayerTaps([module], reduce=spatial_mean, capture=capture) as taps, \
                 LayerTaps(loaded.layers if per_layer is not None else [], reduce=spatial_mean) as layer_taps:
-            logits.append(loaded.model(x).float().cpu())
+            logits.append(loaded.model(x).float())          # (B, classes)
         if per_layer is not None:
             per_layer.update([value.float() for value in layer_taps.values], batch_labels)
-        feats.append(taps.values[0].float().cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(feats), torch.cat(logits), torch.cat(labels)
+        feats.append(taps.values[0].float())                # (B, D)
+        labels.append(batch_labels)
+    return torch.cat(feats).cpu(), torch.cat(logits).cpu(), torch.cat(labels).cpu()
 
 
 def layer_selectivity(loaded: LoadedRun, per_layer: dec.LayerSelectivity) -> dict:

@@ -1,7 +1,8 @@
 """Image folders read as a stream: ImageNet (ILSVRC train/ and val/ in class sub-folders) or any `imagefolder:PATH`.
 
-Too large to hold in memory, these datasets are streamed by a DataLoader (workers, pinned memory) with the
-standard transforms, in pixel space [0, 1] (normalise on the device, as for the in-memory sets):
+Too large to hold in memory, these datasets are streamed by a DataLoader (persistent workers, pinned memory
+for a CUDA run) with the standard transforms, in pixel space [0, 1] (normalise on the device, as for the in-memory
+sets):
 - train: RandomResizedCrop(224) + RandomHorizontalFlip;
 - val/test: Resize(256) + CenterCrop(224); `squash=True` gives seed003's Resize((224, 224)) without a crop
   (seed003 §11), which scores below the usual top-1.
@@ -10,17 +11,24 @@ split "test" reads val/. Normalisation: ImageNet statistics.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from datasets.base import batch_to
 from datasets.normalization import IMAGENET_MEAN, IMAGENET_STD
 from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
 
 MAX_WORKERS = 4
+# How the DataLoader workers start: forked from the stage on Linux. A stage run by pipeline.stage_process inherits
+# the forkserver start method, with which each stage would start a second forkserver (an interpreter importing
+# torch and the stage preloads: ~4 s before the first batch, against 0.2 s forked) and pickle the whole file list
+# to every worker. Elsewhere: Python's default.
+WORKER_START = "fork" if sys.platform.startswith("linux") else None
 SPLIT_FOLDERS = {"train": "train", "test": "val", "val": "val"}
 
 
@@ -36,6 +44,7 @@ class FolderData:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     extras: dict = field(default_factory=dict)
+    loaders: dict = field(default_factory=dict, repr=False, compare=False)   # `loader`'s, by its arguments
 
     @property
     def num_classes(self) -> int:
@@ -44,9 +53,13 @@ class FolderData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(self, batch_size: int, max_samples: int | None = None):
-        """(images, labels) batches of a seeded sample of at most `max_samples` (same interface as ImageData)."""
-        yield from self.loader(batch_size, max_samples=max_samples)
+    def batches(self, batch_size: int, max_samples: int | None = None, device=None):
+        """(images, labels) batches of a seeded sample of at most `max_samples`, moved to `device` (None: left on the
+        host; same interface as ImageData). Batches pinned in the workers and copied without blocking only when they
+        go to a CUDA device: a CPU run on a GPU node pins nothing (issue 27)."""
+        pin = device is not None and torch.device(device).type == "cuda"
+        for images, labels in self.loader(batch_size, max_samples=max_samples, pin_memory=pin):
+            yield batch_to(images, labels, device)
 
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of the samples at `indices`, read and transformed one by one (same interface as
@@ -54,18 +67,28 @@ class FolderData:
         samples = [self.dataset[int(index)] for index in indices]
         return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
 
-    def loader(self, batch_size: int = 128, shuffle: bool = False, workers: int | None = None,
-               max_samples: int | None = None, seed: int = 0) -> DataLoader:
+    def loader(self, batch_size: int = 128, workers: int | None = None, max_samples: int | None = None, seed: int = 0,
+               pin_memory: bool = False) -> DataLoader:
         """Batches of pixel-space images; `max_samples` keeps the first N of a seeded permutation; `workers`
-        defaults to MAX_WORKERS or the cores allotted to this process (utils.cpus), whichever is smaller."""
+        defaults to MAX_WORKERS or the cores allotted to this process (utils.cpus), whichever is smaller.
+
+        The same arguments give the same DataLoader for the life of this FolderData (issue 27), its workers
+        persistent: a stage that passes several times over a split (analysis: one pass per network variant) starts
+        them once; they stop when the FolderData is dropped or the process ends. Batches come in a fixed order (no
+        shuffling); the seed draws the sample and seeds the workers' random transforms, which continue from pass
+        to pass. `pin_memory` for batches bound for a CUDA device (`batches` decides)."""
         workers = min(MAX_WORKERS, allotted_cpus()) if workers is None else workers
-        dataset = self.dataset
-        if max_samples is not None and max_samples < len(dataset):
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]
-            dataset = Subset(dataset, order.tolist())
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                          generator=torch.Generator().manual_seed(seed))
+        key = (batch_size, workers, max_samples, seed, pin_memory)
+        if key not in self.loaders:
+            dataset = self.dataset
+            if max_samples is not None and max_samples < len(dataset):
+                order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples]
+                dataset = Subset(dataset, order.tolist())
+            self.loaders[key] = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                           pin_memory=pin_memory, persistent_workers=workers > 0,
+                                           multiprocessing_context=WORKER_START if workers > 0 else None,
+                                           generator=torch.Generator().manual_seed(seed))
+        return self.loaders[key]
 
 
 def folder_transform(split: str, squash: bool = False, augment: bool | None = None):

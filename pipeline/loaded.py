@@ -298,12 +298,14 @@ class LoadedRun:
         return build_dataset(name, split, data_root, augment=False, **options)
 
     def batches(self, data, batch_size: int, max_samples: int | None = None, desc: str | None = None):
-        """(first index, normalised inputs, labels on the device) per batch, in order, with a progress bar."""
+        """(first index, normalised inputs, labels on the device) per batch, in order, with a progress bar; `data`
+        moves each batch to the device (datasets.base.batch_to: a streamed folder's batches pinned and copied
+        without blocking on a CUDA device)."""
         count = len(data) if max_samples is None else min(len(data), max_samples)
         start = 0
-        for images, labels in tqdm(data.batches(batch_size, max_samples), desc=desc, total=-(-count // batch_size),
-                                   unit="batch", disable=None, leave=False):
-            yield start, self.inputs(images), labels.to(self.device)
+        for images, labels in tqdm(data.batches(batch_size, max_samples, device=self.device), desc=desc,
+                                   total=-(-count // batch_size), unit="batch", disable=None, leave=False):
+            yield start, self.inputs(images), labels
             start += len(labels)
 
     def logged_test_accuracy(self, epoch: int | None = None) -> float | None:

@@ -11,6 +11,7 @@ from pipeline.contract import done_record, load
 from utils.cli import run_main
 from utils.io import save_torch
 from utils.rundir import RunDir
+from utils.taps import LayerTaps
 
 CLASSES, PER_CLASS = 3, 2
 MODEL = "torchvision:resnet50"
@@ -66,6 +67,22 @@ def _test_split(flags, transform):
     args = decompose.parse_args(["validate", *flags, "--val-transform", transform])
     loaded = decompose.open_network(args, torch.device("cpu"))
     return loaded, decompose.classifier_of(loaded), decompose.split_of(args, loaded, "test")
+
+
+def test_gap_features_stay_on_the_device_until_the_set_is_done(imagenet_like, monkeypatch):
+    """Issue 27: one copy to the host per returned tensor, not per batch; the numbers of one pass over the set."""
+    loaded, head, data = _test_split(imagenet_like[1], "crop")
+    images, labels = data.take(torch.arange(len(data)))
+    with torch.no_grad(), LayerTaps([head]) as taps:
+        logits = loaded.model(loaded.inputs(images))
+    copies, cpu = [], torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: copies.append(self.shape) or cpu(self, *a, **k))
+    monkeypatch.setattr(decompose, "BATCH", 2)   # 3 batches
+    features, found_logits, found_labels = decompose.gap_features(loaded, head, data)
+    assert copies == [(CLASSES * PER_CLASS, 2048), (CLASSES * PER_CLASS, CLASSES), (CLASSES * PER_CLASS,)]
+    torch.testing.assert_close(features, taps.values[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(found_logits, logits, rtol=1e-5, atol=1e-6)
+    assert torch.equal(found_labels, labels) and features.device.type == "cpu"
 
 
 def test_finetune_on_streamed_folders_is_refused_in_one_line(imagenet_like, capsys):

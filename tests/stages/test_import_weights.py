@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from torch.utils.data import DataLoader
 
 import analyzing
 import decompose
@@ -11,6 +12,7 @@ import features
 import import_weights
 import kernels
 import stability
+from datasets import folders
 from datasets.normalization import IMAGENET_MEAN
 from models import build_model
 from pipeline.contract import done_record, load, stage_path
@@ -101,7 +103,7 @@ def test_bad_input_is_one_line(folder, resnet18_state, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp_path):
+def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp_path, monkeypatch):
     weights = tmp_path / "resnet18.pth"
     torch.save(resnet18_state, weights)
     flags = run_flags(folder, tmp_path)
@@ -110,12 +112,15 @@ def test_stages_run_on_an_imported_torchvision_model(folder, resnet18_state, tmp
     test_set = safe_name(f"imagefolder:{folder}")
     caps = ["--max-samples", "12", "--batchsize", "6"]
 
-    assert features.main([*flags, *caps]) == 0
+    made, loader = [], DataLoader     # issue 27: one loader per split for the stage, however many passes
+    monkeypatch.setattr(folders, "DataLoader", lambda dataset, **kw: made.append(len(dataset)) or loader(dataset, **kw))
+    assert features.main([*flags, *caps]) == 0       # one pass over each split: train (fit), test (distances)
     assert load(run, "features", "eigenvalues")["dims"].shape == (18,)
     assert stage_path(run, "features", "mahalanobis", layer="17", ds=test_set).is_file()
 
     assert analyzing.main([*flags, *caps, "--ratios", "2", "--num_grams", "8", "--num_stability", "4",
                            "--stability_variants", "original"]) == 0
+    assert made == [12, 12] * 2    # features, then analysis: its 3 networks' passes over each split share one loader
     done = done_record(run, "analysis")
     assert done["datasets"] == ["traindata", test_set]  # a folder dataset has no OOD sets
     assert load(run, "analysis", "projections", tag="all", ds=test_set)["norm0"].shape == (12, 18)
