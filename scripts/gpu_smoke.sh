@@ -7,7 +7,8 @@
 #      of each stage process printed (GPU memory from nvidia-smi; resident memory on the CPU);
 #   5. analyzing.py on the CPU against this device, TF32 off: the max relative difference of every array, <= 1e-5;
 #   6. eigh of an all-zero covariance (it failed on some cuSOLVER versions), directly and through ClassGaussians;
-#   7. an image-folder run made by import_weights.py, measured by features.py (DataLoader workers, pinned memory).
+#   7. an image-folder run made by import_weights.py, measured by features.py and analyzing.py (DataLoader workers
+#      kept across passes, pinned memory).
 #
 #   scripts/gpu_smoke.sh                    # on the GPU
 #   scripts/gpu_smoke.sh --device cpu       # the same steps on the CPU at tiny sizes (tests/stages/test_gpu_smoke.py)
@@ -143,5 +144,7 @@ FOLDER=(--model-name torchvision:resnet18 --traindata "imagefolder:$W/folder" --
         --device "$DEVICE")
 "$PY" "$ROOT/import_weights.py" "${FOLDER[@]}" --weights "$W/resnet18.pth"
 "$PY" "$ROOT/features.py" "${FOLDER[@]}" --batchsize 4
+# several passes over one folder (a pass per network variant): the stage's kept loaders, pinned on a GPU
+"$PY" "$ROOT/analyzing.py" "${FOLDER[@]}" --batchsize 4 --ratios 2 --num_grams 8 --num_stability 4 > /dev/null
 
 step "smoke test passed on $DEVICE in $((SECONDS - STARTED)) s"
