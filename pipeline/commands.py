@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.stage_process import StageProcess
+from pipeline.stage_process import StageProcess, start_server
 from utils.cli import EXIT_INTERRUPTED
 from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
@@ -79,8 +79,12 @@ class Chain:
             if command.status in ("interrupted", "busy"):
                 command.status = "pending"
         in_job = _in_slurm_job()
-        # in a Slurm task the stage server's BLAS gets the task's cores, unless the user's OMP_NUM_THREADS came along
+        # in a Slurm task the stage server's BLAS gets the task's cores, unless the user's OMP_NUM_THREADS came along;
+        # the server, its resource tracker and the stages ignore the time-limit signal (USR2), which reaches every
+        # process of the job: this process's submitit handler stops the running stage (checkpoint)
         with server_blas_threads(allotted_cpus()) if in_job else contextlib.nullcontext():
+            if in_job:
+                start_server(ignored=(signal.SIGUSR2,))
             self._run(progress)
         if in_job and any(c.status == "interrupted" for c in self.commands):
             _end_interrupted_attempt()
@@ -320,10 +324,9 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
 
 def _run_stage(command: Command, chain: Chain | None, env: dict[str, str]) -> int:
     """Fork the stage (its device in `env`), follow it as the stop flag and Slurm's checkpoint need; its exit status.
-    In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and is
-    stopped by Chain.checkpoint with SIGTERM instead, which it handles."""
-    process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads(),
-                           env=env)
+    In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it (as its
+    server does, Chain.__call__) and is stopped by Chain.checkpoint with SIGTERM instead, which it handles."""
+    process = StageProcess(command.argv, ROOT, command.log, threads=THREADS.threads(), env=env)
     if chain is not None:
         RUNNING[chain.label] = process
     STOPPING.running.add(process)
