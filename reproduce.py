@@ -118,8 +118,8 @@ def parse_args(argv=None):
                         help="slurm: seconds before --time at which Slurm signals a chain to save and requeue "
                              "(default: 90, or --time/10 when shorter; Slurm sends it up to a minute early)")
     parser.add_argument("--max-timeouts", type=int, default=3,
-                        help="slurm: requeues after reaching --time before a chain is given up (pre-emptions "
-                             "do not count)")
+                        help="slurm: requeues after reaching --time in a row, none finishing a stage or a "
+                             "training epoch, before a chain is given up (pre-emptions do not count)")
     parser.add_argument("--force", action="store_true", help="rerun stages even when done")
     args = parser.parse_args(argv)
     if args.detach and args.launcher != "slurm":

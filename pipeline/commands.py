@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.stage_process import StageProcess
+from pipeline.stage_process import StageProcess, start_server
 from utils.cli import EXIT_INTERRUPTED
 from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
 from utils.io import load_json
-from utils.rundir import DONE_FILE
+from utils.rundir import DONE_FILE, TRAIN_FILES
 
 ROOT = Path(__file__).resolve().parents[1]   # the scripts' folder
 RUNNING: dict[str, StageProcess] = {}       # chain label -> its running stage, for Chain.checkpoint
@@ -73,14 +73,22 @@ class Chain:
     commands: list[Command] = field(default_factory=list)
     since: float = field(default_factory=time.time)  # stages finished after this were done by this grid
     env: dict[str, str] = field(default_factory=dict)  # added to its stages' environment (submitit-local: a GPU)
+    max_stalls: int | None = None  # Slurm (--max-timeouts): time limits in a row without progress before it stops
+    stalls: int = 0                # the attempts in a row that reached the time limit without progress
+    progress_at_start: tuple = ()  # progress() when this attempt started
 
     def __call__(self, progress=None) -> Chain:
         for command in self.commands:  # a requeued attempt retries what the previous one did not finish
             if command.status in ("interrupted", "busy"):
                 command.status = "pending"
         in_job = _in_slurm_job()
-        # in a Slurm task the stage server's BLAS gets the task's cores, unless the user's OMP_NUM_THREADS came along
+        self.progress_at_start = self.progress()
+        # in a Slurm task the stage server's BLAS gets the task's cores, unless the user's OMP_NUM_THREADS came along;
+        # the server, its resource tracker and the stages ignore the time-limit signal (USR2), which reaches every
+        # process of the job: this process's submitit handler stops the running stage (checkpoint)
         with server_blas_threads(allotted_cpus()) if in_job else contextlib.nullcontext():
+            if in_job:
+                start_server(ignored=(signal.SIGUSR2,))
             self._run(progress)
         if in_job and any(c.status == "interrupted" for c in self.commands):
             _end_interrupted_attempt()
@@ -105,16 +113,32 @@ class Chain:
                 if command.status in ("failed", "interrupted"):
                     break
 
+    def progress(self) -> tuple:
+        """What an attempt advances: which of its stages are done, and the time of training's last.pt (saved after
+        every epoch)."""
+        def saved(command: Command) -> int | None:
+            last = command.done_dir / TRAIN_FILES["last"] if command.done_dir is not None else None
+            return last.stat().st_mtime_ns if last is not None and last.is_file() else None
+
+        return tuple((command.is_done(), saved(command)) for command in self.commands)
+
     def checkpoint(self, *args, **kwargs):
-        """submitit's hook for Slurm's time-limit / pre-emption signal: stop the running stage as Slurm would
-        (SIGTERM: training saves last.pt and exits), then requeue this chain. submitit requeues the job and ends
-        this attempt; the next one skips the finished stages and training resumes from last.pt."""
+        """submitit's hook for Slurm's time-limit signal: stop the running stage as Slurm would (SIGTERM: training
+        saves last.pt and exits), then requeue this chain. submitit requeues the job and ends this attempt; the next
+        one skips the finished stages and training resumes from last.pt.
+
+        A chain is given up (None: submitit requeues no more) only after `max_stalls` + 1 attempts in a row that
+        neither finished a stage nor saved a training epoch: a long chain goes through as many time limits as it
+        needs (submitit's own count of time limits is set out of reach, pipeline.slurm)."""
         import submitit
 
         running = RUNNING.get(self.label)
         if running is not None:
             with contextlib.suppress(ProcessLookupError):
                 running.send_signal(signal.SIGTERM)
+        self.stalls = self.stalls + 1 if self.progress() == self.progress_at_start else 0
+        if self.max_stalls is not None and self.stalls > self.max_stalls:
+            return None
         if _in_slurm_job():
             _survive_own_requeue()
         return submitit.helpers.DelayedSubmission(self)
@@ -320,10 +344,9 @@ def run_command(command: Command, chain: Chain | None = None) -> None:
 
 def _run_stage(command: Command, chain: Chain | None, env: dict[str, str]) -> int:
     """Fork the stage (its device in `env`), follow it as the stop flag and Slurm's checkpoint need; its exit status.
-    In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it and is
-    stopped by Chain.checkpoint with SIGTERM instead, which it handles."""
-    process = StageProcess(command.argv, ROOT, command.log, ignore_usr2=_in_slurm_job(), threads=THREADS.threads(),
-                           env=env)
+    In a Slurm job the time-limit signal (USR2) reaches every process of the job: the stage ignores it (as its
+    server does, Chain.__call__) and is stopped by Chain.checkpoint with SIGTERM instead, which it handles."""
+    process = StageProcess(command.argv, ROOT, command.log, threads=THREADS.threads(), env=env)
     if chain is not None:
         RUNNING[chain.label] = process
     STOPPING.running.add(process)

@@ -161,7 +161,9 @@ def run_on_slurm(chains: list[Chain], group_cmds: list[Command], final: list[Com
                 print(f"resubmitting {job.label}: job {previous} ended "
                       f"{ended.get(previous) or (state if state != 'GONE' else 'unknown to Slurm now')} "
                       "without finishing it", flush=True)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=args.max_timeouts)
+    for job in missing:   # each chain counts its time limits without progress (Chain.checkpoint); submitit not
+        job.chain.max_stalls = args.max_timeouts
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=_UNCOUNTED_TIMEOUTS)
     delay = args.signal_delay if args.signal_delay is not None else min(90, max(5, args.time * 6))
     params = {"timeout_min": args.time, "gpus_per_node": args.gpus_per_task or None,
               "cpus_per_task": args.cpus_per_task, "slurm_partition": args.partition,
@@ -270,6 +272,10 @@ def _flag_to_change(reason: str) -> str:
     return "check --partition, --mem, --time, --cpus-per-task and --gpus-per-task against sinfo"
 
 
+# submitit's own limit on a job's time-limit requeues, out of reach: Chain.checkpoint gives a chain up after
+# --max-timeouts of them in a row without progress
+_UNCOUNTED_TIMEOUTS = 10 ** 6
+
 # Slurm job states after which no attempt follows (squeue); the others (PENDING, RUNNING, REQUEUED, ...) go on.
 _SLURM_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL",
                 "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT"}
@@ -351,7 +357,8 @@ def _result(job, chain: Chain, ended: str | None = None) -> Chain:
             return job.result()
         except FailedJobError as err:  # the chain raised, or submitit stopped requeueing it
             if "Job not requeued" in str(err):
-                status, why = "interrupted", "reached --time more than --max-timeouts times"
+                status, why = "interrupted", ("reached --time more than --max-timeouts times in a row without "
+                                              "finishing a stage or a training epoch")
             else:
                 status, why = "failed", "raised an error"
         except UncompletedJobError:

@@ -32,8 +32,7 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
-def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, threads: int | None,
-                env: dict[str, str]) -> None:
+def _run_script(root: str, argv: list[str], log_path: str, threads: int | None, env: dict[str, str]) -> None:
     """The child: `python root/argv[0] argv[1:]` in the current folder, its output appended to `log_path`, with
     `threads` intra-op threads (None: torch's default) and `env` added to its environment (its GPU: CUDA is not
     initialised in the server, so CUDA_VISIBLE_DEVICES set here is the one the stage sees)."""
@@ -49,8 +48,6 @@ def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, th
         import torch
 
         torch.set_num_threads(threads)
-    if ignore_usr2:  # Slurm's time-limit warning reaches every process; Chain.checkpoint stops the stage
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
@@ -65,18 +62,32 @@ def _run_script(root: str, argv: list[str], log_path: str, ignore_usr2: bool, th
     runpy.run_path(script, run_name="__main__")
 
 
-def start_server() -> None:
-    """Start the forkserver now (it imports PRELOAD in the background), before the first stage needs it."""
-    multiprocessing.forkserver.ensure_running()
+def start_server(ignored: tuple[signal.Signals, ...] = ()) -> None:
+    """Start the forkserver now (it imports PRELOAD in the background), before the first stage needs it, and with it
+    the resource tracker it shares with the stages, both with the signals `ignored` ignored for life (an ignored
+    signal stays ignored through exec, and the stages forked from the server inherit it).
+
+    In a Slurm job (pipeline.commands.Chain) that is SIGUSR2, the time-limit warning Slurm sends to every process of
+    the job: by default it kills a process, and killing these two broke the finishing stage. The stage's exit status
+    became unknown (the server reports it), and a stage using a semaphore (a DataLoader's queue, named /loky-... once
+    joblib is imported) found its tracker dead, started another that wrote to the stage's log, and the unregistering
+    of a semaphore the new tracker never saw left a `KeyError: '/loky-...'` traceback there (issue 27). The job's
+    own process keeps submitit's handler, which stops the stage with SIGTERM (Chain.checkpoint)."""
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ignored}
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class StageProcess:
     """A running stage with the part of subprocess.Popen's interface that reproduce.py uses."""
 
-    def __init__(self, argv: list[str], root: Path, log: Path, ignore_usr2: bool = False, threads: int | None = None,
+    def __init__(self, argv: list[str], root: Path, log: Path, threads: int | None = None,
                  env: dict[str, str] | None = None):
         self._process = _CONTEXT.Process(target=_run_script, name=Path(argv[0]).stem,
-                                         args=(str(root), list(argv), str(log), ignore_usr2, threads, dict(env or {})))
+                                         args=(str(root), list(argv), str(log), threads, dict(env or {})))
         self._process.start()
         # Every start() first polls the registered children (multiprocessing.process._cleanup), reading a finished
         # child's exit status from its pipe: from another thread while this stage's own thread waits on it, one of

@@ -287,6 +287,9 @@ class Trainer:
         state.epoch += 1
         state.batch, state.perm, state.partial = 0, None, {}
         test_acc = evaluate(self.forward, data, recipe, self.corruption_std, self.generator, self.speed)
+        # the rate of the epoch's last step: a resume from a save after that step (SIGTERM at the epoch's last batch)
+        # runs no step here
+        lr = learning_rate(recipe, state.epoch * self.iters_per_epoch - 1, self.iters_per_epoch)
         row = {"epoch": state.epoch, "lr": lr, "train_loss": train_loss, "train_acc": correct.item() / seen,
                "test_acc": test_acc, "seconds": time.perf_counter() - started}
         state.log.append(row)

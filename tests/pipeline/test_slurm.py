@@ -181,20 +181,29 @@ def reference(tmp_path_factory):
     return final_weights(workdir, REQUEUE_EPOCHS), seconds[len(seconds) // 2]
 
 
-def test_a_chain_longer_than_the_time_limit_completes_through_requeues(tmp_path, reference):
-    """--time 1 with a minute and more of training: Slurm's warning signal makes the chain save and requeue,
-    every epoch is trained once, and the grid completes."""
-    # About a minute of training at the reference's speed: more than a first attempt holds (Slurm warns 24-54 s
-    # into it, and starting the job takes some of that), so at least one requeue, usually exactly one.
-    epochs = min(300, max(90, math.ceil(60 / reference[1])))
+def test_a_grid_longer_than_the_time_limit_reaches_its_report_through_requeues(tmp_path, reference):
+    """issue 27: --time 1 with two minutes of training, then a measurement, the extraction and averaging (its own
+    job): Slurm's warning signal makes the chain save and requeue, every epoch is trained once, and the grid reaches
+    its report with every stage done, through more time limits than --max-timeouts (which counts only attempts
+    without progress), and no finished stage's log holds a traceback (the stage server and its resource tracker
+    outlive the warning signal)."""
+    # About two minutes of training at the reference's speed: a first attempt holds less than a minute (Slurm warns
+    # 24-54 s into it, and starting the job takes some of that), so at least two time limits, usually three.
+    epochs = min(600, max(180, math.ceil(120 / reference[1])))
+    grid = [*GRID[:GRID.index("--stages")], "--stages", "train", "stability", "extract", "average",
+            *GRID[GRID.index("--stages") + 2:]]
     result = reproduce(tmp_path, "--epochs", str(epochs), "--launcher", "slurm", "--time", "1",
-                       "--max-timeouts", "10", timeout=1200)
+                       "--max-timeouts", "1", timeout=1200, grid=grid)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 done, 0 skipped, 0 failed, 0 interrupted" in result.stdout
+    assert "4 done, 0 skipped, 0 failed, 0 interrupted, 0 left to another running process, 0 not reached" \
+        in result.stdout
+    assert (tmp_path / "report" / "report.md").is_file()
     log = "".join(path.read_text() for path in (tmp_path / "slurm_logs").glob("*_log.out"))
-    assert attempts(tmp_path) >= 2, f"{epochs} epochs finished within one attempt: the machine got faster"
+    assert attempts(tmp_path) >= 4, f"{epochs} epochs finished within two attempts: the machine got faster"
     assert "this job is timed-out" in log and "Requeued job" in log
     assert logged_epochs(tmp_path) == list(range(1, epochs + 1))
+    logs = sorted(tmp_path.rglob("*.log"))   # train, stability, extract, averaging
+    assert len(logs) == 4 and not [path for path in logs if "Traceback" in path.read_text()]
 
 
 def test_requeue_mid_training_completes_with_the_weights_of_an_uninterrupted_run(tmp_path, reference):

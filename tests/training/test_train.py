@@ -143,6 +143,33 @@ def test_sigterm_saves_mid_epoch_and_resume_is_bit_identical(reference, tmp_path
     assert_identical(final_weights(reference, 4), final_weights(tmp_path, 4))
 
 
+def test_sigterm_at_an_epochs_last_batch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """A SIGTERM during an epoch's last batch saves last.pt with every batch of it trained (issue 27: a Slurm time
+    limit hit it); the resume trains no batch of that epoch, logs it with its last step's rate, and goes on."""
+    from training.loop import Trainer
+
+    step, steps = Trainer.step, []
+
+    def stop_at_epoch_end(self, x, y):
+        steps.append(len(y))
+        if len(steps) == self.iters_per_epoch:   # the last batch of epoch 1
+            self._stop_requested = True
+        return step(self, x, y)
+
+    reference = tmp_path / "uninterrupted"     # in this process too: the same threads
+    train_here(reference, "--epochs", "2")
+    monkeypatch.setattr(Trainer, "step", stop_at_epoch_end)
+    assert train_here(tmp_path, "--epochs", "2", check=False).returncode == 143
+    last = load_torch(RunDir.of(tmp_path, "digits", "lenet", 0).last)
+    assert (last["epoch"], last["batch"]) == (0, len(steps))
+    monkeypatch.setattr(Trainer, "step", step)
+    train_here(tmp_path, "--epochs", "2", "--resume")
+    assert_identical(final_weights(reference, 2), final_weights(tmp_path, 2))
+    with open(RunDir.of(tmp_path, "digits", "lenet", 0).train_log) as resumed, \
+            open(RunDir.of(reference, "digits", "lenet", 0).train_log) as uninterrupted:
+        assert [row["lr"] for row in csv.DictReader(resumed)] == [row["lr"] for row in csv.DictReader(uninterrupted)]
+
+
 def test_existing_run_needs_resume_or_force(reference, tmp_path):
     train_here(tmp_path, "--epochs", "1")
     result = train_here(tmp_path, "--epochs", "2", check=False)
