@@ -16,7 +16,7 @@ from datasets.base import batch_to
 from datasets.folders import FolderData, load_folder
 from utils.errors import ToolkitError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the repository (this file may be imported without conftest)
 
 
 def make_folder(root, classes=("n01", "n02"), per_class=3, size=(300, 260)):
@@ -125,7 +125,7 @@ def test_passes_over_a_split_reuse_one_loader_and_its_workers(monkeypatch, made_
 
 def test_a_process_with_persistent_workers_exits_cleanly():
     script = ("import sys; from pathlib import Path; from datasets.folders import FolderData\n"
-              "sys.path.insert(0, 'tests'); from test_folders import ReaderPids\n"
+              "sys.path.insert(0, 'tests/datasets'); from test_folders import ReaderPids\n"
               "DATA = FolderData('pids', 'test', Path('.'), ['a'], ReaderPids())\n"   # held until the interpreter ends
               "print(sum(len(y) for _ in range(2) for _, y in DATA.batches(3, device='cpu')))\n"
               "print(len(DATA.loaders), DATA.loader(3).persistent_workers)\n")

@@ -470,7 +470,7 @@ def test_full_print_says_each_published_set_and_the_label_its_report_rows_carry(
     """issue 28: --full --print names every part of the published grid with the protocol its report gives it."""
     from pipeline.grid import FULL_GRIDS
 
-    assert reproduce.main(["--paper", paper, "--full", "--print", "--workdir", str(tmp_path)]) == 0
+    plan.resolve_grid(reproduce.parse_args(["--paper", paper, "--full", "--print", "--workdir", str(tmp_path)]))
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: seed") and " set" in line]
     grid = FULL_GRIDS[paper]
     assert len(notes) == len(grid if isinstance(grid, tuple) else (grid,))
