@@ -297,7 +297,7 @@ def test_thresholds_pool_by_position_not_index(pooled):
 
 def test_report_names_missing_positions_and_the_chosen_threshold(pooled):
     workdir, _ = pooled
-    assert averaging.main(["--workdir", str(workdir), "--mean-std", "--per-seed"]) == 0
+    assert averaging.main(["--workdir", str(workdir), "--mean-std", "--per-seed", "--no-pdf"]) == 0
     report = (workdir / "report" / "report.md").read_text()
     assert "rnd0 lacks positions 30" in report and "rnd1 lacks positions 10" in report
     assert f"projection ratio (proposed), chosen on the validation set: ratio {threshold(20):.3g} (position 20)" \
@@ -319,7 +319,7 @@ def test_report_names_missing_positions_and_the_chosen_threshold(pooled):
     assert (workdir / "report" / "seed000_digits_resnet18-mean.png").is_file()
     header = (workdir / "report" / "seed000_table.csv").read_text().splitlines()[0]
     assert all(f"{name} median" in header for name in ALL_METRICS) and "FNR@FPR95 (sklearn) std" in header
-    assert averaging.main(["--workdir", str(workdir), "--oracle"]) == 0
+    assert averaging.main(["--workdir", str(workdir), "--oracle", "--no-pdf"]) == 0
     report = (workdir / "report" / "report.md").read_text()
     assert "Figures: choices on the oracle: reported near-OOD set photos" in report
 
@@ -355,7 +355,7 @@ def test_paper_rows_on_the_papers_data_carry_the_published_column(tmp_path):
     number as literature context (reports/references.py); extras never do."""
     for seed in (0, 1):
         hand_extract(tmp_path, seed, [0, 20], {}, dataset="cifar10", sets=("cifar100", "cifar10_vflip"))
-    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    assert averaging.main(["--workdir", str(tmp_path), "--no-pdf"]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     rows = {}
     for line in report.splitlines():
@@ -372,9 +372,9 @@ def test_a_chosen_threshold_whose_network_is_at_chance_is_flagged(tmp_path):
     """The report says so when the proposed row's compressed network is near chance accuracy (1 / classes)."""
     for seed, accuracy in ((0, 0.09), (1, 0.11)):
         hand_extract(tmp_path, seed, [0, 20], AUROC[0], accuracy=np.full((3, 2), accuracy))
-    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    assert averaging.main(["--workdir", str(tmp_path), "--no-pdf"]) == 0
     assert "near chance accuracy" in (tmp_path / "report" / "report.md").read_text()
     for seed in (0, 1):
         hand_extract(tmp_path, seed, [0, 20], AUROC[0], accuracy=np.full((3, 2), 0.5))
-    assert averaging.main(["--workdir", str(tmp_path)]) == 0
+    assert averaging.main(["--workdir", str(tmp_path), "--no-pdf"]) == 0
     assert "near chance accuracy" not in (tmp_path / "report" / "report.md").read_text()

@@ -88,6 +88,7 @@ def test_sampled_weights_have_covariance_c_l_computed_by_hand(bn_nets):
     assert np.abs(drawn @ null).max() < 1e-8 * np.abs(drawn).max()
 
 
+@pytest.mark.slow   # its own two nets; the restandardising itself is guarded by the BN tests above
 def test_the_complex_skip_variant_is_restandardised_too():
     """Two untrained scattering_skip nets (width 1/16) on 64 digits: complex layer inputs of the rainbow net have
     E z = 0 and E|z - E z|^2 = 1 per channel on train (float64 here)."""

@@ -337,7 +337,7 @@ def test_extract_and_average_write_the_table(run, workdir):
     labels = np.r_[np.ones(N_SAMPLES), np.zeros(N_SAMPLES)]
     expected = roc_auc_score(labels, -np.r_[dist["digits"]["distance_exp"][:, k], dist["photos"]["distance_exp"][:, k]])
     assert scores["mahalanobis"][17, 0, column, 0] == pytest.approx(expected, abs=1e-12)
-    for oracle in ([], ["--oracle"]):
+    for oracle in ([], ["--oracle", "--no-pdf"]):   # the PDFs once
         assert averaging.main(["--workdir", str(workdir), *oracle]) == 0
         report = (workdir / "report" / "report.md").read_text()
         assert "projection ratio, FC input, ratio chosen on the validation set (proposed)" in report

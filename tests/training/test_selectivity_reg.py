@@ -95,6 +95,7 @@ def test_the_penalty_is_the_mean_stage_selectivity_and_zero_on_a_one_class_batch
     assert regularizer.penalty(labels[labels == 1]).item() == 0.0
 
 
+@pytest.mark.slow   # the default fine-tune's test guards the regulariser, the lenet refusal test the scratch path
 def test_the_scratch_extra_lowers_selectivity_in_its_own_run_folder(tmp_path, trained_run):
     plain = trained_run(tmp_path, "resnet20", "digits", 0, *TRAIN)
     regularised = trained_run(tmp_path, "resnet20", "digits", 0, *TRAIN, "--selectivity_reg", ALPHA, *SCRATCH)

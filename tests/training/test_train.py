@@ -238,7 +238,7 @@ def test_initialisation_is_the_recipes(tmp_path, trained_run, recipe):
     tested against both laws with Kolmogorov-Smirnov on the largest conv; BN starts at weight 1, bias 0."""
     from scipy import stats
 
-    run = trained_run(tmp_path, "vgg11", "digits", 0, "--width", "0.5", "--epochs", "1", "--recipe", recipe)
+    run = trained_run(tmp_path, "vgg11", "digits", 0, "--width", "0.125", "--epochs", "1", "--recipe", recipe)
     weights = load_torch(run.epoch_checkpoint(0))["model"]
     convs = {k: v for k, v in weights.items() if k.endswith(".weight") and v.dim() == 4}
     w = max(convs.values(), key=torch.numel)
