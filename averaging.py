@@ -93,8 +93,8 @@ def main(argv=None) -> int:
                 print(f"note: {group.label} has extracted seeds {sorted(found)} of the {sorted(seeds)} asked for")
     out = report_dir(workdir)
     options = ReportOptions(oracle=args.oracle, mean_std=args.mean_std, per_seed=args.per_seed)
-    figures.FORMATS[:] = ["png"] if args.no_pdf else ["png", "pdf"]
-    sections = paper_sections(groups, out, options, args.jobs)
+    with figures.figure_formats(["png"] if args.no_pdf else ["png", "pdf"]):
+        sections = paper_sections(groups, out, options, args.jobs)
     header = (f"# Report\n\nGenerated {time.strftime('%Y-%m-%d %H:%M')} from {len(groups)} (dataset, model) "
               f"group(s): " + ", ".join(f"{g.label} ({len(g.runs)} seeds)" for g in groups) + "\n")
     if args.no_pdf:

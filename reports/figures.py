@@ -1,6 +1,7 @@
 """One figure style for every report: PNG and paper-ready PDF, written atomically, no display needed."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import warnings
@@ -28,6 +29,17 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.4, height: float
 
 
 FORMATS = ["png", "pdf"]  # what save_figure writes; averaging.py --no-pdf leaves out the PDF (half the drawing)
+
+
+@contextlib.contextmanager
+def figure_formats(formats: list[str]):
+    """save_figure writes `formats` inside the block, and what it wrote before after it (averaging.py --no-pdf)."""
+    before = FORMATS[:]
+    FORMATS[:] = formats
+    try:
+        yield
+    finally:
+        FORMATS[:] = before
 
 
 def save_figure(fig, out_dir: Path, stem: str) -> Path:

@@ -14,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 import averaging
 import extractor
 from pipeline.contract import TRAIN_SET, load, open_stage
-from reports import Group, ReportOptions
+from reports import Group, ReportOptions, figures
 from reports.seed000 import ALL_METRICS, Seeds
 from utils.io import save_json
 from utils.rundir import RunDir
@@ -298,6 +298,7 @@ def test_thresholds_pool_by_position_not_index(pooled):
 def test_report_names_missing_positions_and_the_chosen_threshold(pooled):
     workdir, _ = pooled
     assert averaging.main(["--workdir", str(workdir), "--mean-std", "--per-seed", "--no-pdf"]) == 0
+    assert figures.FORMATS == ["png", "pdf"]   # --no-pdf held for that report only, not for later drawing in-process
     report = (workdir / "report" / "report.md").read_text()
     assert "rnd0 lacks positions 30" in report and "rnd1 lacks positions 10" in report
     assert f"projection ratio (proposed), chosen on the validation set: ratio {threshold(20):.3g} (position 20)" \
