@@ -321,6 +321,12 @@ def exclusive(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def blocked(commands: list[Command]) -> bool:
+    """Commands run as one task (a chain, or a group stage) that failed, were interrupted or left stages unreached
+    (a skipped group stage): what waits for them does not run."""
+    return any(c.status in ("failed", "interrupted", "pending") for c in commands)
+
+
 def run_command(command: Command, chain: Chain | None = None) -> None:
     if command.is_done():  # done before this grid began, or by an earlier attempt of this chain (requeued)
         finished = (command.done_dir / DONE_FILE).stat().st_mtime

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from pipeline.commands import DEVICES, STOPPING, THREADS, Chain, Command, DevicePool, run_command, stop_on_sigterm
+from pipeline.commands import (
+    DEVICES,
+    STOPPING,
+    THREADS,
+    Chain,
+    Command,
+    DevicePool,
+    blocked,
+    run_command,
+    stop_on_sigterm,
+)
 from pipeline.plan import group_waits, run_group
 from utils.cpus import allotted_cpus
 
@@ -37,7 +47,7 @@ class _Task:
 
     def blocked(self) -> bool:
         """A finished task that failed, was interrupted, or left stages unreached (a skipped group stage)."""
-        return any(c.status in ("failed", "interrupted", "pending") for c in self.commands())
+        return blocked(self.commands())
 
 
 def run_local(chains: list[Chain], group_cmds: list[Command], jobs: int) -> None:

@@ -283,8 +283,9 @@ def _chain(args, part: GridPart, stages: list[contract.Stage], cell: Cell, workd
     ident = cell.identity(common)
     chain = Chain(str(run.root.relative_to(args.workdir)), contract.lock_path(run))
     if part.weights and not cell.selectivity_reg and (wanted is None or "train" in wanted):
-        chain.commands.append(Command("train", ["import_weights.py", *ident, "--weights", part.weights, "--data-root",
-                                                args.data_root], run.root, contract.log_path(run.root, "train")))
+        chain.commands.append(Command(contract.TRAIN, ["import_weights.py", *ident, "--weights", part.weights,
+                                                       "--data-root", args.data_root], run.root,
+                                      contract.log_path(run.root, contract.TRAIN)))
     elif wanted is None or "train" in wanted:
         # a regularised run fine-tunes the plain one by its own recipe (seed003 §10): no epochs or recipe of the part
         script, *scheduled_flags = contract.stage(contract.TRAIN).argv(mode)
@@ -327,8 +328,6 @@ def _extract_command(cell: Cell, workdir: str, common: list[str]) -> Command:
     extract = contract.stage("extract")
     return Command(extract.name, [extract.script, *cell.identity(common)], extract.dir(run),
                    contract.log_path(run.root, extract.name))
-
-
 
 
 def run_group(chain: Chain) -> Path:

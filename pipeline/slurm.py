@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.commands import DEVICES, ROOT, Chain, Command, run_command
+from pipeline.commands import DEVICES, ROOT, Chain, Command, blocked, run_command
 from pipeline.plan import group_waits, run_group
 from utils.errors import ToolkitError
 from utils.io import load_json, save_json
@@ -50,7 +50,7 @@ class Job:
 
     def blocked(self) -> bool:
         """It failed, was interrupted or skipped (left stages unreached)."""
-        return any(c.status in ("failed", "interrupted", "pending") for c in self.chain.commands)
+        return blocked(self.chain.commands)
 
     def failure(self) -> str:
         """Why it did not complete: its stage that failed or was interrupted, with the log."""
