@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from pipeline import contract
 from reports import Group, ReportOptions, figures, paper_modules
 from utils.cli import ToolkitParser, run_main
+from utils.cpus import allotted_cpus
 from utils.errors import ToolkitError
 from utils.io import atomic_write
 from utils.rundir import report_dir, seed_dirs, split_variant
@@ -40,8 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-pdf", action="store_true",
                         help="write the figures as PNG only, not also as PDF (drawing takes half the time; the demo "
                              "of reproduce.py uses it)")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
-                        help="papers' reports drawn in parallel processes (default: the cores this process may use)")
+    parser.add_argument("--jobs", type=int, default=allotted_cpus(),
+                        help="papers' reports drawn in parallel processes (default: the cores this process may use; "
+                             "within a Slurm task, its allocation)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")

@@ -385,7 +385,7 @@ def cmd_validate(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
 def cmd_essential(args, loaded: LoadedRun, out: contract.StageOutput) -> dict:
     head, sets_by_k, skipped, features, _, labels = features_of_test_split(args, loaded)
     head_cpu = copy.deepcopy(head).cpu().float().eval()
-    generator = torch.Generator().manual_seed(args.noise_seed)
+    generator = make_generator(args.noise_seed)
     result = {}
     for k, sets in sets_by_k.items():
         counts = {"noise_at_inf": [], "noise_at_noninf": [], "n": []}

@@ -54,7 +54,7 @@ from models import build_model
 from pipeline.contract import open_stage
 from pipeline.loaded import load_config
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, non_negative_float, run_main
-from utils.device import measurement_device
+from utils.device import make_generator, measurement_device
 from utils.rundir import RunDir, recorded_flags
 from utils.taps import LayerTaps
 
@@ -175,14 +175,14 @@ def measure(args, device: torch.device) -> tuple[dict, dict]:
     if device.type == "cpu" and args.scale1d_channels <= ONE_THREAD_CHANNELS:
         torch.set_num_threads(1)
     try:
-        trained = train(model, train_set, val_set, args, torch.Generator().manual_seed(args.seed), device)
+        trained = train(model, train_set, val_set, args, make_generator(args.seed), device)
     finally:
         torch.set_num_threads(threads)
     model = model.double().eval()
     chunks = ((test_set.images[i:i + EVAL_BATCH].to(device, torch.float64), test_set.labels[i:i + EVAL_BATCH])
               for i in range(0, len(test_set), EVAL_BATCH))
     test_accuracy, _ = evaluate(model, chunks, "hinge", k=1)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = make_generator(args.seed)
     x = probes.images.double()
     x_tau = render_sites(move_sites(probes.extras["sites"], length, xi, generator), length, dtype=torch.float64)
     x_eta = rectified_noise(x, x_tau, generator=generator)

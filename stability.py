@@ -98,7 +98,7 @@ from pipeline.capabilities import no_square_convs, square_conv_filters
 from pipeline.contract import STABILITY_MODES, StageOutput, layer_key, open_stage
 from pipeline.loaded import LoadedRun, build_run_model
 from utils.cli import ToolkitParser, add_run_flags, add_stage_flags, finite_float, positive_float, run_main
-from utils.device import measurement_device
+from utils.device import make_generator, measurement_device
 from utils.errors import ToolkitError
 from utils.rundir import RunDir, recorded_flags
 from utils.taps import NODE_SETS, NodeTaps
@@ -201,7 +201,7 @@ def open_network(args, device: torch.device) -> LoadedRun:
         loaded.model = fresh_network(loaded.config, args.seed).to(device, torch.float64).eval()
         loaded.checkpoint = "fresh"
     if args.shuffle_channels:
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = make_generator(args.seed)
         loaded.model.load_state_dict(shuffle_conv_channels(loaded.model.state_dict(), generator,
                                                            outputs=args.shuffle_channels == 2))
     if args.init:
@@ -278,7 +278,7 @@ def deform(probes: Probes, args, generator: torch.Generator) -> torch.Tensor:
 # ---- the measurements --------------------------------------------------------------------------------------------
 def measure_stability(args, loaded: LoadedRun, out: StageOutput) -> dict:
     """D_f, G_f, R_f of every node over the probes (§2.3); writes the file "stability", returns the summary."""
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = make_generator(args.seed)
     probes = draw_probes(args, loaded, generator)
     trained_std = float(loaded.config["flags"].get("corruption") or 0.0)
     corruption = trained_std if args.corrupt_test else 0.0
