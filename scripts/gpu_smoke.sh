@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every CUDA-specific branch of the toolkit in one run, at most 10 minutes on one GPU (issue 27):
-#   1. training with --bf16, --channels-last and --compile (inductor on a GPU, aot_eager on the CPU);
+#   1. training with --bf16, --channels-last and --compile (inductor on a GPU, aot_eager on the CPU); and twice with
+#      --deterministic, which must give the same weights bit for bit;
 #   2. SIGTERM mid-training, then --resume on the same device;
 #   3. a run stopped on this device resumed on the CPU (the checkpoint's generator state is the CPU's);
 #   4. reproduce.py --jobs 2 on one device: every measurement stage, extraction and the report, with the peak memory
@@ -34,6 +35,20 @@ NET=(--model-name resnet18 --width 0.25)
 
 step "1. training with --bf16 --channels-last --compile $COMPILE on $DEVICE"
 "${TRAIN[@]}" "${NET[@]}" --epochs 2 --bf16 --channels-last --compile "$COMPILE" --device "$DEVICE" --workdir "$W/speed"
+for copy in 1 2; do
+    "${TRAIN[@]}" "${NET[@]}" --epochs 2 --deterministic --device "$DEVICE" --workdir "$W/deterministic$copy"
+done
+"$PY" - "$W" <<'EOF'
+import sys
+
+import torch
+
+last = [torch.load(f"{sys.argv[1]}/deterministic{copy}/digits/resnet18/rnd0/checkpoints/last.pt", map_location="cpu",
+                   weights_only=True)["model"] for copy in (1, 2)]
+different = [key for key in last[0] if not torch.equal(last[0][key], last[1][key])]
+sys.exit(f"--deterministic runs differ in {different}" if different else 0)
+EOF
+echo "  --deterministic twice: the same weights bit for bit"
 
 # term_and_resume FOLDER FIRST_DEVICE SECOND_DEVICE: SIGTERM after the first logged epoch, resume to the end
 term_and_resume() {
